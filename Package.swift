@@ -1,0 +1,101 @@
+// swift-tools-version:6.2
+// Rafka: a Kafka-compatible broker. The module map and the rules behind it are in docs/architecture.md.
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .treatAllWarnings(as: .error),
+]
+
+let nioCore: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
+let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio")
+let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
+
+let package = Package(
+    name: "rafka",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "rafka", targets: ["rafka"]),
+        .executable(name: "rafka-admin", targets: ["rafka-admin"]),
+        .library(name: "RafkaClient", targets: ["RafkaClient"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    ],
+    targets: [
+        // C libraries from Debian; each is imported by exactly one Swift target.
+        .systemLibrary(name: "CLZ4", path: "Sources/CLZ4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CZstd", path: "Sources/CZstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CSQLite3", path: "Sources/CSQLite3", providers: [.apt(["libsqlite3-dev"])]),
+
+        .target(name: "RafkaCore", dependencies: [nioCore], swiftSettings: strict),
+        .target(name: "KafkaProtocol", dependencies: ["RafkaCore", nioCore], swiftSettings: strict),
+        .target(
+            name: "RafkaCompression",
+            dependencies: ["CLZ4", "CZstd", "CZlib", nioCore],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "RafkaStorage",
+            dependencies: [
+                "RafkaCore", "KafkaProtocol", "RafkaCompression", "CSQLite3", nioCore, nioPosix,
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "RafkaServer",
+            dependencies: [
+                "RafkaCore", "KafkaProtocol", "RafkaCompression", "RafkaStorage", nioCore, nioPosix, logging,
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "RafkaClient",
+            dependencies: ["KafkaProtocol", "RafkaCompression", nioCore, nioPosix],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "rafka",
+            dependencies: [
+                "RafkaServer", logging,
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "rafka-admin",
+            dependencies: [
+                "RafkaClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+
+        .testTarget(name: "KafkaProtocolTests", dependencies: ["KafkaProtocol", nioCore], swiftSettings: strict),
+        .testTarget(name: "RafkaCompressionTests", dependencies: ["RafkaCompression", nioCore], swiftSettings: strict),
+        .testTarget(
+            name: "RafkaStorageTests",
+            dependencies: ["RafkaStorage", "KafkaProtocol", "RafkaCompression", nioCore],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RafkaServerTests",
+            dependencies: [
+                "RafkaServer", "RafkaClient", "KafkaProtocol", "RafkaStorage", nioCore, nioPosix,
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,87 @@
+import NIOCore
+
+/// The compression codecs of Kafka's RecordBatch attributes (bits 0–2), with their wire values.
+///
+/// Rafka speaks none, gzip, LZ4 (the LZ4 *frame* format, which librdkafka and Kafka ≥ 0.10
+/// write) and Zstd through the system libraries. Snappy is recognised but not implemented:
+/// batches using it are refused with UNSUPPORTED_COMPRESSION_TYPE rather than stored unread.
+public enum CompressionCodec: Int8, Sendable, CaseIterable, CustomStringConvertible {
+    case none = 0
+    case gzip = 1
+    case snappy = 2
+    case lz4 = 3
+    case zstd = 4
+
+    /// Kafka's config name (`compression.type` values).
+    public var description: String {
+        switch self {
+        case .none: "none"
+        case .gzip: "gzip"
+        case .snappy: "snappy"
+        case .lz4: "lz4"
+        case .zstd: "zstd"
+        }
+    }
+
+    public init?(name: String) {
+        guard let codec = Self.allCases.first(where: { $0.description == name }) else { return nil }
+        self = codec
+    }
+
+    /// Whether this build can compress and decompress the codec.
+    public var isSupported: Bool { self != .snappy }
+
+    /// Compresses `input`'s readable bytes into a new buffer.
+    public func compress(_ input: ByteBuffer, allocator: ByteBufferAllocator = .init()) throws(CompressionError) -> ByteBuffer {
+        switch self {
+        case .none: return input
+        case .gzip: return try Gzip.compress(input, allocator: allocator)
+        case .lz4: return try LZ4Frame.compress(input, allocator: allocator)
+        case .zstd: return try Zstd.compress(input, allocator: allocator)
+        case .snappy: throw CompressionError(.unsupportedCodec, "snappy")
+        }
+    }
+
+    /// Decompresses `input`, failing rather than producing more than `outputBytesMax` bytes.
+    ///
+    /// The bound is what keeps a tiny hostile batch from inflating into gigabytes.
+    public func decompress(
+        _ input: ByteBuffer,
+        outputBytesMax: Int,
+        allocator: ByteBufferAllocator = .init()
+    ) throws(CompressionError) -> ByteBuffer {
+        switch self {
+        case .none:
+            guard input.readableBytes <= outputBytesMax else { throw CompressionError(.outputTooLarge, "none") }
+            return input
+        case .gzip: return try Gzip.decompress(input, outputBytesMax: outputBytesMax, allocator: allocator)
+        case .lz4: return try LZ4Frame.decompress(input, outputBytesMax: outputBytesMax, allocator: allocator)
+        case .zstd: return try Zstd.decompress(input, outputBytesMax: outputBytesMax, allocator: allocator)
+        case .snappy: throw CompressionError(.unsupportedCodec, "snappy")
+        }
+    }
+}
+
+/// Compression or decompression failed.
+public struct CompressionError: Error, Hashable, Sendable, CustomStringConvertible {
+    public enum Code: Hashable, Sendable {
+        /// The input is not valid data for the codec (a corrupt batch).
+        case corruptInput
+        /// Decompression would exceed the allowed output size.
+        case outputTooLarge
+        /// The codec is not available in this build.
+        case unsupportedCodec
+        /// The library failed for another reason (out of memory).
+        case libraryFailure
+    }
+
+    public var code: Code
+    public var detail: String
+
+    public init(_ code: Code, _ detail: String) {
+        self.code = code
+        self.detail = detail
+    }
+
+    public var description: String { "\(self.code): \(self.detail)" }
+}

@@ -1,0 +1,33 @@
+/// Every bound Rafka enforces, in one place.
+///
+/// A queue, batch or buffer without a maximum is a way for one client to take the whole process
+/// down; each limit here is named after what it bounds, with its unit last.
+public enum Limits {
+    /// The largest request frame a client may send (Kafka's `socket.request.max.bytes`).
+    public static let requestBytesMaxDefault = 100 * 1024 * 1024
+    /// Requests decoded but not yet answered on one connection; past this the connection stops
+    /// reading until responses drain (Kafka answers one at a time; librdkafka pipelines up to 5).
+    public static let inFlightRequestsPerConnectionMax = 64
+    /// Open client connections per listener; connections past this are closed at accept.
+    public static let connectionsMaxDefault = 10_000
+    /// The largest record batch a topic may accept unless `max.message.bytes` says otherwise
+    /// (Kafka's default, 1 MiB + the batch overhead).
+    public static let messageBytesMaxDefault = 1_048_588
+    /// The largest `max.message.bytes` a topic may set.
+    public static let messageBytesMaxCeiling = 64 * 1024 * 1024
+    /// How much a compressed batch may expand to while it is validated. A batch that claims more
+    /// is rejected as corrupt rather than decompressed without bound.
+    public static let decompressedBatchBytesMax = 128 * 1024 * 1024
+    /// Fetch responses are capped at this many bytes whatever the client asks.
+    public static let fetchResponseBytesMax = 64 * 1024 * 1024
+    /// The longest a fetch may wait for `min.bytes` to arrive.
+    public static let fetchWaitMillisecondsMax = 60_000
+    /// Partitions one topic may have on this node.
+    public static let partitionsPerTopicMax = 100_000
+    /// Producer ids a single partition remembers for idempotence before the oldest are evicted.
+    public static let producerIdsPerPartitionMax = 10_000
+    /// Batches per producer whose sequence numbers are kept for duplicate detection (Kafka keeps 5).
+    public static let producerBatchesRemembered = 5
+    /// Topic names: Kafka's limit on length.
+    public static let topicNameLengthMax = 249
+}

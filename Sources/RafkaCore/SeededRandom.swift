@@ -1,0 +1,19 @@
+/// A deterministic pseudo-random generator (SplitMix64) for simulations and tests.
+///
+/// Pure state machines take randomness from an injected generator so that a seed replays a run
+/// exactly; production shells seed it from the system generator.
+public struct SeededRandom: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    public init(seed: UInt64) {
+        self.state = seed
+    }
+
+    public mutating func next() -> UInt64 {
+        self.state &+= 0x9E37_79B9_7F4A_7C15
+        var z = self.state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
