@@ -215,22 +215,34 @@ public enum RecordBatch {
     /// Walks the uncompressed records of a batch, checking that each record's length covers
     /// exactly its fields, offset deltas run 0, 1, 2, … and the count matches the header.
     /// Allocates nothing.
-    public static func validateRecords(_ records: ByteBuffer, header: RecordBatchHeader) throws(RecordBatchError) {
-        let walked: Int32
+    @discardableResult
+    public static func validateRecords(_ records: ByteBuffer, header: RecordBatchHeader) throws(RecordBatchError) -> TimestampRange {
+        let walked: (count: Int32, timestamps: TimestampRange)
         do throws(KafkaDecodingError) {
             walked = try Self.walkRecords(records, count: header.recordCount)
         } catch {
             throw RecordBatchError(.invalidRecord, error.context)
         }
-        guard walked == header.recordCount else {
-            throw RecordBatchError(.invalidRecord, "\(walked) records, header says \(header.recordCount)")
+        guard walked.count == header.recordCount else {
+            throw RecordBatchError(.invalidRecord, "\(walked.count) records, header says \(header.recordCount)")
         }
+        return walked.timestamps
+    }
+
+    /// The smallest and largest record timestamp deltas of a batch.
+    public struct TimestampRange: Sendable, Equatable {
+        public var minDelta: Int64
+        public var maxDelta: Int64
     }
 
     /// Returns how many well-formed records `records` holds; throws at the first malformed one.
-    private static func walkRecords(_ records: ByteBuffer, count: Int32) throws(KafkaDecodingError) -> Int32 {
+    private static func walkRecords(
+        _ records: ByteBuffer,
+        count: Int32
+    ) throws(KafkaDecodingError) -> (count: Int32, timestamps: TimestampRange) {
         var buffer = records
         var expectedDelta: Int32 = 0
+        var timestamps = TimestampRange(minDelta: Int64.max, maxDelta: Int64.min)
         while buffer.readableBytes > 0 {
             guard expectedDelta < count else {
                 throw KafkaDecodingError(.trailingBytes, "more records than the count \(count)")
@@ -241,7 +253,9 @@ public enum RecordBatch {
             }
             var record = buffer.readSlice(length: Int(length))!
             _ = try record.readKafkaInt8()  // attributes (unused in v2)
-            _ = try record.readKafkaVarlong()  // timestamp delta
+            let timestampDelta = try record.readKafkaVarlong()
+            timestamps.minDelta = min(timestamps.minDelta, timestampDelta)
+            timestamps.maxDelta = max(timestamps.maxDelta, timestampDelta)
             let offsetDelta = try record.readKafkaVarint()
             guard offsetDelta == expectedDelta else {
                 throw KafkaDecodingError(.unexpectedNull, "offset delta \(offsetDelta), expected \(expectedDelta)")
@@ -261,7 +275,7 @@ public enum RecordBatch {
             }
             expectedDelta += 1
         }
-        return expectedDelta
+        return (expectedDelta, timestamps)
     }
 
     private static func skipVarBytes(_ buffer: inout ByteBuffer, nullable: Bool) throws(KafkaDecodingError) {

@@ -1,0 +1,221 @@
+import KafkaProtocol
+import NIOCore
+import RafkaCore
+import RafkaStorage
+
+extension KafkaAPIs {
+    /// Fetch v4–13 without fetch sessions (the reply's session id 0 tells clients to send full
+    /// fetches, which KIP-227 allows). Long-polls until `minBytes` arrived or `maxWaitMs` passed.
+    func fetch(_ request: FetchRequest, _ context: RequestContext) -> EventLoopFuture<FetchResponse?> {
+        let operation = FetchOperation(request: request, context: context, broker: self.broker)
+        return operation.run().map { $0 }
+    }
+}
+
+/// One Fetch request in progress, confined to the connection's event loop.
+///
+/// ```
+///  read all ──► enough bytes, an error, or no wait? ──yes──► reply
+///                  │ no
+///                  ▼
+///  register one-shot waiters on every partition ──► an append wakes us ──► read all …
+///                  └──────── max wait elapses ─────► read all ──► reply
+/// ```
+final class FetchOperation {
+    struct Target {
+        var topicName: String
+        var topicID: KafkaUUID
+        var partition: FetchRequest.FetchPartition
+        var shell: PartitionShell?
+        var error: BrokerError?
+    }
+
+    private let request: FetchRequest
+    private let context: RequestContext
+    private let broker: Broker
+    private var targets: [Target] = []
+    private let responseBytesMax: Int
+    private let promise: EventLoopPromise<FetchResponse>
+    private var waiterIDs: [(PartitionShell, EventLoopFuture<UInt64>)] = []
+    private var timeout: Scheduled<Void>?
+    private var done = false
+    private var reading = false
+    private var wokenWhileReading = false
+    /// `self` for closures that NIO requires to be `@Sendable`; they all run on our loop.
+    private lazy var onLoop = NIOLoopBound(self, eventLoop: self.context.eventLoop)
+
+    init(request: FetchRequest, context: RequestContext, broker: Broker) {
+        self.request = request
+        self.context = context
+        self.broker = broker
+        self.promise = context.eventLoop.makePromise()
+        let requested = context.apiVersion >= 3 ? Int(max(0, request.maxBytes)) : Int(Int32.max)
+        self.responseBytesMax = min(requested, Limits.fetchResponseBytesMax)
+        self.resolveTargets()
+    }
+
+    private func resolveTargets() {
+        let image = self.broker.cache.image
+        let byID = context.apiVersion >= 13
+        for topic in self.request.topics {
+            let metadata = byID ? image.topic(id: topic.topicId) : image.topics[topic.topic]
+            for partition in topic.partitions {
+                var target = Target(
+                    topicName: metadata?.name ?? topic.topic, topicID: topic.topicId, partition: partition)
+                if let metadata {
+                    target.shell = self.broker.replicas.shell(for: TopicPartition(metadata.name, partition.partition))
+                }
+                if metadata == nil {
+                    target.error = BrokerError(byID ? .unknownTopicId : .unknownTopicOrPartition)
+                } else if target.shell == nil {
+                    target.error = BrokerError(.unknownTopicOrPartition)
+                } else if partition.currentLeaderEpoch > 0 {
+                    // Every partition is at leader epoch 0 on a single node.
+                    target.error = BrokerError(.unknownLeaderEpoch)
+                }
+                self.targets.append(target)
+            }
+        }
+    }
+
+    func run() -> EventLoopFuture<FetchResponse> {
+        let waitMilliseconds = min(Int64(max(0, self.request.maxWaitMs)), Int64(Limits.fetchWaitMillisecondsMax))
+        self.readAll(final: waitMilliseconds == 0)
+        if !self.done {
+            let this = self.onLoop
+            self.timeout = self.context.eventLoop.scheduleTask(in: .milliseconds(waitMilliseconds)) {
+                this.value.readAll(final: true)
+            }
+        }
+        return self.promise.futureResult
+    }
+
+    private typealias PartitionResult = Result<PartitionShell.ReadResult, any Error>
+
+    /// Reads every partition; replies when the result is enough (or `final`), else waits.
+    private func readAll(final: Bool) {
+        guard !self.done else { return }
+        if self.reading {
+            self.wokenWhileReading = true
+            return
+        }
+        self.reading = true
+        let partitionBytesCap = self.responseBytesMax
+        let futures: [EventLoopFuture<PartitionResult>] = self.targets.map { target in
+            guard let shell = target.shell, target.error == nil else {
+                return self.context.eventLoop.makeSucceededFuture(.failure(target.error ?? BrokerError(.unknownServerError)))
+            }
+            let maxBytes = min(Int(max(0, target.partition.partitionMaxBytes)), partitionBytesCap)
+            return shell.read(from: target.partition.fetchOffset, maxBytes: maxBytes, minOneBatch: true)
+                .map { PartitionResult.success($0) }
+                .recover { PartitionResult.failure($0) }
+                .hop(to: self.context.eventLoop)
+        }
+        let this = self.onLoop
+        EventLoopFuture.whenAllSucceed(futures, on: self.context.eventLoop).whenSuccess { results in
+            this.value.reading = false
+            this.value.consider(results, final: final)
+        }
+    }
+
+    private func consider(_ results: [PartitionResult], final: Bool) {
+        guard !self.done else { return }
+        let bytes = results.reduce(0) { total, result in
+            if case .success(let read) = result { return total + read.records.readableBytes }
+            return total
+        }
+        let hasError = results.contains { if case .failure = $0 { return true } else { return false } }
+        if final || hasError || bytes >= Int(self.request.minBytes) || self.targets.isEmpty {
+            self.finish(results)
+            return
+        }
+        if self.wokenWhileReading {
+            self.wokenWhileReading = false
+            self.readAll(final: false)
+            return
+        }
+        self.registerWaiters(results)
+    }
+
+    private func registerWaiters(_ results: [PartitionResult]) {
+        self.removeWaiters()
+        let loop = self.context.eventLoop
+        let wake = self.onLoop
+        for (target, result) in zip(self.targets, results) {
+            guard let shell = target.shell, case .success(let read) = result else { continue }
+            let observed = max(read.highWatermark, target.partition.fetchOffset)
+            let id = shell.addWaiter(observedEnd: observed) {
+                loop.execute { wake.value.readAll(final: false) }
+            }
+            self.waiterIDs.append((shell, id))
+        }
+    }
+
+    private func removeWaiters() {
+        for (shell, id) in self.waiterIDs {
+            id.whenSuccess { shell.removeWaiter($0) }
+        }
+        self.waiterIDs.removeAll()
+    }
+
+    private func finish(_ results: [PartitionResult]) {
+        self.done = true
+        self.timeout?.cancel()
+        self.removeWaiters()
+        self.promise.succeed(self.buildResponse(results))
+    }
+
+    private func buildResponse(_ results: [PartitionResult]) -> FetchResponse {
+        var response = FetchResponse()
+        response.sessionId = 0
+        var remaining = self.responseBytesMax
+        var anyTaken = false
+        let readCommitted = self.request.isolationLevel == 1
+        var index = 0
+        for topic in self.request.topics {
+            var topicResponse = FetchResponse.FetchableTopicResponse()
+            topicResponse.topic = topic.topic
+            topicResponse.topicId = topic.topicId
+            for partition in topic.partitions {
+                var data = FetchResponse.PartitionData()
+                data.partitionIndex = partition.partition
+                data.abortedTransactions = readCommitted ? [] : nil
+                switch results[index] {
+                case .success(let read):
+                    data.highWatermark = read.highWatermark
+                    data.lastStableOffset = read.highWatermark
+                    data.logStartOffset = read.logStartOffset
+                    var records = read.records
+                    if records.readableBytes > remaining && anyTaken {
+                        // Over the response budget: this partition's data waits for the next fetch.
+                        records = ByteBuffer()
+                    }
+                    remaining = max(0, remaining - records.readableBytes)
+                    anyTaken = anyTaken || records.readableBytes > 0
+                    data.records = records
+                case .failure(let error):
+                    let brokerError = error as? BrokerError ?? BrokerError(.unknownServerError, "\(error)")
+                    data.errorCode = brokerError.code.rawValue
+                    data.highWatermark = -1
+                    data.lastStableOffset = -1
+                    data.logStartOffset = -1
+                    data.records = ByteBuffer()
+                }
+                topicResponse.partitions.append(data)
+                index += 1
+            }
+            response.responses.append(topicResponse)
+        }
+        return response
+    }
+}
+
+@available(*, unavailable)
+extension FetchOperation: Sendable {}
+
+extension FetchResponse {
+    /// Bytes of record data, so the encoder can size its buffer once.
+    var recordBytes: Int {
+        self.responses.reduce(0) { $0 + $1.partitions.reduce(0) { $0 + ($1.records?.readableBytes ?? 0) } }
+    }
+}

@@ -1,0 +1,115 @@
+import KafkaProtocol
+import Logging
+import NIOCore
+import RafkaCore
+import RafkaStorage
+
+extension KafkaAPIs {
+    /// Produce v3–10. Each partition's records are validated here, on the connection's loop,
+    /// then appended on the partition's loop; the reply lists every partition in request order.
+    /// With acks=0 nothing is sent back, and a failed partition closes the connection (as Kafka
+    /// does, so that the producer notices).
+    func produce(_ request: ProduceRequest, _ context: RequestContext) -> EventLoopFuture<ProduceResponse?> {
+        guard request.acks == 0 || request.acks == 1 || request.acks == -1 else {
+            return context.eventLoop.makeSucceededFuture(
+                Self.produceResponse(request, error: BrokerError(.invalidRequiredAcks, "acks must be 0, 1 or -1")))
+        }
+        let topicsToCreate = request.topicData.map(\.name).filter {
+            self.broker.cache.image.topics[$0] == nil && self.mayAutoCreate(clientAllows: true)
+        }
+        let ready: EventLoopFuture<Void>
+        if topicsToCreate.isEmpty {
+            ready = context.eventLoop.makeSucceededVoidFuture()
+        } else {
+            let metadata = self.broker.metadata
+            ready = self.async(on: context.eventLoop) {
+                for name in topicsToCreate { _ = try? await metadata.ensureTopic(name: name) }
+            }
+        }
+        return ready.flatMap {
+            var partitionFutures: [EventLoopFuture<ProduceResponse.PartitionProduceResponse>] = []
+            for topic in request.topicData {
+                for partition in topic.partitionData {
+                    partitionFutures.append(self.produce(topic: topic.name, partition: partition, context: context))
+                }
+            }
+            return EventLoopFuture.whenAllSucceed(partitionFutures, on: context.eventLoop).flatMapThrowing { results in
+                var response = ProduceResponse()
+                var cursor = 0
+                for topic in request.topicData {
+                    let count = topic.partitionData.count
+                    response.responses.append(.init(name: topic.name, partitionResponses: Array(results[cursor..<cursor + count])))
+                    cursor += count
+                }
+                if request.acks == 0 {
+                    if let failed = results.first(where: { $0.errorCode != 0 }) {
+                        throw ConnectionFailure(reason: "acks=0 produce failed with error \(failed.errorCode)")
+                    }
+                    return nil
+                }
+                return response
+            }
+        }
+    }
+
+    private func produce(
+        topic: String,
+        partition: ProduceRequest.PartitionProduceData,
+        context: RequestContext
+    ) -> EventLoopFuture<ProduceResponse.PartitionProduceResponse> {
+        let tp = TopicPartition(topic, partition.index)
+        guard let shell = self.broker.replicas.shell(for: tp), let config = self.broker.replicas.config(topic: topic) else {
+            return context.eventLoop.makeSucceededFuture(
+                Self.partitionResponse(partition.index, BrokerError(.unknownTopicOrPartition, "unknown partition \(tp)")))
+        }
+        guard let records = partition.records else {
+            return context.eventLoop.makeSucceededFuture(
+                Self.partitionResponse(partition.index, BrokerError(.invalidRecord, "records are null")))
+        }
+        let batches: [ValidatedBatch]
+        do {
+            batches = try RecordBatchValidator.validate(records, config: config, nowMilliseconds: FileSystem.wallClockMilliseconds())
+        } catch {
+            self.logger.debug("rejected produce to \(tp): \(error.message)")
+            var response = Self.partitionResponse(partition.index, BrokerError(error))
+            response.recordErrors = [.init(batchIndex: Int32(error.batchIndex), batchIndexErrorMessage: error.message)]
+            return context.eventLoop.makeSucceededFuture(response)
+        }
+        return shell.append(batches).map { outcome in
+            var response = ProduceResponse.PartitionProduceResponse()
+            response.index = partition.index
+            switch outcome {
+            case .appended(let info), .duplicate(let info):
+                response.baseOffset = info.firstOffset
+                response.logAppendTimeMs = info.logAppendTime
+                response.logStartOffset = info.logStartOffset
+            case .outOfOrderSequence(let message):
+                response = Self.partitionResponse(partition.index, BrokerError(.outOfOrderSequenceNumber, message))
+            case .invalidProducerEpoch(let message):
+                response = Self.partitionResponse(partition.index, BrokerError(.invalidProducerEpoch, message))
+            }
+            return response
+        }.recover { error in
+            Self.partitionResponse(partition.index, error as? BrokerError ?? BrokerError(.unknownServerError, "\(error)"))
+        }.hop(to: context.eventLoop)
+    }
+
+    static func partitionResponse(_ index: Int32, _ error: BrokerError) -> ProduceResponse.PartitionProduceResponse {
+        var response = ProduceResponse.PartitionProduceResponse()
+        response.index = index
+        response.errorCode = error.code.rawValue
+        response.errorMessage = error.message
+        response.baseOffset = -1
+        response.logAppendTimeMs = -1
+        response.logStartOffset = -1
+        return response
+    }
+
+    static func produceResponse(_ request: ProduceRequest, error: BrokerError) -> ProduceResponse {
+        var response = ProduceResponse()
+        response.responses = request.topicData.map { topic in
+            .init(name: topic.name, partitionResponses: topic.partitionData.map { Self.partitionResponse($0.index, error) })
+        }
+        return response
+    }
+}

@@ -1,0 +1,91 @@
+import KafkaProtocol
+import Logging
+import NIOCore
+import RafkaStorage
+
+/// The Kafka API handlers. Each takes a decoded request and returns a future response on the
+/// connection's event loop; nil means "send nothing" (acks=0). Errors inside a request become
+/// Kafka error codes in the response; a handler never fails its future for a client mistake.
+struct KafkaAPIs: Sendable {
+    let broker: Broker
+
+    var logger: Logger { self.broker.logger }
+
+    /// Kafka's "authorized operations not requested" marker.
+    static let authorizedOperationsOmitted = Int32.min
+
+    /// Runs `body` on Swift's executor and delivers its result on `eventLoop`. Used for calls
+    /// into the metadata actor; the Task is bounded by the request it serves.
+    func async<T: Sendable>(
+        on eventLoop: any EventLoop,
+        _ body: @escaping @Sendable () async -> T
+    ) -> EventLoopFuture<T> {
+        eventLoop.makeFutureWithTask(body)
+    }
+
+    /// Whether auto-creation applies (broker setting and, v4+, the client's wish).
+    func mayAutoCreate(clientAllows: Bool) -> Bool {
+        self.broker.config.autoCreateTopics && clientAllows
+    }
+
+    // MARK: ApiVersions
+
+    /// The ApiVersions body listing `RequestRouter.supported`.
+    func apiVersionsTable(error: KafkaErrorCode = KafkaErrorCode(rawValue: 0)) -> ApiVersionsResponse {
+        var response = ApiVersionsResponse()
+        response.errorCode = error.rawValue
+        response.apiKeys = RequestRouter.supported.map {
+            ApiVersionsResponse.ApiVersion(apiKey: $0.0.rawValue, minVersion: $0.1.lowerBound, maxVersion: $0.1.upperBound)
+        }
+        return response
+    }
+
+    func apiVersions(_ request: ApiVersionsRequest, _ context: RequestContext) -> EventLoopFuture<ApiVersionsResponse?> {
+        context.eventLoop.makeSucceededFuture(self.apiVersionsTable())
+    }
+
+    // MARK: DescribeCluster
+
+    func describeCluster(_ request: DescribeClusterRequest, _ context: RequestContext) -> EventLoopFuture<DescribeClusterResponse?> {
+        var response = DescribeClusterResponse()
+        let endpoint = self.broker.endpoint
+        response.clusterId = self.broker.cache.image.clusterID
+        // In standalone the broker is its own controller.
+        response.controllerId = endpoint.nodeID
+        response.endpointType = request.endpointType
+        response.brokers = [
+            .init(brokerId: endpoint.nodeID, host: endpoint.host, port: endpoint.port, rack: endpoint.rack)
+        ]
+        response.clusterAuthorizedOperations = Self.authorizedOperationsOmitted
+        return context.eventLoop.makeSucceededFuture(response)
+    }
+
+    // MARK: InitProducerId
+
+    /// Hands idempotent producers a fresh id at epoch 0. Kafka does the same for a request
+    /// without a transactional id, even when it names its previous id (KIP-360 bumps need a
+    /// transaction coordinator). Transactions are not supported yet.
+    func initProducerID(_ request: InitProducerIdRequest, _ context: RequestContext) -> EventLoopFuture<InitProducerIdResponse?> {
+        guard request.transactionalId == nil else {
+            var response = InitProducerIdResponse()
+            response.errorCode = KafkaErrorCode.invalidRequest.rawValue
+            response.producerId = -1
+            response.producerEpoch = -1
+            self.logger.notice("refused InitProducerId with a transactional id: transactions are not supported")
+            return context.eventLoop.makeSucceededFuture(response)
+        }
+        let metadata = self.broker.metadata
+        return self.async(on: context.eventLoop) {
+            var response = InitProducerIdResponse()
+            do throws(BrokerError) {
+                response.producerId = try await metadata.allocateProducerID()
+                response.producerEpoch = 0
+            } catch {
+                response.errorCode = error.code.rawValue
+                response.producerId = -1
+                response.producerEpoch = -1
+            }
+            return response
+        }
+    }
+}

@@ -1,0 +1,188 @@
+import NIOCore
+import RafkaCore
+import RafkaStorage
+import Yams
+
+
+
+
+
+/// A host and port, written `HOST:PORT` (IPv6 hosts in brackets).
+public struct HostPort: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (0...65535).contains(port)
+        else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { return nil }
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)" }
+}
+
+/// Everything a broker process is configured with. Built from defaults, then the YAML file,
+/// then `RAFKA_*` environment variables, then command-line flags (each overriding the last).
+public struct BrokerConfig: Sendable, Equatable {
+    public var nodeID: Int32 = 1
+    public var dataDirectory: String = "./data"
+    public var listen = HostPort(host: "127.0.0.1", port: 9092)
+    /// The address clients are told to connect to; defaults to `listen` (0.0.0.0 becomes 127.0.0.1).
+    public var advertisedListener: HostPort?
+    public var rack: String?
+    /// Kafka's `socket.request.max.bytes`.
+    public var requestBytesMax = Limits.requestBytesMaxDefault
+    public var connectionsMax = Limits.connectionsMaxDefault
+    /// Kafka's `auto.create.topics.enable`.
+    public var autoCreateTopics = true
+    /// Kafka's `num.partitions`, for auto-created topics and CreateTopics with -1.
+    public var defaultPartitions: Int32 = 1
+    public var defaultReplicationFactor: Int16 = 1
+    /// Event loops serving connections and partitions; 0 means one per core.
+    public var eventLoopThreads = 0
+    /// Kafka's `log.retention.check.interval.ms`.
+    public var retentionCheckIntervalMilliseconds: Int64 = 300_000
+    /// Broker-wide defaults for topic configs, by topic-level name (`retention.ms: 86400000`).
+    public var topicDefaults: [String: String] = [:]
+    public var logLevel = "info"
+
+    public init() {}
+
+    /// The listener advertised in Metadata responses.
+    public var advertised: HostPort {
+        if let advertisedListener { return advertisedListener }
+        let host = self.listen.host == "0.0.0.0" || self.listen.host == "::" ? "127.0.0.1" : self.listen.host
+        return HostPort(host: host, port: self.listen.port)
+    }
+
+    /// The configuration file's keys (kebab-case, as in config/standalone.yaml).
+    struct File: Decodable {
+        var nodeID: Int32?
+        var dataDir: String?
+        var listen: String?
+        var advertisedListener: String?
+        var rack: String?
+        var maxRequestBytes: Int?
+        var maxConnections: Int?
+        var autoCreateTopics: Bool?
+        var defaultPartitions: Int32?
+        var defaultReplicationFactor: Int16?
+        var eventLoopThreads: Int?
+        var retentionCheckIntervalMs: Int64?
+        var topicDefaults: [String: String]?
+        var logLevel: String?
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case nodeID = "node-id", dataDir = "data-dir", listen, advertisedListener = "advertised-listener", rack
+            case maxRequestBytes = "max-request-bytes", maxConnections = "max-connections"
+            case autoCreateTopics = "auto-create-topics", defaultPartitions = "default-partitions"
+            case defaultReplicationFactor = "default-replication-factor", eventLoopThreads = "event-loop-threads"
+            case retentionCheckIntervalMs = "retention-check-interval-ms", topicDefaults = "topic-defaults"
+            case logLevel = "log-level"
+        }
+    }
+
+    /// Loads `path` (YAML) over the defaults, then applies `RAFKA_*` environment overrides.
+    public static func load(path: String?, environment: [String: String]) throws(ConfigError) -> BrokerConfig {
+        var config = BrokerConfig()
+        if let path {
+            let text: String
+            do {
+                var bytes = try FileSystem.readAll(path)
+                text = bytes.readString(length: bytes.readableBytes) ?? ""
+            } catch {
+                throw ConfigError("cannot read \(path): \(error.message)")
+            }
+            let file: File
+            do {
+                file = try YAMLDecoder().decode(File.self, from: text.isEmpty ? "{}" : text)
+            } catch {
+                throw ConfigError("\(path): \(error)")
+            }
+            try config.apply(file, source: path)
+        }
+        try config.apply(Self.environmentFile(environment), source: "environment")
+        return config
+    }
+
+    /// `RAFKA_LISTEN=…`, `RAFKA_DATA_DIR=…`: every scalar key, upper-cased with `_` for `-`.
+    static func environmentFile(_ environment: [String: String]) throws(ConfigError) -> File {
+        var yaml = ""
+        for key in File.CodingKeys.allCases where key != .topicDefaults {
+            let variable = "RAFKA_" + key.rawValue.uppercased().replacingDashes()
+            if let value = environment[variable] { yaml += "\(key.rawValue): \"\(value)\"\n" }
+        }
+        do {
+            return try YAMLDecoder().decode(File.self, from: yaml.isEmpty ? "{}" : yaml)
+        } catch {
+            throw ConfigError("environment: \(error)")
+        }
+    }
+
+    mutating func apply(_ file: File, source: String) throws(ConfigError) {
+        if let v = file.nodeID { self.nodeID = v }
+        if let v = file.dataDir { self.dataDirectory = v }
+        if let v = file.listen {
+            guard let hostPort = HostPort(v) else { throw ConfigError("\(source): listen \(v) is not HOST:PORT") }
+            self.listen = hostPort
+        }
+        if let v = file.advertisedListener {
+            guard let hostPort = HostPort(v) else { throw ConfigError("\(source): advertised-listener \(v) is not HOST:PORT") }
+            self.advertisedListener = hostPort
+        }
+        if let v = file.rack { self.rack = v }
+        if let v = file.maxRequestBytes { self.requestBytesMax = v }
+        if let v = file.maxConnections { self.connectionsMax = v }
+        if let v = file.autoCreateTopics { self.autoCreateTopics = v }
+        if let v = file.defaultPartitions { self.defaultPartitions = v }
+        if let v = file.defaultReplicationFactor { self.defaultReplicationFactor = v }
+        if let v = file.eventLoopThreads { self.eventLoopThreads = v }
+        if let v = file.retentionCheckIntervalMs { self.retentionCheckIntervalMilliseconds = v }
+        if let v = file.topicDefaults { self.topicDefaults.merge(v) { _, new in new } }
+        if let v = file.logLevel { self.logLevel = v }
+        try self.validate(source: source)
+    }
+
+    /// Rejects values the broker cannot run with, naming the key.
+    public func validate(source: String = "config") throws(ConfigError) {
+        guard self.requestBytesMax >= 1024 else { throw ConfigError("\(source): max-request-bytes must be at least 1024") }
+        guard self.connectionsMax > 0 else { throw ConfigError("\(source): max-connections must be positive") }
+        guard self.defaultPartitions > 0 else { throw ConfigError("\(source): default-partitions must be positive") }
+        guard self.defaultReplicationFactor > 0 else {
+            throw ConfigError("\(source): default-replication-factor must be positive")
+        }
+        guard self.eventLoopThreads >= 0 else { throw ConfigError("\(source): event-loop-threads must be ≥ 0") }
+        guard self.retentionCheckIntervalMilliseconds > 0 else {
+            throw ConfigError("\(source): retention-check-interval-ms must be positive")
+        }
+        guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(self.logLevel) else {
+            throw ConfigError("\(source): log-level \(self.logLevel) is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        do {
+            _ = try LogConfig(defaults: self.topicDefaults)
+        } catch {
+            throw ConfigError("\(source): topic-defaults: \(error.message)")
+        }
+    }
+}
+
+/// The configuration cannot be used; the message names the source and key.
+public struct ConfigError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { self.message }
+}
+
+extension String {
+    fileprivate func replacingDashes() -> String { String(self.map { $0 == "-" ? "_" : $0 }) }
+}

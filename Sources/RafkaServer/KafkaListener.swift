@@ -1,0 +1,75 @@
+import KafkaProtocol
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// The Kafka client listener: accepts connections and gives each a frame decoder and a
+/// `KafkaConnectionHandler`. Connections beyond `connectionsMax` are closed at accept.
+public final class KafkaListener: Sendable {
+    public let channel: any Channel
+    private let connections: ConnectionCounter
+
+    private init(channel: any Channel, connections: ConnectionCounter) {
+        self.channel = channel
+        self.connections = connections
+    }
+
+    /// The bound address (with the real port when 0 was asked for).
+    public var localAddress: SocketAddress? { self.channel.localAddress }
+
+    public static func bind(broker: Broker) async throws -> KafkaListener {
+        let router = RequestRouter(apis: KafkaAPIs(broker: broker))
+        let logger = broker.logger
+        let frameBytesMax = broker.config.requestBytesMax
+        let counter = ConnectionCounter(limit: broker.config.connectionsMax)
+        let channel = try await ServerBootstrap(group: broker.group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            // Reads are driven by the connection handler's backpressure.
+            .childChannelOption(.autoRead, value: true)
+            .childChannelInitializer { channel in
+                guard counter.tryAcquire() else {
+                    logger.warning("refusing connection: max-connections reached", metadata: ["peer": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"])
+                    return channel.close()
+                }
+                channel.closeFuture.whenComplete { _ in counter.release() }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(KafkaFrameDecoder(frameBytesMax: frameBytesMax)))
+                    try channel.pipeline.syncOperations.addHandler(KafkaConnectionHandler(router: router, logger: logger))
+                }
+            }
+            .bind(host: broker.config.listen.host, port: broker.config.listen.port)
+            .get()
+        logger.info("listening for Kafka clients", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+        return KafkaListener(channel: channel, connections: counter)
+    }
+
+    public func close() async {
+        try? await self.channel.close()
+    }
+}
+
+/// Open-connection count against a limit, shared by all event loops.
+final class ConnectionCounter: Sendable {
+    private let open = Atomic<Int>(0)
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    func tryAcquire() -> Bool {
+        let now = self.open.add(1, ordering: .relaxed).newValue
+        if now > self.limit {
+            self.open.subtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func release() {
+        self.open.subtract(1, ordering: .relaxed)
+    }
+}

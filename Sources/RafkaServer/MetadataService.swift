@@ -1,0 +1,211 @@
+import KafkaProtocol
+import Logging
+import RafkaCore
+import RafkaStorage
+import Synchronization
+
+/// The current metadata image, readable from any thread without waiting for the service.
+final class MetadataCache: Sendable {
+    private let current: Mutex<MetadataImage>
+
+    init(_ image: MetadataImage) {
+        self.current = Mutex(image)
+    }
+
+    /// A snapshot (copy-on-write: reading is cheap, later changes do not show through).
+    var image: MetadataImage { self.current.withLock { $0 } }
+
+    func publish(_ image: MetadataImage) {
+        self.current.withLock { $0 = image }
+    }
+}
+
+/// Owns topic and producer-id metadata on a single node: validates each change the way Kafka's
+/// controller does, makes it durable in `metadata.db`, opens or removes the partitions it
+/// implies, then publishes the new image. One change at a time (an actor).
+///
+/// The Raft control plane will replace the store with the replicated metadata log; the
+/// validation and the image stay.
+actor MetadataService {
+    private let store: MetadataStore
+    private let cache: MetadataCache
+    private let replicas: ReplicaManager
+    private let config: BrokerConfig
+    private let logger: Logger
+    private var image: MetadataImage
+    /// Producer ids handed out in memory below `image.nextProducerID` (the durable reservation).
+    private var nextUnreservedProducerID: Int64
+    private static let producerIDBlock: Int64 = 1000
+
+    init(store: MetadataStore, cache: MetadataCache, replicas: ReplicaManager, config: BrokerConfig, logger: Logger) throws {
+        self.store = store
+        self.cache = cache
+        self.replicas = replicas
+        self.config = config
+        self.logger = logger
+        self.image = try store.load()
+        self.nextUnreservedProducerID = self.image.nextProducerID
+        cache.publish(self.image)
+    }
+
+    /// Opens every partition of every known topic (startup recovery).
+    func openAll() async throws {
+        for topic in self.image.topics.values.sorted(by: { $0.name < $1.name }) {
+            let logConfig = try self.logConfig(for: topic.configs)
+            try await self.replicas.open(topic: topic, partitions: 0..<topic.partitionCount, config: logConfig)
+        }
+    }
+
+    func logConfig(for overrides: [String: String]) throws(BrokerError) -> LogConfig {
+        try storage { () throws(StorageError) in try LogConfig(overrides: overrides, defaults: self.config.topicDefaults) }
+    }
+
+    private func apply(_ change: MetadataChange) throws(BrokerError) {
+        try storage { () throws(StorageError) in try self.store.persist(change) }
+        change.apply(to: &self.image)
+        self.cache.publish(self.image)
+    }
+
+    // MARK: Topics
+
+    /// CreateTopics for one topic. `partitions`/`replicationFactor` of -1 take the broker defaults.
+    func createTopic(
+        name: String,
+        partitions: Int32,
+        replicationFactor: Int16,
+        configs: [String: String],
+        validateOnly: Bool
+    ) async throws(BrokerError) -> TopicMetadata {
+        try TopicNames.validate(name)
+        if self.image.topics[name] != nil {
+            throw BrokerError(.topicAlreadyExists, "Topic '\(name)' already exists.")
+        }
+        if let clash = self.image.topics.keys.first(where: { TopicNames.collide($0, name) }) {
+            throw BrokerError(.invalidTopicException, "Topic '\(name)' collides with existing topic: \(clash)")
+        }
+        let count = partitions == -1 ? self.config.defaultPartitions : partitions
+        guard count > 0 else { throw BrokerError(.invalidPartitions, "Number of partitions must be larger than 0.") }
+        guard count <= Int32(Limits.partitionsPerTopicMax) else {
+            throw BrokerError(.invalidPartitions, "Number of partitions \(count) exceeds the limit \(Limits.partitionsPerTopicMax).")
+        }
+        let factor = replicationFactor == -1 ? self.config.defaultReplicationFactor : replicationFactor
+        guard factor > 0 else { throw BrokerError(.invalidReplicationFactor, "Replication factor must be larger than 0.") }
+        guard factor <= 1 else {
+            throw BrokerError(.invalidReplicationFactor, "Replication factor: \(factor) larger than available brokers: 1.")
+        }
+        let logConfig = try self.logConfig(for: configs)
+        let topic = TopicMetadata(name: name, id: KafkaUUID.random(), partitionCount: count, replicationFactor: factor, configs: configs)
+        if validateOnly { return topic }
+        do {
+            try await self.replicas.open(topic: topic, partitions: 0..<count, config: logConfig)
+        } catch {
+            self.logger.error("creating partitions of \(name) failed: \(error)")
+            await self.replicas.delete(topic: name)
+            throw BrokerError(.kafkaStorageError, "creating partitions failed: \(error)")
+        }
+        try self.apply(.createTopic(topic))
+        self.logger.info("created topic", metadata: ["topic": "\(name)", "partitions": "\(count)", "id": "\(topic.id)"])
+        return topic
+    }
+
+    /// Creates `name` with broker defaults unless it exists (auto-creation on Metadata/Produce).
+    func ensureTopic(name: String) async throws(BrokerError) -> TopicMetadata {
+        if let existing = self.image.topics[name] { return existing }
+        return try await self.createTopic(
+            name: name, partitions: -1, replicationFactor: -1, configs: [:], validateOnly: false)
+    }
+
+    func deleteTopic(name: String) async throws(BrokerError) -> TopicMetadata {
+        guard let topic = self.image.topics[name] else {
+            throw BrokerError(.unknownTopicOrPartition, "This server does not host this topic-partition.")
+        }
+        try self.apply(.deleteTopic(name: name))
+        await self.replicas.delete(topic: name)
+        self.logger.info("deleted topic", metadata: ["topic": "\(name)", "id": "\(topic.id)"])
+        return topic
+    }
+
+    func createPartitions(name: String, count: Int32, validateOnly: Bool) async throws(BrokerError) -> TopicMetadata {
+        guard var topic = self.image.topics[name] else {
+            throw BrokerError(.unknownTopicOrPartition, "The topic '\(name)' does not exist.")
+        }
+        guard count > topic.partitionCount else {
+            let verb = count == topic.partitionCount ? "the same as" : "higher than"
+            throw BrokerError(
+                .invalidPartitions,
+                "Topic currently has \(topic.partitionCount) partitions, which is \(verb) the requested \(count).")
+        }
+        guard count <= Int32(Limits.partitionsPerTopicMax) else {
+            throw BrokerError(.invalidPartitions, "Number of partitions \(count) exceeds the limit \(Limits.partitionsPerTopicMax).")
+        }
+        if validateOnly { return topic }
+        let logConfig = try self.logConfig(for: topic.configs)
+        do {
+            try await self.replicas.open(topic: topic, partitions: topic.partitionCount..<count, config: logConfig)
+        } catch {
+            throw BrokerError(.kafkaStorageError, "creating partitions failed: \(error)")
+        }
+        try self.apply(.setPartitionCount(topic: name, count: count))
+        topic.partitionCount = count
+        return topic
+    }
+
+    /// Replaces the topic's configuration overrides with `configs` (after validation).
+    func setConfigs(topic name: String, configs: [String: String], validateOnly: Bool) throws(BrokerError) {
+        guard self.image.topics[name] != nil else {
+            throw BrokerError(.unknownTopicOrPartition, "Topic \(name) does not exist.")
+        }
+        let logConfig = try self.logConfig(for: configs)
+        if validateOnly { return }
+        try self.apply(.setTopicConfigs(topic: name, configs: configs))
+        self.replicas.update(topic: name, config: logConfig)
+    }
+
+    // MARK: Producer ids
+
+    /// A fresh producer id (InitProducerId for idempotent producers). Ids are reserved durably
+    /// in blocks so that a restart never hands out an id twice.
+    func allocateProducerID() throws(BrokerError) -> Int64 {
+        if self.nextUnreservedProducerID >= self.image.nextProducerID {
+            try self.apply(.reserveProducerIDs(next: self.nextUnreservedProducerID + Self.producerIDBlock))
+        }
+        defer { self.nextUnreservedProducerID += 1 }
+        return self.nextUnreservedProducerID
+    }
+
+    func close() {
+        self.store.close()
+    }
+}
+
+/// Kafka's rules for topic names (`Topic.validate`).
+enum TopicNames {
+    static func validate(_ name: String) throws(BrokerError) {
+        guard !name.isEmpty else { throw BrokerError(.invalidTopicException, "Topic name is illegal, it can't be empty") }
+        guard name != "." && name != ".." else {
+            throw BrokerError(.invalidTopicException, "Topic name cannot be \".\" or \"..\"")
+        }
+        guard name.utf8.count <= Limits.topicNameLengthMax else {
+            throw BrokerError(
+                .invalidTopicException,
+                "Topic name is illegal, it can't be longer than \(Limits.topicNameLengthMax) characters, topic name: \(name)")
+        }
+        let legal = name.utf8.allSatisfy { c in
+            (c >= 0x61 && c <= 0x7A) || (c >= 0x41 && c <= 0x5A) || (c >= 0x30 && c <= 0x39) || c == 0x2E || c == 0x5F || c == 0x2D
+        }
+        guard legal else {
+            throw BrokerError(
+                .invalidTopicException,
+                "Topic name \"\(name)\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'")
+        }
+    }
+
+    /// Kafka forbids topics that differ only by '.' versus '_' (their metric names collide).
+    static func collide(_ a: String, _ b: String) -> Bool {
+        a != b && a.replacingPeriods() == b.replacingPeriods()
+    }
+}
+
+extension String {
+    fileprivate func replacingPeriods() -> String { String(self.map { $0 == "." ? "_" : $0 }) }
+}

@@ -1,0 +1,284 @@
+import KafkaProtocol
+import Logging
+import NIOCore
+import NIOPosix
+import RafkaCore
+import RafkaStorage
+
+/// Runs one `PartitionLog` on the event loop that owns it (Redpanda's shard-per-core model):
+/// every append, read and maintenance step of the partition happens on `eventLoop`, so the log
+/// needs no lock. Other loops reach it through futures.
+///
+/// fsyncs (when `flush.messages`/`flush.ms` ask for them, and for rolled segments) run on the
+/// thread pool; appends that triggered one complete after it, and appends arriving meanwhile
+/// share the next one (group commit).
+///
+/// Fetch long-polls register a one-shot waiter that the next append fires.
+final class PartitionShell: Sendable {
+    let topicPartition: TopicPartition
+    let topicID: KafkaUUID
+    let eventLoop: any EventLoop
+    private let state: NIOLoopBound<State>
+    private let threadPool: NIOThreadPool
+    private let logger: Logger
+
+    /// Loop-confined state. A class so that the loop-bound wrapper can hand out one reference.
+    final class State {
+        var log: PartitionLog?
+        var waiters: [UInt64: @Sendable () -> Void] = [:]
+        var nextWaiterID: UInt64 = 0
+        var flushInFlight = false
+        var flushRequestedAgain = false
+        var flushWaiters: [EventLoopPromise<Void>] = []
+        var nextFlushWaiters: [EventLoopPromise<Void>] = []
+
+        init(log: PartitionLog) { self.log = log }
+    }
+
+    /// What a read saw: the records and the partition's offsets at that moment.
+    struct ReadResult: Sendable {
+        var records: ByteBuffer
+        var highWatermark: Int64
+        var logStartOffset: Int64
+    }
+
+    /// Opens the log on `eventLoop` (recovering it) and returns the running shell.
+    static func open(
+        topicPartition: TopicPartition,
+        topicID: KafkaUUID,
+        directory: String,
+        config: LogConfig,
+        on eventLoop: any EventLoop,
+        threadPool: NIOThreadPool,
+        logger: Logger
+    ) -> EventLoopFuture<PartitionShell> {
+        eventLoop.submit {
+            let (log, report) = try PartitionLog.open(directory: directory, topicPartition: topicPartition, config: config)
+            if let reason = report.truncationReason {
+                logger.warning(
+                    "truncated torn tail of \(topicPartition)",
+                    metadata: ["bytes": "\(report.truncatedBytes)", "reason": "\(reason)"])
+            }
+            return PartitionShell(
+                topicPartition: topicPartition, topicID: topicID, log: log, eventLoop: eventLoop,
+                threadPool: threadPool, logger: logger)
+        }
+    }
+
+    private init(
+        topicPartition: TopicPartition,
+        topicID: KafkaUUID,
+        log: PartitionLog,
+        eventLoop: any EventLoop,
+        threadPool: NIOThreadPool,
+        logger: Logger
+    ) {
+        self.topicPartition = topicPartition
+        self.topicID = topicID
+        self.eventLoop = eventLoop
+        self.state = NIOLoopBound(State(log: log), eventLoop: eventLoop)
+        self.threadPool = threadPool
+        self.logger = logger
+    }
+
+    private func withLog<T>(_ body: (PartitionLog, State) throws -> T) throws -> T {
+        let state = self.state.value
+        guard let log = state.log else { throw BrokerError(.unknownTopicOrPartition, "\(self.topicPartition) was deleted") }
+        return try body(log, state)
+    }
+
+    // MARK: Appending
+
+    /// Appends validated batches; the future completes once the write is in the page cache, or
+    /// after the fsync when the topic's flush policy makes this append due one.
+    func append(_ batches: [ValidatedBatch]) -> EventLoopFuture<AppendOutcome> {
+        self.eventLoop.flatSubmit {
+            do {
+                let (outcome, needsFlush) = try self.withLog { log, state in
+                    let outcome = try log.append(batches, nowMilliseconds: FileSystem.wallClockMilliseconds())
+                    if case .appended = outcome { self.fireWaiters(state) }
+                    return (outcome, log.hasFlushPolicy)
+                }
+                guard needsFlush, case .appended = outcome else { return self.eventLoop.makeSucceededFuture(outcome) }
+                return self.flushIfDue(force: false).map { outcome }
+            } catch let error as StorageError {
+                self.logger.error("append to \(self.topicPartition) failed: \(error)")
+                return self.eventLoop.makeFailedFuture(BrokerError(error))
+            } catch {
+                return self.eventLoop.makeFailedFuture(error)
+            }
+        }
+    }
+
+    /// Starts an fsync if the policy says one is due (or `force`), returning a future for the
+    /// durability of everything appended so far.
+    func flushIfDue(force: Bool) -> EventLoopFuture<Void> {
+        self.eventLoop.preconditionInEventLoop()
+        let state = self.state.value
+        guard let log = state.log else { return self.eventLoop.makeSucceededVoidFuture() }
+        if state.flushInFlight {
+            // Group commit: everything appended now rides on the next fsync.
+            state.flushRequestedAgain = true
+            let promise = self.eventLoop.makePromise(of: Void.self)
+            state.nextFlushWaiters.append(promise)
+            return promise.futureResult
+        }
+        guard let request = log.flushRequest(nowMonotonicMilliseconds: FileSystem.monotonicMilliseconds(), force: force)
+        else { return self.eventLoop.makeSucceededVoidFuture() }
+        state.flushInFlight = true
+        let promise = self.eventLoop.makePromise(of: Void.self)
+        state.flushWaiters.append(promise)
+        let files = request.files
+        self.threadPool.runIfActive(eventLoop: self.eventLoop) {
+            for file in files { try file.sync() }
+        }.whenComplete { result in
+            self.flushCompleted(result, through: request.throughOffset)
+        }
+        return promise.futureResult
+    }
+
+    private func flushCompleted(_ result: Result<Void, any Error>, through offset: Int64) {
+        let state = self.state.value
+        state.flushInFlight = false
+        let waiters = state.flushWaiters
+        state.flushWaiters = state.nextFlushWaiters
+        state.nextFlushWaiters = []
+        switch result {
+        case .success:
+            do {
+                try state.log?.flushed(through: offset)
+            } catch {
+                self.logger.error("recording flush of \(self.topicPartition) failed: \(error)")
+            }
+            waiters.forEach { $0.succeed() }
+        case .failure(let error):
+            // An fsync failure means the page cache may have dropped our data: fail the
+            // acknowledgements rather than claim durability (the fsyncgate lesson).
+            self.logger.critical("fsync of \(self.topicPartition) failed: \(error)")
+            waiters.forEach { $0.fail(BrokerError(.kafkaStorageError, "fsync failed: \(error)")) }
+        }
+        if state.flushRequestedAgain {
+            state.flushRequestedAgain = false
+            let pending = state.flushWaiters
+            state.flushWaiters = []
+            self.flushIfDue(force: true).whenComplete { result in
+                pending.forEach { $0.completeWith(result) }
+            }
+        }
+    }
+
+    // MARK: Reading
+
+    /// Reads from `offset` (see `PartitionLog.read`). Errors are `BrokerError`s.
+    func read(from offset: Int64, maxBytes: Int, minOneBatch: Bool) -> EventLoopFuture<ReadResult> {
+        self.eventLoop.submit {
+            try self.withLog { log, _ in
+                let records = try storage { () throws(StorageError) in
+                    try log.read(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch)
+                }
+                return ReadResult(records: records, highWatermark: log.logEndOffset, logStartOffset: log.logStartOffset)
+            }
+        }
+    }
+
+    /// The partition's (log start, high watermark).
+    func offsets() -> EventLoopFuture<(logStart: Int64, highWatermark: Int64)> {
+        self.eventLoop.submit {
+            try self.withLog { log, _ in (log.logStartOffset, log.logEndOffset) }
+        }
+    }
+
+    /// ListOffsets by time: the first record at or after `timestamp`, or nil.
+    func offset(forTimestamp timestamp: Int64) -> EventLoopFuture<(timestamp: Int64, offset: Int64)?> {
+        self.eventLoop.submit {
+            try self.withLog { log, _ -> (timestamp: Int64, offset: Int64)? in
+                try storage { () throws(StorageError) in try log.offset(forTimestamp: timestamp) }
+            }
+        }
+    }
+
+    /// ListOffsets MAX_TIMESTAMP.
+    func maxTimestamp() -> EventLoopFuture<(timestamp: Int64, offset: Int64)?> {
+        self.eventLoop.submit {
+            try self.withLog { log, _ -> (timestamp: Int64, offset: Int64)? in log.maxTimestampAndOffset() }
+        }
+    }
+
+    // MARK: Long-poll waiters
+
+    /// Calls `wake` once, on the next append or at once if the log already grew past
+    /// `observedEnd`. Returns an id for `removeWaiter`.
+    func addWaiter(observedEnd: Int64, wake: @escaping @Sendable () -> Void) -> EventLoopFuture<UInt64> {
+        self.eventLoop.submit {
+            let state = self.state.value
+            guard let log = state.log, log.logEndOffset <= observedEnd else {
+                wake()
+                return UInt64.max
+            }
+            let id = state.nextWaiterID
+            state.nextWaiterID += 1
+            state.waiters[id] = wake
+            return id
+        }
+    }
+
+    func removeWaiter(_ id: UInt64) {
+        guard id != UInt64.max else { return }
+        self.eventLoop.execute { self.state.value.waiters[id] = nil }
+    }
+
+    private func fireWaiters(_ state: State) {
+        guard !state.waiters.isEmpty else { return }
+        let waiters = state.waiters.values
+        state.waiters.removeAll(keepingCapacity: true)
+        for wake in waiters { wake() }
+    }
+
+    // MARK: Maintenance
+
+    /// Retention, age-based rolls and `flush.ms` flushes; run by the loop's maintenance timer.
+    func maintain(retention: Bool) {
+        self.eventLoop.preconditionInEventLoop()
+        guard let log = self.state.value.log else { return }
+        do {
+            let now = FileSystem.wallClockMilliseconds()
+            if retention {
+                let deleted = try log.enforceRetention(nowMilliseconds: now)
+                if deleted > 0 {
+                    self.logger.info(
+                        "retention deleted segments of \(self.topicPartition)",
+                        metadata: ["segments": "\(deleted)", "logStartOffset": "\(log.logStartOffset)"])
+                }
+            }
+            _ = self.flushIfDue(force: false)
+        } catch {
+            self.logger.error("maintenance of \(self.topicPartition) failed: \(error)")
+        }
+    }
+
+    func update(config: LogConfig) {
+        self.eventLoop.execute { self.state.value.log?.update(config: config) }
+    }
+
+    /// Flushes and closes the log (clean shutdown).
+    func close() -> EventLoopFuture<Void> {
+        self.eventLoop.submit {
+            let state = self.state.value
+            guard let log = state.log else { return }
+            state.log = nil
+            self.fireWaiters(state)
+            try log.close()
+        }
+    }
+
+    /// Closes the log and removes its files (topic deletion).
+    func delete() -> EventLoopFuture<Void> {
+        self.eventLoop.submit {
+            let state = self.state.value
+            guard let log = state.log else { return }
+            state.log = nil
+            self.fireWaiters(state)
+            try log.deleteFiles()
+        }
+    }
+}

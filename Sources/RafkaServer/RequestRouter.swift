@@ -1,0 +1,165 @@
+import KafkaProtocol
+import Logging
+import NIOCore
+
+/// What the router knows about one request after reading its header.
+struct RequestContext: Sendable {
+    var apiKey: KafkaAPIKey
+    var apiVersion: Int16
+    var correlationID: Int32
+    var clientID: String?
+    /// The connection's event loop; handlers return futures on it.
+    var eventLoop: any EventLoop
+}
+
+/// The request could not be served and the connection must close (Kafka closes on malformed
+/// requests, unknown API keys and unsupported versions of anything but ApiVersions).
+struct ConnectionFailure: Error, CustomStringConvertible {
+    var reason: String
+    var description: String { self.reason }
+}
+
+/// Decodes each request frame, dispatches it to `KafkaAPIs` and encodes the response with the
+/// right header. Stateless; one per broker.
+struct RequestRouter: Sendable {
+    let apis: KafkaAPIs
+
+    /// The APIs and versions Rafka serves (ApiVersions advertises exactly these).
+    static let supported: [(KafkaAPIKey, ClosedRange<Int16>)] = [
+        (.produce, 3...10),
+        (.fetch, 4...13),
+        (.listOffsets, 1...7),
+        (.metadata, 0...12),
+        (.apiVersions, 0...4),
+        (.createTopics, 2...7),
+        (.deleteTopics, 1...6),
+        (.initProducerId, 0...4),
+        (.describeConfigs, 1...4),
+        (.alterConfigs, 0...2),
+        (.createPartitions, 0...3),
+        (.incrementalAlterConfigs, 0...1),
+        (.describeCluster, 0...1),
+    ]
+
+    static let supportedByKey: [KafkaAPIKey: ClosedRange<Int16>] = Dictionary(uniqueKeysWithValues: supported)
+
+    /// Handles one frame. The future's value is the encoded response frame, or nil when none is
+    /// due (acks=0). A failed future with `ConnectionFailure` means: log and close.
+    func handle(_ frame: ByteBuffer, on eventLoop: any EventLoop) -> EventLoopFuture<ByteBuffer?> {
+        var body = frame
+        let context: RequestContext
+        do {
+            context = try self.readHeader(&body, eventLoop: eventLoop)
+        } catch let failure as ConnectionFailure {
+            return eventLoop.makeFailedFuture(failure)
+        } catch {
+            return eventLoop.makeFailedFuture(ConnectionFailure(reason: "malformed request header: \(error)"))
+        }
+        switch context.apiKey {
+        case .produce: return self.serve(ProduceRequest.self, body, context, self.apis.produce)
+        case .fetch: return self.serve(FetchRequest.self, body, context, self.apis.fetch)
+        case .listOffsets: return self.serve(ListOffsetsRequest.self, body, context, self.apis.listOffsets)
+        case .metadata: return self.serve(MetadataRequest.self, body, context, self.apis.metadata)
+        case .apiVersions: return self.serve(ApiVersionsRequest.self, body, context, self.apis.apiVersions)
+        case .createTopics: return self.serve(CreateTopicsRequest.self, body, context, self.apis.createTopics)
+        case .deleteTopics: return self.serve(DeleteTopicsRequest.self, body, context, self.apis.deleteTopics)
+        case .initProducerId: return self.serve(InitProducerIdRequest.self, body, context, self.apis.initProducerID)
+        case .describeConfigs: return self.serve(DescribeConfigsRequest.self, body, context, self.apis.describeConfigs)
+        case .alterConfigs: return self.serve(AlterConfigsRequest.self, body, context, self.apis.alterConfigs)
+        case .createPartitions: return self.serve(CreatePartitionsRequest.self, body, context, self.apis.createPartitions)
+        case .incrementalAlterConfigs:
+            return self.serve(IncrementalAlterConfigsRequest.self, body, context, self.apis.incrementalAlterConfigs)
+        case .describeCluster: return self.serve(DescribeClusterRequest.self, body, context, self.apis.describeCluster)
+        default:
+            return eventLoop.makeFailedFuture(ConnectionFailure(reason: "API \(context.apiKey) is not supported"))
+        }
+    }
+
+    /// Reads the request header (v1 or v2), checking the key and version are served. An
+    /// ApiVersions request of a version we do not know is answered, not refused (KIP-511).
+    private func readHeader(_ body: inout ByteBuffer, eventLoop: any EventLoop) throws -> RequestContext {
+        guard let prefix = KafkaHeaders.peekPrefix(body) else {
+            throw ConnectionFailure(reason: "request header is truncated")
+        }
+        guard let versions = Self.supportedByKey[prefix.apiKey] else {
+            throw ConnectionFailure(reason: "unknown or unsupported API key \(prefix.apiKey.rawValue)")
+        }
+        let isApiVersions = prefix.apiKey == .apiVersions
+        guard versions.contains(prefix.apiVersion) || (isApiVersions && prefix.apiVersion > versions.upperBound) else {
+            throw ConnectionFailure(
+                reason: "\(prefix.apiKey) v\(prefix.apiVersion) is not supported (\(versions.lowerBound)-\(versions.upperBound))")
+        }
+        let flexible = Self.isFlexible(prefix.apiKey, prefix.apiVersion)
+        let headerVersion = KafkaHeaders.requestHeaderVersion(
+            flexible: flexible, apiKey: prefix.apiKey, apiVersion: prefix.apiVersion)
+        let header = try RequestHeader(from: &body, version: headerVersion)
+        return RequestContext(
+            apiKey: prefix.apiKey, apiVersion: prefix.apiVersion, correlationID: header.correlationId,
+            clientID: header.clientId, eventLoop: eventLoop)
+    }
+
+    static func isFlexible(_ key: KafkaAPIKey, _ version: Int16) -> Bool {
+        switch key {
+        case .produce: ProduceRequest.isFlexible(version)
+        case .fetch: FetchRequest.isFlexible(version)
+        case .listOffsets: ListOffsetsRequest.isFlexible(version)
+        case .metadata: MetadataRequest.isFlexible(version)
+        case .apiVersions: ApiVersionsRequest.isFlexible(version)
+        case .createTopics: CreateTopicsRequest.isFlexible(version)
+        case .deleteTopics: DeleteTopicsRequest.isFlexible(version)
+        case .initProducerId: InitProducerIdRequest.isFlexible(version)
+        case .describeConfigs: DescribeConfigsRequest.isFlexible(version)
+        case .alterConfigs: AlterConfigsRequest.isFlexible(version)
+        case .createPartitions: CreatePartitionsRequest.isFlexible(version)
+        case .incrementalAlterConfigs: IncrementalAlterConfigsRequest.isFlexible(version)
+        case .describeCluster: DescribeClusterRequest.isFlexible(version)
+        default: false
+        }
+    }
+
+    private func serve<Request: KafkaRequestMessage, Response: KafkaResponseMessage>(
+        _: Request.Type,
+        _ body: ByteBuffer,
+        _ context: RequestContext,
+        _ handler: (Request, RequestContext) -> EventLoopFuture<Response?>
+    ) -> EventLoopFuture<ByteBuffer?> {
+        if context.apiKey == .apiVersions && context.apiVersion > Self.supportedByKey[.apiVersions]!.upperBound {
+            // The body may be in a format we do not know: do not parse it. Answer in v0.
+            let response = self.apis.apiVersionsTable(error: .unsupportedVersion)
+            return context.eventLoop.makeSucceededFuture(
+                Self.encode(response, apiKey: .apiVersions, version: 0, correlationID: context.correlationID))
+        }
+        let request: Request
+        do {
+            request = try Request.decodeWhole(body, version: context.apiVersion)
+        } catch {
+            return context.eventLoop.makeFailedFuture(
+                ConnectionFailure(reason: "malformed \(context.apiKey) v\(context.apiVersion) request: \(error)"))
+        }
+        return handler(request, context).map { response in
+            response.map {
+                Self.encode($0, apiKey: context.apiKey, version: context.apiVersion, correlationID: context.correlationID)
+            }
+        }
+    }
+
+    /// A whole response frame: size, header (v0 or v1), body.
+    static func encode<Response: KafkaResponseMessage>(
+        _ response: Response,
+        apiKey: KafkaAPIKey,
+        version: Int16,
+        correlationID: Int32,
+        sizeHint: Int = 256
+    ) -> ByteBuffer {
+        var buffer = ByteBufferAllocator().buffer(capacity: sizeHint)
+        buffer.writeInteger(Int32(0))
+        buffer.writeInteger(correlationID)
+        let flexible = Response.isFlexible(version)
+        if KafkaHeaders.responseHeaderVersion(flexible: flexible, apiKey: apiKey) >= 1 {
+            buffer.writeKafkaUnsignedVarint(0)  // no tagged fields in the header
+        }
+        response.encode(into: &buffer, version: version)
+        buffer.setInteger(Int32(buffer.readableBytes - 4), at: buffer.readerIndex)
+        return buffer
+    }
+}

@@ -1,0 +1,245 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import NIOCore
+
+/// An open file descriptor, closed when the last reference goes away.
+///
+/// Immutable after creation, so it may be shared with the thread pool that runs `fsync` while
+/// the owning event loop keeps appending: Linux allows `fsync` and `pwrite` on one file at once.
+public final class FileHandle: @unchecked Sendable {
+    public let descriptor: Int32
+    public let path: String
+
+    init(descriptor: Int32, path: String) {
+        self.descriptor = descriptor
+        self.path = path
+    }
+
+    deinit {
+        close(self.descriptor)
+    }
+
+    /// Opens (creating if asked) `path` for reading and writing.
+    public static func open(_ path: String, create: Bool) throws(StorageError) -> FileHandle {
+        let flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0)
+        let fd = Glibc.open(path, flags, 0o644)
+        guard fd >= 0 else { throw FileSystem.error("open", path) }
+        return FileHandle(descriptor: fd, path: path)
+    }
+
+    public func size() throws(StorageError) -> Int {
+        var info = stat()
+        guard fstat(self.descriptor, &info) == 0 else { throw FileSystem.error("fstat", self.path) }
+        return Int(info.st_size)
+    }
+
+    /// Writes all of `buffer`'s readable bytes at `offset`.
+    public func write(_ buffer: ByteBuffer, at offset: Int) throws(StorageError) {
+        var failure: StorageError?
+        buffer.withUnsafeReadableBytes { bytes in
+            var done = 0
+            while done < bytes.count {
+                let n = pwrite(self.descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    failure = FileSystem.error("pwrite", self.path)
+                    return
+                }
+                done += n
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Writes `parts` back to back at `offset` with `pwritev` (gathering, no copy).
+    public func write(_ parts: [ByteBuffer], at offset: Int) throws(StorageError) {
+        if parts.count == 1 {
+            try self.write(parts[0], at: offset)
+            return
+        }
+        // Gather up to IOV_MAX parts per call; the buffers stay alive for the whole call.
+        var position = offset
+        var start = 0
+        while start < parts.count {
+            let end = min(parts.count, start + 1024)
+            let total = parts[start..<end].reduce(0) { $0 + $1.readableBytes }
+            let written = try Self.withIOVecs(parts[start..<end]) { iovecs throws(StorageError) -> Int in
+                let n = pwritev(self.descriptor, iovecs.baseAddress, Int32(iovecs.count), off_t(position))
+                if n < 0 && errno != EINTR { throw FileSystem.error("pwritev", self.path) }
+                return max(0, n)
+            }
+            if written < total {
+                // A short write (signals, disk nearly full): finish what is left part by part.
+                var partStart = position
+                for part in parts[start..<end] {
+                    let partEnd = partStart + part.readableBytes
+                    let writtenEnd = position + written
+                    if partEnd > writtenEnd {
+                        let skip = max(0, writtenEnd - partStart)
+                        let rest = part.getSlice(at: part.readerIndex + skip, length: part.readableBytes - skip)!
+                        try self.write(rest, at: partStart + skip)
+                    }
+                    partStart = partEnd
+                }
+            }
+            position += total
+            start = end
+        }
+    }
+
+    private static func withIOVecs<R>(
+        _ parts: ArraySlice<ByteBuffer>,
+        _ body: (UnsafeMutableBufferPointer<iovec>) throws(StorageError) -> R
+    ) throws(StorageError) -> R {
+        var iovecs = [iovec](repeating: iovec(), count: parts.count)
+        // Pointers into ByteBuffer storage are valid while the buffers are alive and unmodified;
+        // `parts` holds them for the duration of the call.
+        for (i, part) in parts.enumerated() {
+            part.withUnsafeReadableBytes { bytes in
+                iovecs[i] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
+            }
+        }
+        return try withExtendedLifetime(parts) { () throws(StorageError) -> R in
+            try iovecs.withUnsafeMutableBufferPointer { (pointer) throws(StorageError) -> R in try body(pointer) }
+        }
+    }
+
+    /// Reads up to `length` bytes at `offset` into a new buffer; fewer at end of file.
+    public func read(at offset: Int, length: Int, allocator: ByteBufferAllocator) throws(StorageError) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: length)
+        var failure: StorageError?
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { bytes in
+            var done = 0
+            while done < length {
+                let n = pread(self.descriptor, bytes.baseAddress! + done, length - done, off_t(offset + done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    failure = FileSystem.error("pread", self.path)
+                    return done
+                }
+                if n == 0 { break }
+                done += n
+            }
+            return done
+        }
+        if let failure { throw failure }
+        return buffer
+    }
+
+    public func truncate(to size: Int) throws(StorageError) {
+        guard ftruncate(self.descriptor, off_t(size)) == 0 else { throw FileSystem.error("ftruncate", self.path) }
+    }
+
+    /// Flushes file data (not necessarily metadata other than size) to stable storage.
+    public func sync() throws(StorageError) {
+        guard fdatasync(self.descriptor) == 0 else { throw FileSystem.error("fdatasync", self.path) }
+    }
+}
+
+/// Thin wrappers over the POSIX calls storage needs. Paths are plain strings.
+public enum FileSystem {
+    static func error(_ call: String, _ path: String) -> StorageError {
+        let code = errno
+        return StorageError(.io, "\(call) \(path): \(String(cString: strerror(code))) (errno \(code))")
+    }
+
+    public static func exists(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0
+    }
+
+    public static func isDirectory(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// `mkdir -p`.
+    public static func createDirectory(_ path: String) throws(StorageError) {
+        if Self.isDirectory(path) { return }
+        var prefix = path.hasPrefix("/") ? "/" : ""
+        for component in path.split(separator: "/") {
+            prefix += component
+            if !Self.isDirectory(prefix) {
+                guard mkdir(prefix, 0o755) == 0 || errno == EEXIST else { throw Self.error("mkdir", prefix) }
+            }
+            prefix += "/"
+        }
+    }
+
+    /// The names in a directory, without `.` and `..`, sorted.
+    public static func list(_ path: String) throws(StorageError) -> [String] {
+        guard let dir = opendir(path) else { throw Self.error("opendir", path) }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    public static func remove(_ path: String) throws(StorageError) {
+        guard unlink(path) == 0 || errno == ENOENT else { throw Self.error("unlink", path) }
+    }
+
+    /// Removes a directory tree.
+    public static func removeTree(_ path: String) throws(StorageError) {
+        guard Self.exists(path) else { return }
+        if Self.isDirectory(path) {
+            for name in try Self.list(path) { try Self.removeTree(path + "/" + name) }
+            guard rmdir(path) == 0 || errno == ENOENT else { throw Self.error("rmdir", path) }
+        } else {
+            try Self.remove(path)
+        }
+    }
+
+    public static func rename(_ from: String, to: String) throws(StorageError) {
+        guard Glibc.rename(from, to) == 0 else { throw Self.error("rename", from) }
+    }
+
+    /// fsyncs a directory so that creations, renames and deletions in it are durable.
+    public static func syncDirectory(_ path: String) throws(StorageError) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw Self.error("open", path) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw Self.error("fsync", path) }
+    }
+
+    /// Replaces `path` with `contents` atomically: write a temporary file, fsync, rename, fsync
+    /// the directory. A crash leaves either the old or the new file, never a torn one.
+    public static func writeAtomically(_ path: String, contents: ByteBuffer) throws(StorageError) {
+        let temporary = path + ".tmp"
+        let handle = try FileHandle.open(temporary, create: true)
+        try handle.truncate(to: 0)
+        try handle.write(contents, at: 0)
+        try handle.sync()
+        try Self.rename(temporary, to: path)
+        let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        try Self.syncDirectory(directory.isEmpty ? "." : directory)
+    }
+
+    /// Reads a whole (small) file.
+    public static func readAll(_ path: String) throws(StorageError) -> ByteBuffer {
+        let handle = try FileHandle.open(path, create: false)
+        return try handle.read(at: 0, length: try handle.size(), allocator: ByteBufferAllocator())
+    }
+
+    /// Milliseconds since the Unix epoch, from the wall clock (timestamps, retention).
+    public static func wallClockMilliseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
+    }
+
+    /// Milliseconds from a monotonic clock (segment age, flush intervals).
+    public static func monotonicMilliseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
+    }
+}

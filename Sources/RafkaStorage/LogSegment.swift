@@ -1,0 +1,322 @@
+import KafkaProtocol
+import NIOCore
+
+/// One segment of a partition log: `<baseOffset>.log` holding RecordBatch v2 bytes exactly as
+/// appended, with a sparse offset index and a time index.
+///
+/// Lifecycle: created empty (`create`) or opened from disk (`open`, then `recover` if it is the
+/// active segment or lies past the recovery point); appended to while active; `close()` writes
+/// its indexes when a newer segment takes over. Not thread-safe: its `PartitionLog` owner
+/// confines it to one thread.
+final class LogSegment {
+    let baseOffset: Int64
+    let logPath: String
+    let log: FileHandle
+    private(set) var size: Int
+    /// The offset after the last batch in this segment.
+    private(set) var nextOffset: Int64
+    private(set) var maxTimestamp: Int64 = -1
+    private(set) var offsetOfMaxTimestamp: Int64 = -1
+    /// The max timestamp of the first batch; segment.ms counts from it (as Kafka does since 0.10.1).
+    private(set) var firstBatchTimestamp: Int64?
+    private var offsetIndex: OffsetIndex?
+    private var timeIndex = TimeIndex()
+    private var bytesSinceIndexEntry = 0
+    private let indexIntervalBytes: Int
+    private let allocator = ByteBufferAllocator()
+
+    var indexPath: String { Self.path(self.logPath, extension: "index") }
+    var timeIndexPath: String { Self.path(self.logPath, extension: "timeindex") }
+    var isEmpty: Bool { self.size == 0 }
+
+    static func fileName(_ baseOffset: Int64, extension ext: String) -> String {
+        let digits = String(baseOffset)
+        return String(repeating: "0", count: max(0, 20 - digits.count)) + digits + "." + ext
+    }
+
+    private static func path(_ logPath: String, extension ext: String) -> String {
+        String(logPath.dropLast(3)) + ext
+    }
+
+    private init(baseOffset: Int64, logPath: String, log: FileHandle, size: Int, indexIntervalBytes: Int) {
+        self.baseOffset = baseOffset
+        self.logPath = logPath
+        self.log = log
+        self.size = size
+        self.nextOffset = baseOffset
+        self.indexIntervalBytes = indexIntervalBytes
+    }
+
+    /// Creates a new empty segment (truncating any leftover file of the same name).
+    static func create(directory: String, baseOffset: Int64, indexIntervalBytes: Int) throws(StorageError) -> LogSegment {
+        let path = directory + "/" + Self.fileName(baseOffset, extension: "log")
+        let handle = try FileHandle.open(path, create: true)
+        try handle.truncate(to: 0)
+        try FileSystem.remove(Self.path(path, extension: "index"))
+        try FileSystem.remove(Self.path(path, extension: "timeindex"))
+        let segment = LogSegment(baseOffset: baseOffset, logPath: path, log: handle, size: 0, indexIntervalBytes: indexIntervalBytes)
+        segment.offsetIndex = OffsetIndex()
+        return segment
+    }
+
+    /// Opens an existing segment without reading its batches. `nextOffset` is provisional until
+    /// `recover` or `adoptClosed(nextOffset:)` sets it.
+    static func open(directory: String, baseOffset: Int64, indexIntervalBytes: Int) throws(StorageError) -> LogSegment {
+        let path = directory + "/" + Self.fileName(baseOffset, extension: "log")
+        let handle = try FileHandle.open(path, create: false)
+        return LogSegment(
+            baseOffset: baseOffset, logPath: path, log: handle, size: try handle.size(), indexIntervalBytes: indexIntervalBytes)
+    }
+
+    // MARK: Appending
+
+    /// Appends whole batches (already validated, offsets assigned) at the end of the file.
+    /// `parts` are written back to back with one gathering write.
+    func append(parts: [ByteBuffer], headers: [RecordBatchHeader]) throws(StorageError) {
+        precondition(!headers.isEmpty)
+        assert(headers.first!.baseOffset >= self.nextOffset, "offsets must ascend")
+        let position = self.size
+        try self.log.write(parts, at: position)
+        var batchPosition = position
+        for header in headers {
+            self.indexBatch(header, position: batchPosition)
+            batchPosition += header.totalBytes
+        }
+        self.size = batchPosition
+    }
+
+    /// Updates in-memory indexes and timestamps for a batch at `position`.
+    private func indexBatch(_ header: RecordBatchHeader, position: Int) {
+        if self.offsetIndex == nil { self.offsetIndex = OffsetIndex() }
+        if self.firstBatchTimestamp == nil { self.firstBatchTimestamp = header.maxTimestamp }
+        if header.maxTimestamp > self.maxTimestamp {
+            self.maxTimestamp = header.maxTimestamp
+            self.offsetOfMaxTimestamp = header.lastOffset
+        }
+        if self.offsetIndex!.count == 0 || self.bytesSinceIndexEntry >= self.indexIntervalBytes {
+            // Entries point at batch starts, so a lookup always lands on a batch boundary.
+            self.offsetIndex!.append(relativeOffset: UInt32(header.baseOffset - self.baseOffset), position: UInt32(position))
+            self.timeIndex.append(timestamp: self.maxTimestamp, offset: self.offsetOfMaxTimestamp)
+            self.bytesSinceIndexEntry = 0
+        }
+        self.bytesSinceIndexEntry += header.totalBytes
+        self.nextOffset = header.nextOffset
+    }
+
+    /// Whether the relative offset of `offset` still fits the index's 32 bits.
+    func canHold(offset: Int64) -> Bool { offset - self.baseOffset < Int64(UInt32.max) }
+
+    // MARK: Recovery
+
+    struct ScanResult {
+        /// Bytes of whole, valid batches from the start of the file.
+        var validBytes: Int
+        /// Why the scan stopped early, if it did.
+        var problem: String?
+    }
+
+    /// Scans every batch from the start, rebuilding indexes and timestamps. With `validate`,
+    /// checks each batch's framing, CRC and offsets; stops at the first bad batch and reports it.
+    /// `visit` sees every valid batch header (producer-state rebuild).
+    func recover(validate: Bool, visit: (RecordBatchHeader) -> Void) throws(StorageError) -> ScanResult {
+        self.offsetIndex = OffsetIndex()
+        self.timeIndex = TimeIndex()
+        self.bytesSinceIndexEntry = 0
+        self.maxTimestamp = -1
+        self.offsetOfMaxTimestamp = -1
+        self.firstBatchTimestamp = nil
+        self.nextOffset = self.baseOffset
+        let result = try self.scan(from: 0, validate: validate) { position, header in
+            self.indexBatch(header, position: position)
+            visit(header)
+        }
+        return result
+    }
+
+    /// Walks batches from `position` in 1 MiB reads, calling `body` for each whole batch.
+    private func scan(
+        from start: Int,
+        validate: Bool,
+        _ body: (Int, RecordBatchHeader) -> Void
+    ) throws(StorageError) -> ScanResult {
+        let fileSize = self.size
+        var position = start
+        var expectedOffset = self.baseOffset
+        let chunkBytes = 1 << 20
+        while position < fileSize {
+            var chunk = try self.log.read(at: position, length: min(chunkBytes, fileSize - position), allocator: self.allocator)
+            var consumed = 0
+            while consumed < chunk.readableBytes {
+                let remainingInFile = fileSize - position - consumed
+                guard remainingInFile >= RecordBatchHeader.size else {
+                    return ScanResult(validBytes: position + consumed, problem: "\(remainingInFile) trailing bytes")
+                }
+                if chunk.readableBytes - consumed < RecordBatchHeader.size { break }
+                let header: RecordBatchHeader
+                do {
+                    header = try RecordBatchHeader.peek(chunk, at: chunk.readerIndex + consumed)
+                } catch {
+                    return ScanResult(validBytes: position + consumed, problem: "\(error)")
+                }
+                let total = header.totalBytes
+                guard header.batchLength >= Int32(RecordBatchHeader.size - RecordBatchHeader.logOverhead),
+                    total <= remainingInFile
+                else {
+                    return ScanResult(validBytes: position + consumed, problem: "batch length \(header.batchLength) at byte \(position + consumed)")
+                }
+                if chunk.readableBytes - consumed < total {
+                    if consumed == 0 {
+                        // One batch larger than the chunk: read it whole.
+                        chunk = try self.log.read(at: position, length: total, allocator: self.allocator)
+                    } else {
+                        break
+                    }
+                }
+                if validate {
+                    let bytes = chunk.getSlice(at: chunk.readerIndex + consumed, length: total)!
+                    if let problem = Self.check(header, bytes: bytes, expectedOffset: expectedOffset) {
+                        return ScanResult(validBytes: position + consumed, problem: "\(problem) at byte \(position + consumed)")
+                    }
+                }
+                body(position + consumed, header)
+                expectedOffset = header.nextOffset
+                consumed += total
+            }
+            position += consumed
+        }
+        return ScanResult(validBytes: position, problem: nil)
+    }
+
+    private static func check(_ header: RecordBatchHeader, bytes: ByteBuffer, expectedOffset: Int64) -> String? {
+        guard header.baseOffset >= expectedOffset else {
+            return "batch base offset \(header.baseOffset) below \(expectedOffset)"
+        }
+        do {
+            try RecordBatch.validateHeader(header, bytes: bytes)
+        } catch {
+            return "\(error)"
+        }
+        return nil
+    }
+
+    /// Cuts the file (and indexes) back to `bytes`, the end of the last valid batch.
+    func truncate(toBytes bytes: Int) throws(StorageError) {
+        try self.log.truncate(to: bytes)
+        self.size = bytes
+        self.offsetIndex?.truncate(toPosition: bytes)
+    }
+
+    /// Marks a closed segment's end offset (known from the next segment's base) and loads its
+    /// timestamps from the time index, rebuilding both indexes by scanning if the files are bad.
+    func adoptClosed(nextOffset: Int64) throws(StorageError) {
+        self.nextOffset = nextOffset
+        if FileSystem.exists(self.timeIndexPath),
+            let index = TimeIndex.parse(try FileSystem.readAll(self.timeIndexPath), baseOffset: self.baseOffset),
+            let last = index.last
+        {
+            self.timeIndex = index
+            self.maxTimestamp = last.timestamp
+            self.offsetOfMaxTimestamp = last.offset
+            self.firstBatchTimestamp = index.timestamps.first
+        } else {
+            _ = try self.recover(validate: false) { _ in }
+            self.nextOffset = nextOffset
+        }
+    }
+
+    /// After a full scan of a closed segment, its end is the next segment's base (offsets may
+    /// have a gap before it).
+    func markClosed(nextOffset: Int64) {
+        assert(self.nextOffset <= nextOffset)
+        self.nextOffset = nextOffset
+    }
+
+    /// Loads the offset index of a closed segment on first use.
+    private func ensureOffsetIndex() throws(StorageError) {
+        if self.offsetIndex != nil { return }
+        if FileSystem.exists(self.indexPath),
+            let index = OffsetIndex.parse(try FileSystem.readAll(self.indexPath), segmentBytes: self.size)
+        {
+            self.offsetIndex = index
+            return
+        }
+        let next = self.nextOffset
+        _ = try self.recover(validate: false) { _ in }
+        self.nextOffset = max(next, self.nextOffset)
+    }
+
+    /// Writes the indexes (the segment becomes read-only). The time index gets a final entry for
+    /// the segment's max timestamp so retention can read it without scanning.
+    func close() throws(StorageError) {
+        guard let offsetIndex = self.offsetIndex else { return }
+        if self.maxTimestamp >= 0 {
+            self.timeIndex.append(timestamp: self.maxTimestamp, offset: self.offsetOfMaxTimestamp)
+        }
+        try FileSystem.writeAtomically(self.indexPath, contents: offsetIndex.serialized())
+        try FileSystem.writeAtomically(self.timeIndexPath, contents: self.timeIndex.serialized(baseOffset: self.baseOffset))
+    }
+
+    func deleteFiles() throws(StorageError) {
+        try FileSystem.remove(self.logPath)
+        try FileSystem.remove(self.indexPath)
+        try FileSystem.remove(self.timeIndexPath)
+    }
+
+    // MARK: Reading
+
+    /// The position of the first batch whose last offset is ≥ `offset`, or nil if none is.
+    func position(of offset: Int64) throws(StorageError) -> (position: Int, header: RecordBatchHeader)? {
+        try self.ensureOffsetIndex()
+        let relative = UInt32(clamping: max(0, offset - self.baseOffset))
+        var position = self.offsetIndex!.position(atOrBefore: relative)
+        while position + RecordBatchHeader.size <= self.size {
+            let headerBytes = try self.log.read(at: position, length: RecordBatchHeader.size, allocator: self.allocator)
+            let header: RecordBatchHeader
+            do {
+                header = try RecordBatchHeader.peek(headerBytes, at: headerBytes.readerIndex)
+            } catch {
+                throw StorageError(.corruptSegment, "\(self.logPath) at byte \(position): \(error)")
+            }
+            if header.lastOffset >= offset { return (position, header) }
+            position += header.totalBytes
+        }
+        return nil
+    }
+
+    /// Reads whole batches from `position`, at most `maxBytes` unless `minOneBatch` and the first
+    /// batch alone is larger (KIP-74: a consumer must always make progress).
+    func read(from position: Int, firstBatchBytes: Int, maxBytes: Int, minOneBatch: Bool) throws(StorageError) -> ByteBuffer {
+        let available = self.size - position
+        if firstBatchBytes > maxBytes {
+            guard minOneBatch else { return self.allocator.buffer(capacity: 0) }
+            return try self.log.read(at: position, length: firstBatchBytes, allocator: self.allocator)
+        }
+        var bytes = try self.log.read(at: position, length: min(maxBytes, available), allocator: self.allocator)
+        // Trim a partial batch at the end: clients accept one, but whole batches are kinder.
+        var whole = 0
+        while whole + RecordBatchHeader.logOverhead <= bytes.readableBytes {
+            let length = Int(bytes.getInteger(at: bytes.readerIndex + whole + 8, endianness: .big, as: Int32.self)!)
+            let total = length + RecordBatchHeader.logOverhead
+            if whole + total > bytes.readableBytes { break }
+            whole += total
+        }
+        bytes.moveWriterIndex(to: bytes.readerIndex + whole)
+        return bytes
+    }
+
+    /// Every batch from `position` to the end, for record-level searches. Small segments only
+    /// would be read whole; this reads one batch at a time.
+    func batch(at position: Int, header: RecordBatchHeader) throws(StorageError) -> ByteBuffer {
+        try self.log.read(at: position, length: header.totalBytes, allocator: self.allocator)
+    }
+
+    /// A starting point for a timestamp search: just after the last time-index entry whose
+    /// timestamp is < `timestamp` (every record up to that entry is older), or the segment base.
+    func searchStart(forTimestamp timestamp: Int64) throws(StorageError) -> Int64 {
+        if self.timeIndex.count == 0 && self.size > 0 { try self.ensureOffsetIndex() }
+        guard timestamp > Int64.min, let offset = self.timeIndex.offset(atOrBefore: timestamp - 1) else {
+            return self.baseOffset
+        }
+        return offset + 1
+    }
+}

@@ -1,0 +1,156 @@
+import KafkaProtocol
+import NIOCore
+import RafkaCore
+
+/// Where appended batches landed.
+public struct AppendInfo: Sendable, Equatable {
+    public var firstOffset: Int64
+    public var lastOffset: Int64
+    /// The broker time stamped on the batches for LogAppendTime topics, else -1.
+    public var logAppendTime: Int64
+    public var logStartOffset: Int64
+    public var recordCount: Int
+}
+
+/// The result of `PartitionLog.append`.
+public enum AppendOutcome: Sendable, Equatable {
+    case appended(AppendInfo)
+    /// The batch repeats one of the producer's last five: acknowledged with its original offsets,
+    /// not written again.
+    case duplicate(AppendInfo)
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER.
+    case outOfOrderSequence(String)
+    /// INVALID_PRODUCER_EPOCH: a newer epoch of this producer id has written.
+    case invalidProducerEpoch(String)
+}
+
+/// A batch that passed validation, ready to append: its parsed header and its bytes.
+public struct ValidatedBatch: Sendable {
+    public var header: RecordBatchHeader
+    public var bytes: ByteBuffer
+
+    public init(header: RecordBatchHeader, bytes: ByteBuffer) {
+        precondition(bytes.readableBytes == header.totalBytes)
+        self.header = header
+        self.bytes = bytes
+    }
+}
+
+extension PartitionLog {
+    /// Appends validated batches, assigning offsets from the log end. Checks idempotent-producer
+    /// sequences first; rolls the active segment when size, age or offset range require.
+    ///
+    /// The bytes are written as received except the 12-byte prefix (base offset, length) and
+    /// leader epoch, which are written from a small patched copy with one gathering write.
+    public func append(
+        _ batches: [ValidatedBatch],
+        leaderEpoch: Int32 = 0,
+        nowMilliseconds: Int64
+    ) throws(StorageError) -> AppendOutcome {
+        precondition(!batches.isEmpty)
+        if let verdict = self.checkProducers(batches) { return verdict }
+        let totalBytes = batches.reduce(0) { $0 + $1.bytes.readableBytes }
+        let recordCount = batches.reduce(0) { $0 + Int($1.header.recordCount) }
+        let appendTime = self.config.timestampType == .logAppendTime ? nowMilliseconds : -1
+        let incomingTimestamp = appendTime >= 0 ? appendTime : batches.map(\.header.maxTimestamp).max()!
+        try self.maybeRoll(incomingBytes: totalBytes, recordCount: recordCount, incomingTimestamp: incomingTimestamp)
+        let firstOffset = self.logEndOffset
+        var next = firstOffset
+        var parts: [ByteBuffer] = []
+        parts.reserveCapacity(batches.count * 2)
+        var headers: [RecordBatchHeader] = []
+        headers.reserveCapacity(batches.count)
+        for batch in batches {
+            var header = batch.header
+            header.baseOffset = next
+            header.partitionLeaderEpoch = leaderEpoch
+            if appendTime >= 0 {
+                var copy = self.allocator.buffer(capacity: batch.bytes.readableBytes)
+                copy.writeImmutableBuffer(batch.bytes)
+                RecordBatch.setBaseOffset(next, leaderEpoch: leaderEpoch, in: &copy, at: copy.readerIndex)
+                RecordBatch.setLogAppendTime(appendTime, in: &copy, at: copy.readerIndex, length: copy.readableBytes)
+                header.maxTimestamp = appendTime
+                header.attributes |= 0x08
+                parts.append(copy)
+            } else {
+                var prefix = self.allocator.buffer(capacity: 16)
+                prefix.writeInteger(next, endianness: .big)
+                prefix.writeInteger(header.batchLength, endianness: .big)
+                prefix.writeInteger(leaderEpoch, endianness: .big)
+                parts.append(prefix)
+                parts.append(batch.bytes.getSlice(at: batch.bytes.readerIndex + 16, length: batch.bytes.readableBytes - 16)!)
+            }
+            headers.append(header)
+            next = header.nextOffset
+        }
+        try self.activeSegment.append(parts: parts, headers: headers)
+        for header in headers { self.producers.record(header) }
+        self.unflushedMessages += Int64(recordCount)
+        return .appended(
+            AppendInfo(
+                firstOffset: firstOffset, lastOffset: next - 1, logAppendTime: appendTime,
+                logStartOffset: self.logStartOffset, recordCount: recordCount))
+    }
+
+    var activeSegment: LogSegment { self.segments.last! }
+
+    private func checkProducers(_ batches: [ValidatedBatch]) -> AppendOutcome? {
+        for (i, batch) in batches.enumerated() where batch.header.hasProducerID {
+            switch self.producers.check(batch.header) {
+            case .append:
+                continue
+            case .duplicate(let original) where i == 0:
+                return .duplicate(
+                    AppendInfo(
+                        firstOffset: original.firstOffset, lastOffset: original.lastOffset, logAppendTime: -1,
+                        logStartOffset: self.logStartOffset, recordCount: 0))
+            case .duplicate(let original):
+                return .outOfOrderSequence(
+                    "batch \(i) repeats sequence \(original.firstSequence) of producer \(batch.header.producerID)")
+            case .outOfOrder(let expected, let received):
+                return .outOfOrderSequence(
+                    "producer \(batch.header.producerID): expected sequence \(expected), received \(received)")
+            case .fencedEpoch(let current, let received):
+                return .invalidProducerEpoch(
+                    "producer \(batch.header.producerID): epoch \(received) is older than \(current)")
+            }
+        }
+        return nil
+    }
+
+    /// Rolls to a new segment when the next append would overflow its size, the records would
+    /// span more than `segment.ms` of timestamps, or 32-bit relative offsets would overflow.
+    ///
+    /// Time is measured between the incoming records' timestamp and the segment's first batch,
+    /// as Kafka does (`LogSegment.timeWaitedForRoll`), so replaying old data does not roll a
+    /// segment per batch.
+    private func maybeRoll(incomingBytes: Int, recordCount: Int, incomingTimestamp: Int64) throws(StorageError) {
+        let active = self.activeSegment
+        guard !active.isEmpty else { return }
+        let full = active.size + incomingBytes > self.config.segmentBytes
+        let aged = active.firstBatchTimestamp.map { $0 >= 0 && incomingTimestamp - $0 >= self.config.segmentMilliseconds } ?? false
+        let overflow = !active.canHold(offset: self.logEndOffset + Int64(recordCount))
+        if full || aged || overflow { try self.roll() }
+    }
+
+    /// Closes the active segment and starts a new one at the log end. The closed segment's file
+    /// is queued for fsync so the recovery point can move past it.
+    public func roll() throws(StorageError) {
+        let old = self.activeSegment
+        guard !old.isEmpty else { return }
+        try old.close()
+        let next = try LogSegment.create(
+            directory: self.directory, baseOffset: old.nextOffset, indexIntervalBytes: self.config.indexIntervalBytes)
+        self.segments.append(next)
+        self.unsyncedClosedSegments.append(old.log)
+        try self.writeProducerSnapshot()
+    }
+
+    /// Writes the producer-state snapshot at the log end and keeps the newest two.
+    func writeProducerSnapshot() throws(StorageError) {
+        let offset = self.logEndOffset
+        let path = self.directory + "/" + ProducerStateSnapshot.fileName(offset)
+        try FileSystem.writeAtomically(path, contents: ProducerStateSnapshot.encode(self.producers, offset: offset))
+        try self.removeSnapshots(after: Int64.max, keepNewest: 2)
+    }
+}

@@ -1,0 +1,106 @@
+import KafkaProtocol
+import NIOCore
+
+/// Files to fsync and the offset that is durable once they are (see `PartitionLog.flushRequest`).
+public struct FlushRequest: Sendable {
+    public var files: [FileHandle]
+    public var throughOffset: Int64
+}
+
+extension PartitionLog {
+    // MARK: Flushing
+
+    /// What must be fsynced now under `flush.messages` / `flush.ms`, plus any rolled segments not
+    /// yet synced; nil when nothing is due. The owner runs the fsyncs off its event loop and then
+    /// calls `flushed(through:)`. Appends may continue meanwhile: fsync covers what was written
+    /// before it started, and `throughOffset` only claims that.
+    public func flushRequest(nowMonotonicMilliseconds now: Int64, force: Bool = false) -> FlushRequest? {
+        let dueByCount = self.unflushedMessages >= self.config.flushMessages
+        let dueByTime = self.unflushedMessages > 0
+            && self.config.flushMilliseconds != Int64.max
+            && now - self.lastFlushMonotonicMilliseconds >= self.config.flushMilliseconds
+        let forced = force && self.logEndOffset > self.recoveryPoint
+        guard dueByCount || dueByTime || forced || !self.unsyncedClosedSegments.isEmpty else { return nil }
+        var files = self.unsyncedClosedSegments
+        self.unsyncedClosedSegments.removeAll()
+        if dueByCount || dueByTime || forced {
+            files.append(self.activeSegment.log)
+            self.unflushedMessages = 0
+            self.lastFlushMonotonicMilliseconds = now
+            return FlushRequest(files: files, throughOffset: self.logEndOffset)
+        }
+        return FlushRequest(files: files, throughOffset: self.activeSegment.baseOffset)
+    }
+
+    /// Records that everything below `offset` is on stable storage. Persists the recovery point
+    /// when it passes a segment boundary, so recovery after a crash scans only newer segments.
+    public func flushed(through offset: Int64) throws(StorageError) {
+        guard offset > self.recoveryPoint else { return }
+        let crossedSegment = self.segments.contains { $0.baseOffset > self.recoveryPoint && $0.baseOffset <= offset }
+        self.recoveryPoint = offset
+        if crossedSegment { try self.writeRecoveryPoint() }
+    }
+
+    /// Whether an fsync policy is in force (otherwise the OS decides, as in Kafka by default).
+    public var hasFlushPolicy: Bool { !self.config.flushesOnlyByOS }
+
+    // MARK: Retention
+
+    /// Deletes segments past `retention.ms` (by their newest timestamp) or beyond
+    /// `retention.bytes` (oldest first), never the segment being written unless everything in it
+    /// expired, in which case it is rolled first, as Kafka does. Returns the segments deleted.
+    @discardableResult
+    public func enforceRetention(nowMilliseconds now: Int64) throws(StorageError) -> Int {
+        var deleted = 0
+        let retentionMilliseconds = self.config.retentionMilliseconds
+        if retentionMilliseconds >= 0 {
+            if self.segments.count == 1, !self.activeSegment.isEmpty,
+                now - self.activeSegment.maxTimestamp > retentionMilliseconds
+            {
+                try self.roll()
+            }
+            while self.segments.count > 1, let oldest = self.segments.first, now - oldest.maxTimestamp > retentionMilliseconds {
+                try self.deleteOldestSegment()
+                deleted += 1
+            }
+        }
+        if self.config.retentionBytes >= 0 {
+            var excess = Int64(self.sizeBytes) - self.config.retentionBytes
+            while self.segments.count > 1, let oldest = self.segments.first, excess - Int64(oldest.size) >= 0 {
+                excess -= Int64(oldest.size)
+                try self.deleteOldestSegment()
+                deleted += 1
+            }
+        }
+        return deleted
+    }
+
+    private func deleteOldestSegment() throws(StorageError) {
+        precondition(self.segments.count > 1, "the active segment is never deleted")
+        let oldest = self.segments.removeFirst()
+        try oldest.deleteFiles()
+        self.logStartOffset = self.segments.first!.baseOffset
+        self.producers.removeProducers(before: self.logStartOffset)
+        self.recoveryPoint = max(self.recoveryPoint, self.logStartOffset)
+    }
+
+    // MARK: Closing
+
+    /// Flushes everything, writes indexes, the producer snapshot and the recovery point. After
+    /// a clean close, the next open validates only the active segment.
+    public func close() throws(StorageError) {
+        for file in self.unsyncedClosedSegments { try file.sync() }
+        self.unsyncedClosedSegments.removeAll()
+        try self.activeSegment.log.sync()
+        try self.writeProducerSnapshot()
+        self.recoveryPoint = self.logEndOffset
+        try self.writeRecoveryPoint()
+    }
+
+    /// Removes the partition's directory and everything in it (topic deletion).
+    public func deleteFiles() throws(StorageError) {
+        self.unsyncedClosedSegments.removeAll()
+        self.segments.removeAll()
+        try FileSystem.removeTree(self.directory)
+    }
+}

@@ -1,0 +1,175 @@
+import KafkaProtocol
+import NIOCore
+import RafkaCompression
+import RafkaCore
+
+/// One partition replica's log: a directory of segments, the producer-state table, and the
+/// flush and retention policy of its `LogConfig`.
+///
+/// ```
+///  open ──► recover (closed segments past the recovery point validated, active segment
+///           scanned and its torn tail cut) ──► serving ──► close (flush, checkpoints)
+///                                               │  append / read / offsetForTimestamp
+///                                               │  enforceRetention / flushRequest + flushed
+/// ```
+/// Not thread-safe: the owner (the server's partition shell) confines it to one event loop.
+/// Files: `<base>.log|.index|.timeindex`, `<offset>.snapshot`, `recovery-point`.
+public final class PartitionLog {
+    public let directory: String
+    public let topicPartition: TopicPartition
+    public private(set) var config: LogConfig
+    var segments: [LogSegment]
+    public internal(set) var logStartOffset: Int64
+    public internal(set) var producers: ProducerStateTable
+    /// Every offset below this is known to be on stable storage.
+    public internal(set) var recoveryPoint: Int64
+    var unflushedMessages: Int64 = 0
+    var lastFlushMonotonicMilliseconds: Int64
+    /// Segments rolled but not yet fsynced.
+    var unsyncedClosedSegments: [FileHandle] = []
+    let allocator = ByteBufferAllocator()
+
+    /// The offset the next appended record gets (Kafka's log end offset).
+    public var logEndOffset: Int64 { self.segments.last!.nextOffset }
+    public var sizeBytes: Int { self.segments.reduce(0) { $0 + $1.size } }
+    public var segmentCount: Int { self.segments.count }
+    public var activeSegmentBaseOffset: Int64 { self.segments.last!.baseOffset }
+
+    /// What `open` found and did, for the startup log.
+    public struct RecoveryReport: Sendable {
+        public var segments: Int
+        public var truncatedBytes: Int
+        public var truncationReason: String?
+        public var producerStateFrom: Int64
+    }
+
+    private init(directory: String, topicPartition: TopicPartition, config: LogConfig, segments: [LogSegment]) {
+        self.directory = directory
+        self.topicPartition = topicPartition
+        self.config = config
+        self.segments = segments
+        self.logStartOffset = segments.first!.baseOffset
+        self.producers = ProducerStateTable(
+            batchesRemembered: Limits.producerBatchesRemembered, producersMax: Limits.producerIdsPerPartitionMax)
+        self.recoveryPoint = 0
+        self.lastFlushMonotonicMilliseconds = FileSystem.monotonicMilliseconds()
+    }
+
+    // MARK: Opening and recovery
+
+    /// Opens (creating if absent) the log in `directory` and recovers it.
+    ///
+    /// Throws `.corruptSegment` naming the file when a closed segment past the recovery point
+    /// fails validation: such data is never dropped silently. A torn tail of the active segment
+    /// (the usual result of a crash mid-write) is truncated and reported.
+    public static func open(
+        directory: String,
+        topicPartition: TopicPartition,
+        config: LogConfig
+    ) throws(StorageError) -> (PartitionLog, RecoveryReport) {
+        try FileSystem.createDirectory(directory)
+        var bases: [Int64] = []
+        for name in try FileSystem.list(directory) {
+            if name.hasSuffix(".tmp") {
+                try FileSystem.remove(directory + "/" + name)
+            } else if name.hasSuffix(".log"), let base = Int64(name.dropLast(4)) {
+                bases.append(base)
+            }
+        }
+        bases.sort()
+        let interval = config.indexIntervalBytes
+        var segments: [LogSegment] = []
+        for base in bases {
+            segments.append(try LogSegment.open(directory: directory, baseOffset: base, indexIntervalBytes: interval))
+        }
+        if segments.isEmpty {
+            segments.append(try LogSegment.create(directory: directory, baseOffset: 0, indexIntervalBytes: interval))
+        }
+        let log = PartitionLog(directory: directory, topicPartition: topicPartition, config: config, segments: segments)
+        let report = try log.recover()
+        return (log, report)
+    }
+
+    private var recoveryPointPath: String { self.directory + "/recovery-point" }
+
+    private func recover() throws(StorageError) -> RecoveryReport {
+        let checkpoint = Self.readCheckpoint(self.recoveryPointPath) ?? 0
+        let (snapshotOffset, table) = self.loadNewestSnapshot()
+        self.producers = table
+        let replayFrom = snapshotOffset ?? self.logStartOffset
+        var report = RecoveryReport(segments: self.segments.count, truncatedBytes: 0, producerStateFrom: replayFrom)
+        for (i, segment) in self.segments.enumerated() {
+            let isActive = i == self.segments.count - 1
+            let nextBase = isActive ? Int64.max : self.segments[i + 1].baseOffset
+            let needsValidation = isActive || nextBase > checkpoint
+            let needsReplay = nextBase > replayFrom
+            if !needsValidation && !needsReplay {
+                try segment.adoptClosed(nextOffset: nextBase)
+                continue
+            }
+            let result = try segment.recover(validate: needsValidation) { header in
+                if header.baseOffset >= replayFrom { self.producers.record(header) }
+            }
+            if let problem = result.problem {
+                guard isActive else {
+                    throw StorageError(
+                        .corruptSegment,
+                        "\(segment.logPath): \(problem); a closed segment is never truncated, inspect or restore it")
+                }
+                report.truncatedBytes = segment.size - result.validBytes
+                report.truncationReason = problem
+                try segment.truncate(toBytes: result.validBytes)
+            }
+            if !isActive {
+                guard segment.nextOffset <= nextBase else {
+                    throw StorageError(.corruptSegment, "\(segment.logPath): offsets run past the next segment's base \(nextBase)")
+                }
+                segment.markClosed(nextOffset: nextBase)
+            }
+        }
+        self.recoveryPoint = min(checkpoint, self.logEndOffset)
+        try self.removeSnapshots(after: self.logEndOffset)
+        return report
+    }
+
+    private func loadNewestSnapshot() -> (Int64?, ProducerStateTable) {
+        var table = self.producers
+        let names = (try? FileSystem.list(self.directory)) ?? []
+        let offsets = names.compactMap { $0.hasSuffix(".snapshot") ? Int64($0.dropLast(9)) : nil }.sorted(by: >)
+        for offset in offsets {
+            guard let bytes = try? FileSystem.readAll(self.directory + "/" + ProducerStateSnapshot.fileName(offset)),
+                let found = ProducerStateSnapshot.decode(bytes, into: &table)
+            else { continue }
+            return (found, table)
+        }
+        return (nil, table)
+    }
+
+    func removeSnapshots(after offset: Int64, keepNewest: Int = Int.max) throws(StorageError) {
+        let names = try FileSystem.list(self.directory)
+        let offsets = names.compactMap { $0.hasSuffix(".snapshot") ? Int64($0.dropLast(9)) : nil }.sorted(by: >)
+        for (rank, snapshot) in offsets.enumerated() where snapshot > offset || rank >= keepNewest {
+            try FileSystem.remove(self.directory + "/" + ProducerStateSnapshot.fileName(snapshot))
+        }
+    }
+
+    static func readCheckpoint(_ path: String) -> Int64? {
+        guard FileSystem.exists(path), var bytes = try? FileSystem.readAll(path),
+            let text = bytes.readString(length: bytes.readableBytes)
+        else { return nil }
+        return Int64(text.trimmingCharacters())
+    }
+
+    func writeRecoveryPoint() throws(StorageError) {
+        try FileSystem.writeAtomically(self.recoveryPointPath, contents: ByteBuffer(string: "\(self.recoveryPoint)\n"))
+    }
+
+    // MARK: Configuration
+
+    /// Applies a new configuration (from AlterConfigs). Takes effect for later appends, reads
+    /// and retention runs.
+    public func update(config: LogConfig) {
+        self.config = config
+    }
+}
+

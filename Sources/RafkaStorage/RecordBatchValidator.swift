@@ -1,0 +1,165 @@
+import KafkaProtocol
+import NIOCore
+import RafkaCompression
+import RafkaCore
+
+/// Validates the records of a Produce request for one partition before they are appended, the
+/// way Kafka's `LogValidator` does for magic v2: framing, CRC-32C, record count and offset
+/// deltas (inside compressed batches too, with decompression bounded), batch size against
+/// `max.message.bytes`, timestamps against `message.timestamp.*.max.ms`, and recompression when
+/// the topic's `compression.type` names a codec.
+///
+/// Pure and stateless, so it runs on the connection's event loop before the append hops to the
+/// partition's: validation work spreads over cores with the connections.
+public enum RecordBatchValidator {
+    /// A batch failed; `code` tells the Kafka error, `message` is sent back where the version allows.
+    public struct Failure: Error, Sendable, Equatable {
+        public enum Code: Sendable, Equatable {
+            case corruptMessage, invalidRecord, messageTooLarge, unsupportedCompression, invalidTimestamp
+        }
+
+        public var code: Code
+        public var message: String
+        /// Index of the failing batch within the request (for RecordErrors, KIP-467).
+        public var batchIndex: Int
+
+        public init(_ code: Code, _ message: String, batchIndex: Int = 0) {
+            self.code = code
+            self.message = message
+            self.batchIndex = batchIndex
+        }
+    }
+
+    public static func validate(
+        _ records: ByteBuffer,
+        config: LogConfig,
+        nowMilliseconds now: Int64
+    ) throws(Failure) -> [ValidatedBatch] {
+        let batches: [(header: RecordBatchHeader, bytes: ByteBuffer)]
+        do {
+            batches = try RecordBatch.split(records)
+        } catch {
+            throw Self.failure(error, batchIndex: 0)
+        }
+        guard !batches.isEmpty else { throw Failure(.invalidRecord, "the request holds no record batch") }
+        var validated: [ValidatedBatch] = []
+        validated.reserveCapacity(batches.count)
+        for (index, batch) in batches.enumerated() {
+            validated.append(try Self.validate(batch.header, batch.bytes, config: config, now: now, index: index))
+        }
+        return validated
+    }
+
+    private static func validate(
+        _ header: RecordBatchHeader,
+        _ bytes: ByteBuffer,
+        config: LogConfig,
+        now: Int64,
+        index: Int
+    ) throws(Failure) -> ValidatedBatch {
+        guard bytes.readableBytes <= config.maxMessageBytes else {
+            throw Failure(
+                .messageTooLarge,
+                "batch of \(bytes.readableBytes) bytes exceeds max.message.bytes \(config.maxMessageBytes)", batchIndex: index)
+        }
+        do {
+            try RecordBatch.validateHeader(header, bytes: bytes)
+        } catch {
+            throw Self.failure(error, batchIndex: index)
+        }
+        guard !header.isControl else {
+            throw Failure(.invalidRecord, "clients may not produce control batches", batchIndex: index)
+        }
+        guard !header.isTransactional else {
+            throw Failure(.invalidRecord, "transactional batches are not supported yet", batchIndex: index)
+        }
+        guard let codec = CompressionCodec(rawValue: header.compressionCodecValue), codec.isSupported else {
+            throw Failure(
+                .unsupportedCompression, "compression codec \(header.compressionCodecValue) is not supported", batchIndex: index)
+        }
+        let payload: ByteBuffer
+        do {
+            payload = try codec.decompress(
+                RecordBatch.recordsSection(of: bytes), outputBytesMax: Limits.decompressedBatchBytesMax)
+        } catch {
+            throw Failure(.corruptMessage, "\(codec) batch does not decompress: \(error)", batchIndex: index)
+        }
+        let timestamps: RecordBatch.TimestampRange
+        do {
+            timestamps = try RecordBatch.validateRecords(payload, header: header)
+        } catch {
+            throw Self.failure(error, batchIndex: index)
+        }
+        if config.timestampType == .createTime {
+            try Self.checkTimestamps(header, timestamps, config: config, now: now, index: index)
+        }
+        if let target = Self.recompressionTarget(config.compressionType), target != codec {
+            return try Self.recompress(header, payload: payload, to: target, index: index)
+        }
+        return ValidatedBatch(header: header, bytes: bytes)
+    }
+
+    private static func checkTimestamps(
+        _ header: RecordBatchHeader,
+        _ range: RecordBatch.TimestampRange,
+        config: LogConfig,
+        now: Int64,
+        index: Int
+    ) throws(Failure) {
+        let earliest = header.baseTimestamp &+ range.minDelta
+        let latest = header.baseTimestamp &+ range.maxDelta
+        if config.timestampBeforeMaxMilliseconds != Int64.max && now - earliest > config.timestampBeforeMaxMilliseconds {
+            throw Failure(
+                .invalidTimestamp,
+                "timestamp \(earliest) is more than message.timestamp.before.max.ms before \(now)", batchIndex: index)
+        }
+        if config.timestampAfterMaxMilliseconds != Int64.max && latest - now > config.timestampAfterMaxMilliseconds {
+            throw Failure(
+                .invalidTimestamp,
+                "timestamp \(latest) is more than message.timestamp.after.max.ms after \(now)", batchIndex: index)
+        }
+    }
+
+    /// The codec a topic's `compression.type` forces, or nil for `producer`.
+    static func recompressionTarget(_ compressionType: String) -> CompressionCodec? {
+        switch compressionType {
+        case "producer": nil
+        case "uncompressed": CompressionCodec.none
+        default: CompressionCodec(name: compressionType)
+        }
+    }
+
+    private static func recompress(
+        _ header: RecordBatchHeader,
+        payload: ByteBuffer,
+        to codec: CompressionCodec,
+        index: Int
+    ) throws(Failure) -> ValidatedBatch {
+        let compressed: ByteBuffer
+        do {
+            compressed = try codec.compress(payload)
+        } catch {
+            throw Failure(.corruptMessage, "recompression to \(codec) failed: \(error)", batchIndex: index)
+        }
+        var newHeader = header
+        newHeader.attributes = (header.attributes & ~0x07) | Int16(codec.rawValue)
+        newHeader.batchLength = Int32(RecordBatchHeader.size - RecordBatchHeader.logOverhead + compressed.readableBytes)
+        newHeader.crc = 0
+        var batch = ByteBuffer()
+        batch.reserveCapacity(newHeader.totalBytes)
+        newHeader.write(into: &batch)
+        batch.writeImmutableBuffer(compressed)
+        newHeader.crc = RecordBatch.computeCRC(batch)
+        batch.setInteger(newHeader.crc, at: batch.readerIndex + RecordBatchHeader.crcPosition, endianness: .big)
+        return ValidatedBatch(header: newHeader, bytes: batch)
+    }
+
+    private static func failure(_ error: RecordBatchError, batchIndex: Int) -> Failure {
+        switch error.code {
+        case .crcMismatch, .truncated: Failure(.corruptMessage, error.detail, batchIndex: batchIndex)
+        case .tooLarge: Failure(.messageTooLarge, error.detail, batchIndex: batchIndex)
+        case .unsupportedCompression: Failure(.unsupportedCompression, error.detail, batchIndex: batchIndex)
+        default: Failure(.invalidRecord, error.detail, batchIndex: batchIndex)
+        }
+    }
+}

@@ -1,0 +1,131 @@
+import NIOCore
+
+/// A segment's sparse offset index: (offset relative to the segment base, byte position)
+/// entries at least `index.interval.bytes` apart, ascending in both fields.
+///
+/// Held in memory while the segment is used; written as `<base>.index` (8-byte big-endian
+/// entries, Kafka's layout) when the segment closes, and read back lazily. The active segment's
+/// index is rebuilt from the log on startup, so it is never trusted from disk.
+struct OffsetIndex {
+    private(set) var relativeOffsets: [UInt32] = []
+    private(set) var positions: [UInt32] = []
+
+    var count: Int { self.relativeOffsets.count }
+
+    mutating func append(relativeOffset: UInt32, position: UInt32) {
+        assert(self.relativeOffsets.last.map { $0 < relativeOffset } ?? true, "offset index must ascend")
+        assert(self.positions.last.map { $0 < position } ?? true, "positions must ascend")
+        self.relativeOffsets.append(relativeOffset)
+        self.positions.append(position)
+    }
+
+    /// The position of the last entry whose offset is ≤ `relativeOffset`, or 0.
+    func position(atOrBefore relativeOffset: UInt32) -> Int {
+        var low = 0
+        var high = self.relativeOffsets.count
+        while low < high {
+            let mid = (low + high) / 2
+            if self.relativeOffsets[mid] <= relativeOffset { low = mid + 1 } else { high = mid }
+        }
+        return low == 0 ? 0 : Int(self.positions[low - 1])
+    }
+
+    /// Drops entries at or beyond `position` (after truncation).
+    mutating func truncate(toPosition position: Int) {
+        while let last = self.positions.last, Int(last) >= position {
+            self.positions.removeLast()
+            self.relativeOffsets.removeLast()
+        }
+    }
+
+    func serialized() -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(self.count * 8)
+        for i in 0..<self.count {
+            buffer.writeInteger(self.relativeOffsets[i], endianness: .big)
+            buffer.writeInteger(self.positions[i], endianness: .big)
+        }
+        return buffer
+    }
+
+    /// Parses an index file, returning nil if it is not a well-formed ascending index within
+    /// `segmentBytes` (the caller then rebuilds it from the log).
+    static func parse(_ buffer: ByteBuffer, segmentBytes: Int) -> OffsetIndex? {
+        guard buffer.readableBytes % 8 == 0 else { return nil }
+        var index = OffsetIndex()
+        index.relativeOffsets.reserveCapacity(buffer.readableBytes / 8)
+        index.positions.reserveCapacity(buffer.readableBytes / 8)
+        var reader = buffer
+        while let offset = reader.readInteger(endianness: .big, as: UInt32.self),
+            let position = reader.readInteger(endianness: .big, as: UInt32.self)
+        {
+            if let last = index.relativeOffsets.last, last >= offset { return nil }
+            if let last = index.positions.last, last >= position { return nil }
+            guard Int(position) < segmentBytes else { return nil }
+            index.relativeOffsets.append(offset)
+            index.positions.append(position)
+        }
+        return index
+    }
+}
+
+/// A segment's sparse time index: (max timestamp so far, offset of that timestamp) entries,
+/// ascending in timestamp. Written as `<base>.timeindex` (12-byte entries) on close.
+struct TimeIndex {
+    private(set) var timestamps: [Int64] = []
+    private(set) var offsets: [Int64] = []
+
+    var count: Int { self.timestamps.count }
+    var last: (timestamp: Int64, offset: Int64)? {
+        guard let t = self.timestamps.last else { return nil }
+        return (t, self.offsets.last!)
+    }
+
+    mutating func append(timestamp: Int64, offset: Int64) {
+        if let lastTimestamp = self.timestamps.last, timestamp <= lastTimestamp { return }
+        self.timestamps.append(timestamp)
+        self.offsets.append(offset)
+    }
+
+    /// The offset of the last entry whose timestamp is ≤ `timestamp`, or nil if none is.
+    func offset(atOrBefore timestamp: Int64) -> Int64? {
+        var low = 0
+        var high = self.timestamps.count
+        while low < high {
+            let mid = (low + high) / 2
+            if self.timestamps[mid] <= timestamp { low = mid + 1 } else { high = mid }
+        }
+        return low == 0 ? nil : self.offsets[low - 1]
+    }
+
+    mutating func truncate(fromOffset offset: Int64) {
+        while let last = self.offsets.last, last >= offset {
+            self.offsets.removeLast()
+            self.timestamps.removeLast()
+        }
+    }
+
+    func serialized(baseOffset: Int64) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(self.count * 12)
+        for i in 0..<self.count {
+            buffer.writeInteger(self.timestamps[i], endianness: .big)
+            buffer.writeInteger(UInt32(truncatingIfNeeded: self.offsets[i] - baseOffset), endianness: .big)
+        }
+        return buffer
+    }
+
+    static func parse(_ buffer: ByteBuffer, baseOffset: Int64) -> TimeIndex? {
+        guard buffer.readableBytes % 12 == 0 else { return nil }
+        var index = TimeIndex()
+        var reader = buffer
+        while let timestamp = reader.readInteger(endianness: .big, as: Int64.self),
+            let relative = reader.readInteger(endianness: .big, as: UInt32.self)
+        {
+            if let last = index.timestamps.last, last >= timestamp { return nil }
+            index.timestamps.append(timestamp)
+            index.offsets.append(baseOffset + Int64(relative))
+        }
+        return index
+    }
+}
