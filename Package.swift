@@ -84,7 +84,11 @@ let package = Package(
             swiftSettings: strict
         ),
 
-        .testTarget(name: "KafkaProtocolTests", dependencies: ["KafkaProtocol", nioCore], swiftSettings: strict),
+        .testTarget(
+            name: "KafkaProtocolTests",
+            dependencies: ["KafkaProtocol", nioCore, .product(name: "NIOTestUtils", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         .testTarget(name: "RafkaCompressionTests", dependencies: ["RafkaCompression", nioCore], swiftSettings: strict),
         .testTarget(
             name: "RafkaStorageTests",

@@ -10,6 +10,14 @@ public struct AppendInfo: Sendable, Equatable {
     public var logAppendTime: Int64
     public var logStartOffset: Int64
     public var recordCount: Int
+
+    public init(firstOffset: Int64, lastOffset: Int64, logAppendTime: Int64, logStartOffset: Int64, recordCount: Int) {
+        self.firstOffset = firstOffset
+        self.lastOffset = lastOffset
+        self.logAppendTime = logAppendTime
+        self.logStartOffset = logStartOffset
+        self.recordCount = recordCount
+    }
 }
 
 /// The result of `PartitionLog.append`.

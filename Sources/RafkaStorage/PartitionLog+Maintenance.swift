@@ -54,12 +54,8 @@ extension PartitionLog {
         var deleted = 0
         let retentionMilliseconds = self.config.retentionMilliseconds
         if retentionMilliseconds >= 0 {
-            if self.segments.count == 1, !self.activeSegment.isEmpty,
-                now - self.activeSegment.maxTimestamp > retentionMilliseconds
-            {
-                try self.roll()
-            }
-            while self.segments.count > 1, let oldest = self.segments.first, now - oldest.maxTimestamp > retentionMilliseconds {
+            while let oldest = self.segments.first, !oldest.isEmpty, now - oldest.maxTimestamp > retentionMilliseconds {
+                if self.segments.count == 1 { try self.roll() }
                 try self.deleteOldestSegment()
                 deleted += 1
             }

@@ -18,6 +18,14 @@ public struct ProducerStateTable: Sendable {
         public var firstOffset: Int64
         public var lastOffset: Int64
         public var timestamp: Int64
+
+        public init(firstSequence: Int32, lastSequence: Int32, firstOffset: Int64, lastOffset: Int64, timestamp: Int64) {
+            self.firstSequence = firstSequence
+            self.lastSequence = lastSequence
+            self.firstOffset = firstOffset
+            self.lastOffset = lastOffset
+            self.timestamp = timestamp
+        }
     }
 
     public struct Entry: Sendable, Equatable {

@@ -1,0 +1,113 @@
+import KafkaProtocol
+import NIOCore
+import Testing
+
+@Suite struct RecordBatchTests {
+    static func records(_ count: Int) -> [Record] {
+        (0..<count).map { (i: Int) -> Record in
+            let key: ByteBuffer? = i % 2 == 0 ? ByteBuffer(string: "k\(i)") : nil
+            var headers: [RecordHeader] = []
+            if i % 3 == 0 {
+                headers = [RecordHeader(key: "h", value: ByteBuffer(string: "x")), RecordHeader(key: "n", value: nil)]
+            }
+            return Record(
+                timestampDelta: Int64(i * 3), offsetDelta: Int32(i), key: key, value: ByteBuffer(string: "value-\(i)"),
+                headers: headers)
+        }
+    }
+
+    static func batch(_ count: Int = 5, producerID: Int64 = -1, sequence: Int32 = -1) -> ByteBuffer {
+        RecordBatch.build(
+            header: RecordBatchHeader(baseTimestamp: 1_700_000_000_000, maxTimestamp: 1_700_000_000_000 + Int64(count - 1) * 3,
+                                      producerID: producerID, producerEpoch: producerID >= 0 ? 0 : -1, baseSequence: sequence),
+            records: Self.records(count)) { $0 }
+    }
+
+    @Test func buildParseValidateRoundTrip() throws {
+        let bytes = Self.batch()
+        let batches = try RecordBatch.split(bytes)
+        #expect(batches.count == 1)
+        let header = batches[0].header
+        #expect(header.recordCount == 5)
+        #expect(header.lastOffsetDelta == 4)
+        #expect(header.totalBytes == bytes.readableBytes)
+        try RecordBatch.validateHeader(header, bytes: batches[0].bytes)
+        let payload = RecordBatch.recordsSection(of: bytes)
+        let range = try RecordBatch.validateRecords(payload, header: header)
+        #expect(range.minDelta == 0 && range.maxDelta == 12)
+        #expect(try RecordBatch.decodeRecords(payload) == Self.records(5))
+    }
+
+    @Test func flippedBitFailsTheCRC() throws {
+        var bytes = Self.batch()
+        let position = bytes.readerIndex + 70
+        bytes.setInteger(bytes.getInteger(at: position, as: UInt8.self)! ^ 0x01, at: position)
+        let header = try RecordBatch.split(bytes)[0].header
+        #expect(throws: RecordBatchError.self) { try RecordBatch.validateHeader(header, bytes: bytes) }
+    }
+
+    @Test func baseOffsetAndEpochSitOutsideTheCRC() throws {
+        var bytes = Self.batch()
+        RecordBatch.setBaseOffset(123_456, leaderEpoch: 7, in: &bytes, at: bytes.readerIndex)
+        let header = try RecordBatch.split(bytes)[0].header
+        #expect(header.baseOffset == 123_456)
+        #expect(header.partitionLeaderEpoch == 7)
+        try RecordBatch.validateHeader(header, bytes: bytes)
+    }
+
+    @Test func logAppendTimeRewritesTheCRC() throws {
+        var bytes = Self.batch()
+        RecordBatch.setLogAppendTime(42, in: &bytes, at: bytes.readerIndex, length: bytes.readableBytes)
+        let header = try RecordBatch.split(bytes)[0].header
+        #expect(header.isLogAppendTime && header.maxTimestamp == 42)
+        try RecordBatch.validateHeader(header, bytes: bytes)
+    }
+
+    @Test func countThatDisagreesWithRecordsIsInvalid() throws {
+        let bytes = Self.batch(3)
+        var header = try RecordBatch.split(bytes)[0].header
+        header.recordCount = 4
+        #expect(throws: RecordBatchError.self) {
+            try RecordBatch.validateRecords(RecordBatch.recordsSection(of: bytes), header: header)
+        }
+    }
+
+    @Test func batchLongerThanTheBytesSentIsTruncated() {
+        var bytes = Self.batch()
+        bytes.moveWriterIndex(to: bytes.writerIndex - 1)
+        #expect(throws: RecordBatchError.self) { try RecordBatch.split(bytes) }
+        #expect((try? RecordBatch.split(bytes, allowPartialTail: true))?.count == 0)
+    }
+
+    @Test func oldMagicIsRefused() {
+        var bytes = Self.batch()
+        bytes.setInteger(Int8(1), at: bytes.readerIndex + 16)
+        #expect(throws: RecordBatchError(.unsupportedMagic, "magic 1")) { try RecordBatch.split(bytes) }
+    }
+
+    @Test func lastSequenceWrapsLikeKafka() {
+        let header = RecordBatchHeader(lastOffsetDelta: 4, producerID: 1, baseSequence: Int32.max - 1)
+        #expect(header.lastSequence == 2)
+    }
+
+    /// Random garbage never crashes the parser or validator.
+    @Test func randomBytesNeverCrash() {
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            let count = Int.random(in: 0..<200, using: &generator)
+            var bytes = ByteBuffer(bytes: (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) })
+            if count > 20, Bool.random(using: &generator) {
+                bytes.setInteger(Int8(2), at: 16)  // make more of them reach deeper checks
+                bytes.setInteger(Int32(count - 12), at: 8)
+            }
+            if let batches = try? RecordBatch.split(bytes) {
+                for batch in batches {
+                    _ = try? RecordBatch.validateHeader(batch.header, bytes: batch.bytes)
+                    _ = try? RecordBatch.validateRecords(RecordBatch.recordsSection(of: batch.bytes), header: batch.header)
+                    _ = try? RecordBatch.decodeRecords(RecordBatch.recordsSection(of: batch.bytes))
+                }
+            }
+        }
+    }
+}
+

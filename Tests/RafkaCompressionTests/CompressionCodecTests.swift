@@ -1,0 +1,63 @@
+import NIOCore
+import RafkaCompression
+import Testing
+
+@Suite struct CompressionCodecTests {
+    static let codecs: [CompressionCodec] = [.none, .gzip, .lz4, .zstd]
+
+    static func text(_ bytes: Int) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        var i = 0
+        while buffer.readableBytes < bytes {
+            buffer.writeString("record \(i) of a compressible stream; ")
+            i += 1
+        }
+        return buffer.getSlice(at: 0, length: bytes)!
+    }
+
+    @Test(arguments: codecs, [0, 1, 1000, 200_000, 3_000_000])
+    func roundTrip(codec: CompressionCodec, size: Int) throws {
+        let input = Self.text(size)
+        let compressed = try codec.compress(input)
+        if codec != .none && size > 1000 { #expect(compressed.readableBytes < input.readableBytes / 2) }
+        let output = try codec.decompress(compressed, outputBytesMax: size + 1)
+        #expect(output == input)
+    }
+
+    /// A small input that expands past the bound fails instead of allocating without limit.
+    @Test(arguments: [CompressionCodec.gzip, .lz4, .zstd])
+    func decompressionIsBounded(codec: CompressionCodec) throws {
+        let zeros = ByteBuffer(repeating: 0, count: 16 * 1024 * 1024)
+        let bomb = try codec.compress(zeros)
+        #expect(bomb.readableBytes < 1024 * 1024)
+        #expect(throws: CompressionError.self) { try codec.decompress(bomb, outputBytesMax: 1024 * 1024) }
+    }
+
+    @Test(arguments: [CompressionCodec.gzip, .lz4, .zstd])
+    func truncatedInputIsCorrupt(codec: CompressionCodec) throws {
+        let compressed = try codec.compress(Self.text(100_000))
+        let cut = compressed.getSlice(at: 0, length: compressed.readableBytes / 2)!
+        #expect(throws: CompressionError.self) { try codec.decompress(cut, outputBytesMax: 1 << 20) }
+    }
+
+    @Test(arguments: [CompressionCodec.gzip, .lz4, .zstd])
+    func garbageIsCorrupt(codec: CompressionCodec) {
+        let garbage = ByteBuffer(bytes: (0..<500).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) })
+        #expect(throws: CompressionError.self) { try codec.decompress(garbage, outputBytesMax: 1 << 20) }
+    }
+
+    @Test func snappyIsRefusedNotGuessed() {
+        #expect(!CompressionCodec.snappy.isSupported)
+        #expect(throws: CompressionError.self) { try CompressionCodec.snappy.compress(ByteBuffer(string: "x")) }
+    }
+
+    /// The LZ4 frame magic and zstd magic at the start: what other Kafka clients expect.
+    @Test func framesStartWithTheirMagic() throws {
+        let lz4 = try CompressionCodec.lz4.compress(Self.text(100))
+        #expect(lz4.getInteger(at: 0, endianness: .little, as: UInt32.self) == 0x184D_2204)
+        let zstd = try CompressionCodec.zstd.compress(Self.text(100))
+        #expect(zstd.getInteger(at: 0, endianness: .little, as: UInt32.self) == 0xFD2F_B528)
+        let gzip = try CompressionCodec.gzip.compress(Self.text(100))
+        #expect(gzip.getInteger(at: 0, as: UInt16.self) == 0x1F8B)
+    }
+}

@@ -1,0 +1,261 @@
+import Foundation
+import KafkaProtocol
+import NIOCore
+import RafkaCompression
+import RafkaCore
+import RafkaStorage
+import Testing
+
+@Suite struct PartitionLogTests {
+    let directory = TemporaryDirectory()
+    let tp = TopicPartition("orders", 0)
+
+    func open(_ overrides: [String: String] = [:]) throws -> (PartitionLog, PartitionLog.RecoveryReport) {
+        try PartitionLog.open(directory: self.directory.path + "/orders-0", topicPartition: self.tp, config: LogConfig(overrides: overrides))
+    }
+
+    func append(_ log: PartitionLog, _ bytes: ByteBuffer, now: Int64 = 1_700_000_000_000) throws -> AppendOutcome {
+        try log.append(Batches.validated(bytes, config: log.config), nowMilliseconds: now)
+    }
+
+    @Test func appendAssignsOffsetsAndReadsBack() throws {
+        defer { self.directory.remove() }
+        let (log, _) = try self.open()
+        #expect(try self.append(log, Batches.make(count: 3, tag: "a")).info?.firstOffset == 0)
+        #expect(try self.append(log, Batches.make(count: 2, tag: "b")).info?.firstOffset == 3)
+        #expect(log.logEndOffset == 5)
+        let all = try log.read(from: 0, maxBytes: 1 << 20, minOneBatch: true)
+        #expect(try Batches.offsets(all) == [0, 3])
+        #expect(try Batches.values(all).map { $0.prefix(3) } == ["a-0", "a-1", "a-2", "b-0", "b-1"])
+        // Reading from inside a batch returns that whole batch (the client skips earlier records).
+        #expect(try Batches.offsets(log.read(from: 4, maxBytes: 1 << 20, minOneBatch: true)) == [3])
+        #expect(try log.read(from: 5, maxBytes: 1 << 20, minOneBatch: true).readableBytes == 0)
+        #expect(throws: StorageError.self) { try log.read(from: 6, maxBytes: 100, minOneBatch: true) }
+    }
+
+    @Test func maxBytesReturnsWholeBatchesButAlwaysOne() throws {
+        defer { self.directory.remove() }
+        let (log, _) = try self.open()
+        for _ in 0..<4 { _ = try self.append(log, Batches.make(count: 1, valueBytes: 500)) }
+        let one = try log.read(from: 0, maxBytes: 10, minOneBatch: true)
+        #expect(try Batches.offsets(one) == [0])
+        #expect(try log.read(from: 0, maxBytes: 10, minOneBatch: false).readableBytes == 0)
+        let two = try log.read(from: 0, maxBytes: one.readableBytes * 2 + 100, minOneBatch: true)
+        #expect(try Batches.offsets(two) == [0, 1])
+    }
+
+    @Test func rollsBySizeAndReadsAcrossSegments() throws {
+        defer { self.directory.remove() }
+        let (log, _) = try self.open(["segment.bytes": "2000", "index.interval.bytes": "100"])
+        for i in 0..<30 { _ = try self.append(log, Batches.make(count: 2, valueBytes: 100, tag: "r\(i)")) }
+        #expect(log.segmentCount > 3)
+        var offset: Int64 = 0
+        var values: [String] = []
+        while offset < log.logEndOffset {
+            let bytes = try log.read(from: offset, maxBytes: 700, minOneBatch: true)
+            let batches = try RecordBatch.split(bytes)
+            values += try Batches.values(bytes)
+            offset = batches.last!.header.nextOffset
+        }
+        #expect(values.count == 60)
+        // Every offset finds its batch through the sparse index.
+        for target in Int64(0)..<60 {
+            let first = try RecordBatch.split(log.read(from: target, maxBytes: 1, minOneBatch: true))[0].header
+            #expect(first.baseOffset <= target && target <= first.lastOffset)
+        }
+    }
+
+    @Test func retentionBySizeKeepsTheNewest() throws {
+        defer { self.directory.remove() }
+        let (log, _) = try self.open(["segment.bytes": "1000", "retention.bytes": "2500"])
+        for _ in 0..<40 { _ = try self.append(log, Batches.make(count: 1, valueBytes: 200)) }
+        let before = log.segmentCount
+        let deleted = try log.enforceRetention(nowMilliseconds: 1_700_000_000_000)
+        #expect(deleted > 0 && log.segmentCount == before - deleted)
+        #expect(log.sizeBytes <= 2500 + 1000)
+        #expect(log.logStartOffset > 0)
+        #expect(throws: StorageError.self) { try log.read(from: 0, maxBytes: 100, minOneBatch: true) }
+        #expect(try log.read(from: log.logStartOffset, maxBytes: 100, minOneBatch: true).readableBytes > 0)
+    }
+
+    @Test func retentionByTimeDeletesExpiredSegmentsIncludingTheActiveOne() throws {
+        defer { self.directory.remove() }
+        let (log, _) = try self.open(["segment.bytes": "1000", "retention.ms": "60000"])
+        for _ in 0..<10 { _ = try self.append(log, Batches.make(count: 1, valueBytes: 200, timestamp: 1_000)) }
+        #expect(log.segmentCount > 1)
+        _ = try log.enforceRetention(nowMilliseconds: 1_000 + 59_000)
+        #expect(log.logStartOffset == 0)
+        _ = try log.enforceRetention(nowMilliseconds: 1_000 + 61_000)
+        #expect(log.segmentCount == 1)
+        #expect(log.logStartOffset == 10 && log.logEndOffset == 10)
+    }
+
+    @Test func segmentMsRollsOnTheSpanOfRecordTimestamps() throws {
+        defer { self.directory.remove() }
+        let (log, _) = try self.open(["segment.ms": "1000"])
+        _ = try self.append(log, Batches.make(count: 1, timestamp: 10_000))
+        _ = try self.append(log, Batches.make(count: 1, timestamp: 10_500))
+        #expect(log.segmentCount == 1)
+        _ = try self.append(log, Batches.make(count: 1, timestamp: 11_000))
+        #expect(log.segmentCount == 2)
+    }
+
+    @Test func offsetForTimestampFindsTheFirstRecordAtOrAfter() throws {
+        defer { self.directory.remove() }
+        let (log, _) = try self.open(["segment.bytes": "600", "index.interval.bytes": "50"])
+        for i in 0..<20 {
+            _ = try self.append(log, Batches.make(count: 5, valueBytes: 20, timestamp: 1_000 + Int64(i) * 100, codec: .lz4))
+        }
+        #expect(try log.offset(forTimestamp: 0)?.offset == 0)
+        // Batch i holds offsets 5i…5i+4 with timestamps 1000+100i … +4.
+        #expect(try log.offset(forTimestamp: 1_302)! == (1_302, 17))
+        #expect(try log.offset(forTimestamp: 1_305)! == (1_400, 20))
+        #expect(try log.offset(forTimestamp: 99_999) == nil)
+        #expect(log.maxTimestampAndOffset()! == (2_904, 99))
+    }
+
+    @Test func cleanRestartKeepsEverything() throws {
+        defer { self.directory.remove() }
+        do {
+            let (log, _) = try self.open(["segment.bytes": "1500"])
+            for i in 0..<25 { _ = try self.append(log, Batches.make(count: 2, valueBytes: 50, tag: "c\(i)")) }
+            try log.close()
+        }
+        let (log, report) = try self.open(["segment.bytes": "1500"])
+        #expect(report.truncatedBytes == 0)
+        #expect(log.logEndOffset == 50)
+        #expect(try Batches.values(log.read(from: 48, maxBytes: 1 << 20, minOneBatch: true)).count == 2)
+        #expect(try log.offset(forTimestamp: 0)?.offset == 0)
+    }
+
+    /// A crash mid-write leaves a partial batch at the end of the active segment: recovery cuts
+    /// it and keeps everything before it.
+    @Test func tornTailIsTruncated() throws {
+        defer { self.directory.remove() }
+        var path = ""
+        do {
+            let (log, _) = try self.open()
+            for _ in 0..<5 { _ = try self.append(log, Batches.make(count: 2)) }
+            path = self.directory.path + "/orders-0/00000000000000000000.log"
+            // No close: as after kill -9. Then the torn write: half of a batch.
+        }
+        let partial = Batches.make(count: 4, valueBytes: 300)
+        let handle = try Foundation.FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        handle.seekToEndOfFile()
+        handle.write(Data(partial.getBytes(at: 0, length: partial.readableBytes / 2)!))
+        try handle.close()
+        let (log, report) = try self.open()
+        #expect(report.truncatedBytes == partial.readableBytes / 2)
+        #expect(report.truncationReason != nil)
+        #expect(log.logEndOffset == 10)
+        #expect(try self.append(log, Batches.make(count: 1)).info?.firstOffset == 10)
+        #expect(try Batches.offsets(log.read(from: 8, maxBytes: 1 << 20, minOneBatch: true)) == [8, 10])
+    }
+
+    /// A batch whose bytes changed after it was written (bit rot in the active segment) is cut
+    /// there: the CRC catches it.
+    @Test func corruptBatchInTheActiveSegmentIsCut() throws {
+        defer { self.directory.remove() }
+        let path = self.directory.path + "/orders-0/00000000000000000000.log"
+        do {
+            let (log, _) = try self.open()
+            for _ in 0..<4 { _ = try self.append(log, Batches.make(count: 1, valueBytes: 100)) }
+        }
+        let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int
+        try Self.flipByte(path, at: size - 20)
+        let (log, report) = try self.open()
+        #expect(log.logEndOffset == 3)
+        #expect(report.truncationReason?.contains("CRC") == true)
+    }
+
+    /// A damaged closed segment past the recovery point is reported by file name, never dropped.
+    @Test func corruptClosedSegmentIsReportedByName() throws {
+        defer { self.directory.remove() }
+        do {
+            let (log, _) = try self.open(["segment.bytes": "500"])
+            for _ in 0..<10 { _ = try self.append(log, Batches.make(count: 1, valueBytes: 200)) }
+            // Unclean: no close, recovery point still 0.
+        }
+        let first = self.directory.path + "/orders-0/00000000000000000000.log"
+        try Self.flipByte(first, at: 100)
+        #expect {
+            _ = try self.open(["segment.bytes": "500"])
+        } throws: { error in
+            guard let error = error as? StorageError else { return false }
+            return error.code == .corruptSegment && error.message.contains("00000000000000000000.log")
+        }
+        // The file is still there, untouched in length.
+        #expect(FileManager.default.fileExists(atPath: first))
+    }
+
+    @Test func idempotentProducerDuplicatesAndGaps() throws {
+        defer { self.directory.remove() }
+        let (log, _) = try self.open()
+        let first = Batches.make(count: 3, producerID: 7, epoch: 0, sequence: 0)
+        #expect(try self.append(log, first) == .appended(.init(firstOffset: 0, lastOffset: 2, logAppendTime: -1, logStartOffset: 0, recordCount: 3)))
+        // The same batch again (a retry): acknowledged with its original offset, not written.
+        guard case .duplicate(let info) = try self.append(log, first) else { Issue.record("expected a duplicate"); return }
+        #expect(info.firstOffset == 0 && log.logEndOffset == 3)
+        // A gap in sequence numbers.
+        guard case .outOfOrderSequence = try self.append(log, Batches.make(count: 1, producerID: 7, epoch: 0, sequence: 5)) else {
+            Issue.record("expected out of order"); return
+        }
+        #expect(try self.append(log, Batches.make(count: 2, producerID: 7, epoch: 0, sequence: 3)).info?.firstOffset == 3)
+        // An older epoch is fenced once a newer one wrote.
+        _ = try self.append(log, Batches.make(count: 1, producerID: 7, epoch: 1, sequence: 0))
+        guard case .invalidProducerEpoch = try self.append(log, Batches.make(count: 1, producerID: 7, epoch: 0, sequence: 5)) else {
+            Issue.record("expected a fenced epoch"); return
+        }
+    }
+
+    @Test(arguments: [true, false])
+    func producerStateSurvivesRestart(clean: Bool) throws {
+        defer { self.directory.remove() }
+        let retry = Batches.make(count: 2, producerID: 9, epoch: 0, sequence: 6)
+        do {
+            let (log, _) = try self.open(["segment.bytes": "400"])
+            for i in 0..<3 { _ = try self.append(log, Batches.make(count: 2, producerID: 9, epoch: 0, sequence: Int32(i * 2))) }
+            _ = try self.append(log, retry)
+            if clean { try log.close() }
+        }
+        let (log, _) = try self.open(["segment.bytes": "400"])
+        guard case .duplicate(let info) = try self.append(log, retry) else {
+            Issue.record("the retry was not recognised after restart"); return
+        }
+        #expect(info.firstOffset == 6)
+        #expect(try self.append(log, Batches.make(count: 1, producerID: 9, epoch: 0, sequence: 8)).info?.firstOffset == 8)
+    }
+
+    @Test func logAppendTimeStampsBatches() throws {
+        defer { self.directory.remove() }
+        let (log, _) = try self.open(["message.timestamp.type": "LogAppendTime"])
+        let outcome = try self.append(log, Batches.make(count: 2, timestamp: 5), now: 1_234_567)
+        #expect(outcome.info?.logAppendTime == 1_234_567)
+        let stored = try RecordBatch.split(log.read(from: 0, maxBytes: 1 << 20, minOneBatch: true))[0]
+        #expect(stored.header.isLogAppendTime && stored.header.maxTimestamp == 1_234_567)
+        try RecordBatch.validateHeader(stored.header, bytes: stored.bytes)
+    }
+
+    @Test func flushPolicyAsksForFsyncs() throws {
+        defer { self.directory.remove() }
+        let (log, _) = try self.open(["flush.messages": "5"])
+        _ = try self.append(log, Batches.make(count: 3))
+        #expect(log.flushRequest(nowMonotonicMilliseconds: 0) == nil)
+        _ = try self.append(log, Batches.make(count: 3))
+        let request = try #require(log.flushRequest(nowMonotonicMilliseconds: 0))
+        #expect(request.throughOffset == 6)
+        for file in request.files { try file.sync() }
+        try log.flushed(through: request.throughOffset)
+        #expect(log.recoveryPoint == 6)
+        let (osLog, _) = try PartitionLog.open(
+            directory: self.directory.path + "/other-0", topicPartition: TopicPartition("other", 0), config: LogConfig())
+        _ = try osLog.append(Batches.validated(Batches.make(count: 100)), nowMilliseconds: 0)
+        #expect(osLog.flushRequest(nowMonotonicMilliseconds: 1 << 40) == nil, "the OS decides by default")
+    }
+
+    static func flipByte(_ path: String, at offset: Int) throws {
+        var data = try Data(contentsOf: URL(fileURLWithPath: path))
+        data[offset] ^= 0xFF
+        try data.write(to: URL(fileURLWithPath: path))
+    }
+}

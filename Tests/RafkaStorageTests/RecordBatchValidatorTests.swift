@@ -1,0 +1,123 @@
+import KafkaProtocol
+import NIOCore
+import RafkaCompression
+import RafkaStorage
+import Testing
+
+@Suite struct RecordBatchValidatorTests {
+    @Test(arguments: [CompressionCodec.none, .gzip, .lz4, .zstd])
+    func acceptsEveryCodec(codec: CompressionCodec) throws {
+        let batches = try Batches.validated(Batches.make(count: 50, valueBytes: 100, codec: codec))
+        #expect(batches.count == 1 && batches[0].header.recordCount == 50)
+    }
+
+    @Test func oversizedBatchIsMessageTooLarge() throws {
+        let config = try LogConfig(overrides: ["max.message.bytes": "1000"])
+        #expect(validationFailure { _ = try Batches.validated(Batches.make(count: 20, valueBytes: 100), config: config) } == .messageTooLarge)
+    }
+
+    @Test func wrongCRCIsCorruptMessage() throws {
+        var bytes = Batches.make()
+        bytes.setInteger(UInt32(12345), at: 17)
+        #expect(validationFailure { _ = try Batches.validated(bytes) } == .corruptMessage)
+    }
+
+    /// A compressed batch whose records section does not decompress, with a correct CRC.
+    @Test func undecompressableBatchIsCorrupt() throws {
+        var header = RecordBatchHeader(attributes: 3, baseTimestamp: 0, maxTimestamp: 0)
+        header.recordCount = 1
+        header.batchLength = Int32(RecordBatchHeader.size - 12 + 10)
+        var bytes = ByteBuffer()
+        header.write(into: &bytes)
+        bytes.writeBytes([UInt8](repeating: 0x42, count: 10))
+        bytes.setInteger(RecordBatch.computeCRC(bytes), at: 17)
+        #expect(validationFailure { _ = try Batches.validated(bytes) } == .corruptMessage)
+    }
+
+    @Test func recompressesWhenTheTopicAsks() throws {
+        let config = try LogConfig(overrides: ["compression.type": "zstd"])
+        let original = Batches.make(count: 30, valueBytes: 200, codec: .gzip)
+        let batches = try Batches.validated(original, config: config)
+        #expect(batches[0].header.compressionCodecValue == CompressionCodec.zstd.rawValue)
+        try RecordBatch.validateHeader(batches[0].header, bytes: batches[0].bytes)
+        #expect(try Batches.values(batches[0].bytes) == Batches.values(original))
+    }
+
+    @Test func keepsBatchesAsProducedByDefault() throws {
+        let original = Batches.make(count: 30, valueBytes: 200, codec: .lz4)
+        let batches = try Batches.validated(original)
+        #expect(batches[0].bytes == original)
+    }
+
+    @Test func timestampsOutsideTheWindowAreRejected() throws {
+        let config = try LogConfig(overrides: ["message.timestamp.before.max.ms": "1000"])
+        #expect(validationFailure {
+            _ = try RecordBatchValidator.validate(Batches.make(timestamp: 1), config: config, nowMilliseconds: 1_000_000)
+        } == .invalidTimestamp)
+    }
+
+    @Test func transactionalAndControlBatchesAreRefused() throws {
+        for bit: Int16 in [0x10, 0x20] {
+            var bytes = Batches.make()
+            bytes.setInteger(bit, at: 21)
+            bytes.setInteger(RecordBatch.computeCRC(bytes), at: 17)
+            #expect(validationFailure { _ = try Batches.validated(bytes) } == .invalidRecord, "attribute \(bit)")
+        }
+    }
+}
+
+@Suite struct LogConfigTests {
+    @Test func defaultsAreKafkas() throws {
+        let config = try LogConfig()
+        #expect(config.segmentBytes == 1_073_741_824)
+        #expect(config.retentionMilliseconds == 604_800_000)
+        #expect(config.retentionBytes == -1)
+        #expect(config.maxMessageBytes == 1_048_588)
+        #expect(config.flushesOnlyByOS)
+        #expect(config.compressionType == "producer")
+    }
+
+    @Test(arguments: [
+        ("retention.ms", "abc"), ("retention.ms", "-2"), ("segment.bytes", "10"), ("cleanup.policy", "compact"),
+        ("message.timestamp.type", "Wrong"), ("no.such.key", "1"), ("preallocate", "maybe"), ("max.message.bytes", "99999999999"),
+    ])
+    func badValuesAreInvalidConfig(key: String, value: String) {
+        #expect(throws: StorageError.self) { try LogConfig(overrides: [key: value]) }
+    }
+
+    @Test func overridesBeatBrokerDefaultsBeatKafkaDefaults() throws {
+        let config = try LogConfig(overrides: ["retention.ms": "5"], defaults: ["retention.ms": "7", "segment.ms": "9"])
+        #expect(config.retentionMilliseconds == 5)
+        #expect(config.segmentMilliseconds == 9)
+    }
+}
+
+@Suite struct ProducerStateTableTests {
+    func header(_ pid: Int64, _ epoch: Int16, _ sequence: Int32, count: Int32, offset: Int64) -> RecordBatchHeader {
+        RecordBatchHeader(baseOffset: offset, lastOffsetDelta: count - 1, producerID: pid, producerEpoch: epoch, baseSequence: sequence, recordCount: count)
+    }
+
+    @Test func remembersOnlyTheLastFiveBatches() {
+        var table = ProducerStateTable()
+        for i in 0..<7 { table.record(self.header(1, 0, Int32(i * 2), count: 2, offset: Int64(i * 2))) }
+        #expect(table.check(self.header(1, 0, 12, count: 2, offset: 0)) == .duplicate(.init(firstSequence: 12, lastSequence: 13, firstOffset: 12, lastOffset: 13, timestamp: 0)))
+        #expect(table.check(self.header(1, 0, 4, count: 2, offset: 0)) == .duplicate(.init(firstSequence: 4, lastSequence: 5, firstOffset: 4, lastOffset: 5, timestamp: 0)))
+        // Batch 0 fell out of the window: not a duplicate, and out of order.
+        #expect(table.check(self.header(1, 0, 0, count: 2, offset: 0)) == .outOfOrder(expected: 14, received: 0))
+        #expect(table.check(self.header(1, 0, 14, count: 1, offset: 0)) == .append)
+    }
+
+    @Test func newEpochMustStartAtZero() {
+        var table = ProducerStateTable()
+        table.record(self.header(1, 0, 0, count: 1, offset: 0))
+        #expect(table.check(self.header(1, 1, 0, count: 1, offset: 1)) == .append)
+        #expect(table.check(self.header(1, 1, 3, count: 1, offset: 1)) == .outOfOrder(expected: 0, received: 3))
+    }
+
+    @Test func evictsTheLeastRecentlyActiveProducer() {
+        var table = ProducerStateTable(batchesRemembered: 5, producersMax: 3)
+        for pid in Int64(0)..<4 { table.record(self.header(pid, 0, 0, count: 1, offset: pid)) }
+        #expect(table.entries.count == 3)
+        #expect(table.entries[0] == nil)
+    }
+}
