@@ -131,7 +131,18 @@ struct RequestRouter: Sendable {
         }
         let request: Request
         do {
-            request = try Request.decodeWhole(body, version: context.apiVersion)
+            // Bytes after the message are ignored, as Kafka does: librdkafka 2.16 sends Metadata
+            // v12 with three extra bytes, and a broker that refused it would refuse librdkafka.
+            var reader = body
+            request = try Request(from: &reader, version: context.apiVersion)
+            if reader.readableBytes > 0 {
+                self.apis.logger.debug(
+                    "ignored bytes after a request",
+                    metadata: [
+                        "api": "\(context.apiKey) v\(context.apiVersion)", "client": "\(context.clientID ?? "")",
+                        "bytes": "\(reader.readableBytesView.map { String($0, radix: 16) }.joined(separator: " "))",
+                    ])
+            }
         } catch {
             return context.eventLoop.makeFailedFuture(
                 ConnectionFailure(reason: "malformed \(context.apiKey) v\(context.apiVersion) request: \(error)"))

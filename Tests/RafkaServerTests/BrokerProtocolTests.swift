@@ -1,0 +1,167 @@
+import KafkaProtocol
+import NIOCore
+import RafkaClient
+@testable import RafkaServer
+import Testing
+
+@Suite(.tags(.integration), .serialized) struct BrokerProtocolTests {
+    @Test func apiVersionsEveryVersionAndAnUnknownOne() async throws {
+        try await TestBroker.with { broker in
+            let socket = try RawSocket(port: broker.port)
+            for version in Int16(0)...4 {
+                socket.send(requestFrame(ApiVersionsRequest(clientSoftwareName: "t", clientSoftwareVersion: "1"), version: version, correlationID: Int32(version)))
+                var frame = try #require(socket.readFrame())
+                #expect(frame.readInteger(as: Int32.self) == Int32(version))
+                let response = try ApiVersionsResponse.decodeWhole(frame, version: version)
+                #expect(response.errorCode == 0)
+                #expect(response.apiKeys.contains { $0.apiKey == 0 && $0.minVersion == 3 && $0.maxVersion >= 9 })
+            }
+            // A version from the future: answered in v0 with UNSUPPORTED_VERSION and our table (KIP-511).
+            var future = ByteBuffer()
+            future.writeInteger(Int32(0))
+            future.writeInteger(Int16(18))
+            future.writeInteger(Int16(99))
+            future.writeInteger(Int32(77))
+            future.writeBytes([0, 1, 0x74, 0x00, 0xFF, 0xFE])  // client id "t", no tags, then a body we cannot know
+            future.setInteger(Int32(future.readableBytes - 4), at: 0)
+            socket.send(future)
+            var frame = try #require(socket.readFrame())
+            #expect(frame.readInteger(as: Int32.self) == 77)
+            let response = try ApiVersionsResponse.decodeWhole(frame, version: 0)
+            #expect(response.errorCode == KafkaErrorCode.unsupportedVersion.rawValue)
+            #expect(!response.apiKeys.isEmpty)
+        }
+    }
+
+    enum HostileFrame: String, CaseIterable, Sendable {
+        case unknownAPIKey, unsupportedProduceVersion, negativeSize, overMaximum, belowHeader, lyingLength
+
+        var bytes: ByteBuffer {
+            var b = ByteBuffer()
+            switch self {
+            case .unknownAPIKey:
+                b.writeInteger(Int32(10))
+                b.writeInteger(Int16(9999))
+                b.writeInteger(Int16(0))
+                b.writeInteger(Int32(1))
+                b.writeInteger(Int16(-1))
+            case .unsupportedProduceVersion:
+                b = requestFrame(ProduceRequest(), version: 2, correlationID: 1)
+            case .negativeSize:
+                b.writeInteger(Int32(-1))
+            case .overMaximum:
+                b.writeInteger(Int32.max)
+            case .belowHeader:
+                b.writeInteger(Int32(3))
+                b.writeBytes([1, 2, 3])
+            case .lyingLength:
+                b = requestFrame(MetadataRequest(topics: [.init(name: "x")]), version: 1, correlationID: 1)
+                b.setInteger(Int32.max, at: b.writerIndex - 7)  // the topic count
+            }
+            return b
+        }
+    }
+
+    @Test(arguments: HostileFrame.allCases)
+    func hostileFramesCloseTheConnectionAndOthersAreServed(frame: HostileFrame) async throws {
+        try await TestBroker.with { broker in
+            let hostile = try RawSocket(port: broker.port)
+            hostile.send(frame.bytes)
+            #expect(hostile.isClosedByPeer(), "\(frame): connection left open")
+            let client = try await broker.connect()
+            let metadata = try await client.send(MetadataRequest(topics: nil))
+            #expect(metadata.brokers.count == 1)
+            client.close()
+        }
+    }
+
+    /// Thirty pipelined requests, some slow (auto-creating topics), come back in order.
+    @Test func pipelinedResponsesKeepRequestOrder() async throws {
+        try await TestBroker.with { broker in
+            let socket = try RawSocket(port: broker.port)
+            var burst = ByteBuffer()
+            for i in Int32(0)..<30 {
+                if i % 3 == 0 {
+                    burst.writeImmutableBuffer(requestFrame(MetadataRequest(topics: [.init(name: "auto-\(i)")]), version: 9, correlationID: i))
+                } else {
+                    burst.writeImmutableBuffer(requestFrame(ApiVersionsRequest(), version: 0, correlationID: i))
+                }
+            }
+            socket.send(burst)
+            for i in Int32(0)..<30 {
+                var frame = try #require(socket.readFrame())
+                #expect(frame.readInteger(as: Int32.self) == i)
+            }
+        }
+    }
+
+    static func batch(_ values: [String]) -> ByteBuffer {
+        let records = values.enumerated().map { i, value in
+            Record(offsetDelta: Int32(i), value: ByteBuffer(string: value))
+        }
+        return RecordBatch.build(header: RecordBatchHeader(baseTimestamp: 1_000, maxTimestamp: 1_000), records: records) { $0 }
+    }
+
+    static func produce(_ topic: String, _ values: [String], acks: Int16 = 1) -> ProduceRequest {
+        ProduceRequest(acks: acks, timeoutMs: 5000, topicData: [.init(name: topic, partitionData: [.init(index: 0, records: Self.batch(values))])])
+    }
+
+    static func fetch(_ topic: KafkaUUID, offset: Int64, maxWaitMs: Int32) -> FetchRequest {
+        FetchRequest(
+            replicaId: -1, maxWaitMs: maxWaitMs, minBytes: 1, maxBytes: 1 << 20,
+            topics: [.init(topicId: topic, partitions: [.init(partition: 0, fetchOffset: offset, partitionMaxBytes: 1 << 20)])])
+    }
+
+    /// A fetch at the log end waits; a produce wakes it with the new records.
+    @Test func longPollFetchIsWokenByProduce() async throws {
+        try await TestBroker.with { broker in
+            let client = try await broker.connect()
+            let created = try await client.send(CreateTopicsRequest(topics: [.init(name: "poll", numPartitions: 1, replicationFactor: 1)], timeoutMs: 1000))
+            let topicID = created.topics[0].topicId
+            let consumer = try await broker.connect()
+            async let fetched = consumer.send(Self.fetch(topicID, offset: 0, maxWaitMs: 30_000), version: 13)
+            let produced = try await client.send(Self.produce("poll", ["hello", "world"]), version: 9)
+            #expect(produced.responses[0].partitionResponses[0].errorCode == 0)
+            let response = try await fetched
+            let data = response.responses[0].partitions[0]
+            #expect(data.errorCode == 0)
+            #expect(data.highWatermark == 2)
+            let batches = try RecordBatch.split(data.records!)
+            #expect(batches.count == 1 && batches[0].header.recordCount == 2)
+            client.close()
+            consumer.close()
+        }
+    }
+
+    /// acks=0 produces get no response, and the next request's response is not confused with one.
+    @Test func acksZeroSendsNothing() async throws {
+        try await TestBroker.with { broker in
+            let socket = try RawSocket(port: broker.port)
+            socket.send(requestFrame(Self.produce("quiet", ["a"], acks: 0), version: 9, correlationID: 1))
+            socket.send(requestFrame(ApiVersionsRequest(), version: 0, correlationID: 2))
+            var frame = try #require(socket.readFrame())
+            #expect(frame.readInteger(as: Int32.self) == 2)
+            let client = try await broker.connect()
+            let offsets = try await client.send(
+                ListOffsetsRequest(replicaId: -1, topics: [.init(name: "quiet", partitions: [.init(partitionIndex: 0, timestamp: -1)])]), version: 5)
+            #expect(offsets.topics[0].partitions[0].offset == 1)
+            client.close()
+        }
+    }
+
+    @Test func produceErrorsAreReportedPerPartition() async throws {
+        try await TestBroker.with({ $0.autoCreateTopics = false }) { broker in
+            let client = try await broker.connect()
+            _ = try await client.send(CreateTopicsRequest(topics: [.init(name: "small", numPartitions: 1, replicationFactor: 1, configs: [.init(name: "max.message.bytes", value: "200")])]))
+            let tooLarge = try await client.send(Self.produce("small", [String(repeating: "x", count: 500)]), version: 9)
+            #expect(tooLarge.responses[0].partitionResponses[0].errorCode == KafkaErrorCode.messageTooLarge.rawValue)
+            var corrupt = Self.produce("small", ["ok"])
+            corrupt.topicData[0].partitionData[0].records!.setInteger(UInt32(1), at: 17)
+            let bad = try await client.send(corrupt, version: 9)
+            #expect(bad.responses[0].partitionResponses[0].errorCode == KafkaErrorCode.corruptMessage.rawValue)
+            let unknown = try await client.send(Self.produce("nope", ["a"]), version: 9)
+            #expect(unknown.responses[0].partitionResponses[0].errorCode == KafkaErrorCode.unknownTopicOrPartition.rawValue)
+            client.close()
+        }
+    }
+}

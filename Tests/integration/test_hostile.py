@@ -1,0 +1,184 @@
+"""Hostile input against a real rafka process: each bad connection is closed (or answered with a
+Kafka error), other clients are served throughout, and memory stays bounded."""
+import os
+import random
+import socket
+import struct
+import threading
+import time
+
+import confluent_kafka as ck
+from kafka.record.default_records import DefaultRecordBatchBuilder
+
+
+def frame(body):
+    return struct.pack(">i", len(body)) + body
+
+
+def header(api_key, version, correlation, client=b"hostile"):
+    return struct.pack(">hhih", api_key, version, correlation, len(client)) + client
+
+
+def api_versions_v0(correlation):
+    return frame(header(18, 0, correlation))
+
+
+def closed_by_peer(sock, timeout=10):
+    sock.settimeout(timeout)
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def read_frame(sock, timeout=10):
+    sock.settimeout(timeout)
+    size = struct.unpack(">i", recv_exact(sock, 4))[0]
+    return recv_exact(sock, size)
+
+
+def recv_exact(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def still_serves(rafka):
+    with socket.create_connection(("127.0.0.1", rafka.port), timeout=10) as sock:
+        sock.sendall(api_versions_v0(4242))
+        body = read_frame(sock)
+        return struct.unpack(">ih", body[:6]) == (4242, 0)
+
+
+def test_malformed_frames_close_only_their_connection(rafka):
+    cases = {
+        "negative length": struct.pack(">i", -7),
+        "huge length": struct.pack(">i", 2_000_000_000),
+        "unknown api key": frame(header(4000, 0, 1)),
+        "unsupported produce version": frame(header(0, 1, 1) + b"\x00" * 20),
+        "body shorter than its fields": frame(header(3, 1, 1) + struct.pack(">i", 50)),
+        "length lies about the string": frame(struct.pack(">hhih", 3, 1, 1, 30000) + b"abc"),
+    }
+    for name, data in cases.items():
+        with socket.create_connection(("127.0.0.1", rafka.port)) as sock:
+            sock.sendall(data)
+            assert closed_by_peer(sock), name
+        assert still_serves(rafka), name
+    assert "closing connection" in rafka.logs()
+
+
+def test_random_bytes_and_truncated_frames(rafka):
+    rng = random.Random(7)
+    for _ in range(100):
+        with socket.create_connection(("127.0.0.1", rafka.port)) as sock:
+            if rng.random() < 0.5:
+                sock.sendall(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 2000))))
+            else:
+                whole = api_versions_v0(1)
+                sock.sendall(whole[: rng.randint(1, len(whole) - 1)])  # then hang up mid-frame
+    assert still_serves(rafka)
+
+
+def produce_frame(topic, records, correlation, acks=1):
+    """A hand-built Produce v3 request (non-flexible) for one partition."""
+    body = header(0, 3, correlation)
+    body += struct.pack(">hhi", -1, acks, 30000)  # null transactional id, acks, timeout
+    body += struct.pack(">i", 1) + struct.pack(">h", len(topic)) + topic
+    body += struct.pack(">i", 1) + struct.pack(">i", 0) + struct.pack(">i", len(records)) + records
+    return frame(body)
+
+
+def produce_error(sock, correlation):
+    body = read_frame(sock)
+    assert struct.unpack(">i", body[:4])[0] == correlation
+    # topics[1]: name, partitions[1]: index, error code …
+    name_len = struct.unpack(">h", body[8:10])[0]
+    position = 10 + name_len + 4
+    return struct.unpack(">ih", body[position:position + 6])[1]
+
+
+def batch(count=3):
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=-1,
+                                        producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    for i in range(count):
+        builder.append(i, timestamp=int(time.time() * 1000), key=None, value=b"value-%d" % i, headers=[])
+    return bytes(builder.build())
+
+
+def test_wrong_crc_and_lying_batch_lengths_answer_kafka_errors(rafka):
+    rafka.admin("topics", "create", "crc")
+    good = batch()
+    with socket.create_connection(("127.0.0.1", rafka.port)) as sock:
+        sock.sendall(produce_frame(b"crc", good, 1))
+        assert produce_error(sock, 1) == 0
+        flipped = bytearray(good)
+        flipped[-1] ^= 0xFF
+        sock.sendall(produce_frame(b"crc", bytes(flipped), 2))
+        assert produce_error(sock, 2) == 2  # CORRUPT_MESSAGE
+        lying = bytearray(good)
+        lying[8:12] = struct.pack(">i", 10_000_000)  # batch length far past the bytes sent
+        sock.sendall(produce_frame(b"crc", bytes(lying), 3))
+        assert produce_error(sock, 3) == 2
+        wrong_count = bytearray(good)
+        wrong_count[57:61] = struct.pack(">i", 9)
+        sock.sendall(produce_frame(b"crc", bytes(wrong_count), 4))
+        assert produce_error(sock, 4) in (2, 87)  # CORRUPT_MESSAGE (CRC covers the count) / INVALID_RECORD
+    # Only the good batch was stored.
+    low, high = ck.Consumer({"bootstrap.servers": rafka.bootstrap, "group.id": "x"}).get_watermark_offsets(
+        ck.TopicPartition("crc", 0), timeout=10)
+    assert (low, high) == (0, 3)
+
+
+def test_oversized_records_are_message_too_large(rafka):
+    rafka.admin("topics", "create", "small", "--config", "max.message.bytes=10000")
+    producer = ck.Producer({"bootstrap.servers": rafka.bootstrap, "message.max.bytes": 1_000_000})
+    errors = []
+    producer.produce("small", value=os.urandom(50_000), on_delivery=lambda err, msg: errors.append(err))
+    producer.flush(30)
+    producer.produce("small", value=b"fits", on_delivery=lambda err, msg: errors.append(err))
+    producer.flush(30)
+    codes = sorted(e.code() if e else 0 for e in errors)
+    assert codes == sorted([0, ck.KafkaError.MSG_SIZE_TOO_LARGE])
+
+
+def test_300_concurrent_connections_with_bounded_memory(rafka):
+    baseline = rafka.rss_kib()
+    sockets = []
+    for i in range(300):
+        sock = socket.create_connection(("127.0.0.1", rafka.port))
+        if i % 3 == 1:
+            # Claims a 90 MB request, sends 1 KiB of it and stalls.
+            sock.sendall(struct.pack(">i", 90_000_000) + header(0, 9, 1) + b"\x00" * 1024)
+        elif i % 3 == 2:
+            sock.sendall(api_versions_v0(i))
+        sockets.append(sock)
+    # While they sit there, a real client works normally.
+    producer = ck.Producer({"bootstrap.servers": rafka.bootstrap, "linger.ms": 5})
+    for i in range(5000):
+        producer.produce("busy", value=b"%d" % i)
+    assert producer.flush(30) == 0
+    consumer = ck.Consumer({"bootstrap.servers": rafka.bootstrap, "group.id": "busy"})
+    consumer.assign([ck.TopicPartition("busy", 0, ck.OFFSET_BEGINNING)])
+    got = 0
+    deadline = time.monotonic() + 30
+    while got < 5000 and time.monotonic() < deadline:
+        got += len([m for m in consumer.consume(1000, timeout=1) if m.error() is None])
+    consumer.close()
+    assert got == 5000
+    for i, sock in enumerate(sockets):
+        if i % 3 == 2:
+            assert struct.unpack(">i", read_frame(sock)[:4])[0] == i
+    growth_mib = (rafka.rss_kib() - baseline) / 1024
+    for sock in sockets:
+        sock.close()
+    assert growth_mib < 200, f"RSS grew {growth_mib:.0f} MiB with 300 connections"
+    assert still_serves(rafka)

@@ -1,0 +1,40 @@
+"""kcat (Debian's, librdkafka 2.0) producing and consuming with every codec."""
+import subprocess
+
+import pytest
+
+
+def kcat(*args, input=None):
+    result = subprocess.run(["kcat", *args], input=input, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode()
+
+
+@pytest.mark.parametrize("codec", ["none", "gzip", "lz4", "zstd"])
+def test_produce_and_consume_every_codec(rafka, codec):
+    topic = f"kcat-{codec}"
+    lines = "".join(f"key{i % 10}:{codec}-value-{i}-" + "x" * (i % 300) + "\n" for i in range(5000))
+    kcat("-b", rafka.bootstrap, "-P", "-t", topic, "-z", codec, "-K:", input=lines.encode())
+    out = kcat("-b", rafka.bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%o|%k|%s\n")
+    rows = out.splitlines()
+    assert len(rows) == 5000
+    for i, row in enumerate(rows):
+        offset, key, value = row.split("|", 2)
+        assert int(offset) == i
+        assert key == f"key{i % 10}"
+        assert value == f"{codec}-value-{i}-" + "x" * (i % 300)
+
+
+def test_metadata_lists_broker_and_topics(rafka):
+    kcat("-b", rafka.bootstrap, "-P", "-t", "meta-topic", input=b"one\n")
+    out = kcat("-b", rafka.bootstrap, "-L")
+    assert f"broker 1 at {rafka.bootstrap}" in out
+    assert 'topic "meta-topic" with 1 partitions' in out
+
+
+def test_consume_from_an_offset_and_the_end(rafka):
+    kcat("-b", rafka.bootstrap, "-P", "-t", "offsets", input="".join(f"m{i}\n" for i in range(100)).encode())
+    out = kcat("-b", rafka.bootstrap, "-C", "-t", "offsets", "-o", "90", "-e", "-q")
+    assert out.split() == [f"m{i}" for i in range(90, 100)]
+    out = kcat("-b", rafka.bootstrap, "-C", "-t", "offsets", "-o", "-3", "-e", "-q")
+    assert out.split() == ["m97", "m98", "m99"]
