@@ -87,6 +87,7 @@ let package = Package(
         .testTarget(
             name: "KafkaProtocolTests",
             dependencies: ["KafkaProtocol", nioCore, .product(name: "NIOTestUtils", package: "swift-nio")],
+            exclude: ["Golden"],
             swiftSettings: strict
         ),
         .testTarget(name: "RafkaCompressionTests", dependencies: ["RafkaCompression", nioCore], swiftSettings: strict),

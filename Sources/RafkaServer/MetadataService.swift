@@ -52,7 +52,8 @@ actor MetadataService {
     func openAll() async throws {
         for topic in self.image.topics.values.sorted(by: { $0.name < $1.name }) {
             let logConfig = try self.logConfig(for: topic.configs)
-            try await self.replicas.open(topic: topic, partitions: 0..<topic.partitionCount, config: logConfig)
+            try await self.replicas.open(
+                topic: topic, partitions: 0..<topic.partitionCount, config: logConfig, tolerateFailures: true)
         }
     }
 

@@ -21,6 +21,9 @@ final class ReplicaManager: Sendable {
     private let partitions = Mutex<[TopicPartition: PartitionShell]>([:])
     /// Each hosted topic's effective configuration, read by produce validation on any loop.
     private let configs = Mutex<[String: LogConfig]>([:])
+    /// Partitions whose log could not be opened at startup, with the reason (naming the file).
+    /// They answer KAFKA_STORAGE_ERROR until an operator repairs or restores them.
+    private let offline = Mutex<[TopicPartition: String]>([:])
 
     init(logsDirectory: String, group: any EventLoopGroup, threadPool: NIOThreadPool, logger: Logger) {
         self.logsDirectory = logsDirectory
@@ -39,6 +42,11 @@ final class ReplicaManager: Sendable {
 
     var partitionCount: Int { self.partitions.withLock { $0.count } }
 
+    /// Why `topicPartition` is offline, or nil if it is not.
+    func offlineReason(_ topicPartition: TopicPartition) -> String? {
+        self.offline.withLock { $0[topicPartition] }
+    }
+
     func config(topic: String) -> LogConfig? {
         self.configs.withLock { $0[topic] }
     }
@@ -56,7 +64,16 @@ final class ReplicaManager: Sendable {
     }
 
     /// Opens (creating or recovering) the given partitions of `topic`.
-    func open(topic: TopicMetadata, partitions range: Range<Int32>, config: LogConfig) async throws {
+    ///
+    /// With `tolerateFailures` (startup), a partition whose log cannot be recovered — a corrupt
+    /// closed segment, an unreadable file — is logged with the reason and kept offline while
+    /// every other partition serves; otherwise the first failure is thrown.
+    func open(
+        topic: TopicMetadata,
+        partitions range: Range<Int32>,
+        config: LogConfig,
+        tolerateFailures: Bool = false
+    ) async throws {
         var futures: [EventLoopFuture<PartitionShell>] = []
         for index in range {
             let tp = TopicPartition(topic.name, index)
@@ -68,8 +85,19 @@ final class ReplicaManager: Sendable {
                     on: self.loop(for: tp), threadPool: self.threadPool, logger: self.logger))
         }
         self.configs.withLock { $0[topic.name] = config }
-        for future in futures {
-            let shell = try await future.get()
+        for (index, future) in zip(range, futures) {
+            let shell: PartitionShell
+            do {
+                shell = try await future.get()
+            } catch {
+                guard tolerateFailures else { throw error }
+                let tp = TopicPartition(topic.name, index)
+                self.logger.error(
+                    "partition is offline: its log could not be recovered",
+                    metadata: ["partition": "\(tp)", "reason": "\(error)"])
+                self.offline.withLock { $0[tp] = "\(error)" }
+                continue
+            }
             self.partitions.withLock { $0[shell.topicPartition] = shell }
         }
     }
@@ -99,6 +127,18 @@ final class ReplicaManager: Sendable {
             return shells
         }
         self.configs.withLock { $0[topic] = nil }
+        let offline = self.offline.withLock { offline in
+            let gone = offline.keys.filter { $0.topic == topic }
+            for tp in gone { offline[tp] = nil }
+            return gone
+        }
+        for tp in offline {
+            do {
+                try FileSystem.removeTree(self.directory(for: tp))
+            } catch {
+                self.logger.error("deleting offline \(tp) failed: \(error)")
+            }
+        }
         for shell in removed {
             do {
                 try await shell.delete().get()

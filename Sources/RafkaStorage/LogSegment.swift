@@ -113,6 +113,9 @@ final class LogSegment {
         var validBytes: Int
         /// Why the scan stopped early, if it did.
         var problem: String?
+        /// Whether the bad bytes are the file's last batch or an incomplete one: what a write cut
+        /// short by a crash leaves. A bad batch with more data after it is damage, not a torn tail.
+        var problemIsAtTail = true
     }
 
     /// Scans every batch from the start, rebuilding indexes and timestamps. With `validate`,
@@ -175,7 +178,9 @@ final class LogSegment {
                 if validate {
                     let bytes = chunk.getSlice(at: chunk.readerIndex + consumed, length: total)!
                     if let problem = Self.check(header, bytes: bytes, expectedOffset: expectedOffset) {
-                        return ScanResult(validBytes: position + consumed, problem: "\(problem) at byte \(position + consumed)")
+                        return ScanResult(
+                            validBytes: position + consumed, problem: "\(problem) at byte \(position + consumed)",
+                            problemIsAtTail: total == remainingInFile)
                     }
                 }
                 body(position + consumed, header)

@@ -116,6 +116,11 @@ public final class PartitionLog {
                         .corruptSegment,
                         "\(segment.logPath): \(problem); a closed segment is never truncated, inspect or restore it")
                 }
+                guard result.problemIsAtTail else {
+                    throw StorageError(
+                        .corruptSegment,
+                        "\(segment.logPath): \(problem), with valid-looking data after it; only a torn tail is truncated, inspect or restore it")
+                }
                 report.truncatedBytes = segment.size - result.validBytes
                 report.truncationReason = problem
                 try segment.truncate(toBytes: result.validBytes)

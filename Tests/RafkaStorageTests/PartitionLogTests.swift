@@ -259,3 +259,24 @@ import Testing
         try data.write(to: URL(fileURLWithPath: path))
     }
 }
+
+extension PartitionLogTests {
+    /// Damage in the middle of the active segment, with good batches after it, is not a torn
+    /// tail: recovery refuses to cut acknowledged data and names the file instead.
+    @Test func damageBeforeTheTailOfTheActiveSegmentIsReportedNotCut() throws {
+        defer { self.directory.remove() }
+        let path = self.directory.path + "/orders-0/00000000000000000000.log"
+        do {
+            let (log, _) = try self.open()
+            for _ in 0..<4 { _ = try self.append(log, Batches.make(count: 1, valueBytes: 100)) }
+        }
+        try Self.flipByte(path, at: 70)
+        let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int
+        #expect {
+            _ = try self.open()
+        } throws: { error in
+            (error as? StorageError)?.code == .corruptSegment && "\(error)".contains("00000000000000000000.log")
+        }
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int == size)
+    }
+}

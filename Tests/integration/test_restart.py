@@ -94,3 +94,40 @@ def test_kill9_loses_no_acknowledged_record(rafka):
             assert by_partition[partition].get(offset) == value, f"acknowledged record {partition}@{offset} lost or changed"
         # Offsets stay dense: recovery never leaves holes or duplicates.
         assert sorted(by_partition[partition]) == list(range(len(by_partition[partition])))
+
+
+def test_corrupt_closed_segment_keeps_its_partition_offline_and_names_the_file(rafka):
+    """A closed segment damaged past the recovery point is reported by file name; that partition
+    answers KAFKA_STORAGE_ERROR while every other partition and topic is served."""
+    rafka.admin("topics", "create", "damaged", "--partitions", "2", "--config", "segment.bytes=20000")
+    producer = ck.Producer({"bootstrap.servers": rafka.bootstrap, "linger.ms": 0, "batch.num.messages": 10})
+    for i in range(400):
+        producer.produce("damaged", value=b"%05d" % i + b"z" * 200, partition=i % 2)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    rafka.kill9()
+    partition_dir = os.path.join(rafka.data_dir, "logs", "damaged-0")
+    # As after a crash before any checkpoint: everything must be validated on start.
+    if os.path.exists(os.path.join(partition_dir, "recovery-point")):
+        os.remove(os.path.join(partition_dir, "recovery-point"))
+    first = os.path.join(partition_dir, "00000000000000000000.log")
+    with open(first, "r+b") as f:
+        f.seek(300)
+        byte = f.read(1)
+        f.seek(300)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    size_before = os.path.getsize(first)
+    rafka.start()
+    wait_for(lambda: "00000000000000000000.log" in rafka.logs() and "offline" in rafka.logs(), what="the offline report")
+    assert os.path.getsize(first) == size_before, "the damaged segment is kept as it was"
+    outcome = {}
+    producer = ck.Producer({"bootstrap.servers": rafka.bootstrap, "message.timeout.ms": 3000})
+    for partition in (0, 1):
+        producer.produce("damaged", value=b"to-%d" % partition, partition=partition,
+                         on_delivery=lambda e, m, p=partition: outcome.__setitem__(p, e))
+    producer.flush(30)
+    assert outcome[1] is None, outcome  # partition 1 serves
+    assert outcome[0] is not None, outcome  # partition 0 is offline (no leader): the write fails
+    consumer = ck.Consumer({"bootstrap.servers": rafka.bootstrap, "group.id": "damaged"})
+    assert consumer.get_watermark_offsets(ck.TopicPartition("damaged", 1), timeout=10) == (0, 201)
+    consumer.close()

@@ -68,7 +68,8 @@ final class FetchOperation {
                 if metadata == nil {
                     target.error = BrokerError(byID ? .unknownTopicId : .unknownTopicOrPartition)
                 } else if target.shell == nil {
-                    target.error = BrokerError(.unknownTopicOrPartition)
+                    target.error = KafkaAPIs(broker: self.broker).missingPartitionError(
+                        TopicPartition(metadata!.name, partition.partition))
                 } else if partition.currentLeaderEpoch > 0 {
                     // Every partition is at leader epoch 0 on a single node.
                     target.error = BrokerError(.unknownLeaderEpoch)

@@ -39,8 +39,9 @@ extension KafkaAPIs {
         @Sendable func failed(_ code: KafkaErrorCode) -> Result {
             Result(partitionIndex: partition.partitionIndex, errorCode: code.rawValue, timestamp: -1, offset: -1, leaderEpoch: -1)
         }
-        guard let shell = self.broker.replicas.shell(for: TopicPartition(topic, partition.partitionIndex)) else {
-            return context.eventLoop.makeSucceededFuture(failed(.unknownTopicOrPartition))
+        let tp = TopicPartition(topic, partition.partitionIndex)
+        guard let shell = self.broker.replicas.shell(for: tp) else {
+            return context.eventLoop.makeSucceededFuture(failed(self.missingPartitionError(tp).code))
         }
         if partition.currentLeaderEpoch > 0 {
             return context.eventLoop.makeSucceededFuture(failed(.unknownLeaderEpoch))

@@ -1,5 +1,6 @@
 import KafkaProtocol
 import NIOCore
+import RafkaCore
 import RafkaStorage
 
 extension KafkaAPIs {
@@ -14,6 +15,7 @@ extension KafkaAPIs {
         let metadata = self.broker.metadata
         let cache = self.broker.cache
         let endpoint = self.broker.endpoint
+        let replicas = self.broker.replicas
         return self.async(on: context.eventLoop) {
             var image = cache.image
             var errors: [String: BrokerError] = [:]
@@ -52,7 +54,7 @@ extension KafkaAPIs {
                 if let error = errors[name] {
                     response.topics.append(.init(errorCode: error.code.rawValue, name: name, topicAuthorizedOperations: Self.authorizedOperationsOmitted))
                 } else if let topic = image.topics[name] {
-                    response.topics.append(Self.describe(topic, leader: endpoint.nodeID))
+                    response.topics.append(Self.describe(topic, leader: endpoint.nodeID, replicas: replicas))
                 }
             }
             for id in unknownIDs {
@@ -64,14 +66,24 @@ extension KafkaAPIs {
         }
     }
 
-    static func describe(_ topic: TopicMetadata, leader: Int32) -> MetadataResponse.MetadataResponseTopic {
+    static func describe(
+        _ topic: TopicMetadata,
+        leader: Int32,
+        replicas: ReplicaManager
+    ) -> MetadataResponse.MetadataResponseTopic {
         var result = MetadataResponse.MetadataResponseTopic()
         result.name = topic.name
         result.topicId = topic.id
         result.isInternal = topic.name.hasPrefix("__")
         result.topicAuthorizedOperations = Self.authorizedOperationsOmitted
         result.partitions = (0..<topic.partitionCount).map { index in
-            MetadataResponse.MetadataResponsePartition(
+            if replicas.offlineReason(TopicPartition(topic.name, index)) != nil {
+                // The only replica's log is unreadable: no leader, and say why.
+                return MetadataResponse.MetadataResponsePartition(
+                    errorCode: KafkaErrorCode.kafkaStorageError.rawValue, partitionIndex: index, leaderId: -1,
+                    leaderEpoch: 0, replicaNodes: [leader], isrNodes: [], offlineReplicas: [leader])
+            }
+            return MetadataResponse.MetadataResponsePartition(
                 errorCode: 0, partitionIndex: index, leaderId: leader, leaderEpoch: 0, replicaNodes: [leader],
                 isrNodes: [leader], offlineReplicas: [])
         }

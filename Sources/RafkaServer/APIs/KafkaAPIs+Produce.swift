@@ -59,8 +59,7 @@ extension KafkaAPIs {
     ) -> EventLoopFuture<ProduceResponse.PartitionProduceResponse> {
         let tp = TopicPartition(topic, partition.index)
         guard let shell = self.broker.replicas.shell(for: tp), let config = self.broker.replicas.config(topic: topic) else {
-            return context.eventLoop.makeSucceededFuture(
-                Self.partitionResponse(partition.index, BrokerError(.unknownTopicOrPartition, "unknown partition \(tp)")))
+            return context.eventLoop.makeSucceededFuture(Self.partitionResponse(partition.index, self.missingPartitionError(tp)))
         }
         guard let records = partition.records else {
             return context.eventLoop.makeSucceededFuture(

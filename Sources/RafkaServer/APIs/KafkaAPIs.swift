@@ -1,6 +1,7 @@
 import KafkaProtocol
 import Logging
 import NIOCore
+import RafkaCore
 import RafkaStorage
 
 /// The Kafka API handlers. Each takes a decoded request and returns a future response on the
@@ -21,6 +22,14 @@ struct KafkaAPIs: Sendable {
         _ body: @escaping @Sendable () async -> T
     ) -> EventLoopFuture<T> {
         eventLoop.makeFutureWithTask(body)
+    }
+
+    /// The error for a partition this node does not serve: offline after a failed recovery, or unknown.
+    func missingPartitionError(_ topicPartition: TopicPartition) -> BrokerError {
+        if let reason = self.broker.replicas.offlineReason(topicPartition) {
+            return BrokerError(.kafkaStorageError, "\(topicPartition) is offline: \(reason)")
+        }
+        return BrokerError(.unknownTopicOrPartition, "unknown partition \(topicPartition)")
     }
 
     /// Whether auto-creation applies (broker setting and, v4+, the client's wish).
