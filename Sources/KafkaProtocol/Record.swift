@@ -134,18 +134,23 @@ extension RecordBatch {
         precondition(!records.isEmpty, "a batch holds at least one record")
         var payload = ByteBuffer()
         Self.encodeRecords(records, into: &payload)
-        let body = try compress(payload)
         var header = header
         header.recordCount = Int32(records.count)
         header.lastOffsetDelta = records.last!.offsetDelta
+        return Self.assemble(header: header, body: try compress(payload))
+    }
+
+    /// A complete batch from `header` (count and last offset delta already right) and its
+    /// records section as stored (compressed or not): fills in the length and the CRC.
+    public static func assemble(header: RecordBatchHeader, body: ByteBuffer) -> ByteBuffer {
+        var header = header
         header.batchLength = Int32(RecordBatchHeader.size - RecordBatchHeader.logOverhead + body.readableBytes)
         header.crc = 0
         var batch = ByteBuffer()
         batch.reserveCapacity(header.totalBytes)
         header.write(into: &batch)
         batch.writeImmutableBuffer(body)
-        let crc = Self.computeCRC(batch)
-        batch.setInteger(crc, at: batch.readerIndex + RecordBatchHeader.crcPosition, endianness: .big)
+        batch.setInteger(Self.computeCRC(batch), at: batch.readerIndex + RecordBatchHeader.crcPosition, endianness: .big)
         assert(batch.readableBytes == header.totalBytes)
         return batch
     }

@@ -85,3 +85,15 @@ public struct CompressionError: Error, Hashable, Sendable, CustomStringConvertib
 
     public var description: String { "\(self.code): \(self.detail)" }
 }
+
+extension ByteBuffer {
+    /// Writable bytes to decompress into next, growing the buffer (doubling, never past
+    /// `limit`) when it is full; nil once `limit` bytes have been written.
+    mutating func decompressionRoom(limit: Int) -> Int? {
+        if self.writableBytes == 0 && self.writerIndex < limit {
+            self.reserveCapacity(min(limit, self.capacity * 2))
+        }
+        let room = min(self.writableBytes, limit - self.writerIndex)
+        return room > 0 ? room : nil
+    }
+}

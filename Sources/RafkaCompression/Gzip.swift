@@ -47,14 +47,9 @@ enum Gzip {
             stream.next_in = source.baseAddress?.assumingMemoryBound(to: Bytef.self)
             stream.avail_in = uInt(source.count)
             while true {
-                let room = min(output.writableBytes, outputBytesMax - output.writerIndex)
-                if room == 0 {
-                    guard output.writerIndex < outputBytesMax else {
-                        failure = CompressionError(.outputTooLarge, "gzip")
-                        return
-                    }
-                    output.reserveCapacity(min(outputBytesMax, output.capacity * 2))
-                    continue
+                guard let room = output.decompressionRoom(limit: outputBytesMax) else {
+                    failure = CompressionError(.outputTooLarge, "gzip")
+                    return
                 }
                 var status: Int32 = Z_OK
                 output.writeWithUnsafeMutableBytes(minimumWritableBytes: room) { destination in

@@ -40,14 +40,9 @@ enum LZ4Frame {
             var consumed = 0
             var hint = 1  // LZ4F_decompress returns 0 once a frame is complete.
             while consumed < source.count {
-                let room = min(output.writableBytes, outputBytesMax - output.writerIndex)
-                if room == 0 {
-                    guard output.writerIndex < outputBytesMax else {
-                        failure = CompressionError(.outputTooLarge, "lz4")
-                        return
-                    }
-                    output.reserveCapacity(min(outputBytesMax, output.capacity * 2))
-                    continue
+                guard let room = output.decompressionRoom(limit: outputBytesMax) else {
+                    failure = CompressionError(.outputTooLarge, "lz4")
+                    return
                 }
                 var sourceSize = source.count - consumed
                 var destinationSize = room
@@ -71,14 +66,9 @@ enum LZ4Frame {
             // Input ended; a frame that was not closed is truncated. The decoder may still hold
             // decoded bytes it could not place, so drain it while it makes progress.
             while hint != 0 {
-                let room = min(output.writableBytes, outputBytesMax - output.writerIndex)
-                if room == 0 {
-                    guard output.writerIndex < outputBytesMax else {
-                        failure = CompressionError(.outputTooLarge, "lz4")
-                        return
-                    }
-                    output.reserveCapacity(min(outputBytesMax, output.capacity * 2))
-                    continue
+                guard let room = output.decompressionRoom(limit: outputBytesMax) else {
+                    failure = CompressionError(.outputTooLarge, "lz4")
+                    return
                 }
                 var sourceSize = 0
                 var destinationSize = room

@@ -43,14 +43,9 @@ enum Zstd {
             var inBuffer = ZSTD_inBuffer(src: source.baseAddress, size: source.count, pos: 0)
             var lastResult = 1
             while true {
-                let room = min(output.writableBytes, outputBytesMax - output.writerIndex)
-                if room == 0 {
-                    guard output.writerIndex < outputBytesMax else {
-                        failure = CompressionError(.outputTooLarge, "zstd")
-                        return
-                    }
-                    output.reserveCapacity(min(outputBytesMax, output.capacity * 2))
-                    continue
+                guard let room = output.decompressionRoom(limit: outputBytesMax) else {
+                    failure = CompressionError(.outputTooLarge, "zstd")
+                    return
                 }
                 let before = inBuffer.pos
                 var produced = 0

@@ -105,7 +105,16 @@ public struct BrokerConfig: Sendable, Equatable {
             }
             let file: File
             do {
+                // A misspelt key would otherwise be ignored silently.
+                if let keys = (try Yams.load(yaml: text) as? [String: Any])?.keys {
+                    let known = Set(File.CodingKeys.allCases.map(\.rawValue))
+                    if let unknown = keys.sorted().first(where: { !known.contains($0) }) {
+                        throw ConfigError("\(path): unknown key '\(unknown)' (config/standalone.yaml lists every key)")
+                    }
+                }
                 file = try YAMLDecoder().decode(File.self, from: text.isEmpty ? "{}" : text)
+            } catch let error as ConfigError {
+                throw error
             } catch {
                 throw ConfigError("\(path): \(error)")
             }

@@ -143,15 +143,16 @@ public enum RecordBatchValidator {
         }
         var newHeader = header
         newHeader.attributes = (header.attributes & ~0x07) | Int16(codec.rawValue)
-        newHeader.batchLength = Int32(RecordBatchHeader.size - RecordBatchHeader.logOverhead + compressed.readableBytes)
-        newHeader.crc = 0
-        var batch = ByteBuffer()
-        batch.reserveCapacity(newHeader.totalBytes)
-        newHeader.write(into: &batch)
-        batch.writeImmutableBuffer(compressed)
-        newHeader.crc = RecordBatch.computeCRC(batch)
-        batch.setInteger(newHeader.crc, at: batch.readerIndex + RecordBatchHeader.crcPosition, endianness: .big)
-        return ValidatedBatch(header: newHeader, bytes: batch)
+        let batch = RecordBatch.assemble(header: newHeader, body: compressed)
+        return ValidatedBatch(header: try Self.header(of: batch, index: index), bytes: batch)
+    }
+
+    private static func header(of batch: ByteBuffer, index: Int) throws(Failure) -> RecordBatchHeader {
+        do {
+            return try RecordBatchHeader.peek(batch, at: batch.readerIndex)
+        } catch {
+            throw Self.failure(error, batchIndex: index)
+        }
     }
 
     private static func failure(_ error: RecordBatchError, batchIndex: Int) -> Failure {

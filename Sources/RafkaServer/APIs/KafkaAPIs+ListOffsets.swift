@@ -12,20 +12,11 @@ extension KafkaAPIs {
 
     /// ListOffsets v1–7: earliest (-2), latest (-1), max timestamp (-3, v7) and by timestamp.
     func listOffsets(_ request: ListOffsetsRequest, _ context: RequestContext) -> EventLoopFuture<ListOffsetsResponse?> {
-        var futures: [EventLoopFuture<ListOffsetsResponse.ListOffsetsPartitionResponse>] = []
-        for topic in request.topics {
-            for partition in topic.partitions {
-                futures.append(self.listOffset(topic: topic.name, partition: partition, context: context))
-            }
-        }
-        return EventLoopFuture.whenAllSucceed(futures, on: context.eventLoop).map { results in
+        Self.perPartition(request.topics, \.partitions, on: context.eventLoop) { topic, partition in
+            self.listOffset(topic: topic.name, partition: partition, context: context)
+        }.map { grouped in
             var response = ListOffsetsResponse()
-            var cursor = 0
-            for topic in request.topics {
-                let count = topic.partitions.count
-                response.topics.append(.init(name: topic.name, partitions: Array(results[cursor..<cursor + count])))
-                cursor += count
-            }
+            response.topics = zip(request.topics, grouped).map { .init(name: $0.name, partitions: $1) }
             return response
         }
     }

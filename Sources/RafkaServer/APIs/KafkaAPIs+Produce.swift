@@ -27,20 +27,12 @@ extension KafkaAPIs {
             }
         }
         return ready.flatMap {
-            var partitionFutures: [EventLoopFuture<ProduceResponse.PartitionProduceResponse>] = []
-            for topic in request.topicData {
-                for partition in topic.partitionData {
-                    partitionFutures.append(self.produce(topic: topic.name, partition: partition, context: context))
-                }
-            }
-            return EventLoopFuture.whenAllSucceed(partitionFutures, on: context.eventLoop).flatMapThrowing { results in
+            Self.perPartition(request.topicData, \.partitionData, on: context.eventLoop) { topic, partition in
+                self.produce(topic: topic.name, partition: partition, context: context)
+            }.flatMapThrowing { grouped in
                 var response = ProduceResponse()
-                var cursor = 0
-                for topic in request.topicData {
-                    let count = topic.partitionData.count
-                    response.responses.append(.init(name: topic.name, partitionResponses: Array(results[cursor..<cursor + count])))
-                    cursor += count
-                }
+                response.responses = zip(request.topicData, grouped).map { .init(name: $0.name, partitionResponses: $1) }
+                let results = grouped.joined()
                 if request.acks == 0 {
                     if let failed = results.first(where: { $0.errorCode != 0 }) {
                         throw ConnectionFailure(reason: "acks=0 produce failed with error \(failed.errorCode)")

@@ -32,6 +32,33 @@ struct KafkaAPIs: Sendable {
         return BrokerError(.unknownTopicOrPartition, "unknown partition \(topicPartition)")
     }
 
+    /// Runs `body` for every partition of every topic of a request at once and returns the
+    /// results grouped per topic, in request order (responses must mirror their requests).
+    static func perPartition<Topic, Partition, Result: Sendable>(
+        _ topics: [Topic],
+        _ partitions: KeyPath<Topic, [Partition]>,
+        on eventLoop: any EventLoop,
+        _ body: (Topic, Partition) -> EventLoopFuture<Result>
+    ) -> EventLoopFuture<[[Result]]> {
+        var futures: [EventLoopFuture<Result>] = []
+        var counts: [Int] = []
+        for topic in topics {
+            let list = topic[keyPath: partitions]
+            counts.append(list.count)
+            for partition in list { futures.append(body(topic, partition)) }
+        }
+        let sizes = counts
+        return EventLoopFuture.whenAllSucceed(futures, on: eventLoop).map { results in
+            var grouped: [[Result]] = []
+            var cursor = 0
+            for count in sizes {
+                grouped.append(Array(results[cursor..<cursor + count]))
+                cursor += count
+            }
+            return grouped
+        }
+    }
+
     /// Whether auto-creation applies (broker setting and, v4+, the client's wish).
     func mayAutoCreate(clientAllows: Bool) -> Bool {
         self.broker.config.autoCreateTopics && clientAllows
