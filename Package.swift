@@ -36,7 +36,9 @@ let package = Package(
         .systemLibrary(name: "CSQLite3", path: "Sources/CSQLite3", providers: [.apt(["libsqlite3-dev"])]),
 
         .target(name: "RafkaCore", dependencies: [nioCore], swiftSettings: strict),
-        .target(name: "KafkaProtocol", dependencies: ["RafkaCore", nioCore], swiftSettings: strict),
+        // CRC-32C with the CPU instruction: the only hand-written C (no Debian library has it).
+        .target(name: "CCRC32C", path: "Sources/CCRC32C"),
+        .target(name: "KafkaProtocol", dependencies: ["RafkaCore", "CCRC32C", nioCore], swiftSettings: strict),
         .target(
             name: "RafkaCompression",
             dependencies: ["CLZ4", "CZstd", "CZlib", nioCore],

@@ -1,9 +1,13 @@
+import CCRC32C
 import NIOCore
 
 /// CRC-32C (Castagnoli), the checksum of RecordBatch v2 (implementation guide 5.3.1).
 ///
-/// Slicing-by-8 over a table built once; about 8 bytes per step. Pure Swift, no allocation.
+/// Uses the CPU's CRC-32C instruction when it has one (SSE4.2, ARMv8 CRC), several GB/s; else
+/// slicing-by-8 over a table built once. No allocation either way.
 public enum CRC32C {
+    static let hardware = rafka_crc32c_hw_available() == 1
+
     static let tables: [UInt32] = {
         let polynomial: UInt32 = 0x82F6_3B78
         var table = [UInt32](repeating: 0, count: 8 * 256)
@@ -23,6 +27,15 @@ public enum CRC32C {
 
     /// The CRC-32C of `bytes`, continuing from `crc` (0 to start).
     public static func checksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
+        if Self.hardware {
+            guard let base = bytes.baseAddress else { return crc }
+            return ~rafka_crc32c_hw_update(~crc, base.assumingMemoryBound(to: UInt8.self), bytes.count)
+        }
+        return Self.software(bytes, continuing: crc)
+    }
+
+    /// The table-driven CRC-32C (also what tests compare the hardware path against).
+    public static func software(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
         Self.tables.withUnsafeBufferPointer { table in
             var crc = ~crc
             var index = 0

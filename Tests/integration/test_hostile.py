@@ -166,7 +166,7 @@ def test_300_concurrent_connections_with_bounded_memory(rafka):
     for i in range(5000):
         producer.produce("busy", value=b"%d" % i)
     assert producer.flush(30) == 0
-    consumer = ck.Consumer({"bootstrap.servers": rafka.bootstrap, "group.id": "busy"})
+    consumer = ck.Consumer({"bootstrap.servers": rafka.bootstrap, "group.id": "busy", "enable.auto.commit": False})
     consumer.assign([ck.TopicPartition("busy", 0, ck.OFFSET_BEGINNING)])
     got = 0
     deadline = time.monotonic() + 30
