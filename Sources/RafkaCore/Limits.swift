@@ -8,6 +8,9 @@ public enum Limits {
     /// Requests decoded but not yet answered on one connection; past this the connection stops
     /// reading until responses drain (Kafka answers one at a time; librdkafka pipelines up to 5).
     public static let inFlightRequestsPerConnectionMax = 64
+    /// Request bytes held in memory across all connections at once; past it, connections stop
+    /// reading until requests are answered.
+    public static let requestMemoryBytesMaxDefault = 512 * 1024 * 1024
     /// Open client connections per listener; connections past this are closed at accept.
     public static let connectionsMaxDefault = 10_000
     /// The largest record batch a topic may accept unless `max.message.bytes` says otherwise

@@ -43,6 +43,10 @@ public struct BrokerConfig: Sendable, Equatable {
     /// Kafka's `socket.request.max.bytes`.
     public var requestBytesMax = Limits.requestBytesMaxDefault
     public var connectionsMax = Limits.connectionsMaxDefault
+    /// Request bytes held in memory across all connections (Kafka's `queued.max.request.bytes`).
+    public var requestMemoryBytesMax = Limits.requestMemoryBytesMaxDefault
+    /// A request frame that has begun must arrive whole within this long.
+    public var requestFrameTimeoutMilliseconds: Int64 = 60_000
     /// Kafka's `auto.create.topics.enable`.
     public var autoCreateTopics = true
     /// Kafka's `num.partitions`, for auto-created topics and CreateTopics with -1.
@@ -74,6 +78,8 @@ public struct BrokerConfig: Sendable, Equatable {
         var rack: String?
         var maxRequestBytes: Int?
         var maxConnections: Int?
+        var maxRequestMemoryBytes: Int?
+        var requestFrameTimeoutMs: Int64?
         var autoCreateTopics: Bool?
         var defaultPartitions: Int32?
         var defaultReplicationFactor: Int16?
@@ -85,6 +91,7 @@ public struct BrokerConfig: Sendable, Equatable {
         enum CodingKeys: String, CodingKey, CaseIterable {
             case nodeID = "node-id", dataDir = "data-dir", listen, advertisedListener = "advertised-listener", rack
             case maxRequestBytes = "max-request-bytes", maxConnections = "max-connections"
+            case maxRequestMemoryBytes = "max-request-memory-bytes", requestFrameTimeoutMs = "request-frame-timeout-ms"
             case autoCreateTopics = "auto-create-topics", defaultPartitions = "default-partitions"
             case defaultReplicationFactor = "default-replication-factor", eventLoopThreads = "event-loop-threads"
             case retentionCheckIntervalMs = "retention-check-interval-ms", topicDefaults = "topic-defaults"
@@ -152,6 +159,8 @@ public struct BrokerConfig: Sendable, Equatable {
         if let v = file.rack { self.rack = v }
         if let v = file.maxRequestBytes { self.requestBytesMax = v }
         if let v = file.maxConnections { self.connectionsMax = v }
+        if let v = file.maxRequestMemoryBytes { self.requestMemoryBytesMax = v }
+        if let v = file.requestFrameTimeoutMs { self.requestFrameTimeoutMilliseconds = v }
         if let v = file.autoCreateTopics { self.autoCreateTopics = v }
         if let v = file.defaultPartitions { self.defaultPartitions = v }
         if let v = file.defaultReplicationFactor { self.defaultReplicationFactor = v }
@@ -166,6 +175,12 @@ public struct BrokerConfig: Sendable, Equatable {
     public func validate(source: String = "config") throws(ConfigError) {
         guard self.requestBytesMax >= 1024 else { throw ConfigError("\(source): max-request-bytes must be at least 1024") }
         guard self.connectionsMax > 0 else { throw ConfigError("\(source): max-connections must be positive") }
+        guard self.requestMemoryBytesMax >= self.requestBytesMax else {
+            throw ConfigError("\(source): max-request-memory-bytes must be at least max-request-bytes")
+        }
+        guard self.requestFrameTimeoutMilliseconds > 0 else {
+            throw ConfigError("\(source): request-frame-timeout-ms must be positive")
+        }
         guard self.defaultPartitions > 0 else { throw ConfigError("\(source): default-partitions must be positive") }
         guard self.defaultReplicationFactor > 0 else {
             throw ConfigError("\(source): default-replication-factor must be positive")

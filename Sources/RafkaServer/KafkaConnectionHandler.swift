@@ -19,6 +19,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     private let router: RequestRouter
+    private let memory: ConnectionMemory
     private var logger: Logger
     private var sequencer = ResponseSequencer<ByteBuffer>()
     private var waiting = Deque<ByteBuffer>()
@@ -26,8 +27,14 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     private var closing = false
     private let inFlightMax: Int
 
-    init(router: RequestRouter, logger: Logger, inFlightMax: Int = Limits.inFlightRequestsPerConnectionMax) {
+    init(
+        router: RequestRouter,
+        memory: ConnectionMemory,
+        logger: Logger,
+        inFlightMax: Int = Limits.inFlightRequestsPerConnectionMax
+    ) {
         self.router = router
+        self.memory = memory
         self.logger = logger
         self.inFlightMax = inFlightMax
     }
@@ -51,9 +58,12 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
 
     private func start(_ frame: ByteBuffer, context: ChannelHandlerContext) {
         let sequence = self.sequencer.begin()
+        let frameBytes = frame.readableBytes + 4
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         self.router.handle(frame, on: context.eventLoop).hop(to: context.eventLoop).whenComplete { result in
             let (handler, context) = loopBound.value
+            // The request is answered: its frame's bytes go back to the shared budget.
+            handler.memory.release(frameBytes)
             switch result {
             case .success(let response):
                 handler.finish(sequence, response: response, context: context)
@@ -115,6 +125,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         self.closing = true
         self.waiting.removeAll()
+        self.memory.releaseAll()
         context.fireChannelInactive()
     }
 }

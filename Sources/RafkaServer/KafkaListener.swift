@@ -23,6 +23,8 @@ public final class KafkaListener: Sendable {
         let logger = broker.logger
         let frameBytesMax = broker.config.requestBytesMax
         let counter = ConnectionCounter(limit: broker.config.connectionsMax)
+        let budget = RequestMemoryBudget(capacityBytes: broker.config.requestMemoryBytesMax)
+        let frameTimeout = TimeAmount.milliseconds(broker.config.requestFrameTimeoutMilliseconds)
         let channel = try await ServerBootstrap(group: broker.group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -37,9 +39,12 @@ public final class KafkaListener: Sendable {
                 }
                 channel.closeFuture.whenComplete { _ in counter.release() }
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(KafkaFrameDecoder(frameBytesMax: frameBytesMax)))
-                    try channel.pipeline.syncOperations.addHandler(KafkaConnectionHandler(router: router, logger: logger))
+                    let memory = ConnectionMemory(budget: budget)
+                    let operations = channel.pipeline.syncOperations
+                    try operations.addHandler(
+                        RequestMemoryGate(memory: memory, frameBytesMax: frameBytesMax, frameTimeout: frameTimeout))
+                    try operations.addHandler(ByteToMessageHandler(KafkaFrameDecoder(frameBytesMax: frameBytesMax)))
+                    try operations.addHandler(KafkaConnectionHandler(router: router, memory: memory, logger: logger))
                 }
             }
             .bind(host: broker.config.listen.host, port: broker.config.listen.port)

@@ -165,3 +165,34 @@ import Testing
         }
     }
 }
+
+@Suite(.tags(.integration), .serialized) struct RequestMemoryTests {
+    /// Partial frames hold budget only until the frame timeout closes their connections; while
+    /// the budget is spent a further large request waits, and proceeds once memory returns.
+    @Test func stalledFramesAreClosedAndTheBudgetComesBack() async throws {
+        try await TestBroker.with({
+            $0.requestBytesMax = 400_000
+            $0.requestMemoryBytesMax = 1_000_000
+            $0.requestFrameTimeoutMilliseconds = 500
+        }) { broker in
+            var stalled: [RawSocket] = []
+            for _ in 0..<3 {
+                let socket = try RawSocket(port: broker.port)
+                var partial = ByteBuffer()
+                partial.writeInteger(Int32(390_000))
+                partial.writeBytes([UInt8](repeating: 0, count: 1000))
+                socket.send(partial)
+                stalled.append(socket)
+            }
+            // A big, complete request from a well-behaved client waits for memory, then is served.
+            let client = try await broker.connect()
+            let topic = String(repeating: "t", count: 200)
+            var request = MetadataRequest(topics: (0..<1500).map { _ in .init(name: topic) })
+            request.allowAutoTopicCreation = false
+            let response = try await client.send(request, version: 4)
+            #expect(response.topics.count == 1500)
+            for socket in stalled { #expect(socket.isClosedByPeer()) }
+            client.close()
+        }
+    }
+}

@@ -150,14 +150,20 @@ def test_oversized_records_are_message_too_large(rafka):
     assert codes == sorted([0, ck.KafkaError.MSG_SIZE_TOO_LARGE])
 
 
-def test_300_concurrent_connections_with_bounded_memory(rafka):
+def test_300_concurrent_connections_with_bounded_memory(make_rafka):
+    # 128 MiB of request memory for all connections together.
+    rafka = make_rafka(config_text="max-request-memory-bytes: 134217728\n")
     baseline = rafka.rss_kib()
     sockets = []
     for i in range(300):
         sock = socket.create_connection(("127.0.0.1", rafka.port))
         if i % 3 == 1:
-            # Claims a 90 MB request, sends 1 KiB of it and stalls.
-            sock.sendall(struct.pack(">i", 90_000_000) + header(0, 9, 1) + b"\x00" * 1024)
+            # Claims a 90 MB request, sends up to 2 MB of it and stalls: 200 MB offered in all.
+            sock.setblocking(False)
+            try:
+                sock.send(struct.pack(">i", 90_000_000) + header(0, 9, 1) + b"\x00" * 2_000_000)
+            except BlockingIOError:
+                pass  # the broker stopped reading this one: its budget is spent
         elif i % 3 == 2:
             sock.sendall(api_versions_v0(i))
         sockets.append(sock)

@@ -1,0 +1,207 @@
+import NIOCore
+import Synchronization
+
+/// Bytes of request frames held in memory across every connection, against a maximum (the
+/// role of Kafka's `queued.max.request.bytes`, on by default here).
+///
+/// A connection reserves a frame's size when its size prefix arrives, before the body is read,
+/// and releases it when the request is answered. When the budget is spent, connections stop
+/// reading until memory comes back. A frame larger than the whole budget may still proceed
+/// when nothing else is reserved, so that no valid request waits forever.
+final class RequestMemoryBudget: Sendable {
+    let capacityBytes: Int
+    private struct State {
+        var usedBytes = 0
+        var waiters: [@Sendable () -> Void] = []
+    }
+
+    private let state = Mutex(State())
+
+    init(capacityBytes: Int) {
+        precondition(capacityBytes > 0)
+        self.capacityBytes = capacityBytes
+    }
+
+    var usedBytes: Int { self.state.withLock { $0.usedBytes } }
+
+    /// Reserves `bytes`, or registers `retry` to be called once memory is released.
+    func tryReserve(_ bytes: Int, retry: @escaping @Sendable () -> Void) -> Bool {
+        self.state.withLock { state in
+            if state.usedBytes == 0 || state.usedBytes + bytes <= self.capacityBytes {
+                state.usedBytes += bytes
+                return true
+            }
+            state.waiters.append(retry)
+            return false
+        }
+    }
+
+    func release(_ bytes: Int) {
+        guard bytes > 0 else { return }
+        let waiters = self.state.withLock { state in
+            precondition(state.usedBytes >= bytes, "released more request memory than reserved")
+            state.usedBytes -= bytes
+            defer { state.waiters.removeAll() }
+            return state.waiters
+        }
+        // Every waiter retries; those that still do not fit register again.
+        for retry in waiters { retry() }
+    }
+}
+
+/// One connection's reservations: what its gate reserved and its handler has not yet released.
+/// Loop-confined to the connection's event loop.
+final class ConnectionMemory {
+    let budget: RequestMemoryBudget
+    private(set) var outstandingBytes = 0
+    private var closed = false
+
+    init(budget: RequestMemoryBudget) {
+        self.budget = budget
+    }
+
+    func reserved(_ bytes: Int) {
+        self.outstandingBytes += bytes
+    }
+
+    /// A request of `bytes` (its frame, size prefix included) was answered.
+    func release(_ bytes: Int) {
+        let amount = min(bytes, self.outstandingBytes)
+        self.outstandingBytes -= amount
+        self.budget.release(amount)
+    }
+
+    /// The connection closed: everything it held goes back.
+    func releaseAll() {
+        guard !self.closed else { return }
+        self.closed = true
+        self.release(self.outstandingBytes)
+    }
+}
+
+@available(*, unavailable)
+extension ConnectionMemory: Sendable {}
+
+/// Sits before the frame decoder and reserves each frame's size from the shared budget when its
+/// size prefix arrives; until the reservation succeeds, the connection's bytes wait here and the
+/// socket is not read. A frame that has begun but is not complete after `frameTimeout` closes
+/// the connection, so a peer cannot hold reserved memory by stalling mid-request.
+final class RequestMemoryGate: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let memory: ConnectionMemory
+    private let frameBytesMax: Int
+    private let frameTimeout: TimeAmount
+    private var sizePrefix: [UInt8] = []
+    private var frameRemaining = 0
+    private var frameNumber = 0
+    private var blocked: ByteBuffer?
+    private var readHeld = false
+
+    init(memory: ConnectionMemory, frameBytesMax: Int, frameTimeout: TimeAmount) {
+        self.memory = memory
+        self.frameBytesMax = frameBytesMax
+        self.frameTimeout = frameTimeout
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = Self.unwrapInboundIn(data)
+        if var blocked = self.blocked {
+            blocked.writeBuffer(&buffer)
+            self.blocked = blocked
+            return
+        }
+        self.process(&buffer, context: context)
+    }
+
+    private func process(_ buffer: inout ByteBuffer, context: ChannelHandlerContext) {
+        while buffer.readableBytes > 0 {
+            if self.frameRemaining > 0 {
+                let slice = buffer.readSlice(length: min(self.frameRemaining, buffer.readableBytes))!
+                self.frameRemaining -= slice.readableBytes
+                context.fireChannelRead(Self.wrapInboundOut(slice))
+                continue
+            }
+            // Collect the 4-byte size prefix, which may arrive split across reads.
+            let needed = 4 - self.sizePrefix.count
+            let prefixPart = buffer.getBytes(at: buffer.readerIndex, length: min(needed, buffer.readableBytes))!
+            if self.sizePrefix.count + prefixPart.count < 4 {
+                self.sizePrefix += prefixPart
+                buffer.moveReaderIndex(forwardBy: prefixPart.count)
+                return
+            }
+            let prefix = self.sizePrefix + prefixPart
+            let size = Int(Int32(bitPattern: UInt32(prefix[0]) << 24 | UInt32(prefix[1]) << 16 | UInt32(prefix[2]) << 8 | UInt32(prefix[3])))
+            if size >= 0 && size <= self.frameBytesMax {
+                // A size the decoder will reject passes through unreserved, to be refused there.
+                let loop = context.eventLoop
+                let loopBound = NIOLoopBound((self, context), eventLoop: loop)
+                let reserved = self.memory.budget.tryReserve(size + 4) {
+                    loop.execute {
+                        let (gate, context) = loopBound.value
+                        gate.retryBlocked(context: context)
+                    }
+                }
+                guard reserved else {
+                    self.blocked = buffer.readSlice(length: buffer.readableBytes)
+                    return
+                }
+                self.memory.reserved(size + 4)
+                self.startTimer(context: context)
+            }
+            buffer.moveReaderIndex(forwardBy: prefixPart.count)
+            self.sizePrefix = []
+            self.frameRemaining = max(0, size)
+            context.fireChannelRead(Self.wrapInboundOut(ByteBuffer(bytes: prefix)))
+        }
+    }
+
+    private func retryBlocked(context: ChannelHandlerContext) {
+        guard context.channel.isActive, var pending = self.blocked else { return }
+        self.blocked = nil
+        self.process(&pending, context: context)
+        context.fireChannelReadComplete()
+        if self.blocked == nil && self.readHeld {
+            self.readHeld = false
+            context.read()
+        }
+    }
+
+    private func startTimer(context: ChannelHandlerContext) {
+        self.frameNumber += 1
+        let number = self.frameNumber
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: self.frameTimeout) {
+            let (gate, context) = loopBound.value
+            if gate.frameNumber == number && gate.frameRemaining > 0 && context.channel.isActive {
+                context.fireErrorCaught(FrameTimeout(seconds: gate.frameTimeout.nanoseconds / 1_000_000_000))
+            }
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if self.blocked != nil {
+            self.readHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.blocked = nil
+        self.memory.releaseAll()
+        context.fireChannelInactive()
+    }
+}
+
+@available(*, unavailable)
+extension RequestMemoryGate: Sendable {}
+
+/// A request frame began but did not arrive whole in time.
+struct FrameTimeout: Error, CustomStringConvertible {
+    var seconds: Int64
+    var description: String { "a request frame did not complete within \(self.seconds) s" }
+}
