@@ -289,7 +289,8 @@ def emit_read_value(f, target, w, ind, flexible, valid):
             w(f"{ind}    guard let count else {{ throw KafkaDecodingError(.unexpectedNull, \"{f.name}\") }}")
             inner = ind + "    "
         w(f"{inner}var items: [{f.elem_swift()}] = []")
-        w(f"{inner}items.reserveCapacity(count)")
+        # A count is bounded by the bytes left, not by the in-memory size of an element.
+        w(f"{inner}items.reserveCapacity(min(count, 1024))")
         w(f"{inner}for _ in 0..<count {{")
         if f.is_struct:
             w(f"{inner}    items.append(try {f.elem}(from: &buffer, version: version))")

@@ -36,6 +36,11 @@ actor MetadataService {
     /// Producer ids handed out in memory below `image.nextProducerID` (the durable reservation).
     private var nextUnreservedProducerID: Int64
     private static let producerIDBlock: Int64 = 1000
+    /// Topic changes run one at a time. The actor alone does not ensure that: while a change
+    /// awaits its partitions, another call may enter, and two auto-creations of one topic (or a
+    /// deletion and a re-creation) would interleave.
+    private var changeInProgress = false
+    private var waitingChanges: [CheckedContinuation<Void, Never>] = []
 
     init(store: MetadataStore, cache: MetadataCache, replicas: ReplicaManager, config: BrokerConfig, logger: Logger) throws {
         self.store = store
@@ -61,6 +66,23 @@ actor MetadataService {
         try storage { () throws(StorageError) in try LogConfig(overrides: overrides, defaults: self.config.topicDefaults) }
     }
 
+    /// Runs `body` after every earlier topic change has finished.
+    private func serialized<T>(_ body: () async throws(BrokerError) -> T) async throws(BrokerError) -> T {
+        if self.changeInProgress {
+            await withCheckedContinuation { self.waitingChanges.append($0) }
+        }
+        self.changeInProgress = true
+        defer {
+            if self.waitingChanges.isEmpty {
+                self.changeInProgress = false
+            } else {
+                // Hand over directly: the flag stays set for the next change.
+                self.waitingChanges.removeFirst().resume()
+            }
+        }
+        return try await body()
+    }
+
     private func apply(_ change: MetadataChange) throws(BrokerError) {
         try storage { () throws(StorageError) in try self.store.persist(change) }
         change.apply(to: &self.image)
@@ -71,6 +93,20 @@ actor MetadataService {
 
     /// CreateTopics for one topic. `partitions`/`replicationFactor` of -1 take the broker defaults.
     func createTopic(
+        name: String,
+        partitions: Int32,
+        replicationFactor: Int16,
+        configs: [String: String],
+        validateOnly: Bool
+    ) async throws(BrokerError) -> TopicMetadata {
+        try await self.serialized { () async throws(BrokerError) in
+            try await self.createTopicNow(
+                name: name, partitions: partitions, replicationFactor: replicationFactor, configs: configs,
+                validateOnly: validateOnly)
+        }
+    }
+
+    private func createTopicNow(
         name: String,
         partitions: Int32,
         replicationFactor: Int16,
@@ -112,11 +148,19 @@ actor MetadataService {
     /// Creates `name` with broker defaults unless it exists (auto-creation on Metadata/Produce).
     func ensureTopic(name: String) async throws(BrokerError) -> TopicMetadata {
         if let existing = self.image.topics[name] { return existing }
-        return try await self.createTopic(
-            name: name, partitions: -1, replicationFactor: -1, configs: [:], validateOnly: false)
+        return try await self.serialized { () async throws(BrokerError) in
+            // Another caller may have created it while this one waited.
+            if let existing = self.image.topics[name] { return existing }
+            return try await self.createTopicNow(
+                name: name, partitions: -1, replicationFactor: -1, configs: [:], validateOnly: false)
+        }
     }
 
     func deleteTopic(name: String) async throws(BrokerError) -> TopicMetadata {
+        try await self.serialized { () async throws(BrokerError) in try await self.deleteTopicNow(name: name) }
+    }
+
+    private func deleteTopicNow(name: String) async throws(BrokerError) -> TopicMetadata {
         guard let topic = self.image.topics[name] else {
             throw BrokerError(.unknownTopicOrPartition, "This server does not host this topic-partition.")
         }
@@ -127,6 +171,12 @@ actor MetadataService {
     }
 
     func createPartitions(name: String, count: Int32, validateOnly: Bool) async throws(BrokerError) -> TopicMetadata {
+        try await self.serialized { () async throws(BrokerError) in
+            try await self.createPartitionsNow(name: name, count: count, validateOnly: validateOnly)
+        }
+    }
+
+    private func createPartitionsNow(name: String, count: Int32, validateOnly: Bool) async throws(BrokerError) -> TopicMetadata {
         guard var topic = self.image.topics[name] else {
             throw BrokerError(.unknownTopicOrPartition, "The topic '\(name)' does not exist.")
         }
@@ -152,7 +202,13 @@ actor MetadataService {
     }
 
     /// Replaces the topic's configuration overrides with `configs` (after validation).
-    func setConfigs(topic name: String, configs: [String: String], validateOnly: Bool) throws(BrokerError) {
+    func setConfigs(topic name: String, configs: [String: String], validateOnly: Bool) async throws(BrokerError) {
+        try await self.serialized { () async throws(BrokerError) in
+            try self.setConfigsNow(topic: name, configs: configs, validateOnly: validateOnly)
+        }
+    }
+
+    private func setConfigsNow(topic name: String, configs: [String: String], validateOnly: Bool) throws(BrokerError) {
         guard self.image.topics[name] != nil else {
             throw BrokerError(.unknownTopicOrPartition, "Topic \(name) does not exist.")
         }

@@ -21,6 +21,9 @@ final class PartitionShell: Sendable {
     private let state: NIOLoopBound<State>
     private let threadPool: NIOThreadPool
     private let logger: Logger
+    /// Called (on the partition's loop) when the log can no longer be trusted: the owner takes
+    /// the partition offline.
+    private let onFailure: @Sendable (TopicPartition, String) -> Void
 
     /// Loop-confined state. A class so that the loop-bound wrapper can hand out one reference.
     final class State {
@@ -50,18 +53,22 @@ final class PartitionShell: Sendable {
         config: LogConfig,
         on eventLoop: any EventLoop,
         threadPool: NIOThreadPool,
-        logger: Logger
+        logger: Logger,
+        onFailure: @escaping @Sendable (TopicPartition, String) -> Void
     ) -> EventLoopFuture<PartitionShell> {
         eventLoop.submit {
             let (log, report) = try PartitionLog.open(directory: directory, topicPartition: topicPartition, config: config)
             if let reason = report.truncationReason {
                 logger.warning(
                     "truncated torn tail of \(topicPartition)",
-                    metadata: ["bytes": "\(report.truncatedBytes)", "reason": "\(reason)"])
+                    metadata: [
+                        "bytes": "\(report.truncatedBytes)", "reason": "\(reason)",
+                        "removedSegments": "\(report.removedSegments)",
+                    ])
             }
             return PartitionShell(
                 topicPartition: topicPartition, topicID: topicID, log: log, eventLoop: eventLoop,
-                threadPool: threadPool, logger: logger)
+                threadPool: threadPool, logger: logger, onFailure: onFailure)
         }
     }
 
@@ -71,8 +78,10 @@ final class PartitionShell: Sendable {
         log: PartitionLog,
         eventLoop: any EventLoop,
         threadPool: NIOThreadPool,
-        logger: Logger
+        logger: Logger,
+        onFailure: @escaping @Sendable (TopicPartition, String) -> Void
     ) {
+        self.onFailure = onFailure
         self.topicPartition = topicPartition
         self.topicID = topicID
         self.eventLoop = eventLoop
@@ -152,10 +161,22 @@ final class PartitionShell: Sendable {
             }
             waiters.forEach { $0.succeed() }
         case .failure(let error):
-            // An fsync failure means the page cache may have dropped our data: fail the
-            // acknowledgements rather than claim durability (the fsyncgate lesson).
-            self.logger.critical("fsync of \(self.topicPartition) failed: \(error)")
-            waiters.forEach { $0.fail(BrokerError(.kafkaStorageError, "fsync failed: \(error)")) }
+            // After a failed fsync the kernel may have dropped the dirty pages and will report
+            // later fsyncs as successful (the fsyncgate lesson): nothing written since the last
+            // good flush can be trusted. Fail the acknowledgements and take the partition
+            // offline, as Kafka does for a failed log directory; recovery validates it on restart.
+            self.logger.critical("fsync of \(self.topicPartition) failed; taking it offline: \(error)")
+            let failure = BrokerError(.kafkaStorageError, "fsync failed: \(error)")
+            waiters.forEach { $0.fail(failure) }
+            state.nextFlushWaiters.forEach { $0.fail(failure) }
+            state.nextFlushWaiters = []
+            state.flushWaiters.forEach { $0.fail(failure) }
+            state.flushWaiters = []
+            state.flushRequestedAgain = false
+            state.log = nil
+            self.fireWaiters(state)
+            self.onFailure(self.topicPartition, "fsync failed: \(error)")
+            return
         }
         if state.flushRequestedAgain {
             state.flushRequestedAgain = false
@@ -200,7 +221,9 @@ final class PartitionShell: Sendable {
     /// ListOffsets MAX_TIMESTAMP.
     func maxTimestamp() -> EventLoopFuture<(timestamp: Int64, offset: Int64)?> {
         self.eventLoop.submit {
-            try self.withLog { log, _ -> (timestamp: Int64, offset: Int64)? in log.maxTimestampAndOffset() }
+            try self.withLog { log, _ -> (timestamp: Int64, offset: Int64)? in
+                try storage { () throws(StorageError) in try log.maxTimestampAndOffset() }
+            }
         }
     }
 

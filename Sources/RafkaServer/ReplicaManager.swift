@@ -42,6 +42,12 @@ final class ReplicaManager: Sendable {
 
     var partitionCount: Int { self.partitions.withLock { $0.count } }
 
+    /// Stops serving a partition whose log failed (its files stay for recovery on restart).
+    func takeOffline(_ topicPartition: TopicPartition, reason: String) {
+        self.partitions.withLock { $0[topicPartition] = nil }
+        self.offline.withLock { $0[topicPartition] = reason }
+    }
+
     /// Why `topicPartition` is offline, or nil if it is not.
     func offlineReason(_ topicPartition: TopicPartition) -> String? {
         self.offline.withLock { $0[topicPartition] }
@@ -82,7 +88,8 @@ final class ReplicaManager: Sendable {
             futures.append(
                 PartitionShell.open(
                     topicPartition: tp, topicID: topic.id, directory: directory, config: config,
-                    on: self.loop(for: tp), threadPool: self.threadPool, logger: self.logger))
+                    on: self.loop(for: tp), threadPool: self.threadPool, logger: self.logger,
+                    onFailure: { [weak self] tp, reason in self?.takeOffline(tp, reason: reason) }))
         }
         self.configs.withLock { $0[topic.name] = config }
         for (index, future) in zip(range, futures) {

@@ -136,6 +136,14 @@ final class LogSegment {
         return result
     }
 
+    /// Visits every batch header without touching the indexes (producer-state replay).
+    func forEachBatchHeader(_ body: (RecordBatchHeader) -> Void) throws(StorageError) {
+        let result = try self.scan(from: 0, validate: false) { _, header in body(header) }
+        if let problem = result.problem {
+            throw StorageError(.corruptSegment, "\(self.logPath): \(problem)")
+        }
+    }
+
     /// Walks batches from `position` in 1 MiB reads, calling `body` for each whole batch.
     private func scan(
         from start: Int,
@@ -175,6 +183,11 @@ final class LogSegment {
                         break
                     }
                 }
+                if let problem = self.checkStructure(header, expectedOffset: expectedOffset) {
+                    return ScanResult(
+                        validBytes: position + consumed, problem: "\(problem) at byte \(position + consumed)",
+                        problemIsAtTail: total == remainingInFile)
+                }
                 if validate {
                     let bytes = chunk.getSlice(at: chunk.readerIndex + consumed, length: total)!
                     if let problem = Self.check(header, bytes: bytes, expectedOffset: expectedOffset) {
@@ -190,6 +203,18 @@ final class LogSegment {
             position += consumed
         }
         return ScanResult(validBytes: position, problem: nil)
+    }
+
+    /// What every batch read from disk must satisfy before its fields are used, CRC or not:
+    /// offsets ascend, stay within this segment's 32-bit range, and the count is sane.
+    private func checkStructure(_ header: RecordBatchHeader, expectedOffset: Int64) -> String? {
+        guard header.baseOffset >= expectedOffset else {
+            return "batch base offset \(header.baseOffset) below \(expectedOffset)"
+        }
+        guard header.lastOffsetDelta >= 0, self.canHold(offset: header.lastOffset) else {
+            return "batch offsets \(header.baseOffset)+\(header.lastOffsetDelta) outside the segment's range"
+        }
+        return nil
     }
 
     private static func check(_ header: RecordBatchHeader, bytes: ByteBuffer, expectedOffset: Int64) -> String? {
@@ -282,6 +307,11 @@ final class LogSegment {
             } catch {
                 throw StorageError(.corruptSegment, "\(self.logPath) at byte \(position): \(error)")
             }
+            guard header.batchLength >= Int32(RecordBatchHeader.size - RecordBatchHeader.logOverhead),
+                position + header.totalBytes <= self.size
+            else {
+                throw StorageError(.corruptSegment, "\(self.logPath) at byte \(position): batch length \(header.batchLength)")
+            }
             if header.lastOffset >= offset { return (position, header) }
             position += header.totalBytes
         }
@@ -302,7 +332,7 @@ final class LogSegment {
         while whole + RecordBatchHeader.logOverhead <= bytes.readableBytes {
             let length = Int(bytes.getInteger(at: bytes.readerIndex + whole + 8, endianness: .big, as: Int32.self)!)
             let total = length + RecordBatchHeader.logOverhead
-            if whole + total > bytes.readableBytes { break }
+            if length < RecordBatchHeader.size - RecordBatchHeader.logOverhead || whole + total > bytes.readableBytes { break }
             whole += total
         }
         bytes.moveWriterIndex(to: bytes.readerIndex + whole)

@@ -136,7 +136,9 @@ extension PartitionLog {
         let active = self.activeSegment
         guard !active.isEmpty else { return }
         let full = active.size + incomingBytes > self.config.segmentBytes
-        let aged = active.firstBatchTimestamp.map { $0 >= 0 && incomingTimestamp - $0 >= self.config.segmentMilliseconds } ?? false
+        let aged = active.firstBatchTimestamp.map {
+            $0 >= 0 && incomingTimestamp.subtractingReportingOverflow($0).partialValue >= self.config.segmentMilliseconds
+        } ?? false
         let overflow = !active.canHold(offset: self.logEndOffset + Int64(recordCount))
         if full || aged || overflow { try self.roll() }
     }

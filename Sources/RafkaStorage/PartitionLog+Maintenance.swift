@@ -54,7 +54,9 @@ extension PartitionLog {
         var deleted = 0
         let retentionMilliseconds = self.config.retentionMilliseconds
         if retentionMilliseconds >= 0 {
-            while let oldest = self.segments.first, !oldest.isEmpty, now - oldest.maxTimestamp > retentionMilliseconds {
+            while let oldest = self.segments.first, !oldest.isEmpty,
+                now.subtractingReportingOverflow(oldest.maxTimestamp).partialValue > retentionMilliseconds
+            {
                 if self.segments.count == 1 { try self.roll() }
                 try self.deleteOldestSegment()
                 deleted += 1

@@ -60,12 +60,16 @@ extension PartitionLog {
         return nil
     }
 
-    /// The record with the largest timestamp (ListOffsets MAX_TIMESTAMP, KIP-734).
-    public func maxTimestampAndOffset() -> (timestamp: Int64, offset: Int64)? {
-        guard let best = self.segments.max(by: { $0.maxTimestamp < $1.maxTimestamp }), best.maxTimestamp >= 0 else {
-            return nil
-        }
-        return (best.maxTimestamp, best.offsetOfMaxTimestamp)
+    /// The record with the largest timestamp (ListOffsets MAX_TIMESTAMP, KIP-734): the segments
+    /// know which batch holds it; the record itself is found inside that batch.
+    public func maxTimestampAndOffset() throws(StorageError) -> (timestamp: Int64, offset: Int64)? {
+        guard let best = self.segments.max(by: { $0.maxTimestamp < $1.maxTimestamp }), best.maxTimestamp >= 0,
+            best.offsetOfMaxTimestamp >= self.logStartOffset,
+            let found = try best.position(of: best.offsetOfMaxTimestamp)
+        else { return nil }
+        let bytes = try best.batch(at: found.position, header: found.header)
+        return try Self.firstRecord(in: bytes, header: found.header, atOrAfter: best.maxTimestamp)
+            ?? (best.maxTimestamp, best.offsetOfMaxTimestamp)
     }
 
     private static func firstRecord(
@@ -81,7 +85,7 @@ extension PartitionLog {
             let payload = try codec.decompress(
                 RecordBatch.recordsSection(of: batch), outputBytesMax: Limits.decompressedBatchBytesMax)
             for record in try RecordBatch.decodeRecords(payload) {
-                let recordTimestamp = header.baseTimestamp + record.timestampDelta
+                let recordTimestamp = header.baseTimestamp &+ record.timestampDelta
                 if recordTimestamp >= timestamp {
                     return (recordTimestamp, header.baseOffset + Int64(record.offsetDelta))
                 }

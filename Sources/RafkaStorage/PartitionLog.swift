@@ -40,6 +40,8 @@ public final class PartitionLog {
         public var segments: Int
         public var truncatedBytes: Int
         public var truncationReason: String?
+        /// Segment files removed because the log ended (torn) in an earlier segment.
+        public var removedSegments: [String] = []
         public var producerStateFrom: Int64
     }
 
@@ -92,49 +94,88 @@ public final class PartitionLog {
 
     private var recoveryPointPath: String { self.directory + "/recovery-point" }
 
+    /// Recovers the segments in order. Past the recovery point (data that may not have reached
+    /// the disk), a segment whose end is torn — a bad last batch, or fewer offsets than the next
+    /// segment starts at — is where the log now ends: it is cut there and later segments are
+    /// removed, as Kafka's recovery does, with a warning naming them. Damage anywhere else is
+    /// refused with the file named, never cut.
     private func recover() throws(StorageError) -> RecoveryReport {
         let checkpoint = Self.readCheckpoint(self.recoveryPointPath) ?? 0
         let (snapshotOffset, table) = self.loadNewestSnapshot()
         self.producers = table
         let replayFrom = snapshotOffset ?? self.logStartOffset
         var report = RecoveryReport(segments: self.segments.count, truncatedBytes: 0, producerStateFrom: replayFrom)
-        for (i, segment) in self.segments.enumerated() {
-            let isActive = i == self.segments.count - 1
-            let nextBase = isActive ? Int64.max : self.segments[i + 1].baseOffset
-            let needsValidation = isActive || nextBase > checkpoint
-            let needsReplay = nextBase > replayFrom
-            if !needsValidation && !needsReplay {
+        var index = 0
+        while index < self.segments.count {
+            let segment = self.segments[index]
+            let isActive = index == self.segments.count - 1
+            let nextBase = isActive ? Int64.max : self.segments[index + 1].baseOffset
+            let unflushed = isActive || nextBase > checkpoint
+            if !unflushed && nextBase <= replayFrom {
                 try segment.adoptClosed(nextOffset: nextBase)
+                index += 1
                 continue
             }
-            let result = try segment.recover(validate: needsValidation) { header in
+            let result = try segment.recover(validate: unflushed) { header in
                 if header.baseOffset >= replayFrom { self.producers.record(header) }
             }
-            if let problem = result.problem {
-                guard isActive else {
+            let shortOfNext = !isActive && result.problem == nil && segment.nextOffset < nextBase
+            if let problem = result.problem, !(unflushed && result.problemIsAtTail) {
+                let detail = isActive ? ", with valid-looking data after it; only a torn tail is truncated" : ""
+                throw StorageError(.corruptSegment, "\(segment.logPath): \(problem)\(detail); inspect or restore it")
+            }
+            guard !isActive && result.problem == nil && !shortOfNext else {
+                if shortOfNext && !unflushed {
                     throw StorageError(
                         .corruptSegment,
-                        "\(segment.logPath): \(problem); a closed segment is never truncated, inspect or restore it")
+                        "\(segment.logPath): ends at offset \(segment.nextOffset), the next segment starts at \(nextBase)")
                 }
-                guard result.problemIsAtTail else {
-                    throw StorageError(
-                        .corruptSegment,
-                        "\(segment.logPath): \(problem), with valid-looking data after it; only a torn tail is truncated, inspect or restore it")
-                }
-                report.truncatedBytes = segment.size - result.validBytes
-                report.truncationReason = problem
+                report.truncatedBytes += segment.size - result.validBytes
+                report.truncationReason = result.problem ?? "offsets end at \(segment.nextOffset) before the next segment's base \(nextBase)"
                 try segment.truncate(toBytes: result.validBytes)
+                report.removedSegments = try self.removeSegments(after: index)
+                break
             }
-            if !isActive {
-                guard segment.nextOffset <= nextBase else {
-                    throw StorageError(.corruptSegment, "\(segment.logPath): offsets run past the next segment's base \(nextBase)")
-                }
-                segment.markClosed(nextOffset: nextBase)
+            guard segment.nextOffset <= nextBase else {
+                throw StorageError(.corruptSegment, "\(segment.logPath): offsets run past the next segment's base \(nextBase)")
             }
+            segment.markClosed(nextOffset: nextBase)
+            index += 1
         }
         self.recoveryPoint = min(checkpoint, self.logEndOffset)
+        if let snapshotOffset, snapshotOffset > self.logEndOffset {
+            // The log now ends before the snapshot: rebuild producer state from what remains.
+            try self.removeSnapshots(after: self.logEndOffset)
+            report.producerStateFrom = try self.rebuildProducerState()
+        }
         try self.removeSnapshots(after: self.logEndOffset)
         return report
+    }
+
+    /// Deletes every segment after `index` (recovery found the log ends in segment `index`),
+    /// returning their file names.
+    private func removeSegments(after index: Int) throws(StorageError) -> [String] {
+        var removed: [String] = []
+        while self.segments.count > index + 1 {
+            let segment = self.segments.removeLast()
+            removed.insert(segment.logPath, at: 0)
+            try segment.deleteFiles()
+        }
+        return removed
+    }
+
+    /// Producer state from the newest snapshot at or below the log end plus the batch headers
+    /// after it. Returns the offset replay started from.
+    private func rebuildProducerState() throws(StorageError) -> Int64 {
+        let (snapshotOffset, table) = self.loadNewestSnapshot()
+        self.producers = table
+        let from = snapshotOffset ?? self.logStartOffset
+        for segment in self.segments where segment.nextOffset > from {
+            try segment.forEachBatchHeader { header in
+                if header.baseOffset >= from { self.producers.record(header) }
+            }
+        }
+        return from
     }
 
     private func loadNewestSnapshot() -> (Int64?, ProducerStateTable) {

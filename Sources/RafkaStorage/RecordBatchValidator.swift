@@ -90,34 +90,66 @@ public enum RecordBatchValidator {
         } catch {
             throw Self.failure(error, batchIndex: index)
         }
-        if config.timestampType == .createTime {
-            try Self.checkTimestamps(header, timestamps, config: config, now: now, index: index)
+        let maxTimestamp = try Self.checkTimestamps(header, timestamps, config: config, now: now, index: index)
+        var header = header
+        var bytes = bytes
+        if config.timestampType == .createTime && header.maxTimestamp != maxTimestamp {
+            // The header's max timestamp drives segment rolls, time retention and ListOffsets:
+            // it must be the records' own, as Kafka's LogValidator makes it (setMaxTimestamp).
+            var copy = ByteBuffer()
+            copy.writeImmutableBuffer(bytes)
+            copy.setInteger(maxTimestamp, at: copy.readerIndex + RecordBatchHeader.maxTimestampPosition, endianness: .big)
+            let crc = RecordBatch.computeCRC(copy)
+            copy.setInteger(crc, at: copy.readerIndex + RecordBatchHeader.crcPosition, endianness: .big)
+            header.maxTimestamp = maxTimestamp
+            header.crc = crc
+            bytes = copy
         }
         if let target = Self.recompressionTarget(config.compressionType), target != codec {
-            return try Self.recompress(header, payload: payload, to: target, index: index)
+            let recompressed = try Self.recompress(header, payload: payload, to: target, index: index)
+            guard recompressed.bytes.readableBytes <= config.maxMessageBytes else {
+                throw Failure(
+                    .messageTooLarge,
+                    "batch recompressed to \(target) is \(recompressed.bytes.readableBytes) bytes, over max.message.bytes \(config.maxMessageBytes)",
+                    batchIndex: index)
+            }
+            return recompressed
         }
         return ValidatedBatch(header: header, bytes: bytes)
     }
 
+    /// Checks record timestamps (each base + delta must not overflow and must be ≥ -1, Kafka's
+    /// "no timestamp") and, for CreateTime topics, the `message.timestamp.*.max.ms` window.
+    /// Returns the records' max timestamp.
     private static func checkTimestamps(
         _ header: RecordBatchHeader,
         _ range: RecordBatch.TimestampRange,
         config: LogConfig,
         now: Int64,
         index: Int
-    ) throws(Failure) {
-        let earliest = header.baseTimestamp &+ range.minDelta
-        let latest = header.baseTimestamp &+ range.maxDelta
-        if config.timestampBeforeMaxMilliseconds != Int64.max && now - earliest > config.timestampBeforeMaxMilliseconds {
+    ) throws(Failure) -> Int64 {
+        let (earliest, earlyOverflow) = header.baseTimestamp.addingReportingOverflow(range.minDelta)
+        let (latest, lateOverflow) = header.baseTimestamp.addingReportingOverflow(range.maxDelta)
+        guard !earlyOverflow, !lateOverflow, earliest >= -1 else {
+            throw Failure(
+                .invalidTimestamp,
+                "record timestamps from base \(header.baseTimestamp) with deltas \(range.minDelta)…\(range.maxDelta) are invalid",
+                batchIndex: index)
+        }
+        guard config.timestampType == .createTime else { return latest }
+        let before = config.timestampBeforeMaxMilliseconds
+        if before != Int64.max && now.subtractingReportingOverflow(earliest).partialValue > before {
             throw Failure(
                 .invalidTimestamp,
                 "timestamp \(earliest) is more than message.timestamp.before.max.ms before \(now)", batchIndex: index)
         }
-        if config.timestampAfterMaxMilliseconds != Int64.max && latest - now > config.timestampAfterMaxMilliseconds {
+        let after = config.timestampAfterMaxMilliseconds
+        if after != Int64.max && latest.subtractingReportingOverflow(now).partialValue > after {
             throw Failure(
                 .invalidTimestamp,
                 "timestamp \(latest) is more than message.timestamp.after.max.ms after \(now)", batchIndex: index)
         }
+        return latest
     }
 
     /// The codec a topic's `compression.type` forces, or nil for `producer`.

@@ -2,6 +2,7 @@ import KafkaProtocol
 import NIOCore
 import RafkaClient
 @testable import RafkaServer
+import RafkaStorage
 import Testing
 
 @Suite(.tags(.integration), .serialized) struct BrokerProtocolTests {
@@ -192,6 +193,52 @@ import Testing
             let response = try await client.send(request, version: 4)
             #expect(response.topics.count == 1500)
             for socket in stalled { #expect(socket.isClosedByPeer()) }
+            client.close()
+        }
+    }
+}
+
+@Suite(.tags(.integration), .serialized) struct BrokerConcurrencyTests {
+    /// Twenty clients auto-creating one topic at the same moment agree on one topic id.
+    @Test func concurrentAutoCreationMakesOneTopic() async throws {
+        try await TestBroker.with { broker in
+            let ids = try await withThrowingTaskGroup(of: KafkaUUID.self) { group in
+                for _ in 0..<20 {
+                    group.addTask {
+                        let client = try await broker.connect()
+                        defer { client.close() }
+                        let response = try await client.send(MetadataRequest(topics: [.init(name: "raced")]), version: 12)
+                        return response.topics[0].topicId
+                    }
+                }
+                return try await group.reduce(into: Set<KafkaUUID>()) { $0.insert($1) }
+            }
+            #expect(ids.count == 1)
+            #expect(broker.broker.cache.image.topics["raced"]?.id == ids.first)
+        }
+    }
+
+    /// A fetch that lists one partition many times, each asking for 64 MiB, gets at most its
+    /// response budget back (read one partition at a time), not 64 MiB per entry.
+    @Test func fetchHonoursTheResponseBudgetAcrossPartitions() async throws {
+        try await TestBroker.with { broker in
+            let client = try await broker.connect()
+            let created = try await client.send(CreateTopicsRequest(topics: [.init(name: "big", numPartitions: 1, replicationFactor: 1)]))
+            for _ in 0..<20 {
+                _ = try await client.send(BrokerProtocolTests.produce("big", (0..<50).map { _ in String(repeating: "v", count: 1000) }), version: 9)
+            }
+            var request = BrokerProtocolTests.fetch(created.topics[0].topicId, offset: 0, maxWaitMs: 0)
+            request.maxBytes = 200_000
+            let entry = request.topics[0].partitions[0]
+            request.topics[0].partitions = (0..<100).map { _ in
+                var copy = entry
+                copy.partitionMaxBytes = 64 << 20
+                return copy
+            }
+            let response = try await client.send(request, version: 13)
+            let bytes = response.responses[0].partitions.reduce(0) { $0 + ($1.records?.readableBytes ?? 0) }
+            #expect(bytes > 0 && bytes <= 200_000 + 60_000)
+            #expect(response.responses[0].partitions.count == 100)
             client.close()
         }
     }

@@ -111,7 +111,7 @@ import Testing
         #expect(try log.offset(forTimestamp: 1_302)! == (1_302, 17))
         #expect(try log.offset(forTimestamp: 1_305)! == (1_400, 20))
         #expect(try log.offset(forTimestamp: 99_999) == nil)
-        #expect(log.maxTimestampAndOffset()! == (2_904, 99))
+        #expect(try log.maxTimestampAndOffset()! == (2_904, 99))
     }
 
     @Test func cleanRestartKeepsEverything() throws {
@@ -168,24 +168,51 @@ import Testing
         #expect(report.truncationReason?.contains("CRC") == true)
     }
 
-    /// A damaged closed segment past the recovery point is reported by file name, never dropped.
+    /// A damaged closed segment — bad bytes with good batches after them — is reported by file
+    /// name, never cut.
     @Test func corruptClosedSegmentIsReportedByName() throws {
         defer { self.directory.remove() }
         do {
-            let (log, _) = try self.open(["segment.bytes": "500"])
-            for _ in 0..<10 { _ = try self.append(log, Batches.make(count: 1, valueBytes: 200)) }
+            let (log, _) = try self.open(["segment.bytes": "1500"])
+            for _ in 0..<20 { _ = try self.append(log, Batches.make(count: 1, valueBytes: 200)) }
             // Unclean: no close, recovery point still 0.
         }
         let first = self.directory.path + "/orders-0/00000000000000000000.log"
+        let size = try FileManager.default.attributesOfItem(atPath: first)[.size] as! Int
         try Self.flipByte(first, at: 100)
         #expect {
-            _ = try self.open(["segment.bytes": "500"])
+            _ = try self.open(["segment.bytes": "1500"])
         } throws: { error in
             guard let error = error as? StorageError else { return false }
             return error.code == .corruptSegment && error.message.contains("00000000000000000000.log")
         }
-        // The file is still there, untouched in length.
-        #expect(FileManager.default.fileExists(atPath: first))
+        #expect(try FileManager.default.attributesOfItem(atPath: first)[.size] as! Int == size)
+    }
+
+    /// After a power loss, a rolled segment whose fsync had not finished can end early: past the
+    /// recovery point that is where the log ends, later segments go, and the report says so.
+    @Test func tornClosedSegmentPastTheRecoveryPointEndsTheLog() throws {
+        defer { self.directory.remove() }
+        let retry = Batches.make(count: 1, valueBytes: 200, producerID: 3, epoch: 0, sequence: 4)
+        do {
+            let (log, _) = try self.open(["segment.bytes": "1500"])
+            for i in 0..<4 { _ = try self.append(log, Batches.make(count: 1, valueBytes: 200, producerID: 3, epoch: 0, sequence: Int32(i))) }
+            _ = try self.append(log, retry)
+            for i in 5..<20 { _ = try self.append(log, Batches.make(count: 1, valueBytes: 200, producerID: 3, epoch: 0, sequence: Int32(i))) }
+        }
+        // The first segment loses its last batch (offset 4), as if its pages never reached the disk.
+        let first = self.directory.path + "/orders-0/00000000000000000000.log"
+        let data = try Data(contentsOf: URL(fileURLWithPath: first))
+        let batches = try RecordBatch.split(ByteBuffer(bytes: data))
+        #expect(batches.count == 5)
+        try data.prefix(data.count - batches.last!.bytes.readableBytes).write(to: URL(fileURLWithPath: first))
+        let (log, report) = try self.open(["segment.bytes": "1500"])
+        #expect(log.logEndOffset == 4)
+        #expect(log.segmentCount == 1)
+        #expect(report.removedSegments.count == 3)
+        #expect(report.truncationReason != nil)
+        // The producer's retry of the lost batch is written again, not acknowledged as a duplicate.
+        #expect(try self.append(log, retry) == .appended(.init(firstOffset: 4, lastOffset: 4, logAppendTime: -1, logStartOffset: 0, recordCount: 1)))
     }
 
     @Test func idempotentProducerDuplicatesAndGaps() throws {

@@ -121,3 +121,35 @@ import Testing
         #expect(table.entries[0] == nil)
     }
 }
+
+extension RecordBatchValidatorTests {
+    /// A header max timestamp that disagrees with the records (here Int64.min) is replaced by
+    /// the records' own, CRC and all: later arithmetic on it must not trap.
+    @Test func headerMaxTimestampIsTheRecords() throws {
+        var bytes = Batches.make(count: 3, timestamp: 1_000)
+        bytes.setInteger(Int64.min, at: RecordBatchHeader.maxTimestampPosition)
+        bytes.setInteger(RecordBatch.computeCRC(bytes), at: RecordBatchHeader.crcPosition)
+        let batch = try Batches.validated(bytes)[0]
+        #expect(batch.header.maxTimestamp == 1_002)
+        try RecordBatch.validateHeader(try RecordBatch.split(batch.bytes)[0].header, bytes: batch.bytes)
+        #expect(try RecordBatch.split(batch.bytes)[0].header.maxTimestamp == 1_002)
+    }
+
+    @Test func overflowingRecordTimestampsAreInvalid() throws {
+        var bytes = Batches.make(count: 3, timestamp: 0)
+        bytes.setInteger(Int64.max - 1, at: 27)  // base timestamp; deltas 0, 1, 2 overflow
+        bytes.setInteger(RecordBatch.computeCRC(bytes), at: RecordBatchHeader.crcPosition)
+        #expect(validationFailure { _ = try Batches.validated(bytes) } == .invalidTimestamp)
+        var negative = Batches.make(count: 1, timestamp: 0)
+        negative.setInteger(Int64(-5), at: 27)
+        negative.setInteger(RecordBatch.computeCRC(negative), at: RecordBatchHeader.crcPosition)
+        #expect(validationFailure { _ = try Batches.validated(negative) } == .invalidTimestamp)
+    }
+
+    @Test func recompressionThatGrowsPastTheLimitIsTooLarge() throws {
+        let config = try LogConfig(overrides: ["compression.type": "uncompressed", "max.message.bytes": "3000"])
+        let compressed = Batches.make(count: 50, valueBytes: 200, codec: .zstd)
+        #expect(compressed.readableBytes < 3000)
+        #expect(validationFailure { _ = try Batches.validated(compressed, config: config) } == .messageTooLarge)
+    }
+}

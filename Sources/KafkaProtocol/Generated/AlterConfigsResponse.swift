@@ -30,7 +30,7 @@ public struct AlterConfigsResponse: KafkaResponseMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Responses") }
             var items: [AlterConfigsResourceResponse] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try AlterConfigsResourceResponse(from: &buffer, version: version))
             }

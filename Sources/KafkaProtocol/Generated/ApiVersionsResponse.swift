@@ -45,7 +45,7 @@ public struct ApiVersionsResponse: KafkaResponseMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "ApiKeys") }
             var items: [ApiVersion] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try ApiVersion(from: &buffer, version: version))
             }
@@ -68,7 +68,7 @@ public struct ApiVersionsResponse: KafkaResponseMessage {
                         let count = try field.readKafkaArrayCount(compact: flexible)
                         guard let count else { throw KafkaDecodingError(.unexpectedNull, "SupportedFeatures") }
                         var items: [SupportedFeatureKey] = []
-                        items.reserveCapacity(count)
+                        items.reserveCapacity(min(count, 1024))
                         for _ in 0..<count {
                             items.append(try SupportedFeatureKey(from: &field, version: version))
                         }
@@ -81,7 +81,7 @@ public struct ApiVersionsResponse: KafkaResponseMessage {
                         let count = try field.readKafkaArrayCount(compact: flexible)
                         guard let count else { throw KafkaDecodingError(.unexpectedNull, "FinalizedFeatures") }
                         var items: [FinalizedFeatureKey] = []
-                        items.reserveCapacity(count)
+                        items.reserveCapacity(min(count, 1024))
                         for _ in 0..<count {
                             items.append(try FinalizedFeatureKey(from: &field, version: version))
                         }

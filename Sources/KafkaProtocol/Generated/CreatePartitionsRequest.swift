@@ -32,7 +32,7 @@ public struct CreatePartitionsRequest: KafkaRequestMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Topics") }
             var items: [CreatePartitionsTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try CreatePartitionsTopic(from: &buffer, version: version))
             }
@@ -91,7 +91,7 @@ public struct CreatePartitionsRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 if let count {
                     var items: [CreatePartitionsAssignment] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(min(count, 1024))
                     for _ in 0..<count {
                         items.append(try CreatePartitionsAssignment(from: &buffer, version: version))
                     }
@@ -148,7 +148,7 @@ public struct CreatePartitionsRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "BrokerIds") }
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try buffer.readKafkaInt32())
                 }

@@ -30,7 +30,7 @@ public struct CreatePartitionsResponse: KafkaResponseMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Results") }
             var items: [CreatePartitionsTopicResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try CreatePartitionsTopicResult(from: &buffer, version: version))
             }

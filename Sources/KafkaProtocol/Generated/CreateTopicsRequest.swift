@@ -32,7 +32,7 @@ public struct CreateTopicsRequest: KafkaRequestMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Topics") }
             var items: [CreatableTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try CreatableTopic(from: &buffer, version: version))
             }
@@ -102,7 +102,7 @@ public struct CreateTopicsRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Assignments") }
                 var items: [CreatableReplicaAssignment] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try CreatableReplicaAssignment(from: &buffer, version: version))
                 }
@@ -112,7 +112,7 @@ public struct CreateTopicsRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Configs") }
                 var items: [CreatableTopicConfig] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try CreatableTopicConfig(from: &buffer, version: version))
                 }
@@ -171,7 +171,7 @@ public struct CreateTopicsRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "BrokerIds") }
                 var items: [Int32] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try buffer.readKafkaInt32())
                 }

@@ -32,7 +32,7 @@ public struct CreateTopicsResponse: KafkaResponseMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Topics") }
             var items: [CreatableTopicResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try CreatableTopicResult(from: &buffer, version: version))
             }
@@ -118,7 +118,7 @@ public struct CreateTopicsResponse: KafkaResponseMessage {
                     let count = try buffer.readKafkaArrayCount(compact: flexible)
                     if let count {
                         var items: [CreatableTopicConfigs] = []
-                        items.reserveCapacity(count)
+                        items.reserveCapacity(min(count, 1024))
                         for _ in 0..<count {
                             items.append(try CreatableTopicConfigs(from: &buffer, version: version))
                         }

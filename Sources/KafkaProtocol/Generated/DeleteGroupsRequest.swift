@@ -26,7 +26,7 @@ public struct DeleteGroupsRequest: KafkaRequestMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "GroupsNames") }
             var items: [String] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try buffer.readKafkaString(compact: flexible))
             }

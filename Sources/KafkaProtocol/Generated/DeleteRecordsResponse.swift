@@ -30,7 +30,7 @@ public struct DeleteRecordsResponse: KafkaResponseMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Topics") }
             var items: [DeleteRecordsTopicResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try DeleteRecordsTopicResult(from: &buffer, version: version))
             }
@@ -82,7 +82,7 @@ public struct DeleteRecordsResponse: KafkaResponseMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Partitions") }
                 var items: [DeleteRecordsPartitionResult] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try DeleteRecordsPartitionResult(from: &buffer, version: version))
                 }

@@ -33,7 +33,7 @@ public struct DeleteTopicsRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Topics") }
                 var items: [DeleteTopicState] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try DeleteTopicState(from: &buffer, version: version))
                 }
@@ -45,7 +45,7 @@ public struct DeleteTopicsRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "TopicNames") }
                 var items: [String] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try buffer.readKafkaString(compact: flexible))
                 }

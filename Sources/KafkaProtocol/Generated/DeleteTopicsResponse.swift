@@ -32,7 +32,7 @@ public struct DeleteTopicsResponse: KafkaResponseMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Responses") }
             var items: [DeletableTopicResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try DeletableTopicResult(from: &buffer, version: version))
             }

@@ -55,7 +55,7 @@ public struct DescribeClusterResponse: KafkaResponseMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Brokers") }
             var items: [DescribeClusterBroker] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try DescribeClusterBroker(from: &buffer, version: version))
             }

@@ -32,7 +32,7 @@ public struct DescribeConfigsRequest: KafkaRequestMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Resources") }
             var items: [DescribeConfigsResource] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try DescribeConfigsResource(from: &buffer, version: version))
             }
@@ -99,7 +99,7 @@ public struct DescribeConfigsRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 if let count {
                     var items: [String] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(min(count, 1024))
                     for _ in 0..<count {
                         items.append(try buffer.readKafkaString(compact: flexible))
                     }

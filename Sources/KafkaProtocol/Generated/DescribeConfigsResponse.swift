@@ -30,7 +30,7 @@ public struct DescribeConfigsResponse: KafkaResponseMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Results") }
             var items: [DescribeConfigsResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try DescribeConfigsResult(from: &buffer, version: version))
             }
@@ -94,7 +94,7 @@ public struct DescribeConfigsResponse: KafkaResponseMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Configs") }
                 var items: [DescribeConfigsResourceResult] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try DescribeConfigsResourceResult(from: &buffer, version: version))
                 }
@@ -181,7 +181,7 @@ public struct DescribeConfigsResponse: KafkaResponseMessage {
                     let count = try buffer.readKafkaArrayCount(compact: flexible)
                     guard let count else { throw KafkaDecodingError(.unexpectedNull, "Synonyms") }
                     var items: [DescribeConfigsSynonym] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(min(count, 1024))
                     for _ in 0..<count {
                         items.append(try DescribeConfigsSynonym(from: &buffer, version: version))
                     }

@@ -29,7 +29,7 @@ public struct DescribeGroupsRequest: KafkaRequestMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Groups") }
             var items: [String] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try buffer.readKafkaString(compact: flexible))
             }

@@ -32,7 +32,7 @@ public struct DescribeGroupsResponse: KafkaResponseMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Groups") }
             var items: [DescribedGroup] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try DescribedGroup(from: &buffer, version: version))
             }
@@ -105,7 +105,7 @@ public struct DescribeGroupsResponse: KafkaResponseMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Members") }
                 var items: [DescribedGroupMember] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try DescribedGroupMember(from: &buffer, version: version))
                 }

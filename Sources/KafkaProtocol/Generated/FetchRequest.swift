@@ -75,7 +75,7 @@ public struct FetchRequest: KafkaRequestMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Topics") }
             var items: [FetchTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try FetchTopic(from: &buffer, version: version))
             }
@@ -86,7 +86,7 @@ public struct FetchRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "ForgottenTopicsData") }
                 var items: [ForgottenTopic] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try ForgottenTopic(from: &buffer, version: version))
                 }
@@ -258,7 +258,7 @@ public struct FetchRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Partitions") }
                 var items: [FetchPartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try FetchPartition(from: &buffer, version: version))
                 }
@@ -417,7 +417,7 @@ public struct FetchRequest: KafkaRequestMessage {
                     let count = try buffer.readKafkaArrayCount(compact: flexible)
                     guard let count else { throw KafkaDecodingError(.unexpectedNull, "Partitions") }
                     var items: [Int32] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(min(count, 1024))
                     for _ in 0..<count {
                         items.append(try buffer.readKafkaInt32())
                     }

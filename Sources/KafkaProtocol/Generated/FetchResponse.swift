@@ -47,7 +47,7 @@ public struct FetchResponse: KafkaResponseMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Responses") }
             var items: [FetchableTopicResponse] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try FetchableTopicResponse(from: &buffer, version: version))
             }
@@ -67,7 +67,7 @@ public struct FetchResponse: KafkaResponseMessage {
                         let count = try field.readKafkaArrayCount(compact: flexible)
                         guard let count else { throw KafkaDecodingError(.unexpectedNull, "NodeEndpoints") }
                         var items: [NodeEndpoint] = []
-                        items.reserveCapacity(count)
+                        items.reserveCapacity(min(count, 1024))
                         for _ in 0..<count {
                             items.append(try NodeEndpoint(from: &field, version: version))
                         }
@@ -143,7 +143,7 @@ public struct FetchResponse: KafkaResponseMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Partitions") }
                 var items: [PartitionData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try PartitionData(from: &buffer, version: version))
                 }
@@ -236,7 +236,7 @@ public struct FetchResponse: KafkaResponseMessage {
                     let count = try buffer.readKafkaArrayCount(compact: flexible)
                     if let count {
                         var items: [AbortedTransaction] = []
-                        items.reserveCapacity(count)
+                        items.reserveCapacity(min(count, 1024))
                         for _ in 0..<count {
                             items.append(try AbortedTransaction(from: &buffer, version: version))
                         }

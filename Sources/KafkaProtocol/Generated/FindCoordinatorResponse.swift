@@ -67,7 +67,7 @@ public struct FindCoordinatorResponse: KafkaResponseMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Coordinators") }
                 var items: [Coordinator] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try Coordinator(from: &buffer, version: version))
                 }

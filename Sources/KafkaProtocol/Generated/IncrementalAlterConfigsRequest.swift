@@ -29,7 +29,7 @@ public struct IncrementalAlterConfigsRequest: KafkaRequestMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Resources") }
             var items: [AlterConfigsResource] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try AlterConfigsResource(from: &buffer, version: version))
             }
@@ -86,7 +86,7 @@ public struct IncrementalAlterConfigsRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Configs") }
                 var items: [AlterableConfig] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try AlterableConfig(from: &buffer, version: version))
                 }

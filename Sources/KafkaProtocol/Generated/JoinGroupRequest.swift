@@ -61,7 +61,7 @@ public struct JoinGroupRequest: KafkaRequestMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Protocols") }
             var items: [JoinGroupRequestProtocol] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try JoinGroupRequestProtocol(from: &buffer, version: version))
             }

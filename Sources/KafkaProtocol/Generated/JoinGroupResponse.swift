@@ -71,7 +71,7 @@ public struct JoinGroupResponse: KafkaResponseMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Members") }
             var items: [JoinGroupResponseMember] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try JoinGroupResponseMember(from: &buffer, version: version))
             }

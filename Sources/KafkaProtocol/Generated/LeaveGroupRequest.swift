@@ -37,7 +37,7 @@ public struct LeaveGroupRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Members") }
                 var items: [MemberIdentity] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try MemberIdentity(from: &buffer, version: version))
                 }

@@ -30,7 +30,7 @@ public struct ListGroupsRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "StatesFilter") }
                 var items: [String] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try buffer.readKafkaString(compact: flexible))
                 }
@@ -42,7 +42,7 @@ public struct ListGroupsRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "TypesFilter") }
                 var items: [String] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try buffer.readKafkaString(compact: flexible))
                 }

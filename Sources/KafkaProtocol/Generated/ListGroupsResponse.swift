@@ -36,7 +36,7 @@ public struct ListGroupsResponse: KafkaResponseMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Groups") }
             var items: [ListedGroup] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try ListedGroup(from: &buffer, version: version))
             }

@@ -39,7 +39,7 @@ public struct ListOffsetsRequest: KafkaRequestMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Topics") }
             var items: [ListOffsetsTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try ListOffsetsTopic(from: &buffer, version: version))
             }
@@ -100,7 +100,7 @@ public struct ListOffsetsRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Partitions") }
                 var items: [ListOffsetsPartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try ListOffsetsPartition(from: &buffer, version: version))
                 }

@@ -32,7 +32,7 @@ public struct ListOffsetsResponse: KafkaResponseMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Topics") }
             var items: [ListOffsetsTopicResponse] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try ListOffsetsTopicResponse(from: &buffer, version: version))
             }
@@ -86,7 +86,7 @@ public struct ListOffsetsResponse: KafkaResponseMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Partitions") }
                 var items: [ListOffsetsPartitionResponse] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try ListOffsetsPartitionResponse(from: &buffer, version: version))
                 }
@@ -152,7 +152,7 @@ public struct ListOffsetsResponse: KafkaResponseMessage {
                     let count = try buffer.readKafkaArrayCount(compact: flexible)
                     guard let count else { throw KafkaDecodingError(.unexpectedNull, "OldStyleOffsets") }
                     var items: [Int64] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(min(count, 1024))
                     for _ in 0..<count {
                         items.append(try buffer.readKafkaInt64())
                     }

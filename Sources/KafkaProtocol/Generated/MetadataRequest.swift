@@ -35,7 +35,7 @@ public struct MetadataRequest: KafkaRequestMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             if let count {
                 var items: [MetadataRequestTopic] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try MetadataRequestTopic(from: &buffer, version: version))
                 }

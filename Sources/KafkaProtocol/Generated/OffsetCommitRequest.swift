@@ -58,7 +58,7 @@ public struct OffsetCommitRequest: KafkaRequestMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Topics") }
             var items: [OffsetCommitRequestTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try OffsetCommitRequestTopic(from: &buffer, version: version))
             }
@@ -126,7 +126,7 @@ public struct OffsetCommitRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Partitions") }
                 var items: [OffsetCommitRequestPartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try OffsetCommitRequestPartition(from: &buffer, version: version))
                 }

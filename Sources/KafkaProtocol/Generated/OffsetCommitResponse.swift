@@ -32,7 +32,7 @@ public struct OffsetCommitResponse: KafkaResponseMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Topics") }
             var items: [OffsetCommitResponseTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try OffsetCommitResponseTopic(from: &buffer, version: version))
             }
@@ -86,7 +86,7 @@ public struct OffsetCommitResponse: KafkaResponseMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Partitions") }
                 var items: [OffsetCommitResponsePartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try OffsetCommitResponsePartition(from: &buffer, version: version))
                 }

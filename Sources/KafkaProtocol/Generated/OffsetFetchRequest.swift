@@ -39,7 +39,7 @@ public struct OffsetFetchRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 if let count {
                     var items: [OffsetFetchRequestTopic] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(min(count, 1024))
                     for _ in 0..<count {
                         items.append(try OffsetFetchRequestTopic(from: &buffer, version: version))
                     }
@@ -54,7 +54,7 @@ public struct OffsetFetchRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Groups") }
                 var items: [OffsetFetchRequestGroup] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try OffsetFetchRequestGroup(from: &buffer, version: version))
                 }
@@ -132,7 +132,7 @@ public struct OffsetFetchRequest: KafkaRequestMessage {
                     let count = try buffer.readKafkaArrayCount(compact: flexible)
                     guard let count else { throw KafkaDecodingError(.unexpectedNull, "PartitionIndexes") }
                     var items: [Int32] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(min(count, 1024))
                     for _ in 0..<count {
                         items.append(try buffer.readKafkaInt32())
                     }
@@ -209,7 +209,7 @@ public struct OffsetFetchRequest: KafkaRequestMessage {
                     let count = try buffer.readKafkaArrayCount(compact: flexible)
                     if let count {
                         var items: [OffsetFetchRequestTopics] = []
-                        items.reserveCapacity(count)
+                        items.reserveCapacity(min(count, 1024))
                         for _ in 0..<count {
                             items.append(try OffsetFetchRequestTopics(from: &buffer, version: version))
                         }
@@ -289,7 +289,7 @@ public struct OffsetFetchRequest: KafkaRequestMessage {
                     let count = try buffer.readKafkaArrayCount(compact: flexible)
                     guard let count else { throw KafkaDecodingError(.unexpectedNull, "PartitionIndexes") }
                     var items: [Int32] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(min(count, 1024))
                     for _ in 0..<count {
                         items.append(try buffer.readKafkaInt32())
                     }

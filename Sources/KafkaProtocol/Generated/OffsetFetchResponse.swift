@@ -39,7 +39,7 @@ public struct OffsetFetchResponse: KafkaResponseMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Topics") }
                 var items: [OffsetFetchResponseTopic] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try OffsetFetchResponseTopic(from: &buffer, version: version))
                 }
@@ -54,7 +54,7 @@ public struct OffsetFetchResponse: KafkaResponseMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Groups") }
                 var items: [OffsetFetchResponseGroup] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try OffsetFetchResponseGroup(from: &buffer, version: version))
                 }
@@ -123,7 +123,7 @@ public struct OffsetFetchResponse: KafkaResponseMessage {
                     let count = try buffer.readKafkaArrayCount(compact: flexible)
                     guard let count else { throw KafkaDecodingError(.unexpectedNull, "Partitions") }
                     var items: [OffsetFetchResponsePartition] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(min(count, 1024))
                     for _ in 0..<count {
                         items.append(try OffsetFetchResponsePartition(from: &buffer, version: version))
                     }
@@ -271,7 +271,7 @@ public struct OffsetFetchResponse: KafkaResponseMessage {
                     let count = try buffer.readKafkaArrayCount(compact: flexible)
                     guard let count else { throw KafkaDecodingError(.unexpectedNull, "Topics") }
                     var items: [OffsetFetchResponseTopics] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(min(count, 1024))
                     for _ in 0..<count {
                         items.append(try OffsetFetchResponseTopics(from: &buffer, version: version))
                     }
@@ -338,7 +338,7 @@ public struct OffsetFetchResponse: KafkaResponseMessage {
                     let count = try buffer.readKafkaArrayCount(compact: flexible)
                     guard let count else { throw KafkaDecodingError(.unexpectedNull, "Partitions") }
                     var items: [OffsetFetchResponsePartitions] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(min(count, 1024))
                     for _ in 0..<count {
                         items.append(try OffsetFetchResponsePartitions(from: &buffer, version: version))
                     }

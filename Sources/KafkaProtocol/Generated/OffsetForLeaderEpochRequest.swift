@@ -32,7 +32,7 @@ public struct OffsetForLeaderEpochRequest: KafkaRequestMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Topics") }
             var items: [OffsetForLeaderTopic] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try OffsetForLeaderTopic(from: &buffer, version: version))
             }
@@ -86,7 +86,7 @@ public struct OffsetForLeaderEpochRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Partitions") }
                 var items: [OffsetForLeaderPartition] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try OffsetForLeaderPartition(from: &buffer, version: version))
                 }

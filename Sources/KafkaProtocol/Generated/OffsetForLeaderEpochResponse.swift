@@ -32,7 +32,7 @@ public struct OffsetForLeaderEpochResponse: KafkaResponseMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Topics") }
             var items: [OffsetForLeaderTopicResult] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try OffsetForLeaderTopicResult(from: &buffer, version: version))
             }
@@ -86,7 +86,7 @@ public struct OffsetForLeaderEpochResponse: KafkaResponseMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "Partitions") }
                 var items: [EpochEndOffset] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try EpochEndOffset(from: &buffer, version: version))
                 }

@@ -44,7 +44,7 @@ public struct ProduceRequest: KafkaRequestMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "TopicData") }
             var items: [TopicProduceData] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try TopicProduceData(from: &buffer, version: version))
             }
@@ -104,7 +104,7 @@ public struct ProduceRequest: KafkaRequestMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "PartitionData") }
                 var items: [PartitionProduceData] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try PartitionProduceData(from: &buffer, version: version))
                 }

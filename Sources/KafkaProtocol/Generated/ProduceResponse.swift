@@ -32,7 +32,7 @@ public struct ProduceResponse: KafkaResponseMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Responses") }
             var items: [TopicProduceResponse] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try TopicProduceResponse(from: &buffer, version: version))
             }
@@ -55,7 +55,7 @@ public struct ProduceResponse: KafkaResponseMessage {
                         let count = try field.readKafkaArrayCount(compact: flexible)
                         guard let count else { throw KafkaDecodingError(.unexpectedNull, "NodeEndpoints") }
                         var items: [NodeEndpoint] = []
-                        items.reserveCapacity(count)
+                        items.reserveCapacity(min(count, 1024))
                         for _ in 0..<count {
                             items.append(try NodeEndpoint(from: &field, version: version))
                         }
@@ -117,7 +117,7 @@ public struct ProduceResponse: KafkaResponseMessage {
                 let count = try buffer.readKafkaArrayCount(compact: flexible)
                 guard let count else { throw KafkaDecodingError(.unexpectedNull, "PartitionResponses") }
                 var items: [PartitionProduceResponse] = []
-                items.reserveCapacity(count)
+                items.reserveCapacity(min(count, 1024))
                 for _ in 0..<count {
                     items.append(try PartitionProduceResponse(from: &buffer, version: version))
                 }
@@ -196,7 +196,7 @@ public struct ProduceResponse: KafkaResponseMessage {
                     let count = try buffer.readKafkaArrayCount(compact: flexible)
                     guard let count else { throw KafkaDecodingError(.unexpectedNull, "RecordErrors") }
                     var items: [BatchIndexAndErrorMessage] = []
-                    items.reserveCapacity(count)
+                    items.reserveCapacity(min(count, 1024))
                     for _ in 0..<count {
                         items.append(try BatchIndexAndErrorMessage(from: &buffer, version: version))
                     }

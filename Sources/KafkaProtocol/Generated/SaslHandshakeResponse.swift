@@ -29,7 +29,7 @@ public struct SaslHandshakeResponse: KafkaResponseMessage {
             let count = try buffer.readKafkaArrayCount(compact: false)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Mechanisms") }
             var items: [String] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try buffer.readKafkaString(compact: false))
             }

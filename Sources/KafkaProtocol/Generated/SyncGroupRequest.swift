@@ -68,7 +68,7 @@ public struct SyncGroupRequest: KafkaRequestMessage {
             let count = try buffer.readKafkaArrayCount(compact: flexible)
             guard let count else { throw KafkaDecodingError(.unexpectedNull, "Assignments") }
             var items: [SyncGroupRequestAssignment] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
                 items.append(try SyncGroupRequestAssignment(from: &buffer, version: version))
             }

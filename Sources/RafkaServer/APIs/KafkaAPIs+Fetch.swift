@@ -41,6 +41,10 @@ final class FetchOperation {
     private var done = false
     private var reading = false
     private var wokenWhileReading = false
+    /// The deadline passed (or no wait was asked): the next completed read answers.
+    private var finalRequested = false
+    /// Results of the read pass in progress, in request order.
+    private var collected: [PartitionResult] = []
     /// `self` for closures that NIO requires to be `@Sendable`; they all run on our loop.
     private lazy var onLoop = NIOLoopBound(self, eventLoop: self.context.eventLoop)
 
@@ -91,32 +95,50 @@ final class FetchOperation {
         return self.promise.futureResult
     }
 
-    private typealias PartitionResult = Result<PartitionShell.ReadResult, any Error>
+    private typealias PartitionResult = Result<PartitionShell.ReadResult, BrokerError>
 
-    /// Reads every partition; replies when the result is enough (or `final`), else waits.
+    /// Reads the partitions one after another, each with what is left of the response budget,
+    /// so a fetch never holds more than `maxBytes` (plus one oversized first batch, KIP-74) —
+    /// however many partitions it lists. Replies when the result is enough (or at the deadline).
     private func readAll(final: Bool) {
         guard !self.done else { return }
+        if final { self.finalRequested = true }
         if self.reading {
             self.wokenWhileReading = true
             return
         }
         self.reading = true
-        let partitionBytesCap = self.responseBytesMax
-        let futures: [EventLoopFuture<PartitionResult>] = self.targets.map { target in
-            guard let shell = target.shell, target.error == nil else {
-                return self.context.eventLoop.makeSucceededFuture(.failure(target.error ?? BrokerError(.unknownServerError)))
-            }
-            let maxBytes = min(Int(max(0, target.partition.partitionMaxBytes)), partitionBytesCap)
-            return shell.read(from: target.partition.fetchOffset, maxBytes: maxBytes, minOneBatch: true)
-                .map { PartitionResult.success($0) }
-                .recover { PartitionResult.failure($0) }
-                .hop(to: self.context.eventLoop)
+        self.collected.removeAll(keepingCapacity: true)
+        self.readNext(from: 0, remaining: self.responseBytesMax)
+    }
+
+    private func readNext(from start: Int, remaining: Int) {
+        var index = start
+        // Partitions that cannot be read answer at once; loop over them without recursing.
+        while index < self.targets.count, self.targets[index].shell == nil || self.targets[index].error != nil {
+            self.collected.append(.failure(self.targets[index].error ?? BrokerError(.unknownServerError)))
+            index += 1
         }
+        guard index < self.targets.count, let shell = self.targets[index].shell else {
+            self.reading = false
+            self.consider(self.collected, final: self.finalRequested)
+            return
+        }
+        let partition = self.targets[index].partition
+        let anyTaken = remaining < self.responseBytesMax
+        let maxBytes = min(Int(max(0, partition.partitionMaxBytes)), remaining)
         let this = self.onLoop
-        EventLoopFuture.whenAllSucceed(futures, on: self.context.eventLoop).whenSuccess { results in
-            this.value.reading = false
-            this.value.consider(results, final: final)
-        }
+        let next = index + 1
+        shell.read(from: partition.fetchOffset, maxBytes: maxBytes, minOneBatch: !anyTaken)
+            .map { PartitionResult.success($0) }
+            .recover { PartitionResult.failure($0 as? BrokerError ?? BrokerError(.unknownServerError, "\($0)")) }
+            .hop(to: self.context.eventLoop)
+            .whenSuccess { result in
+                var left = remaining
+                if case .success(let read) = result { left = max(0, remaining - read.records.readableBytes) }
+                this.value.collected.append(result)
+                this.value.readNext(from: next, remaining: left)
+            }
     }
 
     private func consider(_ results: [PartitionResult], final: Bool) {
@@ -132,7 +154,7 @@ final class FetchOperation {
         }
         if self.wokenWhileReading {
             self.wokenWhileReading = false
-            self.readAll(final: false)
+            self.readAll(final: self.finalRequested)
             return
         }
         self.registerWaiters(results)
@@ -169,8 +191,6 @@ final class FetchOperation {
     private func buildResponse(_ results: [PartitionResult]) -> FetchResponse {
         var response = FetchResponse()
         response.sessionId = 0
-        var remaining = self.responseBytesMax
-        var anyTaken = false
         let readCommitted = self.request.isolationLevel == 1
         var index = 0
         for topic in self.request.topics {
@@ -186,17 +206,9 @@ final class FetchOperation {
                     data.highWatermark = read.highWatermark
                     data.lastStableOffset = read.highWatermark
                     data.logStartOffset = read.logStartOffset
-                    var records = read.records
-                    if records.readableBytes > remaining && anyTaken {
-                        // Over the response budget: this partition's data waits for the next fetch.
-                        records = ByteBuffer()
-                    }
-                    remaining = max(0, remaining - records.readableBytes)
-                    anyTaken = anyTaken || records.readableBytes > 0
-                    data.records = records
+                    data.records = read.records
                 case .failure(let error):
-                    let brokerError = error as? BrokerError ?? BrokerError(.unknownServerError, "\(error)")
-                    data.errorCode = brokerError.code.rawValue
+                    data.errorCode = error.code.rawValue
                     data.highWatermark = -1
                     data.lastStableOffset = -1
                     data.logStartOffset = -1

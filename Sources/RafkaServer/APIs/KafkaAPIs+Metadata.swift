@@ -74,7 +74,8 @@ extension KafkaAPIs {
         var result = MetadataResponse.MetadataResponseTopic()
         result.name = topic.name
         result.topicId = topic.id
-        result.isInternal = topic.name.hasPrefix("__")
+        // Kafka's internal topics; other names starting with "__" are ordinary topics.
+        result.isInternal = topic.name == "__consumer_offsets" || topic.name == "__transaction_state"
         result.topicAuthorizedOperations = Self.authorizedOperationsOmitted
         result.partitions = (0..<topic.partitionCount).map { index in
             if replicas.offlineReason(TopicPartition(topic.name, index)) != nil {
