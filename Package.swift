@@ -36,6 +36,10 @@ let package = Package(
         .systemLibrary(name: "CSQLite3", path: "Sources/CSQLite3", providers: [.apt(["libsqlite3-dev"])]),
 
         .target(name: "RafkaCore", dependencies: [nioCore], swiftSettings: strict),
+        // Pure state machines: RafkaCore only (tools/tidy checks they import nothing else).
+        .target(name: "RaftCore", dependencies: ["RafkaCore"], swiftSettings: strict),
+        // Simulated clock, network and disk for the pure cores' deterministic tests.
+        .target(name: "RafkaTestKit", dependencies: ["RafkaCore", "RaftCore"], swiftSettings: strict),
         // CRC-32C with the CPU instruction: the only hand-written C (no Debian library has it).
         .target(name: "CCRC32C", path: "Sources/CCRC32C"),
         .target(name: "KafkaProtocol", dependencies: ["RafkaCore", "CCRC32C", nioCore], swiftSettings: strict),
@@ -92,6 +96,7 @@ let package = Package(
             exclude: ["Golden"],
             swiftSettings: strict
         ),
+        .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore", "RafkaCore", "RafkaTestKit"], swiftSettings: strict),
         .testTarget(name: "RafkaCompressionTests", dependencies: ["RafkaCompression", nioCore], swiftSettings: strict),
         .testTarget(
             name: "RafkaStorageTests",

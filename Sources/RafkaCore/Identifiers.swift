@@ -52,3 +52,43 @@ public struct TopicPartition: Hashable, Sendable, CustomStringConvertible {
     /// `topic-partition`, Kafka's directory and log naming.
     public var description: String { "\(self.topic)-\(self.partition)" }
 }
+
+/// A Raft term (Raft §5.1): a logical clock that only grows; at most one leader per term.
+public struct Term: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt64
+
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+    public init(_ rawValue: UInt64) { self.rawValue = rawValue }
+
+    public static let zero = Term(0)
+
+    public static func < (lhs: Term, rhs: Term) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    /// The next term.
+    public var next: Term { Term(self.rawValue + 1) }
+
+    public var description: String { String(self.rawValue) }
+}
+
+/// The position of an entry in a Raft log (1-based; 0 means "before the first entry").
+///
+/// Not a Kafka `Offset`: the two are different types so they cannot be mixed up.
+public struct LogIndex: RawRepresentable, Hashable, Comparable, Strideable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt64
+
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+    public init(_ rawValue: UInt64) { self.rawValue = rawValue }
+
+    public static let zero = LogIndex(0)
+
+    public static func < (lhs: LogIndex, rhs: LogIndex) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    public func distance(to other: LogIndex) -> Int64 { Int64(bitPattern: other.rawValue &- self.rawValue) }
+
+    public func advanced(by n: Int64) -> LogIndex { LogIndex(UInt64(Int64(bitPattern: self.rawValue) + n)) }
+
+    public static func + (lhs: LogIndex, rhs: Int64) -> LogIndex { lhs.advanced(by: rhs) }
+    public static func - (lhs: LogIndex, rhs: Int64) -> LogIndex { lhs.advanced(by: -rhs) }
+
+    public var description: String { String(self.rawValue) }
+}
