@@ -51,7 +51,7 @@ let package = Package(
         .target(
             name: "RafkaStorage",
             dependencies: [
-                "RafkaCore", "KafkaProtocol", "RafkaCompression", "CSQLite3", nioCore, nioPosix,
+                "RafkaCore", "KafkaProtocol", "RaftCore", "RafkaCompression", "CSQLite3", nioCore, nioPosix,
                 .product(name: "DequeModule", package: "swift-collections"),
             ],
             swiftSettings: strict
@@ -100,7 +100,7 @@ let package = Package(
         .testTarget(name: "RafkaCompressionTests", dependencies: ["RafkaCompression", nioCore], swiftSettings: strict),
         .testTarget(
             name: "RafkaStorageTests",
-            dependencies: ["RafkaStorage", "KafkaProtocol", "RafkaCompression", nioCore],
+            dependencies: ["RafkaStorage", "KafkaProtocol", "RafkaCompression", "RaftCore", "RafkaCore", nioCore],
             swiftSettings: strict
         ),
         .testTarget(

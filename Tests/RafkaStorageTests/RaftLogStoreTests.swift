@@ -1,0 +1,115 @@
+import Foundation
+import RafkaCore
+import RafkaStorage
+import RaftCore
+import Testing
+
+@Suite struct RaftLogStoreTests {
+    let directory = TemporaryDirectory()
+
+    static func entries(_ range: ClosedRange<UInt64>, term: UInt64) -> [RaftEntry] {
+        range.map { RaftEntry(term: Term(term), index: LogIndex($0), payload: .command(Array("cmd-\($0)".utf8))) }
+    }
+
+    @Test func roundTripsEntriesHardStateAndSnapshot() throws {
+        defer { self.directory.remove() }
+        do {
+            let store = try RaftLogStore(directory: self.directory.path)
+            _ = try store.load()
+            var entries = Self.entries(1...5, term: 1)
+            entries.append(RaftEntry(term: Term(2), index: LogIndex(6), payload: .configuration(RaftConfiguration(voters: [NodeID(1), NodeID(2)]))))
+            entries.append(RaftEntry(term: Term(2), index: LogIndex(7), payload: .noop))
+            try store.append(entries)
+            try store.save(hardState: HardState(term: Term(2), vote: NodeID(1), commit: LogIndex(6)))
+            try store.sync()
+        }
+        let loaded = try RaftLogStore(directory: self.directory.path).load()
+        #expect(loaded.hardState == HardState(term: Term(2), vote: NodeID(1), commit: LogIndex(6)))
+        #expect(loaded.entries.count == 7)
+        #expect(loaded.entries[5].payload == .configuration(RaftConfiguration(voters: [NodeID(1), NodeID(2)])))
+        #expect(loaded.snapshot == nil)
+    }
+
+    /// A new leader overwrites an uncommitted suffix (Raft §5.3): storage cuts back first.
+    @Test func appendingOverAStoredSuffixReplacesIt() throws {
+        defer { self.directory.remove() }
+        do {
+            let store = try RaftLogStore(directory: self.directory.path)
+            _ = try store.load()
+            try store.append(Self.entries(1...6, term: 1))
+            try store.append(Self.entries(4...5, term: 2))
+            try store.append(Self.entries(6...6, term: 2))
+        }
+        let loaded = try RaftLogStore(directory: self.directory.path).load()
+        #expect(loaded.entries.map(\.index.rawValue) == [1, 2, 3, 4, 5, 6])
+        #expect(loaded.entries.map(\.term.rawValue) == [1, 1, 1, 2, 2, 2])
+    }
+
+    @Test func snapshotCompactsTheLog() throws {
+        defer { self.directory.remove() }
+        do {
+            let store = try RaftLogStore(directory: self.directory.path)
+            _ = try store.load()
+            try store.append(Self.entries(1...10, term: 1))
+            try store.save(snapshot: RaftSnapshot(
+                index: LogIndex(6), term: Term(1), configuration: RaftConfiguration(voters: [NodeID(1)]), data: [1, 2, 3]))
+            try store.append(Self.entries(11...12, term: 1))
+        }
+        let loaded = try RaftLogStore(directory: self.directory.path).load()
+        #expect(loaded.snapshot?.index == LogIndex(6))
+        #expect(loaded.snapshot?.data == [1, 2, 3])
+        #expect(loaded.entries.map(\.index.rawValue) == [7, 8, 9, 10, 11, 12])
+    }
+
+    /// A torn last entry past the commit index (never acknowledged) is cut.
+    @Test func tornUncommittedTailIsTruncated() throws {
+        defer { self.directory.remove() }
+        do {
+            let store = try RaftLogStore(directory: self.directory.path)
+            _ = try store.load()
+            try store.append(Self.entries(1...5, term: 1))
+            try store.save(hardState: HardState(term: Term(1), commit: LogIndex(3)))
+        }
+        let path = self.directory.path + "/raft.log"
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        try data.prefix(data.count - 5).write(to: URL(fileURLWithPath: path))
+        let loaded = try RaftLogStore(directory: self.directory.path).load()
+        #expect(loaded.entries.map(\.index.rawValue) == [1, 2, 3, 4])
+        #expect(loaded.truncatedBytes > 0)
+    }
+
+    /// Damage inside the committed part is refused with the file and offset named.
+    @Test func damagedCommittedEntryIsRefused() throws {
+        defer { self.directory.remove() }
+        do {
+            let store = try RaftLogStore(directory: self.directory.path)
+            _ = try store.load()
+            try store.append(Self.entries(1...5, term: 1))
+            try store.save(hardState: HardState(term: Term(1), commit: LogIndex(5)))
+        }
+        let path = self.directory.path + "/raft.log"
+        var data = try Data(contentsOf: URL(fileURLWithPath: path))
+        data[30] ^= 0xFF
+        try data.write(to: URL(fileURLWithPath: path))
+        #expect {
+            _ = try RaftLogStore(directory: self.directory.path).load()
+        } throws: { error in
+            "\(error)".contains("raft.log at byte") && (error as? StorageError)?.code == .corruptSegment
+        }
+    }
+
+    /// A damaged last entry that is committed is refused too: it was acknowledged.
+    @Test func damagedCommittedTailIsRefused() throws {
+        defer { self.directory.remove() }
+        do {
+            let store = try RaftLogStore(directory: self.directory.path)
+            _ = try store.load()
+            try store.append(Self.entries(1...5, term: 1))
+            try store.save(hardState: HardState(term: Term(1), commit: LogIndex(5)))
+        }
+        let path = self.directory.path + "/raft.log"
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        try data.prefix(data.count - 3).write(to: URL(fileURLWithPath: path))
+        #expect(throws: StorageError.self) { try RaftLogStore(directory: self.directory.path).load() }
+    }
+}
