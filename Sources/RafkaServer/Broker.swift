@@ -16,6 +16,8 @@ public final class Broker: Sendable {
     let group: MultiThreadedEventLoopGroup
     let threadPool: NIOThreadPool
     let cache: MetadataCache
+    let quorum: RaftShell
+    let reconciler: MetadataReconciler
     let metadata: MetadataService
     let replicas: ReplicaManager
     let logger: Logger
@@ -23,19 +25,24 @@ public final class Broker: Sendable {
 
     private init(
         config: BrokerConfig, group: MultiThreadedEventLoopGroup, threadPool: NIOThreadPool, cache: MetadataCache,
-        metadata: MetadataService, replicas: ReplicaManager, logger: Logger
+        quorum: RaftShell, reconciler: MetadataReconciler, metadata: MetadataService, replicas: ReplicaManager,
+        logger: Logger
     ) {
         self.config = config
         self.group = group
         self.threadPool = threadPool
         self.cache = cache
+        self.quorum = quorum
+        self.reconciler = reconciler
         self.metadata = metadata
         self.replicas = replicas
         self.logger = logger
         self.maintenance = Mutex([])
     }
 
-    /// Opens the data directory and recovers every partition.
+    /// Opens the data directory: the metadata quorum (a single voter in standalone) replays its
+    /// log, then every partition of the resulting image is recovered. `run()` must then run for
+    /// the broker's lifetime.
     public static func start(config: BrokerConfig, logger: Logger) async throws -> Broker {
         try config.validate()
         let threads = config.eventLoopThreads == 0 ? System.coreCount : config.eventLoopThreads
@@ -45,29 +52,44 @@ public final class Broker: Sendable {
         do {
             try FileSystem.createDirectory(config.dataDirectory + "/logs")
             try Self.removeDeletedDirectories(config.dataDirectory + "/logs", logger: logger)
-            let store = try MetadataStore(path: config.dataDirectory + "/metadata.db")
             let replicas = ReplicaManager(
                 logsDirectory: config.dataDirectory + "/logs", group: group, threadPool: threadPool, logger: logger)
             let cache = MetadataCache(MetadataImage(clusterID: ""))
-            let metadata = try MetadataService(store: store, cache: cache, replicas: replicas, config: config, logger: logger)
+            let reconciler = MetadataReconciler(
+                replicas: replicas, cache: cache, topicDefaults: config.topicDefaults, logger: logger)
+            let quorum = try RaftShell(
+                id: NodeID(config.nodeID), directory: config.dataDirectory + "/metadata", initialVoters: [NodeID(config.nodeID)],
+                transport: NoPeersTransport(), threadPool: threadPool, logger: logger,
+                onApply: { reconciler.submit($0) })
+            let metadata = MetadataService(quorum: quorum, reconciler: reconciler, config: config, logger: logger)
             let started = ContinuousClock.now
-            try await metadata.openAll()
+            let image = try await quorum.waitUntilCaughtUp()
+            await reconciler.reconcile(to: image)
             logger.info(
-                "recovered partitions",
+                "recovered metadata and partitions",
                 metadata: [
-                    "partitions": "\(replicas.partitionCount)", "clusterID": "\(cache.image.clusterID)",
-                    "elapsed": "\(ContinuousClock.now - started)",
+                    "partitions": "\(replicas.partitionCount)", "clusterID": "\(image.clusterID)",
+                    "metadataOffset": "\(image.offset)", "elapsed": "\(ContinuousClock.now - started)",
                 ])
-            let broker = Broker(
-                config: config, group: group, threadPool: threadPool, cache: cache, metadata: metadata,
-                replicas: replicas, logger: logger)
-            let tasks = replicas.startMaintenance(retentionIntervalMilliseconds: config.retentionCheckIntervalMilliseconds)
-            broker.maintenance.withLock { $0 = tasks }
-            return broker
+            return Broker(
+                config: config, group: group, threadPool: threadPool, cache: cache, quorum: quorum,
+                reconciler: reconciler, metadata: metadata, replicas: replicas, logger: logger)
         } catch {
             try? await threadPool.shutdownGracefully()
             try? await group.shutdownGracefully()
             throw error
+        }
+    }
+
+    /// Runs the metadata quorum's clock and the reconciler until cancelled.
+    public func run() async throws {
+        let tasks = self.replicas.startMaintenance(retentionIntervalMilliseconds: self.config.retentionCheckIntervalMilliseconds)
+        self.maintenance.withLock { $0 = tasks }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.quorum.run() }
+            group.addTask { await self.reconciler.run() }
+            try await group.next()
+            group.cancelAll()
         }
     }
 
@@ -79,11 +101,12 @@ public final class Broker: Sendable {
         }
     }
 
-    /// Closes every partition (flushing it) and the metadata store, then stops the loops.
+    /// Closes every partition (flushing it) and the metadata log, then stops the loops.
     public func shutdown() async {
         for task in self.maintenance.withLock({ $0 }) { task.cancel() }
+        await self.reconciler.stop()
         await self.replicas.closeAll()
-        await self.metadata.close()
+        await self.quorum.close()
         try? await self.threadPool.shutdownGracefully()
         try? await self.group.shutdownGracefully()
     }

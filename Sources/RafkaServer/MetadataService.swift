@@ -20,46 +20,45 @@ final class MetadataCache: Sendable {
     }
 }
 
-/// Owns topic and producer-id metadata on a single node: validates each change the way Kafka's
-/// controller does, makes it durable in `metadata.db`, opens or removes the partitions it
-/// implies, then publishes the new image. One change at a time (an actor).
+/// The controller's metadata operations: validates each change the way Kafka's controller does,
+/// proposes it to the metadata quorum, and returns once it is applied and this node's partitions
+/// reflect it. One change at a time (an actor, serialized across its awaits).
 ///
-/// The Raft control plane will replace the store with the replicated metadata log; the
-/// validation and the image stay.
+/// In standalone the quorum is this process alone (one voter); the same path serves a
+/// replicated quorum.
 actor MetadataService {
-    private let store: MetadataStore
-    private let cache: MetadataCache
-    private let replicas: ReplicaManager
+    private let quorum: RaftShell
+    private let reconciler: MetadataReconciler
     private let config: BrokerConfig
     private let logger: Logger
-    private var image: MetadataImage
     /// Producer ids handed out in memory below `image.nextProducerID` (the durable reservation).
-    private var nextUnreservedProducerID: Int64
+    private var nextUnreservedProducerID: Int64?
     private static let producerIDBlock: Int64 = 1000
     /// Topic changes run one at a time. The actor alone does not ensure that: while a change
-    /// awaits its partitions, another call may enter, and two auto-creations of one topic (or a
+    /// awaits the quorum, another call may enter, and two auto-creations of one topic (or a
     /// deletion and a re-creation) would interleave.
     private var changeInProgress = false
     private var waitingChanges: [CheckedContinuation<Void, Never>] = []
 
-    init(store: MetadataStore, cache: MetadataCache, replicas: ReplicaManager, config: BrokerConfig, logger: Logger) throws {
-        self.store = store
-        self.cache = cache
-        self.replicas = replicas
+    init(quorum: RaftShell, reconciler: MetadataReconciler, config: BrokerConfig, logger: Logger) {
+        self.quorum = quorum
+        self.reconciler = reconciler
         self.config = config
         self.logger = logger
-        self.image = try store.load()
-        self.nextUnreservedProducerID = self.image.nextProducerID
-        cache.publish(self.image)
     }
 
-    /// Opens every partition of every known topic (startup recovery).
-    func openAll() async throws {
-        for topic in self.image.topics.values.sorted(by: { $0.name < $1.name }) {
-            let logConfig = try self.logConfig(for: topic.configs)
-            try await self.replicas.open(
-                topic: topic, partitions: 0..<topic.partitionCount, config: logConfig, tolerateFailures: true)
-        }
+    /// The image changes are validated against: the quorum's applied state.
+    private var image: MetadataImage {
+        get async { await self.quorum.image }
+    }
+
+    /// The topic if it exists, once this node's partitions reflect it (it may have been created
+    /// by a concurrent call whose reconciliation is still under way).
+    private func reconciledTopic(_ name: String) async -> TopicMetadata? {
+        let image = await self.image
+        guard let topic = image.topics[name] else { return nil }
+        await self.reconciler.waitUntilReconciled(image.offset)
+        return topic
     }
 
     func logConfig(for overrides: [String: String]) throws(BrokerError) -> LogConfig {
@@ -83,10 +82,19 @@ actor MetadataService {
         return try await body()
     }
 
-    private func apply(_ change: MetadataChange) throws(BrokerError) {
-        try storage { () throws(StorageError) in try self.store.persist(change) }
-        change.apply(to: &self.image)
-        self.cache.publish(self.image)
+    /// Commits `change` through the quorum and waits until this node's partitions reflect it.
+    @discardableResult
+    private func apply(_ change: MetadataChange) async throws(BrokerError) -> MetadataImage {
+        let image: MetadataImage
+        do {
+            image = try await self.quorum.propose(change)
+        } catch let error as BrokerError {
+            throw error
+        } catch {
+            throw BrokerError(.unknownServerError, "\(error)")
+        }
+        await self.reconciler.waitUntilReconciled(image.offset)
+        return image
     }
 
     // MARK: Topics
@@ -114,10 +122,11 @@ actor MetadataService {
         validateOnly: Bool
     ) async throws(BrokerError) -> TopicMetadata {
         try TopicNames.validate(name)
-        if self.image.topics[name] != nil {
+        let image = await self.image
+        if image.topics[name] != nil {
             throw BrokerError(.topicAlreadyExists, "Topic '\(name)' already exists.")
         }
-        if let clash = self.image.topics.keys.first(where: { TopicNames.collide($0, name) }) {
+        if let clash = image.topics.keys.first(where: { TopicNames.collide($0, name) }) {
             throw BrokerError(.invalidTopicException, "Topic '\(name)' collides with existing topic: \(clash)")
         }
         let count = partitions == -1 ? self.config.defaultPartitions : partitions
@@ -130,27 +139,20 @@ actor MetadataService {
         guard factor <= 1 else {
             throw BrokerError(.invalidReplicationFactor, "Replication factor: \(factor) larger than available brokers: 1.")
         }
-        let logConfig = try self.logConfig(for: configs)
+        _ = try self.logConfig(for: configs)
         let topic = TopicMetadata(name: name, id: KafkaUUID.random(), partitionCount: count, replicationFactor: factor, configs: configs)
         if validateOnly { return topic }
-        do {
-            try await self.replicas.open(topic: topic, partitions: 0..<count, config: logConfig)
-        } catch {
-            self.logger.error("creating partitions of \(name) failed: \(error)")
-            await self.replicas.delete(topic: name)
-            throw BrokerError(.kafkaStorageError, "creating partitions failed: \(error)")
-        }
-        try self.apply(.createTopic(topic))
+        try await self.apply(.createTopic(topic))
         self.logger.info("created topic", metadata: ["topic": "\(name)", "partitions": "\(count)", "id": "\(topic.id)"])
         return topic
     }
 
     /// Creates `name` with broker defaults unless it exists (auto-creation on Metadata/Produce).
     func ensureTopic(name: String) async throws(BrokerError) -> TopicMetadata {
-        if let existing = self.image.topics[name] { return existing }
+        if let existing = await self.reconciledTopic(name) { return existing }
         return try await self.serialized { () async throws(BrokerError) in
             // Another caller may have created it while this one waited.
-            if let existing = self.image.topics[name] { return existing }
+            if let existing = await self.reconciledTopic(name) { return existing }
             return try await self.createTopicNow(
                 name: name, partitions: -1, replicationFactor: -1, configs: [:], validateOnly: false)
         }
@@ -161,11 +163,10 @@ actor MetadataService {
     }
 
     private func deleteTopicNow(name: String) async throws(BrokerError) -> TopicMetadata {
-        guard let topic = self.image.topics[name] else {
+        guard let topic = await self.image.topics[name] else {
             throw BrokerError(.unknownTopicOrPartition, "This server does not host this topic-partition.")
         }
-        try self.apply(.deleteTopic(name: name))
-        await self.replicas.delete(topic: name)
+        try await self.apply(.deleteTopic(name: name))
         self.logger.info("deleted topic", metadata: ["topic": "\(name)", "id": "\(topic.id)"])
         return topic
     }
@@ -177,7 +178,7 @@ actor MetadataService {
     }
 
     private func createPartitionsNow(name: String, count: Int32, validateOnly: Bool) async throws(BrokerError) -> TopicMetadata {
-        guard var topic = self.image.topics[name] else {
+        guard var topic = await self.image.topics[name] else {
             throw BrokerError(.unknownTopicOrPartition, "The topic '\(name)' does not exist.")
         }
         guard count > topic.partitionCount else {
@@ -190,13 +191,7 @@ actor MetadataService {
             throw BrokerError(.invalidPartitions, "Number of partitions \(count) exceeds the limit \(Limits.partitionsPerTopicMax).")
         }
         if validateOnly { return topic }
-        let logConfig = try self.logConfig(for: topic.configs)
-        do {
-            try await self.replicas.open(topic: topic, partitions: topic.partitionCount..<count, config: logConfig)
-        } catch {
-            throw BrokerError(.kafkaStorageError, "creating partitions failed: \(error)")
-        }
-        try self.apply(.setPartitionCount(topic: name, count: count))
+        try await self.apply(.setPartitionCount(topic: name, count: count))
         topic.partitionCount = count
         return topic
     }
@@ -204,34 +199,35 @@ actor MetadataService {
     /// Replaces the topic's configuration overrides with `configs` (after validation).
     func setConfigs(topic name: String, configs: [String: String], validateOnly: Bool) async throws(BrokerError) {
         try await self.serialized { () async throws(BrokerError) in
-            try self.setConfigsNow(topic: name, configs: configs, validateOnly: validateOnly)
+            try await self.setConfigsNow(topic: name, configs: configs, validateOnly: validateOnly)
         }
     }
 
-    private func setConfigsNow(topic name: String, configs: [String: String], validateOnly: Bool) throws(BrokerError) {
-        guard self.image.topics[name] != nil else {
+    private func setConfigsNow(topic name: String, configs: [String: String], validateOnly: Bool) async throws(BrokerError) {
+        guard await self.image.topics[name] != nil else {
             throw BrokerError(.unknownTopicOrPartition, "Topic \(name) does not exist.")
         }
-        let logConfig = try self.logConfig(for: configs)
+        _ = try self.logConfig(for: configs)
         if validateOnly { return }
-        try self.apply(.setTopicConfigs(topic: name, configs: configs))
-        self.replicas.update(topic: name, config: logConfig)
+        try await self.apply(.setTopicConfigs(topic: name, configs: configs))
     }
 
     // MARK: Producer ids
 
     /// A fresh producer id (InitProducerId for idempotent producers). Ids are reserved durably
     /// in blocks so that a restart never hands out an id twice.
-    func allocateProducerID() throws(BrokerError) -> Int64 {
-        if self.nextUnreservedProducerID >= self.image.nextProducerID {
-            try self.apply(.reserveProducerIDs(next: self.nextUnreservedProducerID + Self.producerIDBlock))
+    func allocateProducerID() async throws(BrokerError) -> Int64 {
+        try await self.serialized { () async throws(BrokerError) in
+            let reserved = await self.image.nextProducerID
+            var next = self.nextUnreservedProducerID ?? reserved
+            if next >= reserved {
+                // After a restart (or a controller change) start above every earlier reservation.
+                next = reserved
+                try await self.apply(.reserveProducerIDs(next: reserved + Self.producerIDBlock))
+            }
+            self.nextUnreservedProducerID = next + 1
+            return next
         }
-        defer { self.nextUnreservedProducerID += 1 }
-        return self.nextUnreservedProducerID
-    }
-
-    func close() {
-        self.store.close()
     }
 }
 

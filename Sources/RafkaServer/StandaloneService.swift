@@ -21,7 +21,18 @@ public struct StandaloneService: Service {
             await broker.shutdown()
             throw error
         }
-        try? await gracefulShutdown()
+        // The broker's loops run until shutdown is requested (SIGTERM/SIGINT) or they fail.
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await broker.run()
+            }
+        } catch is CancellationError {
+        } catch {
+            self.logger.critical("stopping after a failure: \(error)")
+            await listener.close()
+            await broker.shutdown()
+            throw error
+        }
         self.logger.info("shutting down")
         await listener.close()
         await broker.shutdown()

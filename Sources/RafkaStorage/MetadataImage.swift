@@ -1,20 +1,36 @@
 import KafkaProtocol
+import NIOCore
+import RafkaCore
 
-/// The cluster metadata a node serves from: cluster id, topics and their configurations, and
-/// the producer-id allocator. A value type; every change produces a new image.
+/// The cluster metadata every node serves from: cluster id, controller voters, data-node
+/// registrations, ring epoch, topics with their configurations, and the producer-id allocator.
 ///
-/// On a single node it is persisted by `MetadataStore`; the Raft control plane will replicate
-/// the same changes through its log.
+/// A value type produced by applying `MetadataChange`s in metadata-log order; `offset` is the
+/// log index of the last change applied, so every view of the metadata says how new it is.
 public struct MetadataImage: Sendable, Equatable {
     public var clusterID: String
+    /// The metadata-log index this image reflects.
+    public var offset: LogIndex
     public var topics: [String: TopicMetadata]
     /// The next producer id InitProducerId hands out.
     public var nextProducerID: Int64
+    /// The controller quorum's voters (mirrors Raft's configuration entries).
+    public var controllers: [NodeID]
+    public var nodes: [NodeID: NodeRegistration]
+    /// Bumped whenever ring membership changes (used by the data plane).
+    public var ringEpoch: Int64
 
-    public init(clusterID: String, topics: [String: TopicMetadata] = [:], nextProducerID: Int64 = 0) {
+    public init(
+        clusterID: String, offset: LogIndex = .zero, topics: [String: TopicMetadata] = [:], nextProducerID: Int64 = 0,
+        controllers: [NodeID] = [], nodes: [NodeID: NodeRegistration] = [:], ringEpoch: Int64 = 0
+    ) {
         self.clusterID = clusterID
+        self.offset = offset
         self.topics = topics
         self.nextProducerID = nextProducerID
+        self.controllers = controllers
+        self.nodes = nodes
+        self.ringEpoch = ringEpoch
     }
 
     public func topic(id: KafkaUUID) -> TopicMetadata? {
@@ -40,18 +56,49 @@ public struct TopicMetadata: Sendable, Equatable {
     }
 }
 
-/// One change to the metadata image.
+/// A data node as registered with the controllers.
+public struct NodeRegistration: Sendable, Equatable {
+    public var id: NodeID
+    public var host: String
+    public var port: Int32
+    public var rack: String?
+    /// Assigned at registration (the metadata offset of the registration): a restarted node
+    /// gets a new one, and a fenced incarnation can neither lead nor acknowledge writes.
+    public var incarnation: Int64
+    public var fenced: Bool
+
+    public init(id: NodeID, host: String, port: Int32, rack: String?, incarnation: Int64, fenced: Bool) {
+        self.id = id
+        self.host = host
+        self.port = port
+        self.rack = rack
+        self.incarnation = incarnation
+        self.fenced = fenced
+    }
+}
+
+/// One change to the metadata image: the commands of the metadata log.
 public enum MetadataChange: Sendable, Equatable {
+    /// The first entry of a new cluster.
+    case bootstrap(clusterID: String)
     case createTopic(TopicMetadata)
     case deleteTopic(name: String)
     case setPartitionCount(topic: String, count: Int32)
     case setTopicConfigs(topic: String, configs: [String: String])
     /// Reserves producer ids below `next` (allocated in blocks so that InitProducerId rarely writes).
     case reserveProducerIDs(next: Int64)
+    case registerNode(NodeRegistration)
+    /// The node missed its heartbeats: its incarnation is fenced.
+    case fenceNode(id: NodeID, incarnation: Int64)
+    case unfenceNode(id: NodeID, incarnation: Int64)
+    case unregisterNode(id: NodeID)
 
-    /// Applies the change to `image` (validation happened before).
-    public func apply(to image: inout MetadataImage) {
+    /// Applies the change (validated before it was proposed) to `image` at log `offset`.
+    public func apply(to image: inout MetadataImage, at offset: LogIndex) {
+        image.offset = offset
         switch self {
+        case .bootstrap(let clusterID):
+            if image.clusterID.isEmpty { image.clusterID = clusterID }
         case .createTopic(let topic):
             image.topics[topic.name] = topic
         case .deleteTopic(let name):
@@ -62,6 +109,143 @@ public enum MetadataChange: Sendable, Equatable {
             image.topics[topic]?.configs = configs
         case .reserveProducerIDs(let next):
             image.nextProducerID = max(image.nextProducerID, next)
+        case .registerNode(let registration):
+            image.nodes[registration.id] = registration
+            image.ringEpoch += 1
+        case .fenceNode(let id, let incarnation):
+            if image.nodes[id]?.incarnation == incarnation, image.nodes[id]?.fenced == false {
+                image.nodes[id]?.fenced = true
+                image.ringEpoch += 1
+            }
+        case .unfenceNode(let id, let incarnation):
+            if image.nodes[id]?.incarnation == incarnation, image.nodes[id]?.fenced == true {
+                image.nodes[id]?.fenced = false
+                image.ringEpoch += 1
+            }
+        case .unregisterNode(let id):
+            if image.nodes.removeValue(forKey: id) != nil { image.ringEpoch += 1 }
+        }
+    }
+}
+
+// MARK: Encoding
+
+extension MetadataChange {
+    private enum Kind: UInt8 {
+        case bootstrap = 1, createTopic, deleteTopic, setPartitionCount, setTopicConfigs, reserveProducerIDs
+        case registerNode, fenceNode, unfenceNode, unregisterNode
+    }
+
+    /// The bytes of a metadata-log entry: a format version, a kind, then the fields.
+    public func encoded() -> [UInt8] {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(UInt8(1))
+        switch self {
+        case .bootstrap(let clusterID):
+            buffer.writeInteger(Kind.bootstrap.rawValue)
+            buffer.writeKafkaString(clusterID, compact: true)
+        case .createTopic(let topic):
+            buffer.writeInteger(Kind.createTopic.rawValue)
+            buffer.writeKafkaString(topic.name, compact: true)
+            buffer.writeKafkaUUID(topic.id)
+            buffer.writeKafkaInt32(topic.partitionCount)
+            buffer.writeKafkaInt16(topic.replicationFactor)
+            Self.write(topic.configs, into: &buffer)
+        case .deleteTopic(let name):
+            buffer.writeInteger(Kind.deleteTopic.rawValue)
+            buffer.writeKafkaString(name, compact: true)
+        case .setPartitionCount(let topic, let count):
+            buffer.writeInteger(Kind.setPartitionCount.rawValue)
+            buffer.writeKafkaString(topic, compact: true)
+            buffer.writeKafkaInt32(count)
+        case .setTopicConfigs(let topic, let configs):
+            buffer.writeInteger(Kind.setTopicConfigs.rawValue)
+            buffer.writeKafkaString(topic, compact: true)
+            Self.write(configs, into: &buffer)
+        case .reserveProducerIDs(let next):
+            buffer.writeInteger(Kind.reserveProducerIDs.rawValue)
+            buffer.writeKafkaInt64(next)
+        case .registerNode(let node):
+            buffer.writeInteger(Kind.registerNode.rawValue)
+            buffer.writeKafkaInt32(node.id.rawValue)
+            buffer.writeKafkaString(node.host, compact: true)
+            buffer.writeKafkaInt32(node.port)
+            buffer.writeKafkaNullableString(node.rack, compact: true)
+            buffer.writeKafkaInt64(node.incarnation)
+            buffer.writeKafkaBool(node.fenced)
+        case .fenceNode(let id, let incarnation), .unfenceNode(let id, let incarnation):
+            buffer.writeInteger(self.isFence ? Kind.fenceNode.rawValue : Kind.unfenceNode.rawValue)
+            buffer.writeKafkaInt32(id.rawValue)
+            buffer.writeKafkaInt64(incarnation)
+        case .unregisterNode(let id):
+            buffer.writeInteger(Kind.unregisterNode.rawValue)
+            buffer.writeKafkaInt32(id.rawValue)
+        }
+        return Array(buffer.readableBytesView)
+    }
+
+    private var isFence: Bool {
+        if case .fenceNode = self { return true }
+        return false
+    }
+
+    private static func write(_ configs: [String: String], into buffer: inout ByteBuffer) {
+        buffer.writeKafkaArrayCount(configs.count, compact: true)
+        for (key, value) in configs.sorted(by: { $0.key < $1.key }) {
+            buffer.writeKafkaString(key, compact: true)
+            buffer.writeKafkaString(value, compact: true)
+        }
+    }
+
+    private static func readConfigs(_ buffer: inout ByteBuffer) throws(KafkaDecodingError) -> [String: String] {
+        guard let count = try buffer.readKafkaArrayCount(compact: true) else { return [:] }
+        var configs: [String: String] = [:]
+        for _ in 0..<count {
+            configs[try buffer.readKafkaString(compact: true)] = try buffer.readKafkaString(compact: true)
+        }
+        return configs
+    }
+
+    /// Decodes a metadata-log entry; throws for bytes this version does not understand.
+    public init(encoded bytes: [UInt8]) throws(KafkaDecodingError) {
+        var buffer = ByteBuffer(bytes: bytes)
+        guard try buffer.readKafkaInt8() == 1 else { throw KafkaDecodingError(.unsupportedVersion, "metadata change") }
+        guard let kind = Kind(rawValue: UInt8(bitPattern: try buffer.readKafkaInt8())) else {
+            throw KafkaDecodingError(.unknownAPIKey, "metadata change kind")
+        }
+        switch kind {
+        case .bootstrap:
+            self = .bootstrap(clusterID: try buffer.readKafkaString(compact: true))
+        case .createTopic:
+            let name = try buffer.readKafkaString(compact: true)
+            let id = try buffer.readKafkaUUID()
+            let partitions = try buffer.readKafkaInt32()
+            let factor = try buffer.readKafkaInt16()
+            self = .createTopic(
+                TopicMetadata(name: name, id: id, partitionCount: partitions, replicationFactor: factor, configs: try Self.readConfigs(&buffer)))
+        case .deleteTopic:
+            self = .deleteTopic(name: try buffer.readKafkaString(compact: true))
+        case .setPartitionCount:
+            self = .setPartitionCount(topic: try buffer.readKafkaString(compact: true), count: try buffer.readKafkaInt32())
+        case .setTopicConfigs:
+            self = .setTopicConfigs(topic: try buffer.readKafkaString(compact: true), configs: try Self.readConfigs(&buffer))
+        case .reserveProducerIDs:
+            self = .reserveProducerIDs(next: try buffer.readKafkaInt64())
+        case .registerNode:
+            let id = NodeID(try buffer.readKafkaInt32())
+            let host = try buffer.readKafkaString(compact: true)
+            let port = try buffer.readKafkaInt32()
+            let rack = try buffer.readKafkaNullableString(compact: true)
+            self = .registerNode(
+                NodeRegistration(
+                    id: id, host: host, port: port, rack: rack, incarnation: try buffer.readKafkaInt64(),
+                    fenced: try buffer.readKafkaBool()))
+        case .fenceNode:
+            self = .fenceNode(id: NodeID(try buffer.readKafkaInt32()), incarnation: try buffer.readKafkaInt64())
+        case .unfenceNode:
+            self = .unfenceNode(id: NodeID(try buffer.readKafkaInt32()), incarnation: try buffer.readKafkaInt64())
+        case .unregisterNode:
+            self = .unregisterNode(id: NodeID(try buffer.readKafkaInt32()))
         }
     }
 }

@@ -124,7 +124,8 @@ public final class PartitionLog {
                 let detail = isActive ? ", with valid-looking data after it; only a torn tail is truncated" : ""
                 throw StorageError(.corruptSegment, "\(segment.logPath): \(problem)\(detail); inspect or restore it")
             }
-            guard !isActive && result.problem == nil && !shortOfNext else {
+            if isActive && result.problem == nil { break }
+            guard result.problem == nil && !shortOfNext else {
                 if shortOfNext && !unflushed {
                     throw StorageError(
                         .corruptSegment,

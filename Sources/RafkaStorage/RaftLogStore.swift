@@ -18,8 +18,9 @@ import RaftCore
 /// refused with the file and byte offset; only a torn tail — a bad last entry, past the commit
 /// index, which therefore was never acknowledged — is truncated.
 ///
-/// Not thread-safe: owned by the Raft shell.
-public final class RaftLogStore {
+/// Not thread-safe: owned by the Raft shell, which runs each write on its thread pool and awaits
+/// it before the next, so one thread at a time uses it (hence `@unchecked Sendable`).
+public final class RaftLogStore: @unchecked Sendable {
     public let directory: String
     private var log: FileHandle
     private var logSize = 0

@@ -8,8 +8,9 @@ public final class SQLiteDatabase {
     private var handle: OpaquePointer?
     public let path: String
 
-    /// Opens (creating) the database at `path` with WAL journaling and full fsync on commit.
-    public init(path: String) throws(StorageError) {
+    /// Opens (creating) the database at `path`: with WAL journaling and full fsync on commit
+    /// when `journal`, else with neither (a scratch database that is written once, then copied).
+    public init(path: String, journal: Bool = true) throws(StorageError) {
         self.path = path
         var db: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
@@ -19,8 +20,13 @@ public final class SQLiteDatabase {
             throw StorageError(.database, "open \(path): \(message)")
         }
         self.handle = db
-        try self.execute("PRAGMA journal_mode=WAL")
-        try self.execute("PRAGMA synchronous=FULL")
+        if journal {
+            try self.execute("PRAGMA journal_mode=WAL")
+            try self.execute("PRAGMA synchronous=FULL")
+        } else {
+            try self.execute("PRAGMA journal_mode=OFF")
+            try self.execute("PRAGMA synchronous=OFF")
+        }
         try self.execute("PRAGMA foreign_keys=ON")
     }
 

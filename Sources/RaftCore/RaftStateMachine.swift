@@ -121,6 +121,13 @@ public struct RaftStateMachine: Sendable {
         return self.progress.mapValues(\.match)
     }
 
+    /// Starts an election now instead of waiting for a timeout: for a server that is the only
+    /// voter (standalone), where waiting would only delay start-up.
+    public mutating func campaignNow() {
+        guard self.role != .leader else { return }
+        self.campaign(transfer: false)
+    }
+
     // MARK: Time
 
     /// One tick of the shell's clock.

@@ -16,6 +16,8 @@ struct TestBroker {
     let broker: Broker
     let listener: KafkaListener
     let directory: String
+    /// The broker's loops (metadata quorum clock, reconciler); cancelled by `stop`.
+    let loops: Task<Void, any Error>
     var port: Int { self.listener.localAddress!.port! }
 
     static func start(_ configure: (inout BrokerConfig) -> Void = { _ in }) async throws -> TestBroker {
@@ -29,7 +31,9 @@ struct TestBroker {
         logger.logLevel = .warning
         let broker = try await Broker.start(config: config, logger: logger)
         let listener = try await KafkaListener.bind(broker: broker)
-        return TestBroker(broker: broker, listener: listener, directory: directory)
+        // Unstructured because the test owns the broker across awaits; `stop` cancels it.
+        let loops = Task { try await broker.run() }
+        return TestBroker(broker: broker, listener: listener, directory: directory, loops: loops)
     }
 
     /// Runs `body` against a fresh broker and always stops it afterwards.
@@ -52,6 +56,8 @@ struct TestBroker {
     }
 
     func stop() async {
+        self.loops.cancel()
+        _ = await self.loops.result
         await self.listener.close()
         await self.broker.shutdown()
         try? FileManager.default.removeItem(atPath: self.directory)

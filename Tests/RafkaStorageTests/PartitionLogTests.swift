@@ -123,6 +123,7 @@ import Testing
         }
         let (log, report) = try self.open(["segment.bytes": "1500"])
         #expect(report.truncatedBytes == 0)
+        #expect(report.truncationReason == nil, "a clean restart reports no truncation")
         #expect(log.logEndOffset == 50)
         #expect(try Batches.values(log.read(from: 48, maxBytes: 1 << 20, minOneBatch: true)).count == 2)
         #expect(try log.offset(forTimestamp: 0)?.offset == 0)

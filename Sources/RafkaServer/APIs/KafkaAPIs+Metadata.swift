@@ -55,6 +55,11 @@ extension KafkaAPIs {
                     response.topics.append(.init(errorCode: error.code.rawValue, name: name, topicAuthorizedOperations: Self.authorizedOperationsOmitted))
                 } else if let topic = image.topics[name] {
                     response.topics.append(Self.describe(topic, leader: endpoint.nodeID, replicas: replicas))
+                } else if !allTopics {
+                    // Asked for but not (yet) here: clients retry on LEADER_NOT_AVAILABLE.
+                    response.topics.append(
+                        .init(errorCode: KafkaErrorCode.leaderNotAvailable.rawValue, name: name,
+                              topicAuthorizedOperations: Self.authorizedOperationsOmitted))
                 }
             }
             for id in unknownIDs {

@@ -1,0 +1,340 @@
+import KafkaProtocol
+import Logging
+import NIOCore
+import NIOPosix
+import RafkaCore
+import RafkaStorage
+import RaftCore
+
+/// Sends Raft messages to the other voters (nothing to send for a single voter).
+protocol RaftTransport: Sendable {
+    func send(_ messages: [RaftMessage])
+}
+
+/// The transport of a quorum of one.
+struct NoPeersTransport: RaftTransport {
+    func send(_ messages: [RaftMessage]) {
+        precondition(messages.isEmpty, "a single voter has no one to send to")
+    }
+}
+
+/// Runs the metadata quorum's `RaftStateMachine` against disk (`RaftLogStore`), a transport and
+/// a clock, and applies committed entries to the metadata image.
+///
+/// Isolation: an actor; one `process()` loop at a time does each Ready in order — persist and
+/// fsync (on the thread pool), then send, then apply — so no vote or acknowledgement leaves
+/// before it is durable. Events arriving during an fsync feed the core and are picked up by the
+/// next turn of the loop. The tick loop runs in `run()`, under the owning service.
+actor RaftShell {
+    struct Options: Sendable {
+        var tickMilliseconds: Int64 = 50
+        var raft = RaftOptions()
+        /// Compact the log into a SQLite snapshot after this many applied entries.
+        var snapshotEveryEntries: UInt64 = 1000
+    }
+
+    let id: NodeID
+    private var core: RaftStateMachine
+    private let store: RaftLogStore
+    private let transport: any RaftTransport
+    private let threadPool: NIOThreadPool
+    private let logger: Logger
+    let options: Options
+    private let scratchDirectory: String
+    private(set) var image: MetadataImage
+    /// Called after each applied batch with the new image, in log order.
+    private let onApply: @Sendable (MetadataImage) -> Void
+    private var proposals: [LogIndex: (term: Term, continuation: CheckedContinuation<MetadataImage, any Error>)] = [:]
+    private var readRequests: [UInt64: CheckedContinuation<LogIndex, any Error>] = [:]
+    private var appliedWaiters: [(index: LogIndex, continuation: CheckedContinuation<MetadataImage, any Error>)] = []
+    private var nextReadID: UInt64 = 1
+    private var processing = false
+    private var savedHardState: HardState
+    private var failure: StorageError?
+
+    /// Opens the quorum member's storage in `directory` and rebuilds its state.
+    init(
+        id: NodeID,
+        directory: String,
+        initialVoters: [NodeID],
+        transport: any RaftTransport,
+        threadPool: NIOThreadPool,
+        options: Options = Options(),
+        logger: Logger,
+        onApply: @escaping @Sendable (MetadataImage) -> Void
+    ) throws {
+        let store = try RaftLogStore(directory: directory)
+        let loaded = try store.load()
+        if loaded.truncatedBytes > 0 {
+            logger.warning("truncated a torn tail of the metadata log", metadata: ["bytes": "\(loaded.truncatedBytes)"])
+        }
+        self.id = id
+        self.store = store
+        self.transport = transport
+        self.threadPool = threadPool
+        self.options = options
+        self.logger = logger
+        self.onApply = onApply
+        self.scratchDirectory = directory
+        self.savedHardState = loaded.hardState
+        var seed = SystemRandomNumberGenerator()
+        self.core = RaftStateMachine(
+            id: id, options: options.raft, hardState: loaded.hardState, snapshot: loaded.snapshot, entries: loaded.entries,
+            initialConfiguration: RaftConfiguration(voters: initialVoters), seed: seed.next())
+        if let snapshot = loaded.snapshot {
+            self.image = try MetadataSnapshotCodec.decode(snapshot.data, scratchDirectory: directory)
+        } else {
+            self.image = MetadataImage(clusterID: "")
+        }
+        self.image.controllers = self.core.configuration.voters
+        if self.core.configuration.voters == [id] { self.core.campaignNow() }
+    }
+
+    // MARK: Clock
+
+    /// Ticks the core until cancelled.
+    func run() async throws {
+        await self.process()
+        while !Task.isCancelled {
+            try await Task.sleep(for: .milliseconds(self.options.tickMilliseconds))
+            self.core.tick()
+            await self.process()
+            if let failure = self.failure { throw failure }
+        }
+    }
+
+    // MARK: Inbound
+
+    func step(_ message: RaftMessage) async {
+        self.core.step(message)
+        await self.process()
+    }
+
+    /// Proposes `change`; returns the image once it is applied here.
+    func propose(_ change: MetadataChange) async throws -> MetadataImage {
+        let result = self.core.propose(change.encoded())
+        guard case .accepted(let index) = result else { throw Self.error(result) }
+        let term = self.core.term
+        return try await withCheckedThrowingContinuation { continuation in
+            self.proposals[index] = (term, continuation)
+            Task { await self.process() }  // Drives the Ready this proposal made; bounded by it.
+        }
+    }
+
+    /// A linearizable read of the image (Raft thesis §6.4).
+    func linearizableRead() async throws -> MetadataImage {
+        let requestID = self.nextReadID
+        self.nextReadID += 1
+        let result = self.core.readIndex(requestID: requestID)
+        guard case .accepted = result else { throw Self.error(result) }
+        let index = try await withCheckedThrowingContinuation { continuation in
+            self.readRequests[requestID] = continuation
+            Task { await self.process() }  // Drives the heartbeat round of this read.
+        }
+        return try await self.waitApplied(index)
+    }
+
+    private func waitApplied(_ index: LogIndex) async throws -> MetadataImage {
+        if self.core.appliedIndex >= index { return self.image }
+        return try await withCheckedThrowingContinuation { continuation in
+            self.appliedWaiters.append((index, continuation))
+        }
+    }
+
+    private static func error(_ result: ProposalResult) -> BrokerError {
+        switch result {
+        case .notLeader: BrokerError(.notController, "this node is not the active controller")
+        case .transferring: BrokerError(.notController, "controller leadership is moving")
+        case .configurationChangeInProgress: BrokerError(.reassignmentInProgress, "a controller change is in progress")
+        case .unchanged: BrokerError(.invalidRequest, "nothing to change")
+        case .accepted: BrokerError(.unknownServerError)
+        }
+    }
+
+    var isLeader: Bool { self.core.isLeader }
+    var leader: NodeID? { self.core.leader }
+}
+
+extension RaftShell {
+    // MARK: Ready
+
+    /// Does every Ready in order. Re-entrant calls while a loop runs return at once: the
+    /// running loop sees their effects.
+    func process() async {
+        guard !self.processing else { return }
+        self.processing = true
+        defer { self.processing = false }
+        while self.core.hasReady && self.failure == nil {
+            let ready = self.core.ready()
+            do {
+                try await self.persist(ready)
+            } catch {
+                // The log cannot be trusted to be durable: stop, as etcd does, rather than vote
+                // or acknowledge on state that may be gone.
+                self.logger.critical("metadata log write failed; stopping: \(error)")
+                self.failure = error as? StorageError ?? StorageError(.io, "\(error)")
+                self.failEverything(BrokerError(.kafkaStorageError, "metadata log write failed"))
+                return
+            }
+            self.transport.send(ready.messages)
+            self.apply(ready)
+            if let snapshot = ready.snapshot { self.core.persisted(through: snapshot.index, term: snapshot.term) }
+            if let last = ready.entries.last { self.core.persisted(through: last.index, term: last.term) }
+            if let last = ready.committed.last {
+                self.core.applied(through: last.index)
+            } else if let snapshot = ready.snapshot {
+                self.core.applied(through: snapshot.index)
+            }
+            self.releaseAppliedWaiters()
+            self.maybeCompact()
+        }
+    }
+
+    private func persist(_ ready: RaftReady) async throws {
+        let store = self.store
+        let hardState = ready.hardState.flatMap { next -> HardState? in
+            // Term and vote must be durable before any message; the commit index need not be
+            // (it is recomputed), so it is saved only now and then.
+            let commitLag = next.commit.rawValue &- self.savedHardState.commit.rawValue
+            let due = next.term != self.savedHardState.term || next.vote != self.savedHardState.vote || commitLag >= 1000
+            return due ? next : nil
+        }
+        if let hardState { self.savedHardState = hardState }
+        guard ready.snapshot != nil || !ready.entries.isEmpty || hardState != nil else { return }
+        try await self.threadPool.runIfActive {
+            if let snapshot = ready.snapshot { try store.save(snapshot: snapshot) }
+            try store.append(ready.entries)
+            if !ready.entries.isEmpty { try store.sync() }
+            if let hardState { try store.save(hardState: hardState) }
+        }
+    }
+
+    private func apply(_ ready: RaftReady) {
+        if let snapshot = ready.snapshot {
+            do {
+                self.image = try MetadataSnapshotCodec.decode(snapshot.data, scratchDirectory: self.scratchDirectory)
+            } catch {
+                self.logger.critical("cannot read the metadata snapshot at \(snapshot.index): \(error)")
+                self.failure = error
+                return
+            }
+        }
+        for entry in ready.committed { self.apply(entry) }
+        for state in ready.readStates {
+            self.readRequests.removeValue(forKey: state.requestID)?.resume(returning: state.index)
+        }
+        if case .some(let leader) = ready.leaderChange, leader != self.id {
+            // Proposals not yet applied may still commit under the new leader; their callers
+            // must treat them as unknown and retry idempotently.
+            self.failPending(BrokerError(.notController, "controller leadership moved"))
+        }
+        if ready.snapshot != nil || !ready.committed.isEmpty { self.onApply(self.image) }
+    }
+
+    private func apply(_ entry: RaftEntry) {
+        switch entry.payload {
+        case .noop:
+            self.image.offset = entry.index
+            if self.image.clusterID.isEmpty && self.core.isLeader {
+                // A new cluster's first leader names it.
+                _ = self.core.propose(MetadataChange.bootstrap(clusterID: KafkaUUID.random().description).encoded())
+            }
+        case .configuration(let configuration):
+            self.image.controllers = configuration.voters
+            self.image.offset = entry.index
+        case .command(let bytes):
+            do {
+                try MetadataChange(encoded: bytes).apply(to: &self.image, at: entry.index)
+            } catch {
+                // Every voter applies the same log: skipping here is what every voter does.
+                self.logger.error("skipping an unreadable metadata entry at \(entry.index): \(error)")
+                self.image.offset = entry.index
+            }
+        }
+        if let waiter = self.proposals.removeValue(forKey: entry.index) {
+            if waiter.term == entry.term {
+                waiter.continuation.resume(returning: self.image)
+            } else {
+                waiter.continuation.resume(throwing: BrokerError(.notController, "the proposal was replaced by a new leader"))
+            }
+        }
+    }
+
+    private func releaseAppliedWaiters() {
+        let applied = self.core.appliedIndex
+        var remaining: [(index: LogIndex, continuation: CheckedContinuation<MetadataImage, any Error>)] = []
+        for waiter in self.appliedWaiters {
+            if waiter.index <= applied { waiter.continuation.resume(returning: self.image) } else { remaining.append(waiter) }
+        }
+        self.appliedWaiters = remaining
+    }
+
+    private func maybeCompact() {
+        let applied = self.core.appliedIndex
+        guard applied.rawValue >= self.core.snapshotIndex.rawValue + self.options.snapshotEveryEntries else { return }
+        do {
+            let data = try MetadataSnapshotCodec.encode(self.image, scratchDirectory: self.scratchDirectory)
+            self.core.compact(through: applied, data: data)
+            try self.store.save(snapshot: self.core.latestSnapshot!)
+            self.logger.info("compacted the metadata log into a snapshot", metadata: ["index": "\(applied)", "bytes": "\(data.count)"])
+        } catch {
+            self.logger.error("snapshot failed (the log keeps growing until one succeeds): \(error)")
+        }
+    }
+
+    private func failPending(_ error: BrokerError) {
+        for waiter in self.proposals.values { waiter.continuation.resume(throwing: error) }
+        self.proposals = [:]
+        for continuation in self.readRequests.values { continuation.resume(throwing: error) }
+        self.readRequests = [:]
+    }
+
+    private func failEverything(_ error: BrokerError) {
+        self.failPending(error)
+        for waiter in self.appliedWaiters { waiter.continuation.resume(throwing: error) }
+        self.appliedWaiters = []
+    }
+
+    /// Saves the latest hard state (so a restart re-applies less) and syncs the log.
+    func close() {
+        do {
+            try self.store.save(hardState: self.core.hardState)
+            try self.store.sync()
+        } catch {
+            self.logger.error("saving the metadata log state at shutdown failed: \(error)")
+        }
+    }
+
+    /// Quorum state for `cluster describe`.
+    func status() -> QuorumStatus {
+        QuorumStatus(
+            leader: self.core.leader, term: self.core.term, commitIndex: self.core.commitIndex,
+            lastIndex: self.core.lastIndex, voters: self.core.configuration.voters,
+            matchIndexes: self.core.followerMatchIndexes ?? [:])
+    }
+
+    /// Waits until this member leads and has applied everything in its log at start (so the
+    /// image is complete), up to `timeout`.
+    func waitUntilCaughtUp() async throws -> MetadataImage {
+        let target = self.core.lastIndex
+        for _ in 0..<200 {
+            await self.process()
+            if self.core.appliedIndex >= target && self.core.leader != nil && !self.image.clusterID.isEmpty {
+                return self.image
+            }
+            try await Task.sleep(for: .milliseconds(self.options.tickMilliseconds))
+            self.core.tick()
+        }
+        throw BrokerError(.notController, "the metadata quorum did not elect a leader")
+    }
+}
+
+/// What a controller knows of its quorum.
+struct QuorumStatus: Sendable {
+    var leader: NodeID?
+    var term: Term
+    var commitIndex: LogIndex
+    var lastIndex: LogIndex
+    var voters: [NodeID]
+    var matchIndexes: [NodeID: LogIndex]
+}
