@@ -26,7 +26,7 @@ APIS = [
     "ListGroups", "SaslHandshake", "ApiVersions", "CreateTopics", "DeleteTopics", "DeleteRecords",
     "InitProducerId", "OffsetForLeaderEpoch", "DescribeConfigs", "AlterConfigs",
     "SaslAuthenticate", "CreatePartitions", "DeleteGroups", "IncrementalAlterConfigs",
-    "DescribeCluster", "DescribeProducers",
+    "DescribeCluster", "DescribeProducers", "DescribeQuorum", "AddRaftVoter", "RemoveRaftVoter",
 ]
 EXTRA = ["RequestHeader", "ResponseHeader"]
 

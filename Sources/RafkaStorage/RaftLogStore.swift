@@ -114,22 +114,11 @@ public final class RaftLogStore: @unchecked Sendable {
             return .failure("entry length \(length) exceeds the file")
         }
         guard CRC32C.checksum(body) == crc else { return .failure("entry CRC mismatch") }
-        let term = Term(body.readInteger(as: UInt64.self)!)
-        let index = LogIndex(body.readInteger(as: UInt64.self)!)
-        let kind = body.readInteger(as: UInt8.self)!
-        let payload: RaftEntry.Payload
-        switch kind {
-        case 0:
-            payload = .noop
-        case 1:
-            payload = .command(Array(body.readableBytesView))
-        case 2:
-            guard let configuration = Self.decodeConfiguration(&body) else { return .failure("bad configuration entry") }
-            payload = .configuration(configuration)
-        default:
-            return .failure("unknown entry kind \(kind)")
+        do {
+            return .success(try RaftCodec.readEntry(&body))
+        } catch {
+            return .failure("\(error)")
         }
-        return .success(RaftEntry(term: term, index: index, payload: payload))
     }
 
     static func encode(_ entry: RaftEntry, into buffer: inout ByteBuffer) {
@@ -137,32 +126,11 @@ public final class RaftLogStore: @unchecked Sendable {
         buffer.writeInteger(UInt32(0))
         buffer.writeInteger(UInt32(0))
         let body = buffer.writerIndex
-        buffer.writeInteger(entry.term.rawValue)
-        buffer.writeInteger(entry.index.rawValue)
-        switch entry.payload {
-        case .noop:
-            buffer.writeInteger(UInt8(0))
-        case .command(let bytes):
-            buffer.writeInteger(UInt8(1))
-            buffer.writeBytes(bytes)
-        case .configuration(let configuration):
-            buffer.writeInteger(UInt8(2))
-            Self.encodeConfiguration(configuration, into: &buffer)
-        }
+        RaftCodec.writeEntry(entry, into: &buffer)
         let length = buffer.writerIndex - body
         let crc = CRC32C.checksum(buffer.getSlice(at: body, length: length)!)
         buffer.setInteger(UInt32(length), at: start)
         buffer.setInteger(crc, at: start + 4)
-    }
-
-    static func encodeConfiguration(_ configuration: RaftConfiguration, into buffer: inout ByteBuffer) {
-        buffer.writeInteger(UInt16(configuration.voters.count))
-        for voter in configuration.voters { buffer.writeInteger(voter.rawValue) }
-    }
-
-    static func decodeConfiguration(_ buffer: inout ByteBuffer) -> RaftConfiguration? {
-        guard let count = buffer.readInteger(as: UInt16.self), Int(count) * 4 <= buffer.readableBytes else { return nil }
-        return RaftConfiguration(voters: (0..<count).map { _ in NodeID(buffer.readInteger(as: Int32.self)!) })
     }
 
     // MARK: Writing
@@ -219,7 +187,7 @@ public final class RaftLogStore: @unchecked Sendable {
         buffer.writeInteger(UInt32(0x5253_4e31))  // "RSN1"
         buffer.writeInteger(snapshot.index.rawValue)
         buffer.writeInteger(snapshot.term.rawValue)
-        Self.encodeConfiguration(snapshot.configuration, into: &buffer)
+        RaftCodec.writeConfiguration(snapshot.configuration, into: &buffer)
         buffer.writeInteger(UInt64(snapshot.data.count))
         buffer.writeBytes(snapshot.data)
         buffer.writeInteger(CRC32C.checksum(buffer))
@@ -236,7 +204,7 @@ public final class RaftLogStore: @unchecked Sendable {
                 == bytes.getInteger(at: bytes.writerIndex - 4, as: UInt32.self),
             bytes.readInteger(as: UInt32.self) == 0x5253_4e31,
             let index = bytes.readInteger(as: UInt64.self), let term = bytes.readInteger(as: UInt64.self),
-            let configuration = Self.decodeConfiguration(&bytes),
+            let configuration = try? RaftCodec.readConfiguration(&bytes),
             let size = bytes.readInteger(as: UInt64.self), Int(size) == bytes.readableBytes - 4,
             let data = bytes.readBytes(length: Int(size))
         else { throw damaged }

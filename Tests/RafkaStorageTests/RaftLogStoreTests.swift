@@ -1,4 +1,6 @@
 import Foundation
+import KafkaProtocol
+import NIOCore
 import RafkaCore
 import RafkaStorage
 import RaftCore
@@ -111,5 +113,42 @@ import Testing
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
         try data.prefix(data.count - 3).write(to: URL(fileURLWithPath: path))
         #expect(throws: StorageError.self) { try RaftLogStore(directory: self.directory.path).load() }
+    }
+}
+
+@Suite struct RaftCodecTests {
+    static let messages: [RaftMessage.Kind] = [
+        .voteRequest(lastIndex: LogIndex(9), lastTerm: Term(3), preVote: true, transfer: false),
+        .voteResponse(granted: true, preVote: false),
+        .append(prevIndex: LogIndex(4), prevTerm: Term(2), entries: [
+            RaftEntry(term: Term(2), index: LogIndex(5), payload: .noop),
+            RaftEntry(term: Term(2), index: LogIndex(6), payload: .command([1, 2, 3])),
+            RaftEntry(term: Term(3), index: LogIndex(7), payload: .configuration(RaftConfiguration(voters: [NodeID(1), NodeID(3)]))),
+        ], commit: LogIndex(5)),
+        .appendResponse(success: false, index: LogIndex(3), hintTerm: Term(2)),
+        .appendResponse(success: true, index: LogIndex(7), hintTerm: nil),
+        .heartbeat(commit: LogIndex(7), readRound: 42),
+        .heartbeatResponse(readRound: 42),
+        .installSnapshot(RaftSnapshot(index: LogIndex(100), term: Term(4), configuration: RaftConfiguration(voters: [NodeID(2)]), data: [9, 8, 7])),
+        .timeoutNow,
+    ]
+
+    @Test func everyMessageKindRoundTrips() throws {
+        for kind in Self.messages {
+            let message = RaftMessage(from: NodeID(1), to: NodeID(2), term: Term(5), kind: kind)
+            var buffer = ByteBuffer()
+            RaftCodec.writeMessage(message, into: &buffer)
+            #expect(try RaftCodec.readMessage(&buffer) == message)
+            #expect(buffer.readableBytes == 0)
+        }
+    }
+
+    @Test func truncatedMessagesFailCleanly() {
+        var whole = ByteBuffer()
+        RaftCodec.writeMessage(RaftMessage(from: NodeID(1), to: NodeID(2), term: Term(5), kind: Self.messages[2]), into: &whole)
+        for length in 0..<whole.readableBytes {
+            var cut = whole.getSlice(at: 0, length: length)!
+            #expect(throws: KafkaDecodingError.self) { try RaftCodec.readMessage(&cut) }
+        }
     }
 }

@@ -515,6 +515,54 @@ extension DescribeProducersRequest {
     }
 }
 
+extension DescribeQuorumRequest {
+    static func sample(version: Int16, seed: Int) -> DescribeQuorumRequest {
+        var value = DescribeQuorumRequest()
+        value.topics = [DescribeQuorumRequest.sampleTopicData(version: version, seed: seed + 0), DescribeQuorumRequest.sampleTopicData(version: version, seed: seed + 0 + 100)]
+        return value
+    }
+    static func sampleTopicData(version: Int16, seed: Int) -> DescribeQuorumRequest.TopicData {
+        var value = DescribeQuorumRequest.TopicData()
+        value.topicName = "s\((seed + 0))-é"
+        value.partitions = [DescribeQuorumRequest.samplePartitionData(version: version, seed: seed + 1), DescribeQuorumRequest.samplePartitionData(version: version, seed: seed + 1 + 100)]
+        return value
+    }
+    static func samplePartitionData(version: Int16, seed: Int) -> DescribeQuorumRequest.PartitionData {
+        var value = DescribeQuorumRequest.PartitionData()
+        value.partitionIndex = Int32(truncatingIfNeeded: (seed + 0) * 7919 + 1)
+        return value
+    }
+}
+
+extension AddRaftVoterRequest {
+    static func sample(version: Int16, seed: Int) -> AddRaftVoterRequest {
+        var value = AddRaftVoterRequest()
+        value.clusterId = "s\((seed + 0))-é"
+        value.timeoutMs = Int32(truncatingIfNeeded: (seed + 1) * 7919 + 1)
+        value.voterId = Int32(truncatingIfNeeded: (seed + 2) * 7919 + 1)
+        value.voterDirectoryId = KafkaUUID(high: UInt64((seed + 3) + 1), low: UInt64((seed + 3) * 3 + 7))
+        value.listeners = [AddRaftVoterRequest.sampleListener(version: version, seed: seed + 4), AddRaftVoterRequest.sampleListener(version: version, seed: seed + 4 + 100)]
+        return value
+    }
+    static func sampleListener(version: Int16, seed: Int) -> AddRaftVoterRequest.Listener {
+        var value = AddRaftVoterRequest.Listener()
+        value.name = "s\((seed + 0))-é"
+        value.host = "s\((seed + 1))-é"
+        value.port = UInt16(truncatingIfNeeded: (seed + 2) % 60000 + 1)
+        return value
+    }
+}
+
+extension RemoveRaftVoterRequest {
+    static func sample(version: Int16, seed: Int) -> RemoveRaftVoterRequest {
+        var value = RemoveRaftVoterRequest()
+        value.clusterId = "s\((seed + 0))-é"
+        value.voterId = Int32(truncatingIfNeeded: (seed + 1) * 7919 + 1)
+        value.voterDirectoryId = KafkaUUID(high: UInt64((seed + 2) + 1), low: UInt64((seed + 2) * 3 + 7))
+        return value
+    }
+}
+
 extension ProduceResponse {
     static func sample(version: Int16, seed: Int) -> ProduceResponse {
         var value = ProduceResponse()
@@ -1215,6 +1263,77 @@ extension DescribeProducersResponse {
     }
 }
 
+extension DescribeQuorumResponse {
+    static func sampleReplicaState(version: Int16, seed: Int) -> DescribeQuorumResponse.ReplicaState {
+        var value = DescribeQuorumResponse.ReplicaState()
+        value.replicaId = Int32(truncatingIfNeeded: (seed + 0) * 7919 + 1)
+        if version >= 2 { value.replicaDirectoryId = KafkaUUID(high: UInt64((seed + 1) + 1), low: UInt64((seed + 1) * 3 + 7)) }
+        value.logEndOffset = Int64((seed + 2)) * 1_000_003 + 5_000_000_000
+        if version >= 1 { value.lastFetchTimestamp = Int64((seed + 3)) * 1_000_003 + 5_000_000_000 }
+        if version >= 1 { value.lastCaughtUpTimestamp = Int64((seed + 4)) * 1_000_003 + 5_000_000_000 }
+        return value
+    }
+    static func sample(version: Int16, seed: Int) -> DescribeQuorumResponse {
+        var value = DescribeQuorumResponse()
+        value.errorCode = Int16(truncatingIfNeeded: (seed + 0) % 30000 + 1)
+        if version >= 2 { value.errorMessage = "s\((seed + 1))-é" }
+        value.topics = [DescribeQuorumResponse.sampleTopicData(version: version, seed: seed + 2), DescribeQuorumResponse.sampleTopicData(version: version, seed: seed + 2 + 100)]
+        if version >= 2 { value.nodes = [DescribeQuorumResponse.sampleNode(version: version, seed: seed + 3), DescribeQuorumResponse.sampleNode(version: version, seed: seed + 3 + 100)] }
+        return value
+    }
+    static func sampleTopicData(version: Int16, seed: Int) -> DescribeQuorumResponse.TopicData {
+        var value = DescribeQuorumResponse.TopicData()
+        value.topicName = "s\((seed + 0))-é"
+        value.partitions = [DescribeQuorumResponse.samplePartitionData(version: version, seed: seed + 1), DescribeQuorumResponse.samplePartitionData(version: version, seed: seed + 1 + 100)]
+        return value
+    }
+    static func samplePartitionData(version: Int16, seed: Int) -> DescribeQuorumResponse.PartitionData {
+        var value = DescribeQuorumResponse.PartitionData()
+        value.partitionIndex = Int32(truncatingIfNeeded: (seed + 0) * 7919 + 1)
+        value.errorCode = Int16(truncatingIfNeeded: (seed + 1) % 30000 + 1)
+        if version >= 2 { value.errorMessage = "s\((seed + 2))-é" }
+        value.leaderId = Int32(truncatingIfNeeded: (seed + 3) * 7919 + 1)
+        value.leaderEpoch = Int32(truncatingIfNeeded: (seed + 4) * 7919 + 1)
+        value.highWatermark = Int64((seed + 5)) * 1_000_003 + 5_000_000_000
+        value.currentVoters = [DescribeQuorumResponse.sampleReplicaState(version: version, seed: seed + 6), DescribeQuorumResponse.sampleReplicaState(version: version, seed: seed + 6 + 100)]
+        value.observers = [DescribeQuorumResponse.sampleReplicaState(version: version, seed: seed + 7), DescribeQuorumResponse.sampleReplicaState(version: version, seed: seed + 7 + 100)]
+        return value
+    }
+    static func sampleNode(version: Int16, seed: Int) -> DescribeQuorumResponse.Node {
+        var value = DescribeQuorumResponse.Node()
+        if version >= 2 { value.nodeId = Int32(truncatingIfNeeded: (seed + 0) * 7919 + 1) }
+        if version >= 2 { value.listeners = [DescribeQuorumResponse.sampleListener(version: version, seed: seed + 1), DescribeQuorumResponse.sampleListener(version: version, seed: seed + 1 + 100)] }
+        return value
+    }
+    static func sampleListener(version: Int16, seed: Int) -> DescribeQuorumResponse.Listener {
+        var value = DescribeQuorumResponse.Listener()
+        if version >= 2 { value.name = "s\((seed + 0))-é" }
+        if version >= 2 { value.host = "s\((seed + 1))-é" }
+        if version >= 2 { value.port = UInt16(truncatingIfNeeded: (seed + 2) % 60000 + 1) }
+        return value
+    }
+}
+
+extension AddRaftVoterResponse {
+    static func sample(version: Int16, seed: Int) -> AddRaftVoterResponse {
+        var value = AddRaftVoterResponse()
+        value.throttleTimeMs = Int32(truncatingIfNeeded: (seed + 0) * 7919 + 1)
+        value.errorCode = Int16(truncatingIfNeeded: (seed + 1) % 30000 + 1)
+        value.errorMessage = "s\((seed + 2))-é"
+        return value
+    }
+}
+
+extension RemoveRaftVoterResponse {
+    static func sample(version: Int16, seed: Int) -> RemoveRaftVoterResponse {
+        var value = RemoveRaftVoterResponse()
+        value.throttleTimeMs = Int32(truncatingIfNeeded: (seed + 0) * 7919 + 1)
+        value.errorCode = Int16(truncatingIfNeeded: (seed + 1) % 30000 + 1)
+        value.errorMessage = "s\((seed + 2))-é"
+        return value
+    }
+}
+
 extension RequestHeader {
     static func sample(version: Int16, seed: Int) -> RequestHeader {
         var value = RequestHeader()
@@ -1404,6 +1523,24 @@ let allMessageSamples: [(name: String, versions: ClosedRange<Int16>, roundTrip: 
         value.encode(into: &buffer, version: version)
         return try DescribeProducersRequest.decodeWhole(buffer, version: version) == value
     }),
+    ("DescribeQuorumRequest", DescribeQuorumRequest.schemaVersions, { version in
+        let value = DescribeQuorumRequest.sample(version: version, seed: Int(version) * 10)
+        var buffer = ByteBuffer()
+        value.encode(into: &buffer, version: version)
+        return try DescribeQuorumRequest.decodeWhole(buffer, version: version) == value
+    }),
+    ("AddRaftVoterRequest", AddRaftVoterRequest.schemaVersions, { version in
+        let value = AddRaftVoterRequest.sample(version: version, seed: Int(version) * 10)
+        var buffer = ByteBuffer()
+        value.encode(into: &buffer, version: version)
+        return try AddRaftVoterRequest.decodeWhole(buffer, version: version) == value
+    }),
+    ("RemoveRaftVoterRequest", RemoveRaftVoterRequest.schemaVersions, { version in
+        let value = RemoveRaftVoterRequest.sample(version: version, seed: Int(version) * 10)
+        var buffer = ByteBuffer()
+        value.encode(into: &buffer, version: version)
+        return try RemoveRaftVoterRequest.decodeWhole(buffer, version: version) == value
+    }),
     ("ProduceResponse", ProduceResponse.schemaVersions, { version in
         let value = ProduceResponse.sample(version: version, seed: Int(version) * 10)
         var buffer = ByteBuffer()
@@ -1571,6 +1708,24 @@ let allMessageSamples: [(name: String, versions: ClosedRange<Int16>, roundTrip: 
         var buffer = ByteBuffer()
         value.encode(into: &buffer, version: version)
         return try DescribeProducersResponse.decodeWhole(buffer, version: version) == value
+    }),
+    ("DescribeQuorumResponse", DescribeQuorumResponse.schemaVersions, { version in
+        let value = DescribeQuorumResponse.sample(version: version, seed: Int(version) * 10)
+        var buffer = ByteBuffer()
+        value.encode(into: &buffer, version: version)
+        return try DescribeQuorumResponse.decodeWhole(buffer, version: version) == value
+    }),
+    ("AddRaftVoterResponse", AddRaftVoterResponse.schemaVersions, { version in
+        let value = AddRaftVoterResponse.sample(version: version, seed: Int(version) * 10)
+        var buffer = ByteBuffer()
+        value.encode(into: &buffer, version: version)
+        return try AddRaftVoterResponse.decodeWhole(buffer, version: version) == value
+    }),
+    ("RemoveRaftVoterResponse", RemoveRaftVoterResponse.schemaVersions, { version in
+        let value = RemoveRaftVoterResponse.sample(version: version, seed: Int(version) * 10)
+        var buffer = ByteBuffer()
+        value.encode(into: &buffer, version: version)
+        return try RemoveRaftVoterResponse.decodeWhole(buffer, version: version) == value
     }),
     ("RequestHeader", RequestHeader.schemaVersions, { version in
         let value = RequestHeader.sample(version: version, seed: Int(version) * 10)
