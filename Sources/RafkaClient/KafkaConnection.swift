@@ -8,14 +8,19 @@ import Synchronization
 ///
 /// Usage: `let connection = try await KafkaConnection.connect(host:port:)`, then
 /// `try await connection.send(request)`; `close()` when done. Safe to share between tasks.
-public final class KafkaConnection: Sendable {
+public final class KafkaConnection: Sendable, CustomStringConvertible {
     private let channel: any Channel
     private let handler: NIOLoopBound<ResponseMatcher>
     private let correlation = Atomic<Int32>(1)
     private let versions: Mutex<[Int16: ClosedRange<Int16>]>
     public let clientID: String
+    /// `host:port` this connection went to.
+    public let endpoint: String
 
-    private init(channel: any Channel, handler: ResponseMatcher, clientID: String) {
+    public var description: String { self.endpoint }
+
+    private init(channel: any Channel, handler: ResponseMatcher, clientID: String, endpoint: String) {
+        self.endpoint = endpoint
         self.channel = channel
         self.handler = NIOLoopBound(handler, eventLoop: channel.eventLoop)
         self.clientID = clientID
@@ -44,7 +49,7 @@ public final class KafkaConnection: Sendable {
             .get()
         let connection = try await channel.eventLoop.submit {
             let matcher = try channel.pipeline.syncOperations.handler(type: ResponseMatcher.self)
-            return KafkaConnection(channel: channel, handler: matcher, clientID: clientID)
+            return KafkaConnection(channel: channel, handler: matcher, clientID: clientID, endpoint: "\(host):\(port)")
         }.get()
         do {
             try await connection.negotiate()
@@ -67,6 +72,11 @@ public final class KafkaConnection: Sendable {
         self.versions.withLock { versions in
             for key in response.apiKeys { versions[key.apiKey] = key.minVersion...key.maxVersion }
         }
+    }
+
+    /// Whether the broker serves `Request` at all.
+    public func supports<Request: KafkaRequestMessage>(_: Request.Type) -> Bool {
+        self.versions.withLock { $0[Request.apiKey.rawValue] != nil }
     }
 
     /// The highest version of `Request` both sides speak, capped at `preferredMax`.
@@ -146,6 +156,9 @@ extension ProduceRequest: KafkaRequestWithResponse { public typealias Response =
 extension FetchRequest: KafkaRequestWithResponse { public typealias Response = FetchResponse }
 extension ListOffsetsRequest: KafkaRequestWithResponse { public typealias Response = ListOffsetsResponse }
 extension InitProducerIdRequest: KafkaRequestWithResponse { public typealias Response = InitProducerIdResponse }
+extension DescribeQuorumRequest: KafkaRequestWithResponse { public typealias Response = DescribeQuorumResponse }
+extension AddRaftVoterRequest: KafkaRequestWithResponse { public typealias Response = AddRaftVoterResponse }
+extension RemoveRaftVoterRequest: KafkaRequestWithResponse { public typealias Response = RemoveRaftVoterResponse }
 
 /// A client-side failure: connection, negotiation or decoding.
 public struct KafkaClientError: Error, Sendable, CustomStringConvertible {

@@ -33,7 +33,7 @@ public struct HostPort: Sendable, Equatable, CustomStringConvertible {
 
 /// Everything a broker process is configured with. Built from defaults, then the YAML file,
 /// then `RAFKA_*` environment variables, then command-line flags (each overriding the last).
-public struct BrokerConfig: Sendable, Equatable {
+public struct BrokerConfig: Sendable {
     public var nodeID: Int32 = 1
     public var dataDirectory: String = "./data"
     public var listen = HostPort(host: "127.0.0.1", port: 9092)
@@ -59,8 +59,23 @@ public struct BrokerConfig: Sendable, Equatable {
     /// Broker-wide defaults for topic configs, by topic-level name (`retention.ms: 86400000`).
     public var topicDefaults: [String: String] = [:]
     public var logLevel = "info"
+    /// The controller quorum's initial voters and their controller listeners
+    /// (`1@host:port,2@host:port,…`); empty in standalone.
+    public var voters: [(id: Int32, endpoint: HostPort)] = []
 
     public init() {}
+
+    /// Parses `1@host:port,2@host:port`.
+    public static func parseVoters(_ text: String) -> [(id: Int32, endpoint: HostPort)]? {
+        var voters: [(id: Int32, endpoint: HostPort)] = []
+        for item in text.split(separator: ",") {
+            let parts = item.split(separator: "@", maxSplits: 1)
+            guard parts.count == 2, let id = Int32(parts[0]), let endpoint = HostPort(String(parts[1])) else { return nil }
+            voters.append((id, endpoint))
+        }
+        guard !voters.isEmpty, Set(voters.map(\.id)).count == voters.count else { return nil }
+        return voters
+    }
 
     /// The listener advertised in Metadata responses.
     public var advertised: HostPort {
@@ -87,6 +102,7 @@ public struct BrokerConfig: Sendable, Equatable {
         var retentionCheckIntervalMs: Int64?
         var topicDefaults: [String: String]?
         var logLevel: String?
+        var voters: String?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case nodeID = "node-id", dataDir = "data-dir", listen, advertisedListener = "advertised-listener", rack
@@ -95,7 +111,7 @@ public struct BrokerConfig: Sendable, Equatable {
             case autoCreateTopics = "auto-create-topics", defaultPartitions = "default-partitions"
             case defaultReplicationFactor = "default-replication-factor", eventLoopThreads = "event-loop-threads"
             case retentionCheckIntervalMs = "retention-check-interval-ms", topicDefaults = "topic-defaults"
-            case logLevel = "log-level"
+            case logLevel = "log-level", voters
         }
     }
 
@@ -168,6 +184,12 @@ public struct BrokerConfig: Sendable, Equatable {
         if let v = file.retentionCheckIntervalMs { self.retentionCheckIntervalMilliseconds = v }
         if let v = file.topicDefaults { self.topicDefaults.merge(v) { _, new in new } }
         if let v = file.logLevel { self.logLevel = v }
+        if let v = file.voters {
+            guard let voters = Self.parseVoters(v) else {
+                throw ConfigError("\(source): voters \(v) is not id@host:port,id@host:port,…")
+            }
+            self.voters = voters
+        }
         try self.validate(source: source)
     }
 

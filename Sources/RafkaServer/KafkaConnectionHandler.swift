@@ -18,7 +18,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private let router: RequestRouter
+    private let router: any FrameRouter
     private let memory: ConnectionMemory
     private var logger: Logger
     private var sequencer = ResponseSequencer<ByteBuffer>()
@@ -28,7 +28,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     private let inFlightMax: Int
 
     init(
-        router: RequestRouter,
+        router: any FrameRouter,
         memory: ConnectionMemory,
         logger: Logger,
         inFlightMax: Int = Limits.inFlightRequestsPerConnectionMax

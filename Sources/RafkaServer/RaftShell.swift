@@ -121,6 +121,17 @@ actor RaftShell {
         }
     }
 
+    /// Adds or removes one voter (Raft §6); returns once the new configuration is applied here.
+    func changeConfiguration(_ change: ConfigurationChange) async throws -> MetadataImage {
+        let result = self.core.proposeConfigurationChange(change)
+        guard case .accepted(let index) = result else { throw Self.error(result) }
+        let term = self.core.term
+        return try await withCheckedThrowingContinuation { continuation in
+            self.proposals[index] = (term, continuation)
+            Task { await self.process() }  // Drives the Ready this change made; bounded by it.
+        }
+    }
+
     /// A linearizable read of the image (Raft thesis §6.4).
     func linearizableRead() async throws -> MetadataImage {
         let requestID = self.nextReadID
@@ -222,6 +233,11 @@ extension RaftShell {
         for entry in ready.committed { self.apply(entry) }
         for state in ready.readStates {
             self.readRequests.removeValue(forKey: state.requestID)?.resume(returning: state.index)
+        }
+        if case .some(let leader) = ready.leaderChange {
+            self.logger.info(
+                "metadata quorum leader changed",
+                metadata: ["leader": "\(leader.map { "\($0)" } ?? "none")", "term": "\(self.core.term)"])
         }
         if case .some(let leader) = ready.leaderChange, leader != self.id {
             // Proposals not yet applied may still commit under the new leader; their callers

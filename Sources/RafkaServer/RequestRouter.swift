@@ -19,9 +19,15 @@ struct ConnectionFailure: Error, CustomStringConvertible {
     var description: String { self.reason }
 }
 
+/// Turns one request frame into the response frame to send back (nil: none is due). A failed
+/// future with `ConnectionFailure` means: log and close the connection.
+protocol FrameRouter: Sendable {
+    func handle(_ frame: ByteBuffer, on eventLoop: any EventLoop) -> EventLoopFuture<ByteBuffer?>
+}
+
 /// Decodes each request frame, dispatches it to `KafkaAPIs` and encodes the response with the
 /// right header. Stateless; one per broker.
-struct RequestRouter: Sendable {
+struct RequestRouter: FrameRouter {
     let apis: KafkaAPIs
 
     /// The APIs and versions Rafka serves (ApiVersions advertises exactly these).
@@ -39,6 +45,7 @@ struct RequestRouter: Sendable {
         (.createPartitions, 0...3),
         (.incrementalAlterConfigs, 0...1),
         (.describeCluster, 0...1),
+        (.describeQuorum, 0...2),
     ]
 
     static let supportedByKey: [KafkaAPIKey: ClosedRange<Int16>] = Dictionary(uniqueKeysWithValues: supported)
@@ -70,6 +77,7 @@ struct RequestRouter: Sendable {
         case .incrementalAlterConfigs:
             return self.serve(IncrementalAlterConfigsRequest.self, body, context, self.apis.incrementalAlterConfigs)
         case .describeCluster: return self.serve(DescribeClusterRequest.self, body, context, self.apis.describeCluster)
+        case .describeQuorum: return self.serve(DescribeQuorumRequest.self, body, context, self.apis.describeQuorum)
         default:
             return eventLoop.makeFailedFuture(ConnectionFailure(reason: "API \(context.apiKey) is not supported"))
         }
@@ -113,6 +121,7 @@ struct RequestRouter: Sendable {
         case .createPartitions: CreatePartitionsRequest.isFlexible(version)
         case .incrementalAlterConfigs: IncrementalAlterConfigsRequest.isFlexible(version)
         case .describeCluster: DescribeClusterRequest.isFlexible(version)
+        case .describeQuorum: DescribeQuorumRequest.isFlexible(version)
         default: false
         }
     }

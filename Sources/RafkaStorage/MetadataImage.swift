@@ -16,14 +16,19 @@ public struct MetadataImage: Sendable, Equatable {
     public var nextProducerID: Int64
     /// The controller quorum's voters (mirrors Raft's configuration entries).
     public var controllers: [NodeID]
+    /// Where controllers added after the cluster started listen (the initial voters' addresses
+    /// come from each process's `--voters`).
+    public var controllerEndpoints: [NodeID: Endpoint]
     public var nodes: [NodeID: NodeRegistration]
     /// Bumped whenever ring membership changes (used by the data plane).
     public var ringEpoch: Int64
 
     public init(
         clusterID: String, offset: LogIndex = .zero, topics: [String: TopicMetadata] = [:], nextProducerID: Int64 = 0,
-        controllers: [NodeID] = [], nodes: [NodeID: NodeRegistration] = [:], ringEpoch: Int64 = 0
+        controllers: [NodeID] = [], controllerEndpoints: [NodeID: Endpoint] = [:], nodes: [NodeID: NodeRegistration] = [:],
+        ringEpoch: Int64 = 0
     ) {
+        self.controllerEndpoints = controllerEndpoints
         self.clusterID = clusterID
         self.offset = offset
         self.topics = topics
@@ -54,6 +59,19 @@ public struct TopicMetadata: Sendable, Equatable {
         self.replicationFactor = replicationFactor
         self.configs = configs
     }
+}
+
+/// A host and port.
+public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int32
+
+    public init(host: String, port: Int32) {
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { "\(self.host):\(self.port)" }
 }
 
 /// A data node as registered with the controllers.
@@ -92,6 +110,8 @@ public enum MetadataChange: Sendable, Equatable {
     case fenceNode(id: NodeID, incarnation: Int64)
     case unfenceNode(id: NodeID, incarnation: Int64)
     case unregisterNode(id: NodeID)
+    /// Records where a controller listens, before it is added as a voter.
+    case registerController(id: NodeID, endpoint: Endpoint)
 
     /// Applies the change (validated before it was proposed) to `image` at log `offset`.
     public func apply(to image: inout MetadataImage, at offset: LogIndex) {
@@ -124,6 +144,8 @@ public enum MetadataChange: Sendable, Equatable {
             }
         case .unregisterNode(let id):
             if image.nodes.removeValue(forKey: id) != nil { image.ringEpoch += 1 }
+        case .registerController(let id, let endpoint):
+            image.controllerEndpoints[id] = endpoint
         }
     }
 }
@@ -133,7 +155,7 @@ public enum MetadataChange: Sendable, Equatable {
 extension MetadataChange {
     private enum Kind: UInt8 {
         case bootstrap = 1, createTopic, deleteTopic, setPartitionCount, setTopicConfigs, reserveProducerIDs
-        case registerNode, fenceNode, unfenceNode, unregisterNode
+        case registerNode, fenceNode, unfenceNode, unregisterNode, registerController
     }
 
     /// The bytes of a metadata-log entry: a format version, a kind, then the fields.
@@ -180,6 +202,11 @@ extension MetadataChange {
         case .unregisterNode(let id):
             buffer.writeInteger(Kind.unregisterNode.rawValue)
             buffer.writeKafkaInt32(id.rawValue)
+        case .registerController(let id, let endpoint):
+            buffer.writeInteger(Kind.registerController.rawValue)
+            buffer.writeKafkaInt32(id.rawValue)
+            buffer.writeKafkaString(endpoint.host, compact: true)
+            buffer.writeKafkaInt32(endpoint.port)
         }
         return Array(buffer.readableBytesView)
     }
@@ -246,6 +273,10 @@ extension MetadataChange {
             self = .unfenceNode(id: NodeID(try buffer.readKafkaInt32()), incarnation: try buffer.readKafkaInt64())
         case .unregisterNode:
             self = .unregisterNode(id: NodeID(try buffer.readKafkaInt32()))
+        case .registerController:
+            let id = NodeID(try buffer.readKafkaInt32())
+            self = .registerController(
+                id: id, endpoint: Endpoint(host: try buffer.readKafkaString(compact: true), port: try buffer.readKafkaInt32()))
         }
     }
 }

@@ -14,6 +14,7 @@ public enum MetadataSnapshotCodec {
             topic TEXT NOT NULL REFERENCES topics(name) ON DELETE CASCADE,
             key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY(topic, key));
         CREATE TABLE controllers(id INTEGER PRIMARY KEY);
+        CREATE TABLE controller_endpoints(id INTEGER PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL);
         CREATE TABLE nodes(
             id INTEGER PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL, rack TEXT,
             incarnation INTEGER NOT NULL, fenced INTEGER NOT NULL);
@@ -45,6 +46,11 @@ public enum MetadataSnapshotCodec {
             }
             for id in image.controllers {
                 try database.query("INSERT INTO controllers(id) VALUES(?)", [.integer(Int64(id.rawValue))])
+            }
+            for (id, endpoint) in image.controllerEndpoints.sorted(by: { $0.key < $1.key }) {
+                try database.query(
+                    "INSERT INTO controller_endpoints(id, host, port) VALUES(?, ?, ?)",
+                    [.integer(Int64(id.rawValue)), .text(endpoint.host), .integer(Int64(endpoint.port))])
             }
             for node in image.nodes.values.sorted(by: { $0.id < $1.id }) {
                 try database.query(
@@ -85,6 +91,10 @@ public enum MetadataSnapshotCodec {
         }
         image.controllers = try database.query("SELECT id FROM controllers ORDER BY id").compactMap {
             $0[0].integer.map { NodeID(Int32($0)) }
+        }
+        for row in try database.query("SELECT id, host, port FROM controller_endpoints") {
+            guard let id = row[0].integer, let host = row[1].text, let port = row[2].integer else { continue }
+            image.controllerEndpoints[NodeID(Int32(id))] = Endpoint(host: host, port: Int32(port))
         }
         for row in try database.query("SELECT id, host, port, rack, incarnation, fenced FROM nodes") {
             guard let id = row[0].integer, let host = row[1].text, let port = row[2].integer, let incarnation = row[4].integer,

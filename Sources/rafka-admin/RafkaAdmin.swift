@@ -11,7 +11,7 @@ struct RafkaAdmin: AsyncParsableCommand {
             Output is a table by default and JSON with --json. On failure the exit status is non-zero and \
             one line on stderr says why, with Kafka's error name.
             """,
-        subcommands: [Topics.self, Cluster.self]
+        subcommands: [Topics.self, Cluster.self, Controllers.self]
     )
 
     /// `--bootstrap` and `--json` may come before the subcommand (`rafka-admin --bootstrap H:P
@@ -256,19 +256,87 @@ struct Cluster: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Inspect the cluster.", subcommands: [Describe.self])
 
     struct Describe: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show the cluster id, controller and brokers.")
+        static let configuration = CommandConfiguration(
+            abstract: "Show the controller quorum (leader, term, commit index, each voter's match index and lag) and the data nodes.",
+            discussion: "Works through any data node or controller address; the leader is asked for voter progress.")
         @OptionGroup var connection: Connection
 
+        struct Report: Encodable {
+            var clusterID: String?
+            var leaderId: Int32
+            var term: Int64
+            var commitIndex: Int64
+            var voters: [QuorumReport.Voter]
+            var nodes: [QuorumReport.DataNode]
+            var controllers: [QuorumReport.Controller]
+            var brokers: [ClusterDescription.Broker]
+        }
+
         func run() async throws {
-            let cluster = try await withAdmin(self.connection) { try await $0.describeCluster() }
-            if self.connection.json {
-                printJSON(cluster)
-            } else {
-                print("Cluster: \(cluster.clusterID)  controller: \(cluster.controllerID)")
-                printTable(
-                    ["BROKER", "HOST", "PORT", "RACK"],
-                    cluster.brokers.map { [String($0.id), $0.host, String($0.port), $0.rack ?? ""] })
+            let report = try await withAdmin(self.connection) { admin -> Report in
+                let quorum = try await admin.describeQuorum()
+                // A controller does not serve DescribeCluster; a data node does.
+                let cluster = try? await admin.describeCluster()
+                return Report(
+                    clusterID: cluster?.clusterID, leaderId: quorum.leaderId, term: quorum.term, commitIndex: quorum.commitIndex,
+                    voters: quorum.voters, nodes: quorum.nodes, controllers: quorum.controllers, brokers: cluster?.brokers ?? [])
             }
+            if self.connection.json {
+                printJSON(report)
+                return
+            }
+            if let clusterID = report.clusterID { print("Cluster: \(clusterID)") }
+            print("Controller quorum: leader \(report.leaderId), term \(report.term), commit index \(report.commitIndex)")
+            printTable(
+                ["VOTER", "MATCH INDEX", "LAG", "LISTENER"],
+                report.voters.map { voter in
+                    let listener = report.controllers.first { $0.id == voter.id }.map { "\($0.host):\($0.port)" } ?? ""
+                    return [
+                        String(voter.id) + (voter.id == report.leaderId ? " (leader)" : ""),
+                        voter.matchIndex < 0 ? "?" : String(voter.matchIndex), voter.lag < 0 ? "?" : String(voter.lag), listener,
+                    ]
+                })
+            if !report.nodes.isEmpty {
+                print("")
+                printTable(["DATA NODE", "STATE"], report.nodes.map { [String($0.id), $0.state] })
+            }
+            if !report.brokers.isEmpty {
+                print("")
+                printTable(["BROKER", "HOST", "PORT", "RACK"], report.brokers.map { [String($0.id), $0.host, String($0.port), $0.rack ?? ""] })
+            }
+        }
+    }
+}
+
+struct Controllers: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Change the controller quorum's voters, one at a time.", subcommands: [Add.self, Remove.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add a running controller (started with the current voters' --voters) as a voter.")
+        @OptionGroup var connection: Connection
+        @Option(help: "The new controller's node id.") var id: Int32
+        @Option(help: ArgumentHelp("The new controller's listener.", valueName: "host:port")) var listener: String
+
+        func run() async throws {
+            guard let colon = self.listener.lastIndex(of: ":"), let port = Int(self.listener[self.listener.index(after: colon)...]) else {
+                throw ValidationError("--listener \(self.listener) is not host:port")
+            }
+            let host = String(self.listener[..<colon])
+            try await withAdmin(self.connection) { try await $0.addController(id: self.id, host: host, port: port) }
+            if self.connection.json { printJSON(["added": self.id]) } else { print("Added controller \(self.id) as a voter") }
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove a voter from the controller quorum.")
+        @OptionGroup var connection: Connection
+        @Option(help: "The controller's node id.") var id: Int32
+
+        func run() async throws {
+            try await withAdmin(self.connection) { try await $0.removeController(id: self.id) }
+            if self.connection.json { printJSON(["removed": self.id]) } else { print("Removed controller \(self.id) from the voters") }
         }
     }
 }

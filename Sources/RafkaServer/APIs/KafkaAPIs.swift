@@ -96,6 +96,18 @@ struct KafkaAPIs: Sendable {
         return context.eventLoop.makeSucceededFuture(response)
     }
 
+    // MARK: DescribeQuorum
+
+    /// The metadata quorum (in standalone: this process, the only voter).
+    func describeQuorum(_ request: DescribeQuorumRequest, _ context: RequestContext) -> EventLoopFuture<DescribeQuorumResponse?> {
+        let quorum = self.broker.quorum
+        return self.async(on: context.eventLoop) {
+            let status = await quorum.status()
+            let image = await quorum.image
+            return QuorumDescription.response(status: status, me: quorum.id, image: image, endpoints: [:])
+        }
+    }
+
     // MARK: InitProducerId
 
     /// Hands idempotent producers a fresh id at epoch 0. Kafka does the same for a request

@@ -1,0 +1,111 @@
+import KafkaProtocol
+import Logging
+import NIOCore
+import RafkaCore
+import RafkaStorage
+import RaftCore
+
+/// Rafka's own API keys on the controller listener (Kafka framing and request headers, keys
+/// outside Kafka's range).
+enum RafkaAPIKey {
+    /// One Raft message between voters; no response.
+    static let raftMessage = KafkaAPIKey(rawValue: 10001)
+}
+
+/// Serves the controller listener: Raft traffic between voters and the Kafka APIs that manage
+/// the quorum (ApiVersions, DescribeQuorum, AddRaftVoter, RemoveRaftVoter), so that
+/// `rafka-admin` and Kafka's own tools can talk to a controller directly.
+struct ControllerRouter: FrameRouter {
+    let controller: ControllerService
+
+    static let supported: [(KafkaAPIKey, ClosedRange<Int16>)] = [
+        (.apiVersions, 0...4),
+        (.describeQuorum, 0...2),
+        (.addRaftVoter, 0...0),
+        (.removeRaftVoter, 0...0),
+    ]
+
+    func handle(_ frame: ByteBuffer, on eventLoop: any EventLoop) -> EventLoopFuture<ByteBuffer?> {
+        guard let prefix = KafkaHeaders.peekPrefix(frame) else {
+            return eventLoop.makeFailedFuture(ConnectionFailure(reason: "request header is truncated"))
+        }
+        var body = frame
+        let flexible: Bool
+        switch prefix.apiKey {
+        case RafkaAPIKey.raftMessage: flexible = true
+        case .apiVersions: flexible = ApiVersionsRequest.isFlexible(prefix.apiVersion)
+        case .describeQuorum, .addRaftVoter, .removeRaftVoter: flexible = true
+        default:
+            return eventLoop.makeFailedFuture(ConnectionFailure(reason: "API \(prefix.apiKey) is not served by a controller"))
+        }
+        do {
+            _ = try RequestHeader(
+                from: &body,
+                version: KafkaHeaders.requestHeaderVersion(flexible: flexible, apiKey: prefix.apiKey, apiVersion: prefix.apiVersion))
+        } catch {
+            return eventLoop.makeFailedFuture(ConnectionFailure(reason: "malformed request header: \(error)"))
+        }
+        let controller = self.controller
+        switch prefix.apiKey {
+        case RafkaAPIKey.raftMessage:
+            let message: RaftMessage
+            do {
+                message = try RaftCodec.readMessage(&body)
+            } catch {
+                return eventLoop.makeFailedFuture(ConnectionFailure(reason: "malformed Raft message: \(error)"))
+            }
+            return eventLoop.makeFutureWithTask {
+                await controller.quorum.step(message)
+                return nil
+            }
+        case .apiVersions:
+            var response = ApiVersionsResponse()
+            response.apiKeys = Self.supported.map { .init(apiKey: $0.0.rawValue, minVersion: $0.1.lowerBound, maxVersion: $0.1.upperBound) }
+            if prefix.apiVersion > 4 { response.errorCode = KafkaErrorCode.unsupportedVersion.rawValue }
+            let version = min(prefix.apiVersion, 4)
+            return eventLoop.makeSucceededFuture(
+                RequestRouter.encode(response, apiKey: .apiVersions, version: prefix.apiVersion > 4 ? 0 : version, correlationID: prefix.correlationID))
+        case .describeQuorum:
+            return Self.serve(DescribeQuorumRequest.self, body, prefix, eventLoop) { _ in await controller.describeQuorum() }
+        case .addRaftVoter:
+            return Self.serve(AddRaftVoterRequest.self, body, prefix, eventLoop) { await controller.addVoter($0) }
+        case .removeRaftVoter:
+            return Self.serve(RemoveRaftVoterRequest.self, body, prefix, eventLoop) { await controller.removeVoter($0) }
+        default:
+            return eventLoop.makeFailedFuture(ConnectionFailure(reason: "API \(prefix.apiKey) is not served by a controller"))
+        }
+    }
+
+    private static func serve<Request: KafkaRequestMessage, Response: KafkaResponseMessage>(
+        _: Request.Type,
+        _ body: ByteBuffer,
+        _ prefix: (apiKey: KafkaAPIKey, apiVersion: Int16, correlationID: Int32),
+        _ eventLoop: any EventLoop,
+        _ handler: @escaping @Sendable (Request) async -> Response
+    ) -> EventLoopFuture<ByteBuffer?> {
+        var reader = body
+        let request: Request
+        do {
+            request = try Request(from: &reader, version: prefix.apiVersion)
+        } catch {
+            return eventLoop.makeFailedFuture(ConnectionFailure(reason: "malformed \(prefix.apiKey) request: \(error)"))
+        }
+        return eventLoop.makeFutureWithTask {
+            let response = await handler(request)
+            return RequestRouter.encode(response, apiKey: prefix.apiKey, version: prefix.apiVersion, correlationID: prefix.correlationID)
+        }
+    }
+}
+
+/// A Raft message as a one-way request frame to a peer controller.
+enum RaftFrames {
+    static func frame(_ message: RaftMessage, correlationID: Int32) -> ByteBuffer {
+        var frame = ByteBuffer()
+        frame.writeInteger(Int32(0))
+        RequestHeader(requestApiKey: RafkaAPIKey.raftMessage.rawValue, requestApiVersion: 0, correlationId: correlationID, clientId: "raft")
+            .encode(into: &frame, version: 2)
+        RaftCodec.writeMessage(message, into: &frame)
+        frame.setInteger(Int32(frame.readableBytes - 4), at: 0)
+        return frame
+    }
+}

@@ -1,0 +1,145 @@
+import KafkaProtocol
+import Logging
+import NIOCore
+import NIOPosix
+import RafkaCore
+import RafkaStorage
+import RaftCore
+import ServiceLifecycle
+
+/// One member of the controller quorum: the Raft shell over its metadata log, the transport to
+/// the other voters, and the quorum-management APIs served on the controller listener.
+final class ControllerService: Sendable {
+    let config: BrokerConfig
+    let quorum: RaftShell
+    let transport: RaftPeerTransport
+    let logger: Logger
+    /// The initial voters' controller listeners, from `--voters`.
+    let staticEndpoints: [NodeID: Endpoint]
+
+    init(config: BrokerConfig, group: any EventLoopGroup, threadPool: NIOThreadPool, logger: Logger) throws {
+        self.config = config
+        self.logger = logger
+        let endpoints = Dictionary(
+            uniqueKeysWithValues: config.voters.map { (NodeID($0.id), Endpoint(host: $0.endpoint.host, port: Int32($0.endpoint.port))) })
+        self.staticEndpoints = endpoints
+        let transport = RaftPeerTransport(
+            endpoints: endpoints.filter { $0.key != NodeID(config.nodeID) }, group: group, logger: logger)
+        self.transport = transport
+        let me = NodeID(config.nodeID)
+        self.quorum = try RaftShell(
+            id: me, directory: config.dataDirectory + "/metadata", initialVoters: config.voters.map { NodeID($0.id) },
+            transport: transport, threadPool: threadPool, logger: logger,
+            onApply: { image in
+                transport.update(endpoints: image.controllerEndpoints.filter { $0.key != me })
+            })
+    }
+
+    /// Every controller's listener: the static ones, then any registered since.
+    func endpoints(_ image: MetadataImage) -> [NodeID: Endpoint] {
+        self.staticEndpoints.merging(image.controllerEndpoints) { _, registered in registered }
+    }
+
+    // MARK: Quorum APIs
+
+    func describeQuorum() async -> DescribeQuorumResponse {
+        let status = await self.quorum.status()
+        let image = await self.quorum.image
+        return QuorumDescription.response(status: status, me: self.quorum.id, image: image, endpoints: self.endpoints(image))
+    }
+
+    func addVoter(_ request: AddRaftVoterRequest) async -> AddRaftVoterResponse {
+        var response = AddRaftVoterResponse()
+        guard let listener = request.listeners.first else {
+            response.errorCode = KafkaErrorCode.invalidRequest.rawValue
+            response.errorMessage = "the new voter's listener is required"
+            return response
+        }
+        do {
+            let id = NodeID(request.voterId)
+            _ = try await self.quorum.propose(.registerController(id: id, endpoint: Endpoint(host: listener.host, port: Int32(listener.port))))
+            _ = try await self.quorum.changeConfiguration(.addVoter(id))
+            self.logger.info("added controller voter", metadata: ["voter": "\(id)", "listener": "\(listener.host):\(listener.port)"])
+        } catch {
+            let failure = error as? BrokerError ?? BrokerError(.unknownServerError, "\(error)")
+            response.errorCode = failure.code.rawValue
+            response.errorMessage = failure.message
+        }
+        return response
+    }
+
+    func removeVoter(_ request: RemoveRaftVoterRequest) async -> RemoveRaftVoterResponse {
+        var response = RemoveRaftVoterResponse()
+        do {
+            _ = try await self.quorum.changeConfiguration(.removeVoter(NodeID(request.voterId)))
+            self.logger.info("removed controller voter", metadata: ["voter": "\(request.voterId)"])
+        } catch {
+            let failure = error as? BrokerError ?? BrokerError(.unknownServerError, "\(error)")
+            response.errorCode = failure.code.rawValue
+            response.errorMessage = failure.message
+        }
+        return response
+    }
+}
+
+/// `rafka controller`: one voter of the metadata quorum, serving Raft traffic and the quorum APIs
+/// on its listener until SIGTERM/SIGINT.
+public struct ControllerProcess: Service {
+    let config: BrokerConfig
+    let logger: Logger
+
+    public init(config: BrokerConfig, logger: Logger) {
+        self.config = config
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.config.eventLoopThreads == 0 ? 2 : self.config.eventLoopThreads))
+        let threadPool = NIOThreadPool(numberOfThreads: 1)
+        threadPool.start()
+        do {
+            try await self.serve(group: group, threadPool: threadPool)
+        } catch {
+            try? await threadPool.shutdownGracefully()
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        try? await threadPool.shutdownGracefully()
+        try? await group.shutdownGracefully()
+    }
+
+    private func serve(group: MultiThreadedEventLoopGroup, threadPool: NIOThreadPool) async throws {
+        let controller = try ControllerService(config: self.config, group: group, threadPool: threadPool, logger: self.logger)
+        let listener = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(KafkaFrameDecoder(frameBytesMax: self.config.requestBytesMax)))
+                    // One request at a time per connection: Raft messages from a peer are
+                    // applied in the order it sent them.
+                    try channel.pipeline.syncOperations.addHandler(
+                        KafkaConnectionHandler(
+                            router: ControllerRouter(controller: controller),
+                            memory: ConnectionMemory(budget: RequestMemoryBudget(capacityBytes: self.config.requestMemoryBytesMax)),
+                            logger: self.logger, inFlightMax: 1))
+                }
+            }
+            .bind(host: self.config.listen.host, port: self.config.listen.port)
+            .get()
+        self.logger.info(
+            "controller listening", metadata: ["address": "\(self.config.listen)", "voters": "\(self.config.voters.map { "\($0.id)@\($0.endpoint)" })"])
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await controller.quorum.run()
+            }
+        } catch is CancellationError {
+        }
+        self.logger.info("controller shutting down")
+        try? await listener.close()
+        controller.transport.close()
+        await controller.quorum.close()
+        self.logger.info("controller shut down cleanly")
+    }
+}
