@@ -97,7 +97,7 @@ extension KafkaAdminClient {
         }
     }
 
-    private func leaderConnection() async throws -> KafkaConnection {
+    func leaderConnection() async throws -> KafkaConnection {
         let report = try await Self.describeQuorum(self.connection)
         guard let leader = report.leaderEndpoint else {
             if report.leaderId >= 0 { return self.connection }

@@ -50,7 +50,7 @@ public final class KafkaAdminClient: Sendable {
                 name: name, numPartitions: partitions, replicationFactor: replicationFactor,
                 configs: configs.sorted { $0.key < $1.key }.map { .init(name: $0.key, value: $0.value) })
         ]
-        let response = try await self.connection.send(request)
+        let response = try await self.onController { try await $0.send(request) } failed: { $0.topics.first?.errorCode }
         guard let result = response.topics.first else { throw KafkaClientError("empty CreateTopics response") }
         try Self.check(result.errorCode, result.errorMessage, "topic '\(name)'")
         return TopicSummary(name: name, id: result.topicId.description, partitions: result.numPartitions, replicationFactor: result.replicationFactor)
@@ -104,7 +104,7 @@ public final class KafkaAdminClient: Sendable {
         } else {
             request.topicNames = [name]
         }
-        let response = try await self.connection.send(request, version: version)
+        let response = try await self.onController { try await $0.send(request, version: version) } failed: { $0.responses.first?.errorCode }
         guard let result = response.responses.first else { throw KafkaClientError("empty DeleteTopics response") }
         try Self.check(result.errorCode, result.errorMessage, "topic '\(name)'")
     }
@@ -117,7 +117,7 @@ public final class KafkaAdminClient: Sendable {
         }
         configs += delete.map { .init(name: $0, configOperation: 1, value: nil) }
         request.resources = [.init(resourceType: 2, resourceName: name, configs: configs)]
-        let response = try await self.connection.send(request)
+        let response = try await self.onController { try await $0.send(request) } failed: { $0.responses.first?.errorCode }
         guard let result = response.responses.first else { throw KafkaClientError("empty IncrementalAlterConfigs response") }
         try Self.check(result.errorCode, result.errorMessage, "topic '\(name)'")
     }
@@ -127,9 +127,33 @@ public final class KafkaAdminClient: Sendable {
         var request = CreatePartitionsRequest()
         request.timeoutMs = 30_000
         request.topics = [.init(name: name, count: count, assignments: nil)]
-        let response = try await self.connection.send(request)
+        let response = try await self.onController { try await $0.send(request) } failed: { $0.results.first?.errorCode }
         guard let result = response.results.first else { throw KafkaClientError("empty CreatePartitions response") }
         try Self.check(result.errorCode, result.errorMessage, "topic '\(name)'")
+    }
+
+    /// Runs a metadata change where it can be made: on the server asked, or — when that answers
+    /// NOT_CONTROLLER (a controller that is not the leader, or during an election) — on the
+    /// quorum leader, retried for up to ten seconds while a leader is being elected.
+    private func onController<Response>(
+        _ body: (KafkaConnection) async throws -> Response,
+        failed errorCode: (Response) -> Int16?
+    ) async throws -> Response {
+        let first = try await body(self.connection)
+        guard errorCode(first) == KafkaErrorCode.notController.rawValue, self.connection.supports(DescribeQuorumRequest.self) else {
+            return first
+        }
+        var last = first
+        for _ in 0..<40 {
+            if let leader = try? await self.leaderConnection() {
+                let answer = try await body(leader)
+                if leader !== self.connection { leader.close() }
+                if errorCode(answer) != KafkaErrorCode.notController.rawValue { return answer }
+                last = answer
+            }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        return last
     }
 
     // MARK: Cluster

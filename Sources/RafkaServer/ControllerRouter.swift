@@ -23,7 +23,17 @@ struct ControllerRouter: FrameRouter {
         (.describeQuorum, 0...2),
         (.addRaftVoter, 0...0),
         (.removeRaftVoter, 0...0),
+        (.metadata, 0...12),
+        (.createTopics, 2...7),
+        (.deleteTopics, 1...6),
+        (.createPartitions, 0...3),
+        (.describeConfigs, 1...4),
+        (.alterConfigs, 0...2),
+        (.incrementalAlterConfigs, 0...1),
+        (.initProducerId, 0...4),
     ]
+
+    static let supportedByKey: [KafkaAPIKey: ClosedRange<Int16>] = Dictionary(uniqueKeysWithValues: supported)
 
     func handle(_ frame: ByteBuffer, on eventLoop: any EventLoop) -> EventLoopFuture<ByteBuffer?> {
         guard let prefix = KafkaHeaders.peekPrefix(frame) else {
@@ -31,21 +41,30 @@ struct ControllerRouter: FrameRouter {
         }
         var body = frame
         let flexible: Bool
-        switch prefix.apiKey {
-        case RafkaAPIKey.raftMessage: flexible = true
-        case .apiVersions: flexible = ApiVersionsRequest.isFlexible(prefix.apiVersion)
-        case .describeQuorum, .addRaftVoter, .removeRaftVoter: flexible = true
-        default:
-            return eventLoop.makeFailedFuture(ConnectionFailure(reason: "API \(prefix.apiKey) is not served by a controller"))
+        if prefix.apiKey == RafkaAPIKey.raftMessage {
+            flexible = true
+        } else if let versions = Self.supportedByKey[prefix.apiKey],
+            versions.contains(prefix.apiVersion) || prefix.apiKey == .apiVersions
+        {
+            flexible = RequestRouter.isFlexible(prefix.apiKey, prefix.apiVersion)
+        } else {
+            return eventLoop.makeFailedFuture(
+                ConnectionFailure(reason: "\(prefix.apiKey) v\(prefix.apiVersion) is not served by a controller"))
         }
+        let header: RequestHeader
         do {
-            _ = try RequestHeader(
+            header = try RequestHeader(
                 from: &body,
                 version: KafkaHeaders.requestHeaderVersion(flexible: flexible, apiKey: prefix.apiKey, apiVersion: prefix.apiVersion))
         } catch {
             return eventLoop.makeFailedFuture(ConnectionFailure(reason: "malformed request header: \(error)"))
         }
         let controller = self.controller
+        let context = RequestContext(
+            apiKey: prefix.apiKey, apiVersion: prefix.apiVersion, correlationID: prefix.correlationID,
+            clientID: header.clientId, eventLoop: eventLoop)
+        let admin = controller.admin
+        let logger = controller.logger
         switch prefix.apiKey {
         case RafkaAPIKey.raftMessage:
             let message: RaftMessage
@@ -71,6 +90,19 @@ struct ControllerRouter: FrameRouter {
             return Self.serve(AddRaftVoterRequest.self, body, prefix, eventLoop) { await controller.addVoter($0) }
         case .removeRaftVoter:
             return Self.serve(RemoveRaftVoterRequest.self, body, prefix, eventLoop) { await controller.removeVoter($0) }
+        case .metadata:
+            return Self.serve(MetadataRequest.self, body, prefix, eventLoop) { await controller.metadata($0, version: prefix.apiVersion) }
+        case .createTopics: return RequestRouter.serve(CreateTopicsRequest.self, body, context, logger: logger, admin.createTopics)
+        case .deleteTopics: return RequestRouter.serve(DeleteTopicsRequest.self, body, context, logger: logger, admin.deleteTopics)
+        case .createPartitions:
+            return RequestRouter.serve(CreatePartitionsRequest.self, body, context, logger: logger, admin.createPartitions)
+        case .describeConfigs:
+            return RequestRouter.serve(DescribeConfigsRequest.self, body, context, logger: logger, admin.describeConfigs)
+        case .alterConfigs: return RequestRouter.serve(AlterConfigsRequest.self, body, context, logger: logger, admin.alterConfigs)
+        case .incrementalAlterConfigs:
+            return RequestRouter.serve(IncrementalAlterConfigsRequest.self, body, context, logger: logger, admin.incrementalAlterConfigs)
+        case .initProducerId:
+            return RequestRouter.serve(InitProducerIdRequest.self, body, context, logger: logger, admin.initProducerID)
         default:
             return eventLoop.makeFailedFuture(ConnectionFailure(reason: "API \(prefix.apiKey) is not served by a controller"))
         }

@@ -12,6 +12,7 @@ import ServiceLifecycle
 final class ControllerService: Sendable {
     let config: BrokerConfig
     let quorum: RaftShell
+    let metadata: MetadataService
     let transport: RaftPeerTransport
     let logger: Logger
     /// The initial voters' controller listeners, from `--voters`.
@@ -33,6 +34,14 @@ final class ControllerService: Sendable {
             onApply: { image in
                 transport.update(endpoints: image.controllerEndpoints.filter { $0.key != me })
             })
+        self.metadata = MetadataService(quorum: self.quorum, reconciler: nil, config: config, logger: logger)
+    }
+
+    /// Topic and configuration APIs, answered from the applied image and proposed through the
+    /// quorum (a follower answers NOT_CONTROLLER for changes; clients go to the leader).
+    var admin: AdminAPIs {
+        let quorum = self.quorum
+        return AdminAPIs(metadata: self.metadata, config: self.config, logger: self.logger) { await quorum.image }
     }
 
     /// Every controller's listener: the static ones, then any registered since.
@@ -46,6 +55,38 @@ final class ControllerService: Sendable {
         let status = await self.quorum.status()
         let image = await self.quorum.image
         return QuorumDescription.response(status: status, me: self.quorum.id, image: image, endpoints: self.endpoints(image))
+    }
+
+    /// Metadata from a controller: the topics of the applied image (no data plane here, so
+    /// partitions have no leader) and the registered data nodes as brokers.
+    func metadata(_ request: MetadataRequest, version: Int16) async -> MetadataResponse {
+        let image = await self.quorum.image
+        var response = MetadataResponse()
+        response.clusterId = image.clusterID
+        response.controllerId = (await self.quorum.leader)?.rawValue ?? -1
+        response.clusterAuthorizedOperations = KafkaAPIs.authorizedOperationsOmitted
+        response.brokers = image.nodes.values.filter { !$0.fenced }.sorted { $0.id < $1.id }.map {
+            .init(nodeId: $0.id.rawValue, host: $0.host, port: $0.port, rack: $0.rack)
+        }
+        let all = request.topics == nil || (version == 0 && request.topics!.isEmpty)
+        let names = all ? image.topics.keys.sorted() : (request.topics ?? []).compactMap(\.name)
+        for name in names {
+            guard let topic = image.topics[name] else {
+                response.topics.append(
+                    .init(errorCode: KafkaErrorCode.unknownTopicOrPartition.rawValue, name: name,
+                          topicAuthorizedOperations: KafkaAPIs.authorizedOperationsOmitted))
+                continue
+            }
+            var described = MetadataResponse.MetadataResponseTopic()
+            described.name = name
+            described.topicId = topic.id
+            described.topicAuthorizedOperations = KafkaAPIs.authorizedOperationsOmitted
+            described.partitions = (0..<topic.partitionCount).map {
+                .init(errorCode: KafkaErrorCode.leaderNotAvailable.rawValue, partitionIndex: $0, leaderId: -1, leaderEpoch: -1)
+            }
+            response.topics.append(described)
+        }
+        return response
     }
 
     func addVoter(_ request: AddRaftVoterRequest) async -> AddRaftVoterResponse {

@@ -28,7 +28,8 @@ final class MetadataCache: Sendable {
 /// replicated quorum.
 actor MetadataService {
     private let quorum: RaftShell
-    private let reconciler: MetadataReconciler
+    /// This node's partitions follow the image (nil on a controller, which hosts none).
+    private let reconciler: MetadataReconciler?
     private let config: BrokerConfig
     private let logger: Logger
     /// Producer ids handed out in memory below `image.nextProducerID` (the durable reservation).
@@ -40,7 +41,7 @@ actor MetadataService {
     private var changeInProgress = false
     private var waitingChanges: [CheckedContinuation<Void, Never>] = []
 
-    init(quorum: RaftShell, reconciler: MetadataReconciler, config: BrokerConfig, logger: Logger) {
+    init(quorum: RaftShell, reconciler: MetadataReconciler?, config: BrokerConfig, logger: Logger) {
         self.quorum = quorum
         self.reconciler = reconciler
         self.config = config
@@ -57,7 +58,7 @@ actor MetadataService {
     private func reconciledTopic(_ name: String) async -> TopicMetadata? {
         let image = await self.image
         guard let topic = image.topics[name] else { return nil }
-        await self.reconciler.waitUntilReconciled(image.offset)
+        await self.reconciler?.waitUntilReconciled(image.offset)
         return topic
     }
 
@@ -93,7 +94,7 @@ actor MetadataService {
         } catch {
             throw BrokerError(.unknownServerError, "\(error)")
         }
-        await self.reconciler.waitUntilReconciled(image.offset)
+        await self.reconciler?.waitUntilReconciled(image.offset)
         return image
     }
 

@@ -68,14 +68,14 @@ struct RequestRouter: FrameRouter {
         case .listOffsets: return self.serve(ListOffsetsRequest.self, body, context, self.apis.listOffsets)
         case .metadata: return self.serve(MetadataRequest.self, body, context, self.apis.metadata)
         case .apiVersions: return self.serve(ApiVersionsRequest.self, body, context, self.apis.apiVersions)
-        case .createTopics: return self.serve(CreateTopicsRequest.self, body, context, self.apis.createTopics)
-        case .deleteTopics: return self.serve(DeleteTopicsRequest.self, body, context, self.apis.deleteTopics)
-        case .initProducerId: return self.serve(InitProducerIdRequest.self, body, context, self.apis.initProducerID)
-        case .describeConfigs: return self.serve(DescribeConfigsRequest.self, body, context, self.apis.describeConfigs)
-        case .alterConfigs: return self.serve(AlterConfigsRequest.self, body, context, self.apis.alterConfigs)
-        case .createPartitions: return self.serve(CreatePartitionsRequest.self, body, context, self.apis.createPartitions)
+        case .createTopics: return self.serve(CreateTopicsRequest.self, body, context, self.apis.admin.createTopics)
+        case .deleteTopics: return self.serve(DeleteTopicsRequest.self, body, context, self.apis.admin.deleteTopics)
+        case .initProducerId: return self.serve(InitProducerIdRequest.self, body, context, self.apis.admin.initProducerID)
+        case .describeConfigs: return self.serve(DescribeConfigsRequest.self, body, context, self.apis.admin.describeConfigs)
+        case .alterConfigs: return self.serve(AlterConfigsRequest.self, body, context, self.apis.admin.alterConfigs)
+        case .createPartitions: return self.serve(CreatePartitionsRequest.self, body, context, self.apis.admin.createPartitions)
         case .incrementalAlterConfigs:
-            return self.serve(IncrementalAlterConfigsRequest.self, body, context, self.apis.incrementalAlterConfigs)
+            return self.serve(IncrementalAlterConfigsRequest.self, body, context, self.apis.admin.incrementalAlterConfigs)
         case .describeCluster: return self.serve(DescribeClusterRequest.self, body, context, self.apis.describeCluster)
         case .describeQuorum: return self.serve(DescribeQuorumRequest.self, body, context, self.apis.describeQuorum)
         default:
@@ -127,7 +127,7 @@ struct RequestRouter: FrameRouter {
     }
 
     private func serve<Request: KafkaRequestMessage, Response: KafkaResponseMessage>(
-        _: Request.Type,
+        _ type: Request.Type,
         _ body: ByteBuffer,
         _ context: RequestContext,
         _ handler: (Request, RequestContext) -> EventLoopFuture<Response?>
@@ -138,6 +138,17 @@ struct RequestRouter: FrameRouter {
             return context.eventLoop.makeSucceededFuture(
                 Self.encode(response, apiKey: .apiVersions, version: 0, correlationID: context.correlationID))
         }
+        return Self.serve(type, body, context, logger: self.apis.logger, handler)
+    }
+
+    /// Decodes a request body, runs `handler`, encodes its response with the right header.
+    static func serve<Request: KafkaRequestMessage, Response: KafkaResponseMessage>(
+        _: Request.Type,
+        _ body: ByteBuffer,
+        _ context: RequestContext,
+        logger: Logger,
+        _ handler: (Request, RequestContext) -> EventLoopFuture<Response?>
+    ) -> EventLoopFuture<ByteBuffer?> {
         let request: Request
         do {
             // Bytes after the message are ignored, as Kafka does: librdkafka 2.16 sends Metadata
@@ -145,7 +156,7 @@ struct RequestRouter: FrameRouter {
             var reader = body
             request = try Request(from: &reader, version: context.apiVersion)
             if reader.readableBytes > 0 {
-                self.apis.logger.debug(
+                logger.debug(
                     "ignored bytes after a request",
                     metadata: [
                         "api": "\(context.apiKey) v\(context.apiVersion)", "client": "\(context.clientID ?? "")",

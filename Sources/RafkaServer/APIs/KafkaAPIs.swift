@@ -10,6 +10,12 @@ import RafkaStorage
 struct KafkaAPIs: Sendable {
     let broker: Broker
 
+    /// The metadata-changing APIs, shared with the controllers' listener.
+    var admin: AdminAPIs {
+        let cache = self.broker.cache
+        return AdminAPIs(metadata: self.broker.metadata, config: self.broker.config, logger: self.broker.logger) { cache.image }
+    }
+
     var logger: Logger { self.broker.logger }
 
     /// Kafka's "authorized operations not requested" marker.
@@ -108,32 +114,4 @@ struct KafkaAPIs: Sendable {
         }
     }
 
-    // MARK: InitProducerId
-
-    /// Hands idempotent producers a fresh id at epoch 0. Kafka does the same for a request
-    /// without a transactional id, even when it names its previous id (KIP-360 bumps need a
-    /// transaction coordinator). Transactions are not supported yet.
-    func initProducerID(_ request: InitProducerIdRequest, _ context: RequestContext) -> EventLoopFuture<InitProducerIdResponse?> {
-        guard request.transactionalId == nil else {
-            var response = InitProducerIdResponse()
-            response.errorCode = KafkaErrorCode.invalidRequest.rawValue
-            response.producerId = -1
-            response.producerEpoch = -1
-            self.logger.notice("refused InitProducerId with a transactional id: transactions are not supported")
-            return context.eventLoop.makeSucceededFuture(response)
-        }
-        let metadata = self.broker.metadata
-        return self.async(on: context.eventLoop) {
-            var response = InitProducerIdResponse()
-            do throws(BrokerError) {
-                response.producerId = try await metadata.allocateProducerID()
-                response.producerEpoch = 0
-            } catch {
-                response.errorCode = error.code.rawValue
-                response.producerId = -1
-                response.producerEpoch = -1
-            }
-            return response
-        }
-    }
 }

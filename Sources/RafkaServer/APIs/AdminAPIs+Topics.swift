@@ -2,13 +2,13 @@ import KafkaProtocol
 import NIOCore
 import RafkaStorage
 
-extension KafkaAPIs {
+extension AdminAPIs {
     /// CreateTopics v2–7. Topics are created one by one; each gets its own error code.
     func createTopics(_ request: CreateTopicsRequest, _ context: RequestContext) -> EventLoopFuture<CreateTopicsResponse?> {
-        let metadata = self.broker.metadata
-        let nodeID = self.broker.config.nodeID
-        let topicDefaults = self.broker.config.topicDefaults
-        return self.async(on: context.eventLoop) {
+        let metadata = self.metadata
+        let nodeID = self.config.nodeID
+        let topicDefaults = self.config.topicDefaults
+        return context.eventLoop.makeFutureWithTask {
             var response = CreateTopicsResponse()
             var seen: Set<String> = []
             for topic in request.topics {
@@ -65,10 +65,10 @@ extension KafkaAPIs {
 
     /// DeleteTopics v1–6 (by name, or by topic id from v6).
     func deleteTopics(_ request: DeleteTopicsRequest, _ context: RequestContext) -> EventLoopFuture<DeleteTopicsResponse?> {
-        let metadata = self.broker.metadata
-        let cache = self.broker.cache
+        let metadata = self.metadata
+        let currentImage = self.currentImage
         let byState = context.apiVersion >= 6
-        return self.async(on: context.eventLoop) {
+        return context.eventLoop.makeFutureWithTask {
             var response = DeleteTopicsResponse()
             let targets: [(name: String?, id: KafkaUUID)] =
                 byState ? request.topics.map { ($0.name, $0.topicId) } : request.topicNames.map { ($0, .zero) }
@@ -80,7 +80,7 @@ extension KafkaAPIs {
                     let name: String
                     if let given = target.name {
                         name = given
-                    } else if let found = cache.image.topic(id: target.id) {
+                    } else if let found = await currentImage().topic(id: target.id) {
                         name = found.name
                     } else {
                         throw BrokerError(.unknownTopicId, "Topic id \(target.id) not found.")
@@ -100,9 +100,9 @@ extension KafkaAPIs {
 
     /// CreatePartitions v0–3. Manual assignments must name only this node.
     func createPartitions(_ request: CreatePartitionsRequest, _ context: RequestContext) -> EventLoopFuture<CreatePartitionsResponse?> {
-        let metadata = self.broker.metadata
-        let nodeID = self.broker.config.nodeID
-        return self.async(on: context.eventLoop) {
+        let metadata = self.metadata
+        let nodeID = self.config.nodeID
+        return context.eventLoop.makeFutureWithTask {
             var response = CreatePartitionsResponse()
             for topic in request.topics {
                 var result = CreatePartitionsResponse.CreatePartitionsTopicResult(name: topic.name)

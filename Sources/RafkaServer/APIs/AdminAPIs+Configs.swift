@@ -2,7 +2,7 @@ import KafkaProtocol
 import NIOCore
 import RafkaStorage
 
-extension KafkaAPIs {
+extension AdminAPIs {
     /// Kafka's `ConfigResource.Type` values.
     enum ResourceType {
         static let topic: Int8 = 2
@@ -43,8 +43,11 @@ extension KafkaAPIs {
 
     /// DescribeConfigs v1–4 for topics and for this broker.
     func describeConfigs(_ request: DescribeConfigsRequest, _ context: RequestContext) -> EventLoopFuture<DescribeConfigsResponse?> {
+        context.eventLoop.makeFutureWithTask { await self.describeConfigs(request, image: self.currentImage()) }
+    }
+
+    private func describeConfigs(_ request: DescribeConfigsRequest, image: MetadataImage) -> DescribeConfigsResponse {
         var response = DescribeConfigsResponse()
-        let image = self.broker.cache.image
         for resource in request.resources {
             var result = DescribeConfigsResponse.DescribeConfigsResult()
             result.resourceType = resource.resourceType
@@ -56,14 +59,14 @@ extension KafkaAPIs {
                     result.errorMessage = "Topic \(resource.resourceName) does not exist."
                     break
                 }
-                let described = Self.describedConfigs(topic.configs, defaults: self.broker.config.topicDefaults)
+                let described = Self.describedConfigs(topic.configs, defaults: self.config.topicDefaults)
                 result.configs = described.filter { resource.configurationKeys?.contains($0.name) ?? true }.map {
                     Self.resourceResult($0, request: request, readOnly: false)
                 }
             case ResourceType.broker:
-                guard resource.resourceName.isEmpty || resource.resourceName == String(self.broker.config.nodeID) else {
+                guard resource.resourceName.isEmpty || resource.resourceName == String(self.config.nodeID) else {
                     result.errorCode = KafkaErrorCode.invalidRequest.rawValue
-                    result.errorMessage = "Broker \(resource.resourceName) is not this node (\(self.broker.config.nodeID))."
+                    result.errorMessage = "Broker \(resource.resourceName) is not this node (\(self.config.nodeID))."
                     break
                 }
                 result.configs = self.brokerConfigs().filter { resource.configurationKeys?.contains($0.name) ?? true }.map {
@@ -75,7 +78,7 @@ extension KafkaAPIs {
             }
             response.results.append(result)
         }
-        return context.eventLoop.makeSucceededFuture(response)
+        return response
     }
 
     private static func resourceResult(
@@ -99,7 +102,7 @@ extension KafkaAPIs {
 
     /// The broker's own settings, described under Kafka's broker key names (read-only).
     private func brokerConfigs() -> [DescribedConfig] {
-        let config = self.broker.config
+        let config = self.config
         func entry(_ name: String, _ value: String, _ kind: TopicConfigDefinition.Kind, _ doc: String) -> DescribedConfig {
             let definition = TopicConfigDefinition(
                 name: name, kind: kind, defaultValue: value, brokerSynonym: nil, documentation: doc, isHonoured: true)
@@ -133,8 +136,8 @@ extension KafkaAPIs {
 
     /// AlterConfigs v0–2: the given set replaces the topic's overrides.
     func alterConfigs(_ request: AlterConfigsRequest, _ context: RequestContext) -> EventLoopFuture<AlterConfigsResponse?> {
-        let metadata = self.broker.metadata
-        return self.async(on: context.eventLoop) {
+        let metadata = self.metadata
+        return context.eventLoop.makeFutureWithTask {
             var response = AlterConfigsResponse()
             for resource in request.resources {
                 var result = AlterConfigsResponse.AlterConfigsResourceResponse(
@@ -163,10 +166,10 @@ extension KafkaAPIs {
         _ request: IncrementalAlterConfigsRequest,
         _ context: RequestContext
     ) -> EventLoopFuture<IncrementalAlterConfigsResponse?> {
-        let metadata = self.broker.metadata
-        let cache = self.broker.cache
-        let topicDefaults = self.broker.config.topicDefaults
-        return self.async(on: context.eventLoop) {
+        let metadata = self.metadata
+        let currentImage = self.currentImage
+        let topicDefaults = self.config.topicDefaults
+        return context.eventLoop.makeFutureWithTask {
             var response = IncrementalAlterConfigsResponse()
             for resource in request.resources {
                 var result = IncrementalAlterConfigsResponse.AlterConfigsResourceResponse(
@@ -175,7 +178,7 @@ extension KafkaAPIs {
                     guard resource.resourceType == ResourceType.topic else {
                         throw BrokerError(.invalidRequest, "Only topic configurations can be altered.")
                     }
-                    guard let topic = cache.image.topics[resource.resourceName] else {
+                    guard let topic = await currentImage().topics[resource.resourceName] else {
                         throw BrokerError(.unknownTopicOrPartition, "Topic \(resource.resourceName) does not exist.")
                     }
                     let configs = try Self.applyIncremental(resource.configs, to: topic.configs, defaults: topicDefaults)
