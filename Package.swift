@@ -59,7 +59,8 @@ let package = Package(
         .target(
             name: "RafkaServer",
             dependencies: [
-                "RafkaCore", "KafkaProtocol", "RaftCore", "RafkaCompression", "RafkaStorage", nioCore, nioPosix, logging,
+                "RafkaCore", "KafkaProtocol", "RaftCore", "RafkaCompression", "RafkaStorage", "RafkaClient", nioCore, nioPosix,
+                logging,
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Yams", package: "Yams"),

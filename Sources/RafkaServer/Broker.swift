@@ -6,57 +6,77 @@ import RafkaCore
 import RafkaStorage
 import Synchronization
 
-/// One broker's state: event loops, the metadata service, and the partitions it hosts.
+/// Where a broker's metadata comes from and where its metadata changes go.
+enum BrokerControl: Sendable {
+    /// Standalone: this process is the whole controller quorum (one voter).
+    case local(quorum: RaftShell, metadata: MetadataService)
+    /// A data node: the controllers are other processes, reached through the link.
+    case remote(ControllerLink)
+}
+
+/// One broker's state: event loops, its metadata (local quorum or controller link), and the
+/// partitions it hosts.
 ///
-/// Lifecycle: `start` opens `metadata.db` and recovers every partition under `<data-dir>/logs`;
-/// the listener then serves Kafka requests through `KafkaAPIs`; `shutdown` closes every
-/// partition cleanly (flush, indexes, checkpoints) and then the metadata store.
+/// Lifecycle: `startStandalone` replays the local metadata log and recovers every partition;
+/// `startDataNode` connects to the controllers; the listener then serves Kafka requests through
+/// `KafkaAPIs` while `run()` drives the metadata loops; `shutdown` closes every partition
+/// cleanly (flush, indexes, checkpoints) and then the metadata side.
 public final class Broker: Sendable {
     public let config: BrokerConfig
     let group: MultiThreadedEventLoopGroup
     let threadPool: NIOThreadPool
     let cache: MetadataCache
-    let quorum: RaftShell
+    let control: BrokerControl
     let reconciler: MetadataReconciler
-    let metadata: MetadataService
     let replicas: ReplicaManager
     let logger: Logger
     private let maintenance: Mutex<[RepeatedTask]>
 
     private init(
         config: BrokerConfig, group: MultiThreadedEventLoopGroup, threadPool: NIOThreadPool, cache: MetadataCache,
-        quorum: RaftShell, reconciler: MetadataReconciler, metadata: MetadataService, replicas: ReplicaManager,
-        logger: Logger
+        control: BrokerControl, reconciler: MetadataReconciler, replicas: ReplicaManager, logger: Logger
     ) {
         self.config = config
         self.group = group
         self.threadPool = threadPool
         self.cache = cache
-        self.quorum = quorum
+        self.control = control
         self.reconciler = reconciler
-        self.metadata = metadata
         self.replicas = replicas
         self.logger = logger
         self.maintenance = Mutex([])
     }
 
-    /// Opens the data directory: the metadata quorum (a single voter in standalone) replays its
-    /// log, then every partition of the resulting image is recovered. `run()` must then run for
-    /// the broker's lifetime.
-    public static func start(config: BrokerConfig, logger: Logger) async throws -> Broker {
+    /// Hosts partitions: standalone does; data nodes wait for the Chord data plane.
+    var hostsPartitions: Bool {
+        if case .local = self.control { return true }
+        return false
+    }
+
+    /// Event loops and the partition registry both modes share.
+    private static func foundations(
+        _ config: BrokerConfig, logger: Logger
+    ) throws -> (MultiThreadedEventLoopGroup, NIOThreadPool, ReplicaManager, MetadataCache) {
         try config.validate()
         let threads = config.eventLoopThreads == 0 ? System.coreCount : config.eventLoopThreads
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
+        try FileSystem.createDirectory(config.dataDirectory + "/logs")
+        try Self.removeDeletedDirectories(config.dataDirectory + "/logs", logger: logger)
+        let replicas = ReplicaManager(
+            logsDirectory: config.dataDirectory + "/logs", group: group, threadPool: threadPool, logger: logger)
+        return (group, threadPool, replicas, MetadataCache(MetadataImage(clusterID: "")))
+    }
+
+    /// Standalone: the metadata quorum (this process, a single voter) replays its log, then
+    /// every partition of the resulting image is recovered. `run()` must then run for the
+    /// broker's lifetime.
+    public static func start(config: BrokerConfig, logger: Logger) async throws -> Broker {
+        let (group, threadPool, replicas, cache) = try Self.foundations(config, logger: logger)
         do {
-            try FileSystem.createDirectory(config.dataDirectory + "/logs")
-            try Self.removeDeletedDirectories(config.dataDirectory + "/logs", logger: logger)
-            let replicas = ReplicaManager(
-                logsDirectory: config.dataDirectory + "/logs", group: group, threadPool: threadPool, logger: logger)
-            let cache = MetadataCache(MetadataImage(clusterID: ""))
             let reconciler = MetadataReconciler(
-                replicas: replicas, cache: cache, topicDefaults: config.topicDefaults, logger: logger)
+                replicas: replicas, cache: cache, topicDefaults: config.topicDefaults, hostsPartitions: true, logger: logger)
             let quorum = try RaftShell(
                 id: NodeID(config.nodeID), directory: config.dataDirectory + "/metadata", initialVoters: [NodeID(config.nodeID)],
                 transport: NoPeersTransport(), threadPool: threadPool, logger: logger,
@@ -72,8 +92,8 @@ public final class Broker: Sendable {
                     "metadataOffset": "\(image.offset)", "elapsed": "\(ContinuousClock.now - started)",
                 ])
             return Broker(
-                config: config, group: group, threadPool: threadPool, cache: cache, quorum: quorum,
-                reconciler: reconciler, metadata: metadata, replicas: replicas, logger: logger)
+                config: config, group: group, threadPool: threadPool, cache: cache,
+                control: .local(quorum: quorum, metadata: metadata), reconciler: reconciler, replicas: replicas, logger: logger)
         } catch {
             try? await threadPool.shutdownGracefully()
             try? await group.shutdownGracefully()
@@ -81,12 +101,31 @@ public final class Broker: Sendable {
         }
     }
 
-    /// Runs the metadata quorum's clock and the reconciler until cancelled.
+    /// A data node: follows the metadata log from `config.controllers` and forwards metadata
+    /// changes to their leader. Until the Chord data plane, it hosts no partitions
+    /// (metadata-only mode).
+    public static func startDataNode(config: BrokerConfig, logger: Logger) async throws -> Broker {
+        let (group, threadPool, replicas, cache) = try Self.foundations(config, logger: logger)
+        let reconciler = MetadataReconciler(
+            replicas: replicas, cache: cache, topicDefaults: config.topicDefaults, hostsPartitions: false, logger: logger)
+        let link = ControllerLink(
+            controllers: config.controllers.map { Endpoint(host: $0.host, port: Int32($0.port)) }, config: config, group: group,
+            logger: logger, onImage: { reconciler.submit($0) })
+        return Broker(
+            config: config, group: group, threadPool: threadPool, cache: cache, control: .remote(link), reconciler: reconciler,
+            replicas: replicas, logger: logger)
+    }
+
+    /// Runs the metadata loops (the quorum's clock, or the controller link) and the reconciler
+    /// until cancelled.
     public func run() async throws {
         let tasks = self.replicas.startMaintenance(retentionIntervalMilliseconds: self.config.retentionCheckIntervalMilliseconds)
         self.maintenance.withLock { $0 = tasks }
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await self.quorum.run() }
+            switch self.control {
+            case .local(let quorum, _): group.addTask { try await quorum.run() }
+            case .remote(let link): group.addTask { try await link.run() }
+            }
             group.addTask { await self.reconciler.run() }
             try await group.next()
             group.cancelAll()
@@ -101,12 +140,15 @@ public final class Broker: Sendable {
         }
     }
 
-    /// Closes every partition (flushing it) and the metadata log, then stops the loops.
+    /// Closes every partition (flushing it) and the metadata side, then stops the loops.
     public func shutdown() async {
         for task in self.maintenance.withLock({ $0 }) { task.cancel() }
         await self.reconciler.stop()
         await self.replicas.closeAll()
-        await self.quorum.close()
+        switch self.control {
+        case .local(let quorum, _): await quorum.close()
+        case .remote(let link): await link.close()
+        }
         try? await self.threadPool.shutdownGracefully()
         try? await self.group.shutdownGracefully()
     }
@@ -115,5 +157,37 @@ public final class Broker: Sendable {
     var endpoint: (nodeID: Int32, host: String, port: Int32, rack: String?) {
         let advertised = self.config.advertised
         return (self.config.nodeID, advertised.host, Int32(advertised.port), self.config.rack)
+    }
+
+    /// The controller quorum's leader as this node knows it.
+    var controllerID: Int32? {
+        get async {
+            switch self.control {
+            case .local(let quorum, _): return await quorum.leader?.rawValue
+            case .remote(let link): return await link.leaderID?.rawValue
+            }
+        }
+    }
+
+    /// The brokers to list in Metadata and DescribeCluster: this node in standalone; on a data
+    /// node, every registered data node that is not fenced.
+    var brokers: [MetadataResponse.MetadataResponseBroker] {
+        guard case .remote = self.control else {
+            let me = self.endpoint
+            return [.init(nodeId: me.nodeID, host: me.host, port: me.port, rack: me.rack)]
+        }
+        return self.cache.image.nodes.values.filter { !$0.fenced }.sorted { $0.id < $1.id }.map {
+            .init(nodeId: $0.id.rawValue, host: $0.host, port: $0.port, rack: $0.rack)
+        }
+    }
+
+    /// Makes sure topic `name` exists (auto-creation), and that this node's image shows it.
+    func ensureTopic(_ name: String) async throws(BrokerError) -> TopicMetadata {
+        switch self.control {
+        case .local(_, let metadata):
+            return try await metadata.ensureTopic(name: name)
+        case .remote(let link):
+            return try await link.ensureTopic(name, defaults: self.config, reconciler: self.reconciler)
+        }
     }
 }

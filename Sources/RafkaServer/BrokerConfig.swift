@@ -59,11 +59,24 @@ public struct BrokerConfig: Sendable {
     /// Broker-wide defaults for topic configs, by topic-level name (`retention.ms: 86400000`).
     public var topicDefaults: [String: String] = [:]
     public var logLevel = "info"
+    /// A data node's controllers (any of them; the leader is found from there).
+    public var controllers: [HostPort] = []
+    /// How often a data node reports to the controller leader.
+    public var nodeHeartbeatIntervalMilliseconds: Int64 = 1000
+    /// A data node silent for this long is fenced by the controller leader (Kafka's
+    /// broker.session.timeout.ms).
+    public var nodeSessionTimeoutMilliseconds: Int64 = 9000
     /// The controller quorum's initial voters and their controller listeners
     /// (`1@host:port,2@host:port,…`); empty in standalone.
     public var voters: [(id: Int32, endpoint: HostPort)] = []
 
     public init() {}
+
+    /// Parses `host:port,host:port`.
+    public static func parseControllers(_ text: String) -> [HostPort]? {
+        let list = text.split(separator: ",").compactMap { HostPort(String($0)) }
+        return list.isEmpty || list.count != text.split(separator: ",").count ? nil : list
+    }
 
     /// Parses `1@host:port,2@host:port`.
     public static func parseVoters(_ text: String) -> [(id: Int32, endpoint: HostPort)]? {
@@ -103,6 +116,9 @@ public struct BrokerConfig: Sendable {
         var topicDefaults: [String: String]?
         var logLevel: String?
         var voters: String?
+        var controllers: String?
+        var nodeHeartbeatIntervalMs: Int64?
+        var nodeSessionTimeoutMs: Int64?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case nodeID = "node-id", dataDir = "data-dir", listen, advertisedListener = "advertised-listener", rack
@@ -111,7 +127,8 @@ public struct BrokerConfig: Sendable {
             case autoCreateTopics = "auto-create-topics", defaultPartitions = "default-partitions"
             case defaultReplicationFactor = "default-replication-factor", eventLoopThreads = "event-loop-threads"
             case retentionCheckIntervalMs = "retention-check-interval-ms", topicDefaults = "topic-defaults"
-            case logLevel = "log-level", voters
+            case logLevel = "log-level", voters, controllers
+            case nodeHeartbeatIntervalMs = "node-heartbeat-interval-ms", nodeSessionTimeoutMs = "node-session-timeout-ms"
         }
     }
 
@@ -184,6 +201,14 @@ public struct BrokerConfig: Sendable {
         if let v = file.retentionCheckIntervalMs { self.retentionCheckIntervalMilliseconds = v }
         if let v = file.topicDefaults { self.topicDefaults.merge(v) { _, new in new } }
         if let v = file.logLevel { self.logLevel = v }
+        if let v = file.controllers {
+            guard let controllers = Self.parseControllers(v) else {
+                throw ConfigError("\(source): controllers \(v) is not host:port,host:port,…")
+            }
+            self.controllers = controllers
+        }
+        if let v = file.nodeHeartbeatIntervalMs { self.nodeHeartbeatIntervalMilliseconds = v }
+        if let v = file.nodeSessionTimeoutMs { self.nodeSessionTimeoutMilliseconds = v }
         if let v = file.voters {
             guard let voters = Self.parseVoters(v) else {
                 throw ConfigError("\(source): voters \(v) is not id@host:port,id@host:port,…")

@@ -31,6 +31,10 @@ struct ControllerRouter: FrameRouter {
         (.alterConfigs, 0...2),
         (.incrementalAlterConfigs, 0...1),
         (.initProducerId, 0...4),
+        // Rafka's own, for data nodes (Kafka clients ignore keys they do not know).
+        (RafkaAPIKey.registerNode, 0...0),
+        (RafkaAPIKey.nodeHeartbeat, 0...0),
+        (RafkaAPIKey.fetchMetadata, 0...0),
     ]
 
     static let supportedByKey: [KafkaAPIKey: ClosedRange<Int16>] = Dictionary(uniqueKeysWithValues: supported)
@@ -41,7 +45,7 @@ struct ControllerRouter: FrameRouter {
         }
         var body = frame
         let flexible: Bool
-        if prefix.apiKey == RafkaAPIKey.raftMessage {
+        if [RafkaAPIKey.raftMessage, RafkaAPIKey.registerNode, RafkaAPIKey.nodeHeartbeat, RafkaAPIKey.fetchMetadata].contains(prefix.apiKey) {
             flexible = true
         } else if let versions = Self.supportedByKey[prefix.apiKey],
             versions.contains(prefix.apiVersion) || prefix.apiKey == .apiVersions
@@ -90,6 +94,12 @@ struct ControllerRouter: FrameRouter {
             return Self.serve(AddRaftVoterRequest.self, body, prefix, eventLoop) { await controller.addVoter($0) }
         case .removeRaftVoter:
             return Self.serve(RemoveRaftVoterRequest.self, body, prefix, eventLoop) { await controller.removeVoter($0) }
+        case RafkaAPIKey.registerNode:
+            return Self.serve(RegisterNodeRequest.self, body, prefix, eventLoop) { await controller.registerNode($0) }
+        case RafkaAPIKey.nodeHeartbeat:
+            return Self.serve(NodeHeartbeatRequest.self, body, prefix, eventLoop) { await controller.heartbeat($0) }
+        case RafkaAPIKey.fetchMetadata:
+            return Self.serve(FetchMetadataRequest.self, body, prefix, eventLoop) { await controller.fetchMetadata($0) }
         case .metadata:
             return Self.serve(MetadataRequest.self, body, prefix, eventLoop) { await controller.metadata($0, version: prefix.apiVersion) }
         case .createTopics: return RequestRouter.serve(CreateTopicsRequest.self, body, context, logger: logger, admin.createTopics)

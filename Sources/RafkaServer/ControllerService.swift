@@ -6,6 +6,7 @@ import RafkaCore
 import RafkaStorage
 import RaftCore
 import ServiceLifecycle
+import Synchronization
 
 /// One member of the controller quorum: the Raft shell over its metadata log, the transport to
 /// the other voters, and the quorum-management APIs served on the controller listener.
@@ -17,6 +18,8 @@ final class ControllerService: Sendable {
     let logger: Logger
     /// The initial voters' controller listeners, from `--voters`.
     let staticEndpoints: [NodeID: Endpoint]
+    /// When the leader last heard from each data node (only meaningful while leading).
+    private let lastHeartbeat = Mutex<[NodeID: ContinuousClock.Instant]>([:])
 
     init(config: BrokerConfig, group: any EventLoopGroup, threadPool: NIOThreadPool, logger: Logger) throws {
         self.config = config
@@ -87,6 +90,63 @@ final class ControllerService: Sendable {
             response.topics.append(described)
         }
         return response
+    }
+
+    // MARK: Data nodes
+
+    func registerNode(_ request: RegisterNodeRequest) async -> RegisterNodeResponse {
+        do {
+            let incarnation = try await self.metadata.registerNode(
+                id: NodeID(request.nodeID), host: request.host, port: request.port, rack: request.rack)
+            self.lastHeartbeat.withLock { $0[NodeID(request.nodeID)] = .now }
+            return RegisterNodeResponse(incarnation: incarnation)
+        } catch {
+            return RegisterNodeResponse(errorCode: error.code.rawValue, errorMessage: error.message)
+        }
+    }
+
+    func heartbeat(_ request: NodeHeartbeatRequest) async -> NodeHeartbeatResponse {
+        guard await self.quorum.isLeader else { return NodeHeartbeatResponse(errorCode: KafkaErrorCode.notController.rawValue) }
+        let node = await self.quorum.image.nodes[NodeID(request.nodeID)]
+        guard let node, node.incarnation == request.incarnation, !node.fenced else {
+            return NodeHeartbeatResponse(errorCode: KafkaErrorCode.staleBrokerEpoch.rawValue)
+        }
+        self.lastHeartbeat.withLock { $0[node.id] = .now }
+        return NodeHeartbeatResponse()
+    }
+
+    func fetchMetadata(_ request: FetchMetadataRequest) async -> FetchMetadataResponse {
+        let found = await self.quorum.committed(
+            after: LogIndex(UInt64(max(0, request.fromOffset))), limit: Int(max(1, min(request.maxEntries, 10_000))))
+        return FetchMetadataResponse(
+            commitIndex: Int64(found.commit.rawValue), snapshot: found.snapshot.map { ByteBuffer(bytes: $0.data) },
+            entries: found.entries)
+    }
+
+    /// On the leader: fences data nodes whose heartbeats stopped for the session timeout. A
+    /// node first seen by this leader gets a full timeout of grace.
+    func fenceSilentNodes() async {
+        guard await self.quorum.isLeader else {
+            self.lastHeartbeat.withLock { $0.removeAll() }
+            return
+        }
+        let image = await self.quorum.image
+        let now = ContinuousClock.now
+        let timeout = Duration.milliseconds(self.config.nodeSessionTimeoutMilliseconds)
+        let expired = self.lastHeartbeat.withLock { seen -> [NodeRegistration] in
+            var expired: [NodeRegistration] = []
+            for node in image.nodes.values where !node.fenced {
+                guard let last = seen[node.id] else {
+                    seen[node.id] = now
+                    continue
+                }
+                if now - last > timeout { expired.append(node) }
+            }
+            return expired
+        }
+        for node in expired {
+            try? await self.metadata.fenceNode(id: node.id, incarnation: node.incarnation)
+        }
     }
 
     func addVoter(_ request: AddRaftVoterRequest) async -> AddRaftVoterResponse {
@@ -173,7 +233,17 @@ public struct ControllerProcess: Service {
             "controller listening", metadata: ["address": "\(self.config.listen)", "voters": "\(self.config.voters.map { "\($0.id)@\($0.endpoint)" })"])
         do {
             try await cancelWhenGracefulShutdown {
-                try await controller.quorum.run()
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await controller.quorum.run() }
+                    group.addTask {
+                        while !Task.isCancelled {
+                            try await Task.sleep(for: .milliseconds(250))
+                            await controller.fenceSilentNodes()
+                        }
+                    }
+                    try await group.next()
+                    group.cancelAll()
+                }
             }
         } catch is CancellationError {
         }

@@ -13,13 +13,16 @@ actor MetadataReconciler {
     private let replicas: ReplicaManager
     private let cache: MetadataCache
     private let topicDefaults: [String: String]
+    /// False on a data node in metadata-only mode: the image is published, no partition opened.
+    private let hostsPartitions: Bool
     private let logger: Logger
     private var reconciled = MetadataImage(clusterID: "")
     private var waiters: [(offset: LogIndex, continuation: CheckedContinuation<Void, Never>)] = []
     private let stream: AsyncStream<MetadataImage>
     private let input: AsyncStream<MetadataImage>.Continuation
 
-    init(replicas: ReplicaManager, cache: MetadataCache, topicDefaults: [String: String], logger: Logger) {
+    init(replicas: ReplicaManager, cache: MetadataCache, topicDefaults: [String: String], hostsPartitions: Bool, logger: Logger) {
+        self.hostsPartitions = hostsPartitions
         self.replicas = replicas
         self.cache = cache
         self.topicDefaults = topicDefaults
@@ -52,7 +55,15 @@ actor MetadataReconciler {
     /// Brings partitions in line with `image`, then publishes it.
     func reconcile(to image: MetadataImage) async {
         guard image.offset >= self.reconciled.offset else { return }
-        let before = self.reconciled
+        if self.hostsPartitions { await self.reconcilePartitions(from: self.reconciled, to: image) }
+        self.reconciled = image
+        self.cache.publish(image)
+        let ready = self.waiters.filter { $0.offset <= image.offset }
+        self.waiters.removeAll { $0.offset <= image.offset }
+        for waiter in ready { waiter.continuation.resume() }
+    }
+
+    private func reconcilePartitions(from before: MetadataImage, to image: MetadataImage) async {
         for (name, old) in before.topics where image.topics[name]?.id != old.id {
             await self.replicas.delete(topic: name)
         }
@@ -77,10 +88,5 @@ actor MetadataReconciler {
             }
             if let old, old.configs != topic.configs { self.replicas.update(topic: topic.name, config: config) }
         }
-        self.reconciled = image
-        self.cache.publish(image)
-        let ready = self.waiters.filter { $0.offset <= image.offset }
-        self.waiters.removeAll { $0.offset <= image.offset }
-        for waiter in ready { waiter.continuation.resume() }
     }
 }

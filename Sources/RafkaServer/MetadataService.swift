@@ -213,6 +213,29 @@ actor MetadataService {
         try await self.apply(.setTopicConfigs(topic: name, configs: configs))
     }
 
+    // MARK: Data nodes
+
+    /// Registers (or re-registers) a data node with a new incarnation: above every earlier one,
+    /// since it is the metadata offset the registration is proposed at.
+    func registerNode(id: NodeID, host: String, port: Int32, rack: String?) async throws(BrokerError) -> Int64 {
+        try await self.serialized { () async throws(BrokerError) in
+            let incarnation = Int64(await self.image.offset.rawValue) + 1
+            let registration = NodeRegistration(id: id, host: host, port: port, rack: rack, incarnation: incarnation, fenced: false)
+            try await self.apply(.registerNode(registration))
+            self.logger.info("registered data node", metadata: ["node": "\(id)", "incarnation": "\(incarnation)", "listener": "\(host):\(port)"])
+            return incarnation
+        }
+    }
+
+    /// Fences a data node's incarnation (it missed its heartbeats for the session timeout).
+    func fenceNode(id: NodeID, incarnation: Int64) async throws(BrokerError) {
+        try await self.serialized { () async throws(BrokerError) in
+            guard let node = await self.image.nodes[id], node.incarnation == incarnation, !node.fenced else { return }
+            try await self.apply(.fenceNode(id: id, incarnation: incarnation))
+            self.logger.warning("fenced data node: no heartbeat within the session timeout", metadata: ["node": "\(id)", "incarnation": "\(incarnation)"])
+        }
+    }
+
     // MARK: Producer ids
 
     /// A fresh producer id (InitProducerId for idempotent producers). Ids are reserved durably

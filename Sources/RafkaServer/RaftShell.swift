@@ -163,6 +163,25 @@ actor RaftShell {
     }
 
     var isLeader: Bool { self.core.isLeader }
+
+    /// Committed entries after `offset` (at most `limit`), or the snapshot and the entries after
+    /// it when `offset` was compacted away: what a data node following the log needs next.
+    func committed(after offset: LogIndex, limit: Int) -> (commit: LogIndex, snapshot: RaftSnapshot?, entries: [RaftEntry]) {
+        let commit = self.core.commitIndex
+        var start = offset
+        var snapshot: RaftSnapshot?
+        if offset < self.core.snapshotIndex {
+            snapshot = self.core.latestSnapshot
+            start = self.core.snapshotIndex
+        }
+        var entries: [RaftEntry] = []
+        var index = start + 1
+        while index <= commit && entries.count < limit, let entry = self.core.entry(at: index) {
+            entries.append(entry)
+            index = index + 1
+        }
+        return (commit, snapshot, entries)
+    }
     var leader: NodeID? { self.core.leader }
 }
 
@@ -248,24 +267,13 @@ extension RaftShell {
     }
 
     private func apply(_ entry: RaftEntry) {
-        switch entry.payload {
-        case .noop:
-            self.image.offset = entry.index
-            if self.image.clusterID.isEmpty && self.core.isLeader {
-                // A new cluster's first leader names it.
-                _ = self.core.propose(MetadataChange.bootstrap(clusterID: KafkaUUID.random().description).encoded())
-            }
-        case .configuration(let configuration):
-            self.image.controllers = configuration.voters
-            self.image.offset = entry.index
-        case .command(let bytes):
-            do {
-                try MetadataChange(encoded: bytes).apply(to: &self.image, at: entry.index)
-            } catch {
-                // Every voter applies the same log: skipping here is what every voter does.
-                self.logger.error("skipping an unreadable metadata entry at \(entry.index): \(error)")
-                self.image.offset = entry.index
-            }
+        if let error = self.image.apply(entry) {
+            // Every voter applies the same log: skipping here is what every voter does.
+            self.logger.error("skipping an unreadable metadata entry at \(entry.index): \(error)")
+        }
+        if case .noop = entry.payload, self.image.clusterID.isEmpty, self.core.isLeader {
+            // A new cluster's first leader names it.
+            _ = self.core.propose(MetadataChange.bootstrap(clusterID: KafkaUUID.random().description).encoded())
         }
         if let waiter = self.proposals.removeValue(forKey: entry.index) {
             if waiter.term == entry.term {

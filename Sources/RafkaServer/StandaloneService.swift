@@ -1,19 +1,25 @@
 import Logging
 import ServiceLifecycle
 
-/// `rafka standalone`: one broker serving Kafka clients until SIGTERM/SIGINT, then a clean
-/// shutdown (listener closed, every partition flushed and closed, metadata store closed).
+/// `rafka standalone` (or `rafka node`): one broker serving Kafka clients until SIGTERM/SIGINT,
+/// then a clean shutdown (listener closed, every partition flushed and closed, metadata closed).
 public struct StandaloneService: Service {
     let config: BrokerConfig
     let logger: Logger
+    /// A data node (`rafka node`) instead of standalone: metadata from the controllers.
+    let dataNode: Bool
 
-    public init(config: BrokerConfig, logger: Logger) {
+    public init(config: BrokerConfig, logger: Logger, dataNode: Bool = false) {
         self.config = config
         self.logger = logger
+        self.dataNode = dataNode
     }
 
     public func run() async throws {
-        let broker = try await Broker.start(config: self.config, logger: self.logger)
+        let broker =
+            self.dataNode
+            ? try await Broker.startDataNode(config: self.config, logger: self.logger)
+            : try await Broker.start(config: self.config, logger: self.logger)
         let listener: KafkaListener
         do {
             listener = try await KafkaListener.bind(broker: broker)

@@ -1,5 +1,6 @@
 import KafkaProtocol
 import NIOCore
+import RaftCore
 import RafkaCore
 
 /// The cluster metadata every node serves from: cluster id, controller voters, data-node
@@ -278,5 +279,27 @@ extension MetadataChange {
             self = .registerController(
                 id: id, endpoint: Endpoint(host: try buffer.readKafkaString(compact: true), port: try buffer.readKafkaInt32()))
         }
+    }
+}
+
+extension MetadataImage {
+    /// Applies one committed metadata-log entry: the same on every controller and data node.
+    /// An entry this version cannot read only advances the offset (every reader skips it alike).
+    public mutating func apply(_ entry: RaftEntry) -> KafkaDecodingError? {
+        switch entry.payload {
+        case .noop:
+            self.offset = entry.index
+        case .configuration(let configuration):
+            self.controllers = configuration.voters
+            self.offset = entry.index
+        case .command(let bytes):
+            do {
+                try MetadataChange(encoded: bytes).apply(to: &self, at: entry.index)
+            } catch {
+                self.offset = entry.index
+                return error
+            }
+        }
+        return nil
     }
 }

@@ -22,7 +22,7 @@ struct Rafka: AsyncParsableCommand {
             environment variables (RAFKA_LISTEN, RAFKA_DATA_DIR, …: each key upper-cased with _ for -), \
             then command-line flags. config/standalone.yaml and config/controller.yaml list every key.
             """,
-        subcommands: [Standalone.self, Controller.self],
+        subcommands: [Standalone.self, Controller.self, Node.self],
         defaultSubcommand: Standalone.self
     )
 }
@@ -153,5 +153,48 @@ struct Controller: AsyncParsableCommand {
             guard !config.voters.isEmpty else { throw ConfigError("a controller needs --voters (or voters: in its config)") }
         }
         try await runService({ ControllerProcess(config: config, logger: $0) }, config: config, starting: "rafka controller")
+    }
+}
+
+struct Node: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a data node of a cluster: it registers with the controllers and follows their metadata.",
+        discussion: """
+            Kafka clients connect to data nodes. Until the Chord data plane lands, data nodes run in \
+            metadata-only mode: they serve Metadata, topic administration (forwarded to the controller \
+            leader) and cluster descriptions, and host no partitions. SIGTERM or SIGINT shuts down cleanly.
+            """
+    )
+
+    @OptionGroup var common: CommonOptions
+
+    @Option(help: ArgumentHelp("Controller listeners (any of the quorum).", valueName: "host:port,…"))
+    var controllers: String?
+
+    @Option(
+        name: .customLong("advertised-listener"),
+        help: ArgumentHelp("Address clients are told to use, if not --listen.", valueName: "host:port"))
+    var advertisedListener: String?
+
+    mutating func run() async throws {
+        let controllers = self.controllers
+        let advertised = self.advertisedListener
+        let config = try self.common.load { config in
+            if let controllers {
+                guard let parsed = BrokerConfig.parseControllers(controllers) else {
+                    throw ConfigError("--controllers \(controllers) is not host:port,host:port,…")
+                }
+                config.controllers = parsed
+            }
+            if let advertised {
+                guard let hostPort = HostPort(advertised) else {
+                    throw ConfigError("--advertised-listener \(advertised) is not HOST:PORT")
+                }
+                config.advertisedListener = hostPort
+            }
+            guard !config.controllers.isEmpty else { throw ConfigError("a data node needs --controllers (or controllers: in its config)") }
+        }
+        try await runService(
+            { StandaloneService(config: config, logger: $0, dataNode: true) }, config: config, starting: "rafka node")
     }
 }

@@ -54,6 +54,12 @@ def test_unreachable_broker_is_one_line(tmp_path):
 
 
 def test_cluster_describe(rafka):
+    """Standalone is a controller quorum of one voter and one broker."""
     cluster = rafka.admin_json("cluster", "describe")
-    assert cluster["controllerID"] == 1
+    assert cluster["leaderId"] == 1 and cluster["term"] >= 1
+    assert [v["id"] for v in cluster["voters"]] == [1]
+    assert cluster["voters"][0]["matchIndex"] >= cluster["commitIndex"] >= 1
+    assert cluster["voters"][0]["lag"] == 0
     assert cluster["brokers"] == [{"id": 1, "host": "127.0.0.1", "port": rafka.port}]
+    code, out, _ = rafka.admin("cluster", "describe")
+    assert "Controller quorum: leader 1" in out

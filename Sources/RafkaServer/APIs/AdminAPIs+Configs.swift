@@ -43,10 +43,11 @@ extension AdminAPIs {
 
     /// DescribeConfigs v1–4 for topics and for this broker.
     func describeConfigs(_ request: DescribeConfigsRequest, _ context: RequestContext) -> EventLoopFuture<DescribeConfigsResponse?> {
-        context.eventLoop.makeFutureWithTask { await self.describeConfigs(request, image: self.currentImage()) }
+        let config = self.config
+        return context.eventLoop.makeFutureWithTask { await Self.describeConfigs(request, image: self.currentImage(), config: config) }
     }
 
-    private func describeConfigs(_ request: DescribeConfigsRequest, image: MetadataImage) -> DescribeConfigsResponse {
+    static func describeConfigs(_ request: DescribeConfigsRequest, image: MetadataImage, config: BrokerConfig) -> DescribeConfigsResponse {
         var response = DescribeConfigsResponse()
         for resource in request.resources {
             var result = DescribeConfigsResponse.DescribeConfigsResult()
@@ -59,17 +60,17 @@ extension AdminAPIs {
                     result.errorMessage = "Topic \(resource.resourceName) does not exist."
                     break
                 }
-                let described = Self.describedConfigs(topic.configs, defaults: self.config.topicDefaults)
+                let described = Self.describedConfigs(topic.configs, defaults: config.topicDefaults)
                 result.configs = described.filter { resource.configurationKeys?.contains($0.name) ?? true }.map {
                     Self.resourceResult($0, request: request, readOnly: false)
                 }
             case ResourceType.broker:
-                guard resource.resourceName.isEmpty || resource.resourceName == String(self.config.nodeID) else {
+                guard resource.resourceName.isEmpty || resource.resourceName == String(config.nodeID) else {
                     result.errorCode = KafkaErrorCode.invalidRequest.rawValue
-                    result.errorMessage = "Broker \(resource.resourceName) is not this node (\(self.config.nodeID))."
+                    result.errorMessage = "Broker \(resource.resourceName) is not this node (\(config.nodeID))."
                     break
                 }
-                result.configs = self.brokerConfigs().filter { resource.configurationKeys?.contains($0.name) ?? true }.map {
+                result.configs = Self.brokerConfigs(config).filter { resource.configurationKeys?.contains($0.name) ?? true }.map {
                     Self.resourceResult($0, request: request, readOnly: true)
                 }
             default:
@@ -101,8 +102,7 @@ extension AdminAPIs {
     }
 
     /// The broker's own settings, described under Kafka's broker key names (read-only).
-    private func brokerConfigs() -> [DescribedConfig] {
-        let config = self.config
+    private static func brokerConfigs(_ config: BrokerConfig) -> [DescribedConfig] {
         func entry(_ name: String, _ value: String, _ kind: TopicConfigDefinition.Kind, _ doc: String) -> DescribedConfig {
             let definition = TopicConfigDefinition(
                 name: name, kind: kind, defaultValue: value, brokerSynonym: nil, documentation: doc, isHonoured: true)

@@ -12,10 +12,10 @@ extension KafkaAPIs {
         let allTopics = request.topics == nil || (version == 0 && request.topics!.isEmpty)
         let allowAutoCreate = self.mayAutoCreate(clientAllows: version < 4 || request.allowAutoTopicCreation)
         let requested = request.topics ?? []
-        let metadata = self.broker.metadata
+        let broker = self.broker
         let cache = self.broker.cache
-        let endpoint = self.broker.endpoint
         let replicas = self.broker.replicas
+        let leader: Int32? = self.broker.hostsPartitions ? self.broker.config.nodeID : nil
         return self.async(on: context.eventLoop) {
             var image = cache.image
             var errors: [String: BrokerError] = [:]
@@ -29,7 +29,7 @@ extension KafkaAPIs {
                             guard allowAutoCreate else {
                                 throw BrokerError(.unknownTopicOrPartition, "unknown topic \(name)")
                             }
-                            _ = try await metadata.ensureTopic(name: name)
+                            _ = try await broker.ensureTopic(name)
                         } catch {
                             errors[name] = error
                         }
@@ -40,11 +40,9 @@ extension KafkaAPIs {
                 image = cache.image
             }
             var response = MetadataResponse()
-            response.brokers = [
-                .init(nodeId: endpoint.nodeID, host: endpoint.host, port: endpoint.port, rack: endpoint.rack)
-            ]
+            response.brokers = broker.brokers
             response.clusterId = image.clusterID
-            response.controllerId = endpoint.nodeID
+            response.controllerId = await broker.controllerID ?? -1
             response.clusterAuthorizedOperations = Self.authorizedOperationsOmitted
             let names: [String] =
                 allTopics
@@ -54,7 +52,7 @@ extension KafkaAPIs {
                 if let error = errors[name] {
                     response.topics.append(.init(errorCode: error.code.rawValue, name: name, topicAuthorizedOperations: Self.authorizedOperationsOmitted))
                 } else if let topic = image.topics[name] {
-                    response.topics.append(Self.describe(topic, leader: endpoint.nodeID, replicas: replicas))
+                    response.topics.append(Self.describe(topic, leader: leader, replicas: replicas))
                 } else if !allTopics {
                     // Asked for but not (yet) here: clients retry on LEADER_NOT_AVAILABLE.
                     response.topics.append(
@@ -71,9 +69,11 @@ extension KafkaAPIs {
         }
     }
 
+    /// A topic's partitions, led by `leader` (this node in standalone; none yet on a data node,
+    /// which hosts no partitions until the Chord data plane).
     static func describe(
         _ topic: TopicMetadata,
-        leader: Int32,
+        leader: Int32?,
         replicas: ReplicaManager
     ) -> MetadataResponse.MetadataResponseTopic {
         var result = MetadataResponse.MetadataResponseTopic()
@@ -83,6 +83,10 @@ extension KafkaAPIs {
         result.isInternal = topic.name == "__consumer_offsets" || topic.name == "__transaction_state"
         result.topicAuthorizedOperations = Self.authorizedOperationsOmitted
         result.partitions = (0..<topic.partitionCount).map { index in
+            guard let leader else {
+                return MetadataResponse.MetadataResponsePartition(
+                    errorCode: KafkaErrorCode.leaderNotAvailable.rawValue, partitionIndex: index, leaderId: -1, leaderEpoch: -1)
+            }
             if replicas.offlineReason(TopicPartition(topic.name, index)) != nil {
                 // The only replica's log is unreadable: no leader, and say why.
                 return MetadataResponse.MetadataResponsePartition(

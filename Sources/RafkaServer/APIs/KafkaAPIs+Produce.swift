@@ -21,9 +21,9 @@ extension KafkaAPIs {
         if topicsToCreate.isEmpty {
             ready = context.eventLoop.makeSucceededVoidFuture()
         } else {
-            let metadata = self.broker.metadata
+            let broker = self.broker
             ready = self.async(on: context.eventLoop) {
-                for name in topicsToCreate { _ = try? await metadata.ensureTopic(name: name) }
+                for name in topicsToCreate { _ = try? await broker.ensureTopic(name) }
             }
         }
         return ready.flatMap {

@@ -10,10 +10,16 @@ import RafkaStorage
 struct KafkaAPIs: Sendable {
     let broker: Broker
 
-    /// The metadata-changing APIs, shared with the controllers' listener.
-    var admin: AdminAPIs {
-        let cache = self.broker.cache
-        return AdminAPIs(metadata: self.broker.metadata, config: self.broker.config, logger: self.broker.logger) { cache.image }
+    /// The metadata-changing APIs: run here in standalone (shared with the controllers'
+    /// listener), forwarded to the controller leader on a data node.
+    var admin: AdminRouting {
+        switch self.broker.control {
+        case .local(_, let metadata):
+            let cache = self.broker.cache
+            return .local(AdminAPIs(metadata: metadata, config: self.broker.config, logger: self.broker.logger) { cache.image })
+        case .remote(let link):
+            return .forwarded(link, self.broker.reconciler, self.broker.cache, self.broker.config, self.broker.logger)
+        }
     }
 
     var logger: Logger { self.broker.logger }
@@ -30,10 +36,14 @@ struct KafkaAPIs: Sendable {
         eventLoop.makeFutureWithTask(body)
     }
 
-    /// The error for a partition this node does not serve: offline after a failed recovery, or unknown.
+    /// The error for a partition this node does not serve: offline after a failed recovery,
+    /// led elsewhere (clients refresh their metadata), or unknown.
     func missingPartitionError(_ topicPartition: TopicPartition) -> BrokerError {
         if let reason = self.broker.replicas.offlineReason(topicPartition) {
             return BrokerError(.kafkaStorageError, "\(topicPartition) is offline: \(reason)")
+        }
+        if let topic = self.broker.cache.image.topics[topicPartition.topic], topicPartition.partition < topic.partitionCount {
+            return BrokerError(.notLeaderOrFollower, "\(topicPartition) is not led by this node")
         }
         return BrokerError(.unknownTopicOrPartition, "unknown partition \(topicPartition)")
     }
@@ -89,28 +99,36 @@ struct KafkaAPIs: Sendable {
     // MARK: DescribeCluster
 
     func describeCluster(_ request: DescribeClusterRequest, _ context: RequestContext) -> EventLoopFuture<DescribeClusterResponse?> {
-        var response = DescribeClusterResponse()
-        let endpoint = self.broker.endpoint
-        response.clusterId = self.broker.cache.image.clusterID
-        // In standalone the broker is its own controller.
-        response.controllerId = endpoint.nodeID
-        response.endpointType = request.endpointType
-        response.brokers = [
-            .init(brokerId: endpoint.nodeID, host: endpoint.host, port: endpoint.port, rack: endpoint.rack)
-        ]
-        response.clusterAuthorizedOperations = Self.authorizedOperationsOmitted
-        return context.eventLoop.makeSucceededFuture(response)
+        let broker = self.broker
+        return self.async(on: context.eventLoop) {
+            var response = DescribeClusterResponse()
+            response.clusterId = broker.cache.image.clusterID
+            response.controllerId = await broker.controllerID ?? -1
+            response.endpointType = request.endpointType
+            response.brokers = broker.brokers.map {
+                .init(brokerId: $0.nodeId, host: $0.host, port: $0.port, rack: $0.rack)
+            }
+            response.clusterAuthorizedOperations = Self.authorizedOperationsOmitted
+            return response
+        }
     }
 
     // MARK: DescribeQuorum
 
-    /// The metadata quorum (in standalone: this process, the only voter).
+    /// The metadata quorum: this process in standalone (the only voter); a data node asks a
+    /// controller.
     func describeQuorum(_ request: DescribeQuorumRequest, _ context: RequestContext) -> EventLoopFuture<DescribeQuorumResponse?> {
-        let quorum = self.broker.quorum
-        return self.async(on: context.eventLoop) {
-            let status = await quorum.status()
-            let image = await quorum.image
-            return QuorumDescription.response(status: status, me: quorum.id, image: image, endpoints: [:])
+        switch self.broker.control {
+        case .local(let quorum, _):
+            return self.async(on: context.eventLoop) {
+                let status = await quorum.status()
+                let image = await quorum.image
+                return QuorumDescription.response(status: status, me: quorum.id, image: image, endpoints: [:])
+            }
+        case .remote(let link):
+            return context.eventLoop.makeFutureWithTask {
+                try await link.sendToLeader(request, version: context.apiVersion)
+            }.map { $0 }
         }
     }
 

@@ -1,0 +1,245 @@
+import KafkaProtocol
+import Logging
+import NIOCore
+import NIOPosix
+import RafkaClient
+import RafkaCore
+import RafkaStorage
+import RaftCore
+import Synchronization
+
+/// A data node's connection to the controller quorum: finds the leader (DescribeQuorum to any
+/// controller), registers the node, sends its heartbeats, follows the metadata log into a local
+/// image, and forwards metadata changes (CreateTopics, …) to the leader.
+///
+/// Isolation: an actor. Its loops (`run`) live under the node's service.
+actor ControllerLink {
+    private let controllers: [Endpoint]
+    private let config: BrokerConfig
+    private let logger: Logger
+    private let group: any EventLoopGroup
+    private var leaderConnection: KafkaConnection?
+    private var anyConnection: KafkaConnection?
+    private(set) var leaderID: NodeID?
+    private(set) var incarnation: Int64?
+    private(set) var image = MetadataImage(clusterID: "")
+    /// Called with each new image, in order.
+    private let onImage: @Sendable (MetadataImage) -> Void
+    private var imageWaiters: [(offset: LogIndex, continuation: CheckedContinuation<Void, Never>)] = []
+
+    init(
+        controllers: [Endpoint], config: BrokerConfig, group: any EventLoopGroup, logger: Logger,
+        onImage: @escaping @Sendable (MetadataImage) -> Void
+    ) {
+        self.controllers = controllers
+        self.config = config
+        self.group = group
+        self.logger = logger
+        self.onImage = onImage
+    }
+
+    // MARK: Connections
+
+    private func connect(_ endpoint: Endpoint) async throws -> KafkaConnection {
+        try await KafkaConnection.connect(
+            host: endpoint.host, port: Int(endpoint.port), clientID: "rafka-node-\(self.config.nodeID)", group: self.group,
+            connectTimeout: .seconds(2))
+    }
+
+    /// A connection to some controller (for reads any of them can answer).
+    private func someController() async throws -> KafkaConnection {
+        if let connection = self.anyConnection { return connection }
+        var lastError: (any Error)?
+        for endpoint in self.controllers.shuffled() {
+            do {
+                let connection = try await self.connect(endpoint)
+                self.anyConnection = connection
+                return connection
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? KafkaClientError("no controller configured")
+    }
+
+    /// A connection to the quorum leader, found through DescribeQuorum.
+    func leader() async throws -> KafkaConnection {
+        if let connection = self.leaderConnection { return connection }
+        let probe = try await self.someController()
+        let response: DescribeQuorumResponse
+        do {
+            response = try await probe.send(
+                DescribeQuorumRequest(topics: [.init(topicName: "__cluster_metadata", partitions: [.init(partitionIndex: 0)])]))
+        } catch {
+            self.drop(probe)
+            throw error
+        }
+        guard let partition = response.topics.first?.partitions.first, partition.leaderId >= 0,
+            let listener = response.nodes.first(where: { $0.nodeId == partition.leaderId })?.listeners.first
+        else { throw BrokerError(.notController, "the controller quorum has no leader now") }
+        let connection = try await self.connect(Endpoint(host: listener.host, port: Int32(listener.port)))
+        self.leaderConnection = connection
+        self.leaderID = NodeID(partition.leaderId)
+        return connection
+    }
+
+    private func drop(_ connection: KafkaConnection) {
+        connection.close()
+        if self.leaderConnection === connection {
+            self.leaderConnection = nil
+            self.leaderID = nil
+        }
+        if self.anyConnection === connection { self.anyConnection = nil }
+    }
+
+    /// Sends `request` to the leader at `version`, retrying through elections for up to ten
+    /// seconds. `isNotController` says when an answer means "ask the new leader".
+    func sendToLeader<Request: KafkaRequestWithResponse>(
+        _ request: Request,
+        version: Int16? = nil,
+        isNotController: (Request.Response) -> Bool = { _ in false }
+    ) async throws -> Request.Response {
+        var lastError: any Error = BrokerError(.notController, "the controller quorum has no leader now")
+        for _ in 0..<40 {
+            do {
+                let connection = try await self.leader()
+                let response = try await connection.send(request, version: version)
+                if !isNotController(response) { return response }
+                self.drop(connection)
+            } catch {
+                lastError = error
+                if let connection = self.leaderConnection { self.drop(connection) }
+            }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        throw lastError
+    }
+
+    // MARK: Registration and heartbeats
+
+    /// Registers (again) with the leader, getting a new incarnation.
+    private func register() async throws {
+        let advertised = self.config.advertised
+        let response = try await self.sendToLeader(
+            RegisterNodeRequest(nodeID: self.config.nodeID, host: advertised.host, port: Int32(advertised.port), rack: self.config.rack),
+            isNotController: { $0.errorCode == KafkaErrorCode.notController.rawValue })
+        guard response.errorCode == 0 else {
+            throw BrokerError(KafkaErrorCode(rawValue: response.errorCode), response.errorMessage)
+        }
+        self.incarnation = response.incarnation
+        self.logger.info("registered with the controllers", metadata: ["incarnation": "\(response.incarnation)"])
+    }
+
+    private func heartbeat() async {
+        do {
+            guard let incarnation = self.incarnation else {
+                try await self.register()
+                return
+            }
+            let response = try await self.leader().send(
+                NodeHeartbeatRequest(nodeID: self.config.nodeID, incarnation: incarnation, appliedOffset: Int64(self.image.offset.rawValue)))
+            switch KafkaErrorCode(rawValue: response.errorCode) {
+            case KafkaErrorCode(rawValue: 0):
+                break
+            case .staleBrokerEpoch:
+                // Fenced: this incarnation may no longer serve; rejoin with a new one.
+                self.logger.warning("this node's incarnation was fenced; registering again", metadata: ["incarnation": "\(incarnation)"])
+                self.incarnation = nil
+                try await self.register()
+            default:
+                if let connection = self.leaderConnection { self.drop(connection) }
+            }
+        } catch {
+            self.logger.debug("heartbeat failed: \(error)")
+            if let connection = self.leaderConnection { self.drop(connection) }
+        }
+    }
+
+    // MARK: Following the metadata log
+
+    private func fetch() async {
+        do {
+            let connection = try await self.leader()
+            let response = try await connection.send(FetchMetadataRequest(fromOffset: Int64(self.image.offset.rawValue)))
+            guard response.errorCode == 0 else { return }
+            var image = self.image
+            if let snapshot = response.snapshot {
+                image = try MetadataSnapshotCodec.decode(Array(snapshot.readableBytesView), scratchDirectory: self.config.dataDirectory)
+            }
+            for entry in response.entries where entry.index > image.offset {
+                if let error = image.apply(entry) { self.logger.error("skipping an unreadable metadata entry: \(error)") }
+            }
+            guard image.offset != self.image.offset || response.snapshot != nil else { return }
+            self.image = image
+            self.onImage(image)
+            let ready = self.imageWaiters.filter { $0.offset <= image.offset }
+            self.imageWaiters.removeAll { $0.offset <= image.offset }
+            for waiter in ready { waiter.continuation.resume() }
+        } catch {
+            self.logger.debug("metadata fetch failed: \(error)")
+            if let connection = self.leaderConnection { self.drop(connection) }
+        }
+    }
+
+    /// Fetches now (after forwarding a change, so this node shows it promptly).
+    func refresh() async {
+        await self.fetch()
+    }
+
+    /// Creates topic `name` with the broker defaults unless it exists (auto-creation on a data
+    /// node), then waits until this node's image shows it.
+    func ensureTopic(_ name: String, defaults config: BrokerConfig, reconciler: MetadataReconciler) async throws(BrokerError) -> TopicMetadata {
+        if let topic = self.image.topics[name] { return topic }
+        do {
+            let response = try await self.sendToLeader(
+                CreateTopicsRequest(topics: [.init(name: name, numPartitions: -1, replicationFactor: -1)], timeoutMs: 30_000),
+                version: 7, isNotController: { $0.topics.first?.errorCode == KafkaErrorCode.notController.rawValue })
+            if let result = response.topics.first, result.errorCode != 0 && result.errorCode != KafkaErrorCode.topicAlreadyExists.rawValue {
+                throw BrokerError(KafkaErrorCode(rawValue: result.errorCode), result.errorMessage)
+            }
+        } catch let error as BrokerError {
+            throw error
+        } catch {
+            throw BrokerError(.requestTimedOut, "the controllers did not answer: \(error)")
+        }
+        for _ in 0..<50 {
+            await self.fetch()
+            if let topic = self.image.topics[name] {
+                await reconciler.waitUntilReconciled(self.image.offset)
+                return topic
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        throw BrokerError(.leaderNotAvailable, "topic \(name) was created but is not visible here yet")
+    }
+
+    /// Waits until the local image reaches `offset` (after a forwarded change), up to 10 s.
+    func waitForImage(_ offset: LogIndex) async {
+        if self.image.offset >= offset { return }
+        await withCheckedContinuation { self.imageWaiters.append((offset, $0)) }
+    }
+
+    /// Registers, then heartbeats and follows the metadata log until cancelled.
+    func run() async throws {
+        var lastHeartbeat = ContinuousClock.now - .seconds(60)
+        while !Task.isCancelled {
+            await self.fetch()
+            if ContinuousClock.now - lastHeartbeat >= .milliseconds(self.config.nodeHeartbeatIntervalMilliseconds) {
+                await self.heartbeat()
+                lastHeartbeat = ContinuousClock.now
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    func close() {
+        self.leaderConnection?.close()
+        self.anyConnection?.close()
+        for waiter in self.imageWaiters { waiter.continuation.resume() }
+        self.imageWaiters = []
+    }
+}
+
+extension RegisterNodeRequest: KafkaRequestWithResponse { typealias Response = RegisterNodeResponse }
+extension NodeHeartbeatRequest: KafkaRequestWithResponse { typealias Response = NodeHeartbeatResponse }
+extension FetchMetadataRequest: KafkaRequestWithResponse { typealias Response = FetchMetadataResponse }
