@@ -610,6 +610,14 @@ def gen_api_keys(schemas, out):
         w(f"    /// Kafka API key {key}, `{seen[key]}`.")
         w(f"    public static let {lower_camel(seen[key])} = KafkaAPIKey(rawValue: {key})")
     w("")
+    w("    /// The first flexible request version of every API key (KIP-482); absent: never flexible.")
+    w("    public static let firstFlexibleRequestVersions: [Int16: Int16] = [")
+    for s_ in sorted((x for x in schemas if x.get("type") == "request" and "apiKey" in x), key=lambda x: x["apiKey"]):
+        flexible = Versions(s_.get("flexibleVersions", "none"))
+        if not flexible.empty:
+            w(f"        {s_['apiKey']}: {flexible.lo},")
+    w("    ]")
+    w("")
     w("    /// Kafka's name for every API key, for logs.")
     w("    public static let names: [Int16: String] = [")
     for key in sorted(seen):

@@ -52,7 +52,7 @@ public final class KafkaConnection: Sendable, CustomStringConvertible {
             return KafkaConnection(channel: channel, handler: matcher, clientID: clientID, endpoint: "\(host):\(port)")
         }.get()
         do {
-            try await connection.negotiate()
+            try await connection.negotiate(timeout: connectTimeout)
         } catch {
             connection.close()
             throw error
@@ -60,11 +60,12 @@ public final class KafkaConnection: Sendable, CustomStringConvertible {
         return connection
     }
 
-    private func negotiate() async throws {
+    private func negotiate(timeout: TimeAmount) async throws {
         // v3 is what librdkafka sends; a broker without it answers in v0 with its versions.
-        var response = try await self.send(ApiVersionsRequest(clientSoftwareName: "rafka-admin", clientSoftwareVersion: "0.1"), version: 3)
+        var response = try await self.send(
+            ApiVersionsRequest(clientSoftwareName: "rafka-admin", clientSoftwareVersion: "0.1"), version: 3, timeout: timeout)
         if response.errorCode == KafkaErrorCode.unsupportedVersion.rawValue {
-            response = try await self.send(ApiVersionsRequest(), version: 0)
+            response = try await self.send(ApiVersionsRequest(), version: 0, timeout: timeout)
         }
         guard response.errorCode == 0 else {
             throw KafkaClientError("ApiVersions failed: \(KafkaErrorCode(rawValue: response.errorCode))")
@@ -93,10 +94,13 @@ public final class KafkaConnection: Sendable, CustomStringConvertible {
     }
 
     /// Sends `request` at `version` (negotiated when nil) and decodes the matching response.
+    /// A request not answered within `timeout` fails, and the connection is closed (a peer that
+    /// stopped answering cannot be trusted to answer later requests in order).
     public func send<Request: KafkaRequestMessage>(
         _ request: Request,
         version: Int16? = nil,
-        preferredMax: Int16 = .max
+        preferredMax: Int16 = .max,
+        timeout: TimeAmount = .seconds(30)
     ) async throws -> Request.Response where Request: KafkaRequestWithResponse {
         let version = try version ?? self.version(for: Request.self, preferredMax: preferredMax)
         let correlationID = self.correlation.add(1, ordering: .relaxed).newValue
@@ -118,6 +122,12 @@ public final class KafkaConnection: Sendable, CustomStringConvertible {
         self.channel.eventLoop.execute {
             handler.value.expect(correlationID, promise: promise)
             channel.writeAndFlush(frameToSend).whenFailure { promise.fail($0) }
+            let deadline = channel.eventLoop.scheduleTask(in: timeout) {
+                guard let waiting = handler.value.cancel(correlationID) else { return }
+                waiting.fail(KafkaClientError("\(Request.apiKey) got no answer within \(timeout.nanoseconds / 1_000_000) ms"))
+                channel.close(promise: nil)
+            }
+            promise.futureResult.whenComplete { _ in deadline.cancel() }
         }
         var body = try await promise.futureResult.get()
         let responseFlexible = Request.Response.isFlexible(version)
@@ -175,6 +185,11 @@ final class ResponseMatcher: ChannelInboundHandler {
 
     func expect(_ correlationID: Int32, promise: EventLoopPromise<ByteBuffer>) {
         self.waiting[correlationID] = promise
+    }
+
+    /// Stops waiting for `correlationID` (its request timed out); its promise, if still waiting.
+    func cancel(_ correlationID: Int32) -> EventLoopPromise<ByteBuffer>? {
+        self.waiting.removeValue(forKey: correlationID)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -79,7 +79,8 @@ public final class Broker: Sendable {
                 replicas: replicas, cache: cache, topicDefaults: config.topicDefaults, hostsPartitions: true, logger: logger)
             let quorum = try RaftShell(
                 id: NodeID(config.nodeID), directory: config.dataDirectory + "/metadata", initialVoters: [NodeID(config.nodeID)],
-                transport: NoPeersTransport(), threadPool: threadPool, logger: logger,
+                transport: NoPeersTransport(), threadPool: threadPool,
+                options: RaftShell.Options(snapshotEveryEntries: config.metadataSnapshotEveryEntries), logger: logger,
                 onApply: { reconciler.submit($0) })
             let metadata = MetadataService(quorum: quorum, reconciler: reconciler, config: config, logger: logger)
             let started = ContinuousClock.now
@@ -111,6 +112,17 @@ public final class Broker: Sendable {
         let link = ControllerLink(
             controllers: config.controllers.map { Endpoint(host: $0.host, port: Int32($0.port)) }, config: config, group: group,
             logger: logger, onImage: { reconciler.submit($0) })
+        do {
+            try await link.catchUp()
+            await reconciler.reconcile(to: await link.image)
+        } catch {
+            await link.close()
+            try? await threadPool.shutdownGracefully()
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        let offset = await link.image.offset
+        logger.info("caught up with the controllers' metadata", metadata: ["metadataOffset": "\(offset)"])
         return Broker(
             config: config, group: group, threadPool: threadPool, cache: cache, control: .remote(link), reconciler: reconciler,
             replicas: replicas, logger: logger)
@@ -159,14 +171,11 @@ public final class Broker: Sendable {
         return (self.config.nodeID, advertised.host, Int32(advertised.port), self.config.rack)
     }
 
-    /// The controller quorum's leader as this node knows it.
+    /// What Metadata and DescribeCluster report as the controller: where clients should send
+    /// admin requests. Like a KRaft broker, a data node names itself (it forwards to the quorum
+    /// leader, which clients cannot reach); standalone is its own controller.
     var controllerID: Int32? {
-        get async {
-            switch self.control {
-            case .local(let quorum, _): return await quorum.leader?.rawValue
-            case .remote(let link): return await link.leaderID?.rawValue
-            }
-        }
+        get async { self.config.nodeID }
     }
 
     /// The brokers to list in Metadata and DescribeCluster: this node in standalone; on a data

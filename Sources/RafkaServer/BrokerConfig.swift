@@ -59,6 +59,8 @@ public struct BrokerConfig: Sendable {
     /// Broker-wide defaults for topic configs, by topic-level name (`retention.ms: 86400000`).
     public var topicDefaults: [String: String] = [:]
     public var logLevel = "info"
+    /// Compact the metadata log into a SQLite snapshot after this many entries.
+    public var metadataSnapshotEveryEntries: UInt64 = 1000
     /// A data node's controllers (any of them; the leader is found from there).
     public var controllers: [HostPort] = []
     /// How often a data node reports to the controller leader.
@@ -119,6 +121,7 @@ public struct BrokerConfig: Sendable {
         var controllers: String?
         var nodeHeartbeatIntervalMs: Int64?
         var nodeSessionTimeoutMs: Int64?
+        var metadataSnapshotEntries: UInt64?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case nodeID = "node-id", dataDir = "data-dir", listen, advertisedListener = "advertised-listener", rack
@@ -129,6 +132,7 @@ public struct BrokerConfig: Sendable {
             case retentionCheckIntervalMs = "retention-check-interval-ms", topicDefaults = "topic-defaults"
             case logLevel = "log-level", voters, controllers
             case nodeHeartbeatIntervalMs = "node-heartbeat-interval-ms", nodeSessionTimeoutMs = "node-session-timeout-ms"
+            case metadataSnapshotEntries = "metadata-snapshot-entries"
         }
     }
 
@@ -209,6 +213,7 @@ public struct BrokerConfig: Sendable {
         }
         if let v = file.nodeHeartbeatIntervalMs { self.nodeHeartbeatIntervalMilliseconds = v }
         if let v = file.nodeSessionTimeoutMs { self.nodeSessionTimeoutMilliseconds = v }
+        if let v = file.metadataSnapshotEntries { self.metadataSnapshotEveryEntries = max(1, v) }
         if let v = file.voters {
             guard let voters = Self.parseVoters(v) else {
                 throw ConfigError("\(source): voters \(v) is not id@host:port,id@host:port,…")

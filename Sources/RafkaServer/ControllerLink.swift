@@ -14,6 +14,9 @@ import Synchronization
 ///
 /// Isolation: an actor. Its loops (`run`) live under the node's service.
 actor ControllerLink {
+    /// A controller that has not answered in this long is treated as gone (it may be paused or
+    /// partitioned): the link looks for the leader again.
+    private static let requestTimeout = TimeAmount.seconds(2)
     private let controllers: [Endpoint]
     private let config: BrokerConfig
     private let logger: Logger
@@ -43,7 +46,7 @@ actor ControllerLink {
     private func connect(_ endpoint: Endpoint) async throws -> KafkaConnection {
         try await KafkaConnection.connect(
             host: endpoint.host, port: Int(endpoint.port), clientID: "rafka-node-\(self.config.nodeID)", group: self.group,
-            connectTimeout: .seconds(2))
+            connectTimeout: Self.requestTimeout)
     }
 
     /// A connection to some controller (for reads any of them can answer).
@@ -69,14 +72,20 @@ actor ControllerLink {
         let response: DescribeQuorumResponse
         do {
             response = try await probe.send(
-                DescribeQuorumRequest(topics: [.init(topicName: "__cluster_metadata", partitions: [.init(partitionIndex: 0)])]))
+                DescribeQuorumRequest(topics: [.init(topicName: "__cluster_metadata", partitions: [.init(partitionIndex: 0)])]),
+                timeout: Self.requestTimeout)
         } catch {
             self.drop(probe)
             throw error
         }
         guard let partition = response.topics.first?.partitions.first, partition.leaderId >= 0,
             let listener = response.nodes.first(where: { $0.nodeId == partition.leaderId })?.listeners.first
-        else { throw BrokerError(.notController, "the controller quorum has no leader now") }
+        else {
+            // This controller knows no leader (an election, or it was removed from the quorum):
+            // ask another one next time.
+            self.drop(probe)
+            throw BrokerError(.notController, "the controller quorum has no leader now")
+        }
         let connection = try await self.connect(Endpoint(host: listener.host, port: Int32(listener.port)))
         self.leaderConnection = connection
         self.leaderID = NodeID(partition.leaderId)
@@ -100,10 +109,11 @@ actor ControllerLink {
         isNotController: (Request.Response) -> Bool = { _ in false }
     ) async throws -> Request.Response {
         var lastError: any Error = BrokerError(.notController, "the controller quorum has no leader now")
-        for _ in 0..<40 {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
             do {
                 let connection = try await self.leader()
-                let response = try await connection.send(request, version: version)
+                let response = try await connection.send(request, version: version, timeout: Self.requestTimeout)
                 if !isNotController(response) { return response }
                 self.drop(connection)
             } catch {
@@ -113,6 +123,14 @@ actor ControllerLink {
             try await Task.sleep(for: .milliseconds(250))
         }
         throw lastError
+    }
+
+    /// DescribeQuorum through the leader; an answer naming another leader drops the cached one.
+    func describeQuorum(_ request: DescribeQuorumRequest, version: Int16) async throws -> DescribeQuorumResponse {
+        let response = try await self.sendToLeader(request, version: version)
+        let named = response.topics.first?.partitions.first?.leaderId
+        if let named, named != self.leaderID?.rawValue, let connection = self.leaderConnection { self.drop(connection) }
+        return response
     }
 
     // MARK: Registration and heartbeats
@@ -137,7 +155,8 @@ actor ControllerLink {
                 return
             }
             let response = try await self.leader().send(
-                NodeHeartbeatRequest(nodeID: self.config.nodeID, incarnation: incarnation, appliedOffset: Int64(self.image.offset.rawValue)))
+                NodeHeartbeatRequest(nodeID: self.config.nodeID, incarnation: incarnation, appliedOffset: Int64(self.image.offset.rawValue)),
+                timeout: Self.requestTimeout)
             switch KafkaErrorCode(rawValue: response.errorCode) {
             case KafkaErrorCode(rawValue: 0):
                 break
@@ -160,7 +179,8 @@ actor ControllerLink {
     private func fetch() async {
         do {
             let connection = try await self.leader()
-            let response = try await connection.send(FetchMetadataRequest(fromOffset: Int64(self.image.offset.rawValue)))
+            let response = try await connection.send(
+                FetchMetadataRequest(fromOffset: Int64(self.image.offset.rawValue)), timeout: Self.requestTimeout)
             guard response.errorCode == 0 else { return }
             var image = self.image
             if let snapshot = response.snapshot {
@@ -217,6 +237,31 @@ actor ControllerLink {
     func waitForImage(_ offset: LogIndex) async {
         if self.image.offset >= offset { return }
         await withCheckedContinuation { self.imageWaiters.append((offset, $0)) }
+    }
+
+    /// Before serving: registers and fetches until this node's image has caught up with the
+    /// controllers' commit index (as a KRaft broker does before it unfences), for up to
+    /// `timeout`.
+    func catchUp(timeout: Duration = .seconds(60)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            do {
+                if self.incarnation == nil { try await self.register() }
+                let connection = try await self.leader()
+                let target = try await connection.send(
+                    FetchMetadataRequest(fromOffset: Int64(self.image.offset.rawValue), maxEntries: 0), timeout: Self.requestTimeout
+                ).commitIndex
+                while Int64(self.image.offset.rawValue) < target && ContinuousClock.now < deadline {
+                    await self.fetch()
+                }
+                if Int64(self.image.offset.rawValue) >= target { return }
+            } catch {
+                self.logger.notice("waiting for the controllers: \(error)")
+                if let connection = self.leaderConnection { self.drop(connection) }
+                try await Task.sleep(for: .milliseconds(500))
+            }
+        }
+        throw BrokerError(.requestTimedOut, "could not catch up with the controllers' metadata within \(timeout)")
     }
 
     /// Registers, then heartbeats and follows the metadata log until cancelled.

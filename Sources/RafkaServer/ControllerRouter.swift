@@ -44,17 +44,13 @@ struct ControllerRouter: FrameRouter {
             return eventLoop.makeFailedFuture(ConnectionFailure(reason: "request header is truncated"))
         }
         var body = frame
-        let flexible: Bool
-        if [RafkaAPIKey.raftMessage, RafkaAPIKey.registerNode, RafkaAPIKey.nodeHeartbeat, RafkaAPIKey.fetchMetadata].contains(prefix.apiKey) {
-            flexible = true
-        } else if let versions = Self.supportedByKey[prefix.apiKey],
-            versions.contains(prefix.apiVersion) || prefix.apiKey == .apiVersions
-        {
-            flexible = RequestRouter.isFlexible(prefix.apiKey, prefix.apiVersion)
-        } else {
+        let served = prefix.apiKey == RafkaAPIKey.raftMessage
+            || Self.supportedByKey[prefix.apiKey].map { $0.contains(prefix.apiVersion) || prefix.apiKey == .apiVersions } == true
+        guard served else {
             return eventLoop.makeFailedFuture(
                 ConnectionFailure(reason: "\(prefix.apiKey) v\(prefix.apiVersion) is not served by a controller"))
         }
+        let flexible = prefix.apiKey.isFlexibleRequest(prefix.apiVersion)
         let header: RequestHeader
         do {
             header = try RequestHeader(

@@ -33,7 +33,7 @@ final class ControllerService: Sendable {
         let me = NodeID(config.nodeID)
         self.quorum = try RaftShell(
             id: me, directory: config.dataDirectory + "/metadata", initialVoters: config.voters.map { NodeID($0.id) },
-            transport: transport, threadPool: threadPool, logger: logger,
+            transport: transport, threadPool: threadPool, options: RaftShell.Options(snapshotEveryEntries: config.metadataSnapshotEveryEntries), logger: logger,
             onApply: { image in
                 transport.update(endpoints: image.controllerEndpoints.filter { $0.key != me })
             })

@@ -107,23 +107,7 @@ struct RequestRouter: FrameRouter {
     }
 
     static func isFlexible(_ key: KafkaAPIKey, _ version: Int16) -> Bool {
-        switch key {
-        case .produce: ProduceRequest.isFlexible(version)
-        case .fetch: FetchRequest.isFlexible(version)
-        case .listOffsets: ListOffsetsRequest.isFlexible(version)
-        case .metadata: MetadataRequest.isFlexible(version)
-        case .apiVersions: ApiVersionsRequest.isFlexible(version)
-        case .createTopics: CreateTopicsRequest.isFlexible(version)
-        case .deleteTopics: DeleteTopicsRequest.isFlexible(version)
-        case .initProducerId: InitProducerIdRequest.isFlexible(version)
-        case .describeConfigs: DescribeConfigsRequest.isFlexible(version)
-        case .alterConfigs: AlterConfigsRequest.isFlexible(version)
-        case .createPartitions: CreatePartitionsRequest.isFlexible(version)
-        case .incrementalAlterConfigs: IncrementalAlterConfigsRequest.isFlexible(version)
-        case .describeCluster: DescribeClusterRequest.isFlexible(version)
-        case .describeQuorum: DescribeQuorumRequest.isFlexible(version)
-        default: false
-        }
+        key.isFlexibleRequest(version)
     }
 
     private func serve<Request: KafkaRequestMessage, Response: KafkaResponseMessage>(

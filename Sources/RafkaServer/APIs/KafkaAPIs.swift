@@ -127,7 +127,7 @@ struct KafkaAPIs: Sendable {
             }
         case .remote(let link):
             return context.eventLoop.makeFutureWithTask {
-                try await link.sendToLeader(request, version: context.apiVersion)
+                try await link.describeQuorum(request, version: context.apiVersion)
             }.map { $0 }
         }
     }
