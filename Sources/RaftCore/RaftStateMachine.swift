@@ -137,6 +137,11 @@ public struct RaftStateMachine: Sendable {
             self.electionElapsed += 1
             if self.electionElapsed >= self.randomizedElectionTimeout && self.configuration.contains(self.id) {
                 self.campaign(transfer: false)
+            } else if self.role == .preCandidate && self.electionElapsed % self.options.heartbeatTicks == 0 {
+                // A voter that heard from the old leader a tick later than we did still holds its
+                // lease (§4.2.3) and drops our pre-vote silently. Pre-votes change nothing, so ask
+                // the silent ones again rather than wait out a whole second election timeout.
+                self.requestPreVotes()
             }
         case .leader:
             self.heartbeatElapsed += 1
@@ -206,7 +211,12 @@ public struct RaftStateMachine: Sendable {
         self.votes = [self.id: true]
         self.resetElectionTimeout()
         if self.tallyVotes() { return }
-        for voter in self.configuration.voters where voter != self.id {
+        self.requestPreVotes()
+    }
+
+    /// Pre-vote requests to every voter that has not answered this round.
+    mutating func requestPreVotes() {
+        for voter in self.configuration.voters where voter != self.id && self.votes[voter] == nil {
             self.send(
                 to: voter, term: self.term.next,
                 .voteRequest(lastIndex: self.log.lastIndex, lastTerm: self.log.lastTerm, preVote: true, transfer: false))

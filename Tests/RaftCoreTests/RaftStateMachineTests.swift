@@ -178,6 +178,25 @@ import Testing
         #expect(cluster.core(leader)!.term == term)
     }
 
+    // Thesis §4.2.3 with §9.6: a voter that heard from the dead leader a tick later than the
+    // pre-candidate still holds its lease and drops the pre-vote without an answer. The
+    // pre-candidate asks the silent voters again each heartbeat, so failover costs one election
+    // timeout plus a tick, not two election timeouts.
+    @Test func preCandidateAsksSilentVotersAgain() {
+        let configuration = RaftConfiguration(voters: [NodeID(1), NodeID(2), NodeID(3)])
+        var server = RaftStateMachine(id: NodeID(1), initialConfiguration: configuration, seed: 7)
+        for _ in 0..<40 where server.role != .preCandidate { server.tick() }
+        #expect(server.role == .preCandidate)
+        #expect(Set(server.ready().messages.map(\.to)) == [NodeID(2), NodeID(3)])
+        server.step(RaftMessage(from: NodeID(3), to: NodeID(1), term: .zero, kind: .voteResponse(granted: false, preVote: true)))
+        server.tick()
+        let again = server.ready().messages
+        #expect(again.map(\.to) == [NodeID(2)], "only the voter that has not answered is asked again")
+        #expect(again.map(\.kind) == [.voteRequest(lastIndex: .zero, lastTerm: .zero, preVote: true, transfer: false)])
+        server.step(RaftMessage(from: NodeID(2), to: NodeID(1), term: Term(1), kind: .voteResponse(granted: true, preVote: true)))
+        #expect(server.role == .candidate && server.term == Term(1))
+    }
+
     // Thesis §6.2 (check-quorum): a leader that cannot reach a majority steps down, so it stops
     // accepting writes it could never commit; the majority elects a new leader meanwhile.
     @Test func isolatedLeaderStepsDown() {
