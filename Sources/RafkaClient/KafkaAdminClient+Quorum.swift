@@ -13,7 +13,18 @@ public struct QuorumReport: Sendable, Codable, Equatable {
 
     public struct DataNode: Sendable, Codable, Equatable {
         public var id: Int32
+        /// `active` or `fenced`.
         public var state: String
+        /// The node's Kafka listener and rack, as registered (nil when only DescribeQuorum answered).
+        public var host: String?
+        public var port: Int32?
+        public var rack: String?
+        /// The registration's incarnation epoch.
+        public var incarnation: Int64?
+        /// The metadata offset the node last reported applying (-1: unknown).
+        public var appliedOffset: Int64
+        /// Milliseconds since the controller leader last heard from the node (-1: unknown).
+        public var lastHeartbeatAgeMs: Int64
     }
 
     public struct Controller: Sendable, Codable, Equatable {
@@ -40,9 +51,10 @@ extension KafkaAdminClient {
     public func describeQuorum() async throws -> QuorumReport {
         var report = try await Self.describeQuorum(self.connection)
         report.answeredBy = "\(self.connection)"
-        let needsLeader = report.voters.contains { $0.matchIndex < 0 } && report.voters.count > 1
+        // Only the leader knows every voter's progress and when each data node last reported.
+        let needsLeader = report.voters.count > 1 && report.leaderEndpoint != nil
+            && (report.voters.contains { $0.matchIndex < 0 } || report.nodes.contains { $0.lastHeartbeatAgeMs < 0 && $0.state == "active" })
         if needsLeader, let leader = report.leaderEndpoint {
-            // Only the leader knows every voter's progress: ask it.
             let leaderConnection = try await KafkaConnection.connect(host: leader.host, port: leader.port, clientID: "rafka-admin")
             defer { leaderConnection.close() }
             report = try await Self.describeQuorum(leaderConnection)
@@ -68,10 +80,23 @@ extension KafkaAdminClient {
             voters: partition.currentVoters.map {
                 .init(id: $0.replicaId, matchIndex: $0.logEndOffset, lag: $0.logEndOffset < 0 ? -1 : max(0, partition.highWatermark - $0.logEndOffset))
             },
-            nodes: partition.observers.map { .init(id: $0.replicaId, state: $0.logEndOffset < 0 ? "fenced" : "active") },
+            nodes: partition.observers.map {
+                .init(id: $0.replicaId, state: "active", appliedOffset: $0.logEndOffset, lastHeartbeatAgeMs: -1)
+            },
             answeredBy: "")
         report.controllers = response.nodes.compactMap { node in
             node.listeners.first.map { QuorumReport.Controller(id: node.nodeId, host: $0.host, port: Int($0.port)) }
+        }
+        if connection.supports(DescribeNodesRequest.self) {
+            // A controller lists fenced nodes too, with listeners, racks and incarnations.
+            let described = try await connection.send(DescribeNodesRequest())
+            if described.errorCode == 0 {
+                report.nodes = described.nodes.map {
+                    .init(
+                        id: $0.id, state: $0.fenced ? "fenced" : "active", host: $0.host, port: $0.port, rack: $0.rack,
+                        incarnation: $0.incarnation, appliedOffset: $0.appliedOffset, lastHeartbeatAgeMs: $0.lastHeartbeatAgeMs)
+                }
+            }
         }
         return report
     }

@@ -169,6 +169,7 @@ extension InitProducerIdRequest: KafkaRequestWithResponse { public typealias Res
 extension DescribeQuorumRequest: KafkaRequestWithResponse { public typealias Response = DescribeQuorumResponse }
 extension AddRaftVoterRequest: KafkaRequestWithResponse { public typealias Response = AddRaftVoterResponse }
 extension RemoveRaftVoterRequest: KafkaRequestWithResponse { public typealias Response = RemoveRaftVoterResponse }
+extension DescribeNodesRequest: KafkaRequestWithResponse { public typealias Response = DescribeNodesResponse }
 
 /// A client-side failure: connection, negotiation or decoding.
 public struct KafkaClientError: Error, Sendable, CustomStringConvertible {

@@ -31,10 +31,12 @@ struct ControllerRouter: FrameRouter {
         (.alterConfigs, 0...2),
         (.incrementalAlterConfigs, 0...1),
         (.initProducerId, 0...4),
+        (.describeCluster, 0...1),
         // Rafka's own, for data nodes (Kafka clients ignore keys they do not know).
         (RafkaAPIKey.registerNode, 0...0),
         (RafkaAPIKey.nodeHeartbeat, 0...0),
         (RafkaAPIKey.fetchMetadata, 0...0),
+        (.rafkaDescribeNodes, 0...0),
     ]
 
     static let supportedByKey: [KafkaAPIKey: ClosedRange<Int16>] = Dictionary(uniqueKeysWithValues: supported)
@@ -96,6 +98,10 @@ struct ControllerRouter: FrameRouter {
             return Self.serve(NodeHeartbeatRequest.self, body, prefix, eventLoop) { await controller.heartbeat($0) }
         case RafkaAPIKey.fetchMetadata:
             return Self.serve(FetchMetadataRequest.self, body, prefix, eventLoop) { await controller.fetchMetadata($0) }
+        case .describeCluster:
+            return Self.serve(DescribeClusterRequest.self, body, prefix, eventLoop) { await controller.describeCluster($0) }
+        case .rafkaDescribeNodes:
+            return Self.serve(DescribeNodesRequest.self, body, prefix, eventLoop) { _ in await controller.describeNodes() }
         case .metadata:
             return Self.serve(MetadataRequest.self, body, prefix, eventLoop) { await controller.metadata($0, version: prefix.apiVersion) }
         case .createTopics: return RequestRouter.serve(CreateTopicsRequest.self, body, context, logger: logger, admin.createTopics)

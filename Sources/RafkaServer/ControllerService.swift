@@ -1,3 +1,4 @@
+import Foundation
 import KafkaProtocol
 import Logging
 import NIOCore
@@ -18,8 +19,20 @@ final class ControllerService: Sendable {
     let logger: Logger
     /// The initial voters' controller listeners, from `--voters`.
     let staticEndpoints: [NodeID: Endpoint]
-    /// When the leader last heard from each data node (only meaningful while leading).
-    private let lastHeartbeat = Mutex<[NodeID: ContinuousClock.Instant]>([:])
+    /// What the leader last heard from each data node (only meaningful while leading).
+    private let liveness = Mutex<[NodeID: Liveness]>([:])
+
+    struct Liveness {
+        var heardAt: ContinuousClock.Instant
+        /// The metadata offset the node reported applying (-1 before its first heartbeat).
+        var appliedOffset: Int64
+        /// Wall-clock milliseconds of `heardAt`, as DescribeQuorum reports it.
+        var heardAtEpochMs: Int64
+
+        static func now(appliedOffset: Int64) -> Liveness {
+            Liveness(heardAt: .now, appliedOffset: appliedOffset, heardAtEpochMs: Int64(Date().timeIntervalSince1970 * 1000))
+        }
+    }
 
     init(config: BrokerConfig, group: any EventLoopGroup, threadPool: NIOThreadPool, logger: Logger) throws {
         self.config = config
@@ -57,7 +70,48 @@ final class ControllerService: Sendable {
     func describeQuorum() async -> DescribeQuorumResponse {
         let status = await self.quorum.status()
         let image = await self.quorum.image
-        return QuorumDescription.response(status: status, me: self.quorum.id, image: image, endpoints: self.endpoints(image))
+        let observers = status.leader == self.quorum.id ? self.liveness.withLock { $0 } : [:]
+        return QuorumDescription.response(
+            status: status, me: self.quorum.id, image: image, endpoints: self.endpoints(image),
+            observers: observers.mapValues { (appliedOffset: $0.appliedOffset, heardAtEpochMs: $0.heardAtEpochMs) })
+    }
+
+    /// DescribeCluster from a controller: the active data nodes, or with endpoint type 2
+    /// (KIP-919) the controllers.
+    func describeCluster(_ request: DescribeClusterRequest) async -> DescribeClusterResponse {
+        let image = await self.quorum.image
+        var response = DescribeClusterResponse()
+        response.clusterId = image.clusterID
+        response.controllerId = (await self.quorum.leader)?.rawValue ?? -1
+        response.endpointType = request.endpointType
+        response.clusterAuthorizedOperations = KafkaAPIs.authorizedOperationsOmitted
+        if request.endpointType == 2 {
+            response.brokers = self.endpoints(image).sorted { $0.key < $1.key }.map {
+                .init(brokerId: $0.key.rawValue, host: $0.value.host, port: $0.value.port)
+            }
+        } else {
+            response.brokers = image.nodes.values.filter { !$0.fenced }.sorted { $0.id < $1.id }.map {
+                .init(brokerId: $0.id.rawValue, host: $0.host, port: $0.port, rack: $0.rack)
+            }
+        }
+        return response
+    }
+
+    /// Every registered data node; the leader adds what it last heard from each.
+    func describeNodes() async -> DescribeNodesResponse {
+        let image = await self.quorum.image
+        let leading = await self.quorum.isLeader
+        let heard = leading ? self.liveness.withLock { $0 } : [:]
+        let now = ContinuousClock.now
+        return DescribeNodesResponse(
+            fromLeader: leading,
+            nodes: image.nodes.values.sorted { $0.id < $1.id }.map { node in
+                let live = heard[node.id]
+                return .init(
+                    id: node.id.rawValue, host: node.host, port: node.port, rack: node.rack, incarnation: node.incarnation,
+                    fenced: node.fenced, appliedOffset: live?.appliedOffset ?? -1,
+                    lastHeartbeatAgeMs: live.map { Int64((now - $0.heardAt) / .milliseconds(1)) } ?? -1)
+            })
     }
 
     /// Metadata from a controller: the topics of the applied image (no data plane here, so
@@ -98,7 +152,7 @@ final class ControllerService: Sendable {
         do {
             let incarnation = try await self.metadata.registerNode(
                 id: NodeID(request.nodeID), host: request.host, port: request.port, rack: request.rack)
-            self.lastHeartbeat.withLock { $0[NodeID(request.nodeID)] = .now }
+            self.liveness.withLock { $0[NodeID(request.nodeID)] = .now(appliedOffset: -1) }
             return RegisterNodeResponse(incarnation: incarnation)
         } catch {
             return RegisterNodeResponse(errorCode: error.code.rawValue, errorMessage: error.message)
@@ -111,7 +165,7 @@ final class ControllerService: Sendable {
         guard let node, node.incarnation == request.incarnation, !node.fenced else {
             return NodeHeartbeatResponse(errorCode: KafkaErrorCode.staleBrokerEpoch.rawValue)
         }
-        self.lastHeartbeat.withLock { $0[node.id] = .now }
+        self.liveness.withLock { $0[node.id] = .now(appliedOffset: request.appliedOffset) }
         return NodeHeartbeatResponse()
     }
 
@@ -127,20 +181,20 @@ final class ControllerService: Sendable {
     /// node first seen by this leader gets a full timeout of grace.
     func fenceSilentNodes() async {
         guard await self.quorum.isLeader else {
-            self.lastHeartbeat.withLock { $0.removeAll() }
+            self.liveness.withLock { $0.removeAll() }
             return
         }
         let image = await self.quorum.image
         let now = ContinuousClock.now
         let timeout = Duration.milliseconds(self.config.nodeSessionTimeoutMilliseconds)
-        let expired = self.lastHeartbeat.withLock { seen -> [NodeRegistration] in
+        let expired = self.liveness.withLock { seen -> [NodeRegistration] in
             var expired: [NodeRegistration] = []
             for node in image.nodes.values where !node.fenced {
                 guard let last = seen[node.id] else {
-                    seen[node.id] = now
+                    seen[node.id] = .now(appliedOffset: -1)
                     continue
                 }
-                if now - last > timeout { expired.append(node) }
+                if now - last.heardAt > timeout { expired.append(node) }
             }
             return expired
         }

@@ -5,7 +5,11 @@ import RafkaStorage
 /// DescribeQuorum (KIP-595) answers for the metadata quorum, shared by controllers and by
 /// brokers that host a quorum member (standalone).
 enum QuorumDescription {
-    static func response(status: QuorumStatus, me: NodeID, image: MetadataImage, endpoints: [NodeID: Endpoint]) -> DescribeQuorumResponse {
+    /// `observers`: what the leader last heard from each data node (empty elsewhere).
+    static func response(
+        status: QuorumStatus, me: NodeID, image: MetadataImage, endpoints: [NodeID: Endpoint],
+        observers: [NodeID: (appliedOffset: Int64, heardAtEpochMs: Int64)] = [:]
+    ) -> DescribeQuorumResponse {
         var partition = DescribeQuorumResponse.PartitionData()
         partition.partitionIndex = 0
         partition.leaderId = status.leader?.rawValue ?? -1
@@ -22,10 +26,13 @@ enum QuorumDescription {
             }
             return .init(replicaId: voter.rawValue, logEndOffset: end)
         }
-        // Data nodes follow the metadata log without voting: Kafka's observers. Fenced ones
-        // are reported with log end -1.
-        partition.observers = image.nodes.values.sorted { $0.id < $1.id }.map {
-            .init(replicaId: $0.id.rawValue, logEndOffset: $0.fenced ? -1 : Int64(image.offset.rawValue))
+        // Data nodes follow the metadata log without voting: Kafka's observers, each with the
+        // offset it last reported applying and when (-1 when this server does not know).
+        partition.observers = image.nodes.values.filter { !$0.fenced }.sorted { $0.id < $1.id }.map { node in
+            let heard = observers[node.id]
+            return .init(
+                replicaId: node.id.rawValue, logEndOffset: heard?.appliedOffset ?? -1,
+                lastFetchTimestamp: heard?.heardAtEpochMs ?? -1, lastCaughtUpTimestamp: -1)
         }
         var response = DescribeQuorumResponse()
         response.topics = [.init(topicName: "__cluster_metadata", partitions: [partition])]

@@ -298,7 +298,16 @@ struct Cluster: AsyncParsableCommand {
                 })
             if !report.nodes.isEmpty {
                 print("")
-                printTable(["DATA NODE", "STATE"], report.nodes.map { [String($0.id), $0.state] })
+                printTable(
+                    ["DATA NODE", "STATE", "LISTENER", "RACK", "INCARNATION", "APPLIED OFFSET", "LAST HEARD"],
+                    report.nodes.map { node in
+                        [
+                            String(node.id), node.state,
+                            node.host.map { host in "\(host):\(node.port ?? 0)" } ?? "", node.rack ?? "",
+                            node.incarnation.map(String.init) ?? "", node.appliedOffset < 0 ? "?" : String(node.appliedOffset),
+                            node.lastHeartbeatAgeMs < 0 ? "?" : "\(node.lastHeartbeatAgeMs) ms ago",
+                        ]
+                    })
             }
             if !report.brokers.isEmpty {
                 print("")

@@ -12,6 +12,21 @@ import Testing
         }
     }
 
+    /// Rafka's DescribeNodes: round-trips, and a response cut short is an error, not a crash.
+    @Test func describeNodesRoundTripsAndRejectsTruncation() throws {
+        let response = DescribeNodesResponse(
+            fromLeader: true,
+            nodes: [
+                .init(id: 101, host: "10.0.0.1", port: 9092, rack: "a", incarnation: 7, fenced: false, appliedOffset: 42, lastHeartbeatAgeMs: 120),
+                .init(id: 102, host: "10.0.0.2", port: 9092, rack: nil, incarnation: 3, fenced: true),
+            ])
+        var buffer = ByteBuffer()
+        response.encode(into: &buffer, version: 0)
+        #expect(try DescribeNodesResponse.decodeWhole(buffer, version: 0) == response)
+        let truncated = buffer.getSlice(at: 0, length: buffer.readableBytes - 3)!
+        #expect(throws: KafkaDecodingError.self) { try DescribeNodesResponse.decodeWhole(truncated, version: 0) }
+    }
+
     /// Golden bytes written by hand from the protocol guide: ApiVersionsResponse v0 with one API.
     @Test func apiVersionsResponseV0GoldenBytes() throws {
         let response = ApiVersionsResponse(errorCode: 35, apiKeys: [.init(apiKey: 18, minVersion: 0, maxVersion: 4)])

@@ -27,6 +27,27 @@ import Testing
         #expect(throws: ConfigError.self) { try BrokerConfig.load(path: path, environment: [:]) }
     }
 
+    /// The example files in config/ load, and where they state a default it is the real one.
+    @Test(arguments: ["standalone", "controller", "node"])
+    func shippedConfigFilesLoad(name: String) throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let config = try BrokerConfig.load(path: root.appendingPathComponent("config/\(name).yaml").path, environment: [:])
+        let defaults = BrokerConfig()
+        #expect(config.nodeSessionTimeoutMilliseconds == defaults.nodeSessionTimeoutMilliseconds)
+        #expect(config.nodeHeartbeatIntervalMilliseconds == defaults.nodeHeartbeatIntervalMilliseconds)
+        #expect(config.metadataSnapshotEveryEntries == defaults.metadataSnapshotEveryEntries)
+        #expect(config.requestBytesMax == defaults.requestBytesMax)
+        #expect(config.requestMemoryBytesMax == defaults.requestMemoryBytesMax)
+        #expect(config.connectionsMax == defaults.connectionsMax)
+        #expect(config.requestFrameTimeoutMilliseconds == defaults.requestFrameTimeoutMilliseconds)
+        #expect(config.retentionCheckIntervalMilliseconds == defaults.retentionCheckIntervalMilliseconds)
+        switch name {
+        case "controller": #expect(config.voters.map(\.id) == [1, 2, 3])
+        case "node": #expect(config.controllers.count == 3)
+        default: #expect(config.voters.isEmpty && config.controllers.isEmpty)
+        }
+    }
+
     @Test func hostPortParsing() {
         #expect(HostPort("127.0.0.1:9092") == HostPort(host: "127.0.0.1", port: 9092))
         #expect(HostPort("[::1]:9092") == HostPort(host: "::1", port: 9092))

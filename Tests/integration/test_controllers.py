@@ -182,3 +182,26 @@ def test_adding_and_removing_a_voter_under_load(cluster):
     listed = {t["name"] for t in json.loads(c.admin("--json", "topics", "list"))}
     assert set(created) <= listed
     one_leader_per_term(c)
+
+
+def test_a_silent_data_node_is_fenced_and_registers_again(cluster):
+    c = cluster(nodes=2, config="node-session-timeout-ms: 3000\n")
+    node = lambda d, i: next(n for n in d["nodes"] if n["id"] == i)  # noqa: E731
+    before = wait_for(lambda: (lambda d: d and len(d["nodes"]) == 2 and all(n["state"] == "active" for n in d["nodes"]) and d)(c.describe()),
+                      what="two active data nodes")
+    first = node(before, 102)
+    assert first["port"] > 0 and first["incarnation"] > 0 and first["appliedOffset"] >= 0
+    survivor = next(p for p in c.info["processes"] if p["id"] == 101)["listeners"]["kafka"]
+    c.tool("stop", "--node", "102")
+    try:
+        fenced = wait_for(lambda: (lambda d: d and node(d, 102)["state"] == "fenced" and d)(c.describe(survivor)), timeout=15,
+                          what="node 102 fenced")
+        assert fenced["term"] == before["term"]
+        assert node(fenced, 102)["lastHeartbeatAgeMs"] >= 3000
+        # Once the survivor has applied the fencing record, clients are no longer sent there.
+        wait_for(lambda: [b["id"] for b in c.describe(survivor)["brokers"]] == [101], timeout=5, what="node 102 left out of brokers")
+    finally:
+        c.tool("cont", "--node", "102")
+    again = wait_for(lambda: (lambda d: d and node(d, 102)["state"] == "active" and d)(c.describe()), timeout=15,
+                     what="node 102 registered again")
+    assert node(again, 102)["incarnation"] > first["incarnation"]
