@@ -53,6 +53,7 @@ let package = Package(
             dependencies: [
                 "RafkaCore", "KafkaProtocol", "RaftCore", "RafkaCompression", "CSQLite3", nioCore, nioPosix,
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HashTreeCollections", package: "swift-collections"),
             ],
             swiftSettings: strict
         ),
@@ -60,9 +61,10 @@ let package = Package(
             name: "RafkaServer",
             dependencies: [
                 "RafkaCore", "KafkaProtocol", "RaftCore", "RafkaCompression", "RafkaStorage", "RafkaClient", nioCore, nioPosix,
-                logging,
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"), logging,
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HashTreeCollections", package: "swift-collections"),
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strict

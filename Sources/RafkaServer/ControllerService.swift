@@ -1,3 +1,4 @@
+import HashTreeCollections
 import Foundation
 import KafkaProtocol
 import Logging
@@ -250,7 +251,7 @@ public struct ControllerProcess: Service {
 
     public func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.config.eventLoopThreads == 0 ? 2 : self.config.eventLoopThreads))
-        let threadPool = NIOThreadPool(numberOfThreads: 1)
+        let threadPool = NIOThreadPool(numberOfThreads: 2)  // log fsyncs, and snapshots beside them
         threadPool.start()
         do {
             try await self.serve(group: group, threadPool: threadPool)

@@ -1,3 +1,4 @@
+import HashTreeCollections
 import KafkaProtocol
 import Logging
 import RafkaCore
@@ -22,7 +23,12 @@ final class MetadataCache: Sendable {
 
 /// The controller's metadata operations: validates each change the way Kafka's controller does,
 /// proposes it to the metadata quorum, and returns once it is applied and this node's partitions
-/// reflect it. One change at a time (an actor, serialized across its awaits).
+/// reflect it.
+///
+/// Changes are validated one at a time, against the applied image plus every change proposed
+/// and not yet applied (`pending`), and then wait for their commit outside that critical
+/// section: concurrent changes share appends and fsyncs, and none is validated against a state
+/// that misses another in flight (two creations of one topic, a deletion racing a re-creation).
 ///
 /// In standalone the quorum is this process alone (one voter); the same path serves a
 /// replicated quorum.
@@ -35,11 +41,22 @@ actor MetadataService {
     /// Producer ids handed out in memory below `image.nextProducerID` (the durable reservation).
     private var nextUnreservedProducerID: Int64?
     private static let producerIDBlock: Int64 = 1000
-    /// Topic changes run one at a time. The actor alone does not ensure that: while a change
-    /// awaits the quorum, another call may enter, and two auto-creations of one topic (or a
-    /// deletion and a re-creation) would interleave.
-    private var changeInProgress = false
-    private var waitingChanges: [CheckedContinuation<Void, Never>] = []
+    /// The latest block reservation: ids from it are handed out once it is committed.
+    private var reservation: Commit?
+    /// Validation runs one change at a time. The actor alone does not ensure that: while a
+    /// change awaits the quorum, another call may enter.
+    private var validating = false
+    private var waitingToValidate: [CheckedContinuation<Void, Never>] = []
+    /// The applied image with every proposed, unapplied change on top (nil when none are in flight).
+    private var pending: MetadataImage?
+    private var inFlight = 0
+    /// Bumped when a change in flight fails, so that `pending` is not rebuilt on top of it.
+    private var pendingGeneration = 0
+    /// Topic creations in flight, so that auto-creation of the same name waits for them.
+    private var creating: [String: Commit] = [:]
+
+    /// A proposed change: its applied image when it commits.
+    typealias Commit = Task<MetadataImage, any Error>
 
     init(quorum: RaftShell, reconciler: MetadataReconciler?, config: BrokerConfig, logger: Logger) {
         self.quorum = quorum
@@ -48,15 +65,18 @@ actor MetadataService {
         self.logger = logger
     }
 
-    /// The image changes are validated against: the quorum's applied state.
+    /// The image changes are validated against: the applied one plus every change in flight.
     private var image: MetadataImage {
-        get async { await self.quorum.image }
+        get async {
+            if let pending = self.pending { return pending }
+            return await self.quorum.image
+        }
     }
 
     /// The topic if it exists, once this node's partitions reflect it (it may have been created
     /// by a concurrent call whose reconciliation is still under way).
     private func reconciledTopic(_ name: String) async -> TopicMetadata? {
-        let image = await self.image
+        let image = await self.quorum.image
         guard let topic = image.topics[name] else { return nil }
         await self.reconciler?.waitUntilReconciled(image.offset)
         return topic
@@ -66,29 +86,62 @@ actor MetadataService {
         try storage { () throws(StorageError) in try LogConfig(overrides: overrides, defaults: self.config.topicDefaults) }
     }
 
-    /// Runs `body` after every earlier topic change has finished.
+    /// Runs `body` (validation and proposal) after every earlier change's validation finished.
     private func serialized<T>(_ body: () async throws(BrokerError) -> T) async throws(BrokerError) -> T {
-        if self.changeInProgress {
-            await withCheckedContinuation { self.waitingChanges.append($0) }
+        if self.validating {
+            await withCheckedContinuation { self.waitingToValidate.append($0) }
         }
-        self.changeInProgress = true
+        self.validating = true
         defer {
-            if self.waitingChanges.isEmpty {
-                self.changeInProgress = false
+            if self.waitingToValidate.isEmpty {
+                self.validating = false
             } else {
                 // Hand over directly: the flag stays set for the next change.
-                self.waitingChanges.removeFirst().resume()
+                self.waitingToValidate.removeFirst().resume()
             }
         }
         return try await body()
     }
 
-    /// Commits `change` through the quorum and waits until this node's partitions reflect it.
+    /// Proposes `change` (call within `serialized`, after validating it against `image`): later
+    /// validations see it at once.
+    private func submit(_ change: MetadataChange) async throws(BrokerError) -> Commit {
+        let generation = self.pendingGeneration
+        var next = await self.image
+        let proposal = try await self.quorum.submit(change)
+        if generation != self.pendingGeneration {
+            // A change in `next` failed meanwhile: start again from what is applied.
+            next = await self.quorum.image
+        }
+        change.apply(to: &next, at: proposal.index)
+        self.pending = next
+        self.inFlight += 1
+        return Task {
+            do {
+                let image = try await self.quorum.outcome(of: proposal)
+                self.settled(failed: false)
+                return image
+            } catch {
+                self.settled(failed: true)
+                throw error
+            }
+        }
+    }
+
+    private func settled(failed: Bool) {
+        self.inFlight -= 1
+        // A failed change is not in the log after all (or its fate is unknown): validate
+        // against what is applied from now on.
+        if failed { self.pendingGeneration += 1 }
+        if failed || self.inFlight == 0 { self.pending = nil }
+    }
+
+    /// Waits until `commit` is applied and this node's partitions reflect it.
     @discardableResult
-    private func apply(_ change: MetadataChange) async throws(BrokerError) -> MetadataImage {
+    private func completion(of commit: Commit) async throws(BrokerError) -> MetadataImage {
         let image: MetadataImage
         do {
-            image = try await self.quorum.propose(change)
+            image = try await commit.value
         } catch let error as BrokerError {
             throw error
         } catch {
@@ -108,26 +161,29 @@ actor MetadataService {
         configs: [String: String],
         validateOnly: Bool
     ) async throws(BrokerError) -> TopicMetadata {
-        try await self.serialized { () async throws(BrokerError) in
-            try await self.createTopicNow(
+        let (topic, commit) = try await self.serialized { () async throws(BrokerError) in
+            try await self.proposeTopic(
                 name: name, partitions: partitions, replicationFactor: replicationFactor, configs: configs,
                 validateOnly: validateOnly)
         }
+        if let commit { try await self.completion(of: commit) }
+        return topic
     }
 
-    private func createTopicNow(
+    /// Validates a new topic; proposes it unless `validateOnly`.
+    private func proposeTopic(
         name: String,
         partitions: Int32,
         replicationFactor: Int16,
         configs: [String: String],
         validateOnly: Bool
-    ) async throws(BrokerError) -> TopicMetadata {
+    ) async throws(BrokerError) -> (TopicMetadata, Commit?) {
         try TopicNames.validate(name)
         let image = await self.image
         if image.topics[name] != nil {
             throw BrokerError(.topicAlreadyExists, "Topic '\(name)' already exists.")
         }
-        if let clash = image.topics.keys.first(where: { TopicNames.collide($0, name) }) {
+        if TopicNames.mayCollide(name), let clash = image.topics.keys.first(where: { TopicNames.collide($0, name) }) {
             throw BrokerError(.invalidTopicException, "Topic '\(name)' collides with existing topic: \(clash)")
         }
         let count = partitions == -1 ? self.config.defaultPartitions : partitions
@@ -142,116 +198,136 @@ actor MetadataService {
         }
         _ = try self.logConfig(for: configs)
         let topic = TopicMetadata(name: name, id: KafkaUUID.random(), partitionCount: count, replicationFactor: factor, configs: configs)
-        if validateOnly { return topic }
-        try await self.apply(.createTopic(topic))
-        self.logger.info("created topic", metadata: ["topic": "\(name)", "partitions": "\(count)", "id": "\(topic.id)"])
-        return topic
+        if validateOnly { return (topic, nil) }
+        let commit = try await self.submit(.createTopic(topic))
+        self.creating[name] = commit
+        self.logger.info("creating topic", metadata: ["topic": "\(name)", "partitions": "\(count)", "id": "\(topic.id)"])
+        Task {
+            _ = try? await commit.value
+            self.created(name, commit)
+        }
+        return (topic, commit)
+    }
+
+    private func created(_ name: String, _ commit: Commit) {
+        if self.creating[name] == commit { self.creating[name] = nil }
     }
 
     /// Creates `name` with broker defaults unless it exists (auto-creation on Metadata/Produce).
     func ensureTopic(name: String) async throws(BrokerError) -> TopicMetadata {
         if let existing = await self.reconciledTopic(name) { return existing }
-        return try await self.serialized { () async throws(BrokerError) in
-            // Another caller may have created it while this one waited.
-            if let existing = await self.reconciledTopic(name) { return existing }
-            return try await self.createTopicNow(
-                name: name, partitions: -1, replicationFactor: -1, configs: [:], validateOnly: false)
+        let (topic, commit) = try await self.serialized { () async throws(BrokerError) -> (TopicMetadata, Commit?) in
+            // Another caller may have created it, or be creating it, meanwhile.
+            if let commit = self.creating[name], let topic = self.pending?.topics[name] { return (topic, commit) }
+            if let existing = await self.reconciledTopic(name) { return (existing, nil) }
+            return try await self.proposeTopic(name: name, partitions: -1, replicationFactor: -1, configs: [:], validateOnly: false)
         }
+        if let commit { try await self.completion(of: commit) }
+        return topic
     }
 
     func deleteTopic(name: String) async throws(BrokerError) -> TopicMetadata {
-        try await self.serialized { () async throws(BrokerError) in try await self.deleteTopicNow(name: name) }
-    }
-
-    private func deleteTopicNow(name: String) async throws(BrokerError) -> TopicMetadata {
-        guard let topic = await self.image.topics[name] else {
-            throw BrokerError(.unknownTopicOrPartition, "This server does not host this topic-partition.")
+        let (topic, commit) = try await self.serialized { () async throws(BrokerError) in
+            guard let topic = await self.image.topics[name] else {
+                throw BrokerError(.unknownTopicOrPartition, "This server does not host this topic-partition.")
+            }
+            return (topic, try await self.submit(.deleteTopic(name: name)))
         }
-        try await self.apply(.deleteTopic(name: name))
+        try await self.completion(of: commit)
         self.logger.info("deleted topic", metadata: ["topic": "\(name)", "id": "\(topic.id)"])
         return topic
     }
 
     func createPartitions(name: String, count: Int32, validateOnly: Bool) async throws(BrokerError) -> TopicMetadata {
-        try await self.serialized { () async throws(BrokerError) in
-            try await self.createPartitionsNow(name: name, count: count, validateOnly: validateOnly)
+        let (topic, commit) = try await self.serialized { () async throws(BrokerError) -> (TopicMetadata, Commit?) in
+            guard var topic = await self.image.topics[name] else {
+                throw BrokerError(.unknownTopicOrPartition, "The topic '\(name)' does not exist.")
+            }
+            guard count > topic.partitionCount else {
+                let verb = count == topic.partitionCount ? "the same as" : "higher than"
+                throw BrokerError(
+                    .invalidPartitions,
+                    "Topic currently has \(topic.partitionCount) partitions, which is \(verb) the requested \(count).")
+            }
+            guard count <= Int32(Limits.partitionsPerTopicMax) else {
+                throw BrokerError(.invalidPartitions, "Number of partitions \(count) exceeds the limit \(Limits.partitionsPerTopicMax).")
+            }
+            if validateOnly { return (topic, nil) }
+            topic.partitionCount = count
+            return (topic, try await self.submit(.setPartitionCount(topic: name, count: count)))
         }
-    }
-
-    private func createPartitionsNow(name: String, count: Int32, validateOnly: Bool) async throws(BrokerError) -> TopicMetadata {
-        guard var topic = await self.image.topics[name] else {
-            throw BrokerError(.unknownTopicOrPartition, "The topic '\(name)' does not exist.")
-        }
-        guard count > topic.partitionCount else {
-            let verb = count == topic.partitionCount ? "the same as" : "higher than"
-            throw BrokerError(
-                .invalidPartitions,
-                "Topic currently has \(topic.partitionCount) partitions, which is \(verb) the requested \(count).")
-        }
-        guard count <= Int32(Limits.partitionsPerTopicMax) else {
-            throw BrokerError(.invalidPartitions, "Number of partitions \(count) exceeds the limit \(Limits.partitionsPerTopicMax).")
-        }
-        if validateOnly { return topic }
-        try await self.apply(.setPartitionCount(topic: name, count: count))
-        topic.partitionCount = count
+        if let commit { try await self.completion(of: commit) }
         return topic
     }
 
     /// Replaces the topic's configuration overrides with `configs` (after validation).
     func setConfigs(topic name: String, configs: [String: String], validateOnly: Bool) async throws(BrokerError) {
-        try await self.serialized { () async throws(BrokerError) in
-            try await self.setConfigsNow(topic: name, configs: configs, validateOnly: validateOnly)
+        let commit = try await self.serialized { () async throws(BrokerError) -> Commit? in
+            guard await self.image.topics[name] != nil else {
+                throw BrokerError(.unknownTopicOrPartition, "Topic \(name) does not exist.")
+            }
+            _ = try self.logConfig(for: configs)
+            if validateOnly { return nil }
+            return try await self.submit(.setTopicConfigs(topic: name, configs: configs))
         }
-    }
-
-    private func setConfigsNow(topic name: String, configs: [String: String], validateOnly: Bool) async throws(BrokerError) {
-        guard await self.image.topics[name] != nil else {
-            throw BrokerError(.unknownTopicOrPartition, "Topic \(name) does not exist.")
-        }
-        _ = try self.logConfig(for: configs)
-        if validateOnly { return }
-        try await self.apply(.setTopicConfigs(topic: name, configs: configs))
+        if let commit { try await self.completion(of: commit) }
     }
 
     // MARK: Data nodes
 
     /// Registers (or re-registers) a data node with a new incarnation: above every earlier one,
-    /// since it is the metadata offset the registration is proposed at.
+    /// since it is past the metadata offset of every change proposed before it.
     func registerNode(id: NodeID, host: String, port: Int32, rack: String?) async throws(BrokerError) -> Int64 {
-        try await self.serialized { () async throws(BrokerError) in
+        let (incarnation, commit) = try await self.serialized { () async throws(BrokerError) in
             let incarnation = Int64(await self.image.offset.rawValue) + 1
             let registration = NodeRegistration(id: id, host: host, port: port, rack: rack, incarnation: incarnation, fenced: false)
-            try await self.apply(.registerNode(registration))
-            self.logger.info("registered data node", metadata: ["node": "\(id)", "incarnation": "\(incarnation)", "listener": "\(host):\(port)"])
-            return incarnation
+            return (incarnation, try await self.submit(.registerNode(registration)))
         }
+        try await self.completion(of: commit)
+        self.logger.info("registered data node", metadata: ["node": "\(id)", "incarnation": "\(incarnation)", "listener": "\(host):\(port)"])
+        return incarnation
     }
 
     /// Fences a data node's incarnation (it missed its heartbeats for the session timeout).
     func fenceNode(id: NodeID, incarnation: Int64) async throws(BrokerError) {
-        try await self.serialized { () async throws(BrokerError) in
-            guard let node = await self.image.nodes[id], node.incarnation == incarnation, !node.fenced else { return }
-            try await self.apply(.fenceNode(id: id, incarnation: incarnation))
-            self.logger.warning("fenced data node: no heartbeat within the session timeout", metadata: ["node": "\(id)", "incarnation": "\(incarnation)"])
+        let commit = try await self.serialized { () async throws(BrokerError) -> Commit? in
+            guard let node = await self.image.nodes[id], node.incarnation == incarnation, !node.fenced else { return nil }
+            return try await self.submit(.fenceNode(id: id, incarnation: incarnation))
         }
+        guard let commit else { return }
+        try await self.completion(of: commit)
+        self.logger.warning("fenced data node: no heartbeat within the session timeout", metadata: ["node": "\(id)", "incarnation": "\(incarnation)"])
     }
 
     // MARK: Producer ids
 
     /// A fresh producer id (InitProducerId for idempotent producers). Ids are reserved durably
-    /// in blocks so that a restart never hands out an id twice.
+    /// in blocks so that a restart never hands out an id twice; an id is returned only once its
+    /// block's reservation is committed.
     func allocateProducerID() async throws(BrokerError) -> Int64 {
-        try await self.serialized { () async throws(BrokerError) in
+        let (id, commit) = try await self.serialized { () async throws(BrokerError) -> (Int64, Commit?) in
             let reserved = await self.image.nextProducerID
             var next = self.nextUnreservedProducerID ?? reserved
             if next >= reserved {
                 // After a restart (or a controller change) start above every earlier reservation.
                 next = reserved
-                try await self.apply(.reserveProducerIDs(next: reserved + Self.producerIDBlock))
+                self.reservation = try await self.submit(.reserveProducerIDs(next: reserved + Self.producerIDBlock))
             }
             self.nextUnreservedProducerID = next + 1
-            return next
+            return (next, self.reservation)
         }
+        guard let commit else { return id }
+        do {
+            try await self.completion(of: commit)
+        } catch {
+            if self.reservation == commit {
+                // The block may not be reserved: reserve a new one next time.
+                self.reservation = nil
+                self.nextUnreservedProducerID = nil
+            }
+            throw error
+        }
+        return id
     }
 }
 
@@ -278,11 +354,20 @@ enum TopicNames {
     }
 
     /// Kafka forbids topics that differ only by '.' versus '_' (their metric names collide).
+    /// Compares bytes without allocating: validation runs it against every existing topic.
     static func collide(_ a: String, _ b: String) -> Bool {
-        a != b && a.replacingPeriods() == b.replacingPeriods()
+        let (x, y) = (a.utf8, b.utf8)
+        guard x.count == y.count else { return false }
+        var differs = false
+        for (p, q) in zip(x, y) where p != q {
+            guard (p == 0x2E || p == 0x5F) && (q == 0x2E || q == 0x5F) else { return false }
+            differs = true
+        }
+        return differs
     }
-}
 
-extension String {
-    fileprivate func replacingPeriods() -> String { String(self.map { $0 == "." ? "_" : $0 }) }
+    /// Whether `name` could collide with any other name at all.
+    static func mayCollide(_ name: String) -> Bool {
+        name.utf8.contains { $0 == 0x2E || $0 == 0x5F }
+    }
 }

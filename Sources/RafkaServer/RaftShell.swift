@@ -1,5 +1,6 @@
 import KafkaProtocol
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import RafkaCore
@@ -44,11 +45,16 @@ actor RaftShell {
     private(set) var image: MetadataImage
     /// Called after each applied batch with the new image, in log order.
     private let onApply: @Sendable (MetadataImage) -> Void
-    private var proposals: [LogIndex: (term: Term, continuation: CheckedContinuation<MetadataImage, any Error>)] = [:]
+    /// Accepted proposals by log index, until their entry is applied (or leadership moves) and
+    /// the outcome is collected.
+    private var proposals: [LogIndex: ProposalState] = [:]
     private var readRequests: [UInt64: CheckedContinuation<LogIndex, any Error>] = [:]
     private var appliedWaiters: [(index: LogIndex, continuation: CheckedContinuation<MetadataImage, any Error>)] = []
     private var nextReadID: UInt64 = 1
     private var processing = false
+    private var snapshotting = false
+    /// The log store is used from the thread pool by the Raft loop and by snapshots.
+    private let storeLock = NIOLock()
     private var savedHardState: HardState
     private var failure: StorageError?
 
@@ -110,25 +116,74 @@ actor RaftShell {
         await self.process()
     }
 
+    /// A change accepted into the leader's log; `outcome(of:)` says whether it was applied.
+    struct Proposal: Sendable, Hashable {
+        let index: LogIndex
+        let term: Term
+    }
+
+    private enum ProposalState {
+        case submitted(Term)
+        case waiting(Term, CheckedContinuation<MetadataImage, any Error>)
+        case finished(Result<MetadataImage, BrokerError>)
+
+        var term: Term? {
+            switch self {
+            case .submitted(let term), .waiting(let term, _): term
+            case .finished: nil
+            }
+        }
+    }
+
     /// Proposes `change`; returns the image once it is applied here.
     func propose(_ change: MetadataChange) async throws -> MetadataImage {
-        let result = self.core.propose(change.encoded())
-        guard case .accepted(let index) = result else { throw Self.error(result) }
-        let term = self.core.term
-        return try await withCheckedThrowingContinuation { continuation in
-            self.proposals[index] = (term, continuation)
-            Task { await self.process() }  // Drives the Ready this proposal made; bounded by it.
-        }
+        try await self.outcome(of: self.submit(change))
+    }
+
+    /// Appends `change` to the leader's log without waiting: proposals submitted back to back
+    /// share one append and one fsync. Collect the outcome with `outcome(of:)`, once.
+    func submit(_ change: MetadataChange) throws(BrokerError) -> Proposal {
+        try self.accepted(self.core.propose(change.encoded()))
     }
 
     /// Adds or removes one voter (Raft §6); returns once the new configuration is applied here.
     func changeConfiguration(_ change: ConfigurationChange) async throws -> MetadataImage {
-        let result = self.core.proposeConfigurationChange(change)
+        try await self.outcome(of: self.accepted(self.core.proposeConfigurationChange(change)))
+    }
+
+    private func accepted(_ result: ProposalResult) throws(BrokerError) -> Proposal {
         guard case .accepted(let index) = result else { throw Self.error(result) }
-        let term = self.core.term
-        return try await withCheckedThrowingContinuation { continuation in
-            self.proposals[index] = (term, continuation)
-            Task { await self.process() }  // Drives the Ready this change made; bounded by it.
+        let proposal = Proposal(index: index, term: self.core.term)
+        self.proposals[index] = .submitted(proposal.term)
+        Task { await self.process() }  // Drives the Ready this proposal made; bounded by it.
+        return proposal
+    }
+
+    /// The image once `proposal` is applied here; NOT_CONTROLLER when leadership moved first
+    /// (the change may still commit under the new leader: callers retry idempotently).
+    func outcome(of proposal: Proposal) async throws -> MetadataImage {
+        switch self.proposals[proposal.index] {
+        case .finished(let result):
+            self.proposals[proposal.index] = nil
+            return try result.get()
+        case .submitted(let term):
+            return try await withCheckedThrowingContinuation { continuation in
+                self.proposals[proposal.index] = .waiting(term, continuation)
+            }
+        case .waiting, nil:
+            throw BrokerError(.unknownServerError, "the outcome of proposal \(proposal.index) was already collected")
+        }
+    }
+
+    private func finish(_ index: LogIndex, _ result: Result<MetadataImage, BrokerError>) {
+        switch self.proposals[index] {
+        case .waiting(_, let continuation):
+            self.proposals[index] = nil
+            continuation.resume(with: result.mapError { $0 as any Error })
+        case .submitted:
+            self.proposals[index] = .finished(result)
+        case .finished, nil:
+            break
         }
     }
 
@@ -231,11 +286,14 @@ extension RaftShell {
         }
         if let hardState { self.savedHardState = hardState }
         guard ready.snapshot != nil || !ready.entries.isEmpty || hardState != nil else { return }
+        let storeLock = self.storeLock
         try await self.threadPool.runIfActive {
-            if let snapshot = ready.snapshot { try store.save(snapshot: snapshot) }
-            try store.append(ready.entries)
-            if !ready.entries.isEmpty { try store.sync() }
-            if let hardState { try store.save(hardState: hardState) }
+            try storeLock.withLock {
+                if let snapshot = ready.snapshot { try store.save(snapshot: snapshot) }
+                try store.append(ready.entries)
+                if !ready.entries.isEmpty { try store.sync() }
+                if let hardState { try store.save(hardState: hardState) }
+            }
         }
     }
 
@@ -275,12 +333,11 @@ extension RaftShell {
             // A new cluster's first leader names it.
             _ = self.core.propose(MetadataChange.bootstrap(clusterID: KafkaUUID.random().description).encoded())
         }
-        if let waiter = self.proposals.removeValue(forKey: entry.index) {
-            if waiter.term == entry.term {
-                waiter.continuation.resume(returning: self.image)
-            } else {
-                waiter.continuation.resume(throwing: BrokerError(.notController, "the proposal was replaced by a new leader"))
-            }
+        if let proposedTerm = self.proposals[entry.index]?.term {
+            // An entry of another term at the proposal's index replaced it.
+            self.finish(
+                entry.index,
+                proposedTerm == entry.term ? .success(self.image) : .failure(BrokerError(.notController, "the proposal was replaced by a new leader")))
         }
     }
 
@@ -293,22 +350,44 @@ extension RaftShell {
         self.appliedWaiters = remaining
     }
 
+    /// Starts a snapshot when enough entries were applied since the last. The SQLite encoding
+    /// runs on the thread pool from a copy of the image (cheap: the image shares its structure),
+    /// so the Raft loop keeps sending heartbeats and committing meanwhile.
     private func maybeCompact() {
         let applied = self.core.appliedIndex
-        guard applied.rawValue >= self.core.snapshotIndex.rawValue + self.options.snapshotEveryEntries else { return }
-        do {
-            let data = try MetadataSnapshotCodec.encode(self.image, scratchDirectory: self.scratchDirectory)
-            self.core.compact(through: applied, data: data)
-            try self.store.save(snapshot: self.core.latestSnapshot!)
-            self.logger.info("compacted the metadata log into a snapshot", metadata: ["index": "\(applied)", "bytes": "\(data.count)"])
-        } catch {
-            self.logger.error("snapshot failed (the log keeps growing until one succeeds): \(error)")
+        guard !self.snapshotting, applied.rawValue >= self.core.snapshotIndex.rawValue + self.options.snapshotEveryEntries else {
+            return
+        }
+        self.snapshotting = true
+        let image = self.image
+        let scratchDirectory = self.scratchDirectory
+        let threadPool = self.threadPool
+        Task {
+            do {
+                let data = try await threadPool.runIfActive {
+                    try MetadataSnapshotCodec.encode(image, scratchDirectory: scratchDirectory)
+                }
+                try await self.compact(through: applied, data: data)
+            } catch {
+                self.logger.error("snapshot failed (the log keeps growing until one succeeds): \(error)")
+            }
+            self.snapshotting = false
         }
     }
 
+    private func compact(through index: LogIndex, data: [UInt8]) async throws {
+        // A snapshot installed from the leader meanwhile may already cover `index`.
+        guard index > self.core.snapshotIndex else { return }
+        self.core.compact(through: index, data: data)
+        let snapshot = self.core.latestSnapshot!
+        let store = self.store
+        let storeLock = self.storeLock
+        try await self.threadPool.runIfActive { try storeLock.withLock { try store.save(snapshot: snapshot) } }
+        self.logger.info("compacted the metadata log into a snapshot", metadata: ["index": "\(index)", "bytes": "\(data.count)"])
+    }
+
     private func failPending(_ error: BrokerError) {
-        for waiter in self.proposals.values { waiter.continuation.resume(throwing: error) }
-        self.proposals = [:]
+        for index in Array(self.proposals.keys) { self.finish(index, .failure(error)) }
         for continuation in self.readRequests.values { continuation.resume(throwing: error) }
         self.readRequests = [:]
     }
@@ -322,8 +401,11 @@ extension RaftShell {
     /// Saves the latest hard state (so a restart re-applies less) and syncs the log.
     func close() {
         do {
-            try self.store.save(hardState: self.core.hardState)
-            try self.store.sync()
+            let (store, hardState) = (self.store, self.core.hardState)
+            try self.storeLock.withLock {
+                try store.save(hardState: hardState)
+                try store.sync()
+            }
         } catch {
             self.logger.error("saving the metadata log state at shutdown failed: \(error)")
         }

@@ -1,3 +1,4 @@
+public import HashTreeCollections
 import KafkaProtocol
 import NIOCore
 import RaftCore
@@ -8,11 +9,15 @@ import RafkaCore
 ///
 /// A value type produced by applying `MetadataChange`s in metadata-log order; `offset` is the
 /// log index of the last change applied, so every view of the metadata says how new it is.
+/// Topics live in persistent hash tries: a changed copy shares all but the changed path with
+/// the original, so readers may hold images while the next change is applied, at any topic count.
 public struct MetadataImage: Sendable, Equatable {
     public var clusterID: String
     /// The metadata-log index this image reflects.
     public var offset: LogIndex
-    public var topics: [String: TopicMetadata]
+    public private(set) var topics: TreeDictionary<String, TopicMetadata>
+    /// Topic names by topic id (Fetch v13+ and Metadata v10+ name topics by id).
+    private var topicNamesByID: TreeDictionary<KafkaUUID, String>
     /// The next producer id InitProducerId hands out.
     public var nextProducerID: Int64
     /// The controller quorum's voters (mirrors Raft's configuration entries).
@@ -25,22 +30,46 @@ public struct MetadataImage: Sendable, Equatable {
     public var ringEpoch: Int64
 
     public init(
-        clusterID: String, offset: LogIndex = .zero, topics: [String: TopicMetadata] = [:], nextProducerID: Int64 = 0,
+        clusterID: String, offset: LogIndex = .zero, topics: [TopicMetadata] = [], nextProducerID: Int64 = 0,
         controllers: [NodeID] = [], controllerEndpoints: [NodeID: Endpoint] = [:], nodes: [NodeID: NodeRegistration] = [:],
         ringEpoch: Int64 = 0
     ) {
         self.controllerEndpoints = controllerEndpoints
         self.clusterID = clusterID
         self.offset = offset
-        self.topics = topics
+        self.topics = [:]
+        self.topicNamesByID = [:]
         self.nextProducerID = nextProducerID
         self.controllers = controllers
         self.nodes = nodes
         self.ringEpoch = ringEpoch
+        for topic in topics { self.setTopic(topic) }
     }
 
+    public func topic(named name: String) -> TopicMetadata? { self.topics[name] }
+
     public func topic(id: KafkaUUID) -> TopicMetadata? {
-        self.topics.values.first { $0.id == id }
+        self.topicNamesByID[id].flatMap { self.topics[$0] }
+    }
+
+    /// Adds `topic`, or replaces the topic of that name.
+    public mutating func setTopic(_ topic: TopicMetadata) {
+        if let old = self.topics.updateValue(topic, forKey: topic.name), old.id != topic.id {
+            self.topicNamesByID[old.id] = nil
+        }
+        self.topicNamesByID[topic.id] = topic.name
+    }
+
+    public mutating func removeTopic(named name: String) {
+        if let old = self.topics.removeValue(forKey: name) { self.topicNamesByID[old.id] = nil }
+    }
+
+    /// Changes the topic named `name` in place, if it exists (not its name or id).
+    public mutating func updateTopic(named name: String, _ body: (inout TopicMetadata) -> Void) {
+        guard var topic = self.topics[name] else { return }
+        body(&topic)
+        precondition(topic.name == name, "a topic's name does not change")
+        self.topics[name] = topic
     }
 }
 
@@ -121,13 +150,13 @@ public enum MetadataChange: Sendable, Equatable {
         case .bootstrap(let clusterID):
             if image.clusterID.isEmpty { image.clusterID = clusterID }
         case .createTopic(let topic):
-            image.topics[topic.name] = topic
+            image.setTopic(topic)
         case .deleteTopic(let name):
-            image.topics[name] = nil
+            image.removeTopic(named: name)
         case .setPartitionCount(let topic, let count):
-            image.topics[topic]?.partitionCount = count
+            image.updateTopic(named: topic) { $0.partitionCount = count }
         case .setTopicConfigs(let topic, let configs):
-            image.topics[topic]?.configs = configs
+            image.updateTopic(named: topic) { $0.configs = configs }
         case .reserveProducerIDs(let next):
             image.nextProducerID = max(image.nextProducerID, next)
         case .registerNode(let registration):

@@ -1,3 +1,4 @@
+import HashTreeCollections
 import NIOCore
 import KafkaProtocol
 import RafkaCore
@@ -82,12 +83,12 @@ public enum MetadataSnapshotCodec {
             guard let name = row[0].text, let idText = row[1].text, let id = KafkaUUID(idText),
                 let partitions = row[2].integer, let factor = row[3].integer
             else { throw StorageError(.database, "snapshot: malformed topic row \(row)") }
-            image.topics[name] = TopicMetadata(
-                name: name, id: id, partitionCount: Int32(partitions), replicationFactor: Int16(factor), configs: [:])
+            image.setTopic(
+                TopicMetadata(name: name, id: id, partitionCount: Int32(partitions), replicationFactor: Int16(factor), configs: [:]))
         }
         for row in try database.query("SELECT topic, key, value FROM topic_configs") {
             guard let topic = row[0].text, let key = row[1].text, let value = row[2].text else { continue }
-            image.topics[topic]?.configs[key] = value
+            image.updateTopic(named: topic) { $0.configs[key] = value }
         }
         image.controllers = try database.query("SELECT id FROM controllers ORDER BY id").compactMap {
             $0[0].integer.map { NodeID(Int32($0)) }

@@ -214,7 +214,37 @@ import Testing
                 return try await group.reduce(into: Set<KafkaUUID>()) { $0.insert($1) }
             }
             #expect(ids.count == 1)
-            #expect(broker.broker.cache.image.topics["raced"]?.id == ids.first)
+            #expect(broker.broker.cache.image.topic(named: "raced")?.id == ids.first)
+        }
+    }
+
+    /// Changes are validated against the image with every change in flight on top: of creations
+    /// racing for one name, or for names that collide ('.' versus '_'), exactly one wins, and a
+    /// deletion sees a creation that is not applied yet.
+    @Test func concurrentCreationsSeeEachOtherInFlight() async throws {
+        try await TestBroker.with { broker in
+            let names = (0..<24).map { $0 % 2 == 0 ? "race.\($0 % 3)" : "race_\($0 % 3)" }
+            var clients: [KafkaConnection] = []
+            for _ in names { clients.append(try await broker.connect()) }
+            defer { for client in clients { client.close() } }
+            let results = try await withThrowingTaskGroup(of: (String, Int16).self) { group in
+                for (name, client) in zip(names, clients) {
+                    group.addTask {
+                        let request = CreateTopicsRequest(topics: [.init(name: name, numPartitions: 1, replicationFactor: 1)], timeoutMs: 30_000)
+                        let response = try await client.send(request, version: 7)
+                        return (name, response.topics[0].errorCode)
+                    }
+                }
+                return try await group.reduce(into: [(String, Int16)]()) { $0.append($1) }
+            }
+            let winners = results.filter { $0.1 == 0 }.map(\.0)
+            #expect(winners.count == 3, "one topic per family of colliding names: \(winners)")
+            #expect(Set(winners.map { $0.suffix(1) }) == ["0", "1", "2"])
+            let losers = Set(results.filter { $0.1 != 0 }.map(\.1))
+            #expect(losers.isSubset(of: [KafkaErrorCode.topicAlreadyExists.rawValue, KafkaErrorCode.invalidTopicException.rawValue]))
+            let image = broker.broker.cache.image
+            #expect(image.topics.count == 3)
+            for winner in winners { #expect(image.topic(named: winner) != nil) }
         }
     }
 

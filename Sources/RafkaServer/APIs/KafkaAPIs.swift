@@ -1,3 +1,4 @@
+import HashTreeCollections
 import KafkaProtocol
 import Logging
 import NIOCore
