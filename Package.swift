@@ -38,8 +38,9 @@ let package = Package(
         .target(name: "RafkaCore", dependencies: [nioCore], swiftSettings: strict),
         // Pure state machines: RafkaCore only (tools/tidy checks they import nothing else).
         .target(name: "RaftCore", dependencies: ["RafkaCore"], swiftSettings: strict),
+        .target(name: "ChordCore", dependencies: ["RafkaCore"], swiftSettings: strict),
         // Simulated clock, network and disk for the pure cores' deterministic tests.
-        .target(name: "RafkaTestKit", dependencies: ["RafkaCore", "RaftCore"], swiftSettings: strict),
+        .target(name: "RafkaTestKit", dependencies: ["RafkaCore", "RaftCore", "ChordCore"], swiftSettings: strict),
         // CRC-32C with the CPU instruction: the only hand-written C (no Debian library has it).
         .target(name: "CCRC32C", path: "Sources/CCRC32C"),
         .target(name: "KafkaProtocol", dependencies: ["RafkaCore", "CCRC32C", nioCore], swiftSettings: strict),
@@ -51,7 +52,7 @@ let package = Package(
         .target(
             name: "RafkaStorage",
             dependencies: [
-                "RafkaCore", "KafkaProtocol", "RaftCore", "RafkaCompression", "CSQLite3", nioCore, nioPosix,
+                "RafkaCore", "ChordCore", "KafkaProtocol", "RaftCore", "RafkaCompression", "CSQLite3", nioCore, nioPosix,
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HashTreeCollections", package: "swift-collections"),
             ],
@@ -60,7 +61,7 @@ let package = Package(
         .target(
             name: "RafkaServer",
             dependencies: [
-                "RafkaCore", "KafkaProtocol", "RaftCore", "RafkaCompression", "RafkaStorage", "RafkaClient", nioCore, nioPosix,
+                "RafkaCore", "ChordCore", "KafkaProtocol", "RaftCore", "RafkaCompression", "RafkaStorage", "RafkaClient", nioCore, nioPosix,
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"), logging,
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -100,10 +101,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore", "RafkaCore", "RafkaTestKit"], swiftSettings: strict),
+        .testTarget(name: "ChordCoreTests", dependencies: ["ChordCore", "RafkaCore", "RafkaTestKit"], swiftSettings: strict),
         .testTarget(name: "RafkaCompressionTests", dependencies: ["RafkaCompression", nioCore], swiftSettings: strict),
         .testTarget(
             name: "RafkaStorageTests",
-            dependencies: ["RafkaStorage", "KafkaProtocol", "RafkaCompression", "RaftCore", "RafkaCore", nioCore],
+            dependencies: ["RafkaStorage", "ChordCore", "KafkaProtocol", "RafkaCompression", "RaftCore", "RafkaCore", nioCore],
             swiftSettings: strict
         ),
         .testTarget(

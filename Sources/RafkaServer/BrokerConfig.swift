@@ -68,6 +68,10 @@ public struct BrokerConfig: Sendable {
     /// A data node silent for this long is fenced by the controller leader (Kafka's
     /// broker.session.timeout.ms).
     public var nodeSessionTimeoutMilliseconds: Int64 = 9000
+    /// Ring tokens the controllers give each new data node (a node keeps its tokens for life).
+    /// 16 keeps every node within about 1.25× the mean partition load with the controllers'
+    /// token allocation (`tools/simulate-ring` prints the table for 1, 8, 16, 32, 128).
+    public var ringTokensPerNode = Limits.ringTokensPerNodeDefault
     /// The controller quorum's initial voters and their controller listeners
     /// (`1@host:port,2@host:port,…`); empty in standalone.
     public var voters: [(id: Int32, endpoint: HostPort)] = []
@@ -122,6 +126,7 @@ public struct BrokerConfig: Sendable {
         var nodeHeartbeatIntervalMs: Int64?
         var nodeSessionTimeoutMs: Int64?
         var metadataSnapshotEntries: UInt64?
+        var ringTokensPerNode: Int?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case nodeID = "node-id", dataDir = "data-dir", listen, advertisedListener = "advertised-listener", rack
@@ -132,7 +137,7 @@ public struct BrokerConfig: Sendable {
             case retentionCheckIntervalMs = "retention-check-interval-ms", topicDefaults = "topic-defaults"
             case logLevel = "log-level", voters, controllers
             case nodeHeartbeatIntervalMs = "node-heartbeat-interval-ms", nodeSessionTimeoutMs = "node-session-timeout-ms"
-            case metadataSnapshotEntries = "metadata-snapshot-entries"
+            case metadataSnapshotEntries = "metadata-snapshot-entries", ringTokensPerNode = "ring-tokens-per-node"
         }
     }
 
@@ -214,6 +219,7 @@ public struct BrokerConfig: Sendable {
         if let v = file.nodeHeartbeatIntervalMs { self.nodeHeartbeatIntervalMilliseconds = v }
         if let v = file.nodeSessionTimeoutMs { self.nodeSessionTimeoutMilliseconds = v }
         if let v = file.metadataSnapshotEntries { self.metadataSnapshotEveryEntries = max(1, v) }
+        if let v = file.ringTokensPerNode { self.ringTokensPerNode = v }
         if let v = file.voters {
             guard let voters = Self.parseVoters(v) else {
                 throw ConfigError("\(source): voters \(v) is not id@host:port,id@host:port,…")
@@ -238,6 +244,9 @@ public struct BrokerConfig: Sendable {
             throw ConfigError("\(source): default-replication-factor must be positive")
         }
         guard self.eventLoopThreads >= 0 else { throw ConfigError("\(source): event-loop-threads must be ≥ 0") }
+        guard (1...Limits.ringTokensPerNodeMax).contains(self.ringTokensPerNode) else {
+            throw ConfigError("\(source): ring-tokens-per-node must be between 1 and \(Limits.ringTokensPerNodeMax)")
+        }
         guard self.retentionCheckIntervalMilliseconds > 0 else {
             throw ConfigError("\(source): retention-check-interval-ms must be positive")
         }

@@ -1,3 +1,4 @@
+import ChordCore
 import HashTreeCollections
 import KafkaProtocol
 import Logging
@@ -276,15 +277,26 @@ actor MetadataService {
     // MARK: Data nodes
 
     /// Registers (or re-registers) a data node with a new incarnation: above every earlier one,
-    /// since it is past the metadata offset of every change proposed before it.
+    /// since it is past the metadata offset of every change proposed before it. A node's first
+    /// registration gives it `ring-tokens-per-node` tokens carved from the most loaded members'
+    /// arcs; later ones keep them, so a restart moves no partitions.
     func registerNode(id: NodeID, host: String, port: Int32, rack: String?) async throws(BrokerError) -> Int64 {
-        let (incarnation, commit) = try await self.serialized { () async throws(BrokerError) in
-            let incarnation = Int64(await self.image.offset.rawValue) + 1
-            let registration = NodeRegistration(id: id, host: host, port: port, rack: rack, incarnation: incarnation, fenced: false)
-            return (incarnation, try await self.submit(.registerNode(registration)))
+        let (incarnation, tokens, commit) = try await self.serialized { () async throws(BrokerError) in
+            let image = await self.image
+            let incarnation = Int64(image.offset.rawValue) + 1
+            var tokens = image.nodes[id]?.tokens ?? []
+            if tokens.isEmpty {
+                var allocator = TokenAllocator(ring: image.allTokens)
+                tokens = allocator.allocate(for: id, count: self.config.ringTokensPerNode)
+            }
+            let registration = NodeRegistration(
+                id: id, host: host, port: port, rack: rack, incarnation: incarnation, fenced: false, tokens: tokens)
+            return (incarnation, tokens.count, try await self.submit(.registerNode(registration)))
         }
         try await self.completion(of: commit)
-        self.logger.info("registered data node", metadata: ["node": "\(id)", "incarnation": "\(incarnation)", "listener": "\(host):\(port)"])
+        self.logger.info(
+            "registered data node",
+            metadata: ["node": "\(id)", "incarnation": "\(incarnation)", "listener": "\(host):\(port)", "tokens": "\(tokens)"])
         return incarnation
     }
 

@@ -1,3 +1,4 @@
+public import ChordCore
 public import HashTreeCollections
 import KafkaProtocol
 import NIOCore
@@ -114,14 +115,37 @@ public struct NodeRegistration: Sendable, Equatable {
     /// gets a new one, and a fenced incarnation can neither lead nor acknowledge writes.
     public var incarnation: Int64
     public var fenced: Bool
+    /// The node's ring tokens, chosen by the controller leader (`TokenAllocator`) at its first
+    /// registration and kept across restarts, so its partitions stay where they are.
+    public var tokens: [RingPosition]
 
-    public init(id: NodeID, host: String, port: Int32, rack: String?, incarnation: Int64, fenced: Bool) {
+    public init(id: NodeID, host: String, port: Int32, rack: String?, incarnation: Int64, fenced: Bool, tokens: [RingPosition] = []) {
         self.id = id
         self.host = host
         self.port = port
         self.rack = rack
         self.incarnation = incarnation
         self.fenced = fenced
+        self.tokens = tokens
+    }
+}
+
+extension MetadataImage {
+    /// The ring of data nodes that serve: registered, not fenced, with tokens.
+    public var ring: RingMap { self.ring(including: { !$0.fenced }) }
+
+    /// Every registered node's tokens, fenced or not: what a new node's tokens are carved from
+    /// (a fenced node keeps its place for when it comes back).
+    public var allTokens: RingMap { self.ring(including: { _ in true }) }
+
+    private func ring(including: (NodeRegistration) -> Bool) -> RingMap {
+        var tokens: [NodeID: [RingPosition]] = [:]
+        var racks: [NodeID: String] = [:]
+        for node in self.nodes.values where including(node) && !node.tokens.isEmpty {
+            tokens[node.id] = node.tokens
+            if let rack = node.rack { racks[node.id] = rack }
+        }
+        return RingMap(tokens: tokens, racks: racks)
     }
 }
 
@@ -225,6 +249,8 @@ extension MetadataChange {
             buffer.writeKafkaNullableString(node.rack, compact: true)
             buffer.writeKafkaInt64(node.incarnation)
             buffer.writeKafkaBool(node.fenced)
+            buffer.writeKafkaArrayCount(node.tokens.count, compact: true)
+            for token in node.tokens { buffer.writeInteger(token.rawValue) }
         case .fenceNode(let id, let incarnation), .unfenceNode(let id, let incarnation):
             buffer.writeInteger(self.isFence ? Kind.fenceNode.rawValue : Kind.unfenceNode.rawValue)
             buffer.writeKafkaInt32(id.rawValue)
@@ -293,10 +319,15 @@ extension MetadataChange {
             let host = try buffer.readKafkaString(compact: true)
             let port = try buffer.readKafkaInt32()
             let rack = try buffer.readKafkaNullableString(compact: true)
+            let incarnation = try buffer.readKafkaInt64()
+            let fenced = try buffer.readKafkaBool()
+            let count = try buffer.readKafkaArrayCount(compact: true) ?? 0
+            guard count <= Limits.ringTokensPerNodeMax, buffer.readableBytes >= count * 8 else {
+                throw KafkaDecodingError(.lengthExceedsBuffer, "node registration with \(count) tokens")
+            }
+            let tokens = (0..<count).map { _ in RingPosition(buffer.readInteger(as: UInt64.self)!) }
             self = .registerNode(
-                NodeRegistration(
-                    id: id, host: host, port: port, rack: rack, incarnation: try buffer.readKafkaInt64(),
-                    fenced: try buffer.readKafkaBool()))
+                NodeRegistration(id: id, host: host, port: port, rack: rack, incarnation: incarnation, fenced: fenced, tokens: tokens))
         case .fenceNode:
             self = .fenceNode(id: NodeID(try buffer.readKafkaInt32()), incarnation: try buffer.readKafkaInt64())
         case .unfenceNode:

@@ -1,3 +1,4 @@
+import ChordCore
 import HashTreeCollections
 import NIOCore
 import KafkaProtocol
@@ -19,6 +20,7 @@ public enum MetadataSnapshotCodec {
         CREATE TABLE nodes(
             id INTEGER PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL, rack TEXT,
             incarnation INTEGER NOT NULL, fenced INTEGER NOT NULL);
+        CREATE TABLE node_tokens(node INTEGER NOT NULL REFERENCES nodes(id), token INTEGER NOT NULL);
         """
 
     /// The image as the bytes of a SQLite database file. `scratchDirectory` holds the temporary file.
@@ -58,6 +60,12 @@ public enum MetadataSnapshotCodec {
                     "INSERT INTO nodes(id, host, port, rack, incarnation, fenced) VALUES(?, ?, ?, ?, ?, ?)",
                     [.integer(Int64(node.id.rawValue)), .text(node.host), .integer(Int64(node.port)),
                      node.rack.map { .text($0) } ?? .null, .integer(node.incarnation), .integer(node.fenced ? 1 : 0)])
+                for token in node.tokens {
+                    // SQLite integers are signed: the token's bits, as stored.
+                    try database.query(
+                        "INSERT INTO node_tokens(node, token) VALUES(?, ?)",
+                        [.integer(Int64(node.id.rawValue)), .integer(Int64(bitPattern: token.rawValue))])
+                }
             }
         }
         database.close()
@@ -103,6 +111,12 @@ public enum MetadataSnapshotCodec {
             else { throw StorageError(.database, "snapshot: malformed node row \(row)") }
             image.nodes[NodeID(Int32(id))] = NodeRegistration(
                 id: NodeID(Int32(id)), host: host, port: Int32(port), rack: row[3].text, incarnation: incarnation, fenced: fenced != 0)
+        }
+        for row in try database.query("SELECT node, token FROM node_tokens ORDER BY rowid") {
+            guard let id = row[0].integer, let token = row[1].integer, image.nodes[NodeID(Int32(id))] != nil else {
+                throw StorageError(.database, "snapshot: malformed node token row \(row)")
+            }
+            image.nodes[NodeID(Int32(id))]!.tokens.append(RingPosition(UInt64(bitPattern: token)))
         }
         return image
     }

@@ -27,7 +27,7 @@ import Testing
     @Test(arguments: [3, 5])
     func chaosRunsKeepRaftsSafetyProperties(nodes: Int) async {
         let seeds = Self.seeds
-        let summary = await Self.onOwnThread { Self.run(seeds: seeds, nodes: nodes) }
+        let summary = await onOwnThread { Self.run(seeds: seeds, nodes: nodes) }
         #expect(summary.failures.isEmpty, "\(summary.failures.joined(separator: "\n"))")
         // The runs did real work: clients were served and leadership changed hands.
         #expect(summary.completed >= seeds.count * 5, "only \(summary.completed) operations completed")
@@ -51,13 +51,5 @@ import Testing
             }
         }
         return summary
-    }
-
-    /// Runs minutes of CPU-bound work on a thread of its own: on Swift's cooperative pool (one
-    /// thread per core) it would starve the async tests of every other suite running beside it.
-    static func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { continuation in
-            Thread { continuation.resume(returning: work()) }.start()
-        }
     }
 }
