@@ -72,7 +72,7 @@ let package = Package(
         ),
         .target(
             name: "RafkaClient",
-            dependencies: ["KafkaProtocol", "RafkaCompression", nioCore, nioPosix],
+            dependencies: ["KafkaProtocol", "RafkaCompression", "ChordCore", "RafkaCore", nioCore, nioPosix],
             swiftSettings: strict
         ),
         .executableTarget(

@@ -170,6 +170,7 @@ extension DescribeQuorumRequest: KafkaRequestWithResponse { public typealias Res
 extension AddRaftVoterRequest: KafkaRequestWithResponse { public typealias Response = AddRaftVoterResponse }
 extension RemoveRaftVoterRequest: KafkaRequestWithResponse { public typealias Response = RemoveRaftVoterResponse }
 extension DescribeNodesRequest: KafkaRequestWithResponse { public typealias Response = DescribeNodesResponse }
+extension DescribeRingRequest: KafkaRequestWithResponse { public typealias Response = DescribeRingResponse }
 
 /// A client-side failure: connection, negotiation or decoding.
 public struct KafkaClientError: Error, Sendable, CustomStringConvertible {

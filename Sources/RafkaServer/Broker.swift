@@ -129,17 +129,35 @@ public final class Broker: Sendable {
     }
 
     /// Runs the metadata loops (the quorum's clock, or the controller link) and the reconciler
-    /// until cancelled.
+    /// until cancelled. Standalone registers its own node with its quorum, as a data node does
+    /// with the controllers, so that it has ring tokens and `ring describe` shows it.
     public func run() async throws {
         let tasks = self.replicas.startMaintenance(retentionIntervalMilliseconds: self.config.retentionCheckIntervalMilliseconds)
         self.maintenance.withLock { $0 = tasks }
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        // Each task says whether it was one of the loops, whose end ends the broker.
+        try await withThrowingTaskGroup(of: Bool.self) { group in
             switch self.control {
-            case .local(let quorum, _): group.addTask { try await quorum.run() }
-            case .remote(let link): group.addTask { try await link.run() }
+            case .local(let quorum, let metadata):
+                group.addTask {
+                    try await quorum.run()
+                    return true
+                }
+                group.addTask {
+                    let me = self.endpoint
+                    _ = try await metadata.registerNode(id: NodeID(me.nodeID), host: me.host, port: me.port, rack: me.rack)
+                    return false
+                }
+            case .remote(let link):
+                group.addTask {
+                    try await link.run()
+                    return true
+                }
             }
-            group.addTask { await self.reconciler.run() }
-            try await group.next()
+            group.addTask {
+                await self.reconciler.run()
+                return true
+            }
+            while let wasLoop = try await group.next(), !wasLoop {}
             group.cancelAll()
         }
     }

@@ -109,16 +109,32 @@ actor ControllerLink {
         version: Int16? = nil,
         isNotController: (Request.Response) -> Bool = { _ in false }
     ) async throws -> Request.Response {
+        try await self.sendToLeaderTracking(request, version: version, isNotController: isNotController).response
+    }
+
+    /// `sendToLeader`, also saying whether an earlier attempt reached a controller and ended
+    /// without a definite answer (leadership moved, the connection dropped, a timeout): that
+    /// attempt's change may have committed, so a retry can meet its own effect.
+    func sendToLeaderTracking<Request: KafkaRequestWithResponse>(
+        _ request: Request,
+        version: Int16?,
+        isNotController: (Request.Response) -> Bool
+    ) async throws -> (response: Request.Response, retriedAfterUnknownOutcome: Bool) {
         var lastError: any Error = BrokerError(.notController, "the controller quorum has no leader now")
+        var unknownOutcome = false
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
+            var sent = false
             do {
                 let connection = try await self.leader()
+                sent = true
                 let response = try await connection.send(request, version: version, timeout: Self.requestTimeout)
-                if !isNotController(response) { return response }
+                if !isNotController(response) { return (response, unknownOutcome) }
+                unknownOutcome = true
                 self.drop(connection)
             } catch {
                 lastError = error
+                unknownOutcome = unknownOutcome || sent
                 if let connection = self.leaderConnection { self.drop(connection) }
             }
             try await Task.sleep(for: .milliseconds(250))

@@ -37,6 +37,7 @@ struct ControllerRouter: FrameRouter {
         (RafkaAPIKey.nodeHeartbeat, 0...0),
         (RafkaAPIKey.fetchMetadata, 0...0),
         (.rafkaDescribeNodes, 0...0),
+        (.rafkaDescribeRing, 0...0),
     ]
 
     static let supportedByKey: [KafkaAPIKey: ClosedRange<Int16>] = Dictionary(uniqueKeysWithValues: supported)
@@ -102,6 +103,8 @@ struct ControllerRouter: FrameRouter {
             return Self.serve(DescribeClusterRequest.self, body, prefix, eventLoop) { await controller.describeCluster($0) }
         case .rafkaDescribeNodes:
             return Self.serve(DescribeNodesRequest.self, body, prefix, eventLoop) { _ in await controller.describeNodes() }
+        case .rafkaDescribeRing:
+            return Self.serve(DescribeRingRequest.self, body, prefix, eventLoop) { _ in await controller.describeRing() }
         case .metadata:
             return Self.serve(MetadataRequest.self, body, prefix, eventLoop) { await controller.metadata($0, version: prefix.apiVersion) }
         case .createTopics: return RequestRouter.serve(CreateTopicsRequest.self, body, context, logger: logger, admin.createTopics)

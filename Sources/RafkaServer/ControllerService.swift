@@ -115,6 +115,11 @@ final class ControllerService: Sendable {
             })
     }
 
+    /// The ring as the applied image holds it.
+    func describeRing() async -> DescribeRingResponse {
+        DescribeRingResponse(image: await self.quorum.image, answeredBy: -1)
+    }
+
     /// Metadata from a controller: the topics of the applied image (no data plane here, so
     /// partitions have no leader) and the registered data nodes as brokers.
     func metadata(_ request: MetadataRequest, version: Int16) async -> MetadataResponse {

@@ -46,6 +46,8 @@ struct RequestRouter: FrameRouter {
         (.incrementalAlterConfigs, 0...1),
         (.describeCluster, 0...1),
         (.describeQuorum, 0...2),
+        // Rafka's own (Kafka clients ignore keys they do not know).
+        (.rafkaDescribeRing, 0...0),
     ]
 
     static let supportedByKey: [KafkaAPIKey: ClosedRange<Int16>] = Dictionary(uniqueKeysWithValues: supported)
@@ -78,6 +80,7 @@ struct RequestRouter: FrameRouter {
             return self.serve(IncrementalAlterConfigsRequest.self, body, context, self.apis.admin.incrementalAlterConfigs)
         case .describeCluster: return self.serve(DescribeClusterRequest.self, body, context, self.apis.describeCluster)
         case .describeQuorum: return self.serve(DescribeQuorumRequest.self, body, context, self.apis.describeQuorum)
+        case .rafkaDescribeRing: return self.serve(DescribeRingRequest.self, body, context, self.apis.describeRing)
         default:
             return eventLoop.makeFailedFuture(ConnectionFailure(reason: "API \(context.apiKey) is not supported"))
         }

@@ -11,7 +11,7 @@ struct RafkaAdmin: AsyncParsableCommand {
             Output is a table by default and JSON with --json. On failure the exit status is non-zero and \
             one line on stderr says why, with Kafka's error name.
             """,
-        subcommands: [Topics.self, Cluster.self, Controllers.self]
+        subcommands: [Topics.self, Cluster.self, Ring.self, Controllers.self]
     )
 
     /// `--bootstrap` and `--json` may come before the subcommand (`rafka-admin --bootstrap H:P
@@ -346,6 +346,48 @@ struct Controllers: AsyncParsableCommand {
         func run() async throws {
             try await withAdmin(self.connection) { try await $0.removeController(id: self.id) }
             if self.connection.json { printJSON(["removed": self.id]) } else { print("Removed controller \(self.id) from the voters") }
+        }
+    }
+}
+
+struct Ring: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Inspect the ring of data nodes.", subcommands: [Describe.self])
+
+    struct Describe: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show the ring: each data node's tokens, the share of the ring it owns and the partitions it leads.",
+            discussion: """
+                Answered from the connected node's metadata image (any data node, standalone or controller); \
+                placement is computed the way the nodes compute it. --arcs lists every token's arc.
+                """)
+        @OptionGroup var connection: Connection
+        @Flag(help: "List each node's tokens and the arcs (previous token, token] they own.") var arcs = false
+
+        func run() async throws {
+            let report = try await withAdmin(self.connection) { try await $0.describeRing() }
+            if self.connection.json {
+                printJSON(report)
+                return
+            }
+            let answered = report.answeredBy < 0 ? "a controller" : "node \(report.answeredBy)"
+            print("Ring epoch \(report.ringEpoch) (metadata offset \(report.metadataOffset), answered by \(answered)): "
+                + "\(report.nodes.count) data node\(report.nodes.count == 1 ? "" : "s"), \(report.partitions) partitions")
+            guard !report.nodes.isEmpty else { return }
+            let percent = { (share: Double) in String(format: "%.2f%%", share * 100) }
+            printTable(
+                ["NODE", "STATE", "LISTENER", "RACK", "TOKENS", "OWNS", "PARTITIONS"],
+                report.nodes.map { node in
+                    [
+                        String(node.id), node.state, "\(node.host):\(node.port)", node.rack ?? "", String(node.arcs.count),
+                        percent(node.ownership), String(node.partitions),
+                    ]
+                })
+            guard self.arcs else { return }
+            for node in report.nodes {
+                print("")
+                print("Node \(node.id):")
+                printTable(["TOKEN", "ARC FROM", "SHARE"], node.arcs.map { [$0.token, $0.from, percent($0.share)] })
+            }
         }
     }
 }

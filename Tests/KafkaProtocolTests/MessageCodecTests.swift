@@ -27,6 +27,25 @@ import Testing
         #expect(throws: KafkaDecodingError.self) { try DescribeNodesResponse.decodeWhole(truncated, version: 0) }
     }
 
+    /// Rafka's DescribeRing: round-trips; a token count the bytes cannot hold is refused before
+    /// anything is allocated.
+    @Test func describeRingRoundTripsAndRejectsLyingCounts() throws {
+        let response = DescribeRingResponse(
+            ringEpoch: 9, metadataOffset: 120, answeredBy: 101,
+            nodes: [
+                .init(id: 101, host: "10.0.0.1", port: 9092, rack: "a", fenced: false, tokens: [1, UInt64.max, 1 << 63]),
+                .init(id: 102, host: "10.0.0.2", port: 9092, rack: nil, fenced: true, tokens: []),
+            ])
+        var buffer = ByteBuffer()
+        response.encode(into: &buffer, version: 0)
+        #expect(try DescribeRingResponse.decodeWhole(buffer, version: 0) == response)
+        var lying = ByteBuffer()
+        DescribeRingResponse(nodes: [.init(id: 1, host: "h", port: 1, rack: nil, fenced: false, tokens: [])]).encode(into: &lying, version: 0)
+        lying.moveWriterIndex(to: lying.writerIndex - 1)
+        lying.writeKafkaArrayCount(1000, compact: true)  // 1,000 tokens announced, none sent
+        #expect(throws: KafkaDecodingError.self) { try DescribeRingResponse.decodeWhole(lying, version: 0) }
+    }
+
     /// Golden bytes written by hand from the protocol guide: ApiVersionsResponse v0 with one API.
     @Test func apiVersionsResponseV0GoldenBytes() throws {
         let response = ApiVersionsResponse(errorCode: 35, apiKeys: [.init(apiKey: 18, minVersion: 0, maxVersion: 4)])

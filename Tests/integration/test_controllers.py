@@ -205,3 +205,41 @@ def test_a_silent_data_node_is_fenced_and_registers_again(cluster):
     again = wait_for(lambda: (lambda d: d and node(d, 102)["state"] == "active" and d)(c.describe()), timeout=15,
                      what="node 102 registered again")
     assert node(again, 102)["incarnation"] > first["incarnation"]
+
+
+def test_ring_describe_shows_allocated_tokens_and_placement(cluster):
+    """Three data nodes get 16 controller-allocated tokens each; ring describe (through a node
+    or a controller) shows each owning about a third of the ring and leading its partitions,
+    and a restarted node keeps its tokens."""
+    c = cluster(nodes=3)
+    wait_for(lambda: (lambda d: d and len(d["nodes"]) == 3 and all(n["state"] == "active" for n in d["nodes"]))(c.describe()),
+             what="three active data nodes")
+    c.admin("topics", "create", "placed", "--partitions", "300")
+
+    def ring(address):
+        result = subprocess.run([ADMIN_BIN, "--bootstrap", address, "--json", "ring", "describe"],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    node_address = next(p for p in c.info["processes"] if p["id"] == 101)["listeners"]["kafka"]
+    controller_address = next(p for p in c.info["processes"] if p["role"] == "controller")["listeners"]["controller"]
+    through_node = wait_for(lambda: (lambda r: r["partitions"] == 300 and r)(ring(node_address)), what="the topic in the node's image")
+    through_controller = ring(controller_address)
+    assert through_controller["answeredBy"] == -1 and through_node["answeredBy"] == 101
+    assert through_node["nodes"] == through_controller["nodes"]
+    nodes = through_node["nodes"]
+    assert sorted(n["id"] for n in nodes) == [101, 102, 103]
+    assert all(len(n["arcs"]) == 16 and n["state"] == "active" for n in nodes)
+    assert abs(sum(n["ownership"] for n in nodes) - 1.0) < 1e-9
+    # The controllers' allocation keeps shares near a third each (random tokens would not).
+    assert all(0.28 < n["ownership"] < 0.39 for n in nodes), [n["ownership"] for n in nodes]
+    assert sum(n["partitions"] for n in nodes) == 300 and all(n["partitions"] > 60 for n in nodes)
+    tokens = {n["id"]: [a["token"] for a in n["arcs"]] for n in nodes}
+    epoch = through_node["ringEpoch"]
+
+    c.tool("kill", "--node", "102")
+    c.tool("start", "--node", "102")
+    again = wait_for(lambda: (lambda r: r["ringEpoch"] > epoch and all(n["state"] == "active" for n in r["nodes"]) and r)(ring(node_address)),
+                     timeout=30, what="node 102 registered again")
+    assert {n["id"]: [a["token"] for a in n["arcs"]] for n in again["nodes"]} == tokens

@@ -1,3 +1,4 @@
+import HashTreeCollections
 import KafkaProtocol
 import Logging
 import NIOCore
@@ -27,9 +28,39 @@ enum AdminRouting: Sendable {
 
     private static let notController = KafkaErrorCode.notController.rawValue
 
+    /// A retry after an attempt whose outcome is unknown (the leader lost leadership with the
+    /// creation in flight, which may still commit under the next) can meet TOPIC_ALREADY_EXISTS
+    /// for the topic that attempt created. When the topic did not exist before this request was
+    /// forwarded and now exists as requested, the creation is taken to be this request's own,
+    /// as the client's retry would want; Kafka's forwarding has the same window. Only a
+    /// concurrent identical creation by another client in that window is indistinguishable.
     func createTopics(_ request: CreateTopicsRequest, _ context: RequestContext) -> EventLoopFuture<CreateTopicsResponse?> {
-        if case .local(let admin) = self { return admin.createTopics(request, context) }
-        return self.forward(request, context) { $0.topics.contains { $0.errorCode == Self.notController } }
+        guard case .forwarded(let link, let reconciler, let cache, _, _) = self else {
+            guard case .local(let admin) = self else { preconditionFailure() }
+            return admin.createTopics(request, context)
+        }
+        let existedBefore = Set(request.topics.map(\.name).filter { cache.image.topics[$0] != nil })
+        return context.eventLoop.makeFutureWithTask {
+            var (response, retried) = try await link.sendToLeaderTracking(
+                request, version: context.apiVersion, isNotController: { $0.topics.contains { $0.errorCode == Self.notController } })
+            await link.refresh()
+            let image = await link.image
+            await reconciler.waitUntilReconciled(image.offset)
+            guard retried else { return response }
+            for index in response.topics.indices where response.topics[index].errorCode == KafkaErrorCode.topicAlreadyExists.rawValue {
+                let name = response.topics[index].name
+                guard !existedBefore.contains(name), let topic = image.topics[name],
+                    let asked = request.topics.first(where: { $0.name == name }),
+                    asked.numPartitions < 0 || asked.numPartitions == topic.partitionCount
+                else { continue }
+                response.topics[index].errorCode = 0
+                response.topics[index].errorMessage = nil
+                response.topics[index].topicId = topic.id
+                response.topics[index].numPartitions = topic.partitionCount
+                response.topics[index].replicationFactor = topic.replicationFactor
+            }
+            return response
+        }
     }
 
     func deleteTopics(_ request: DeleteTopicsRequest, _ context: RequestContext) -> EventLoopFuture<DeleteTopicsResponse?> {

@@ -133,4 +133,10 @@ struct KafkaAPIs: Sendable {
         }
     }
 
+    // MARK: DescribeRing
+
+    /// The ring this node's metadata image holds.
+    func describeRing(_ request: DescribeRingRequest, _ context: RequestContext) -> EventLoopFuture<DescribeRingResponse?> {
+        context.eventLoop.makeSucceededFuture(DescribeRingResponse(image: self.broker.cache.image, answeredBy: self.broker.config.nodeID))
+    }
 }
