@@ -105,7 +105,7 @@ let package = Package(
         .testTarget(name: "RafkaCompressionTests", dependencies: ["RafkaCompression", nioCore], swiftSettings: strict),
         .testTarget(
             name: "RafkaStorageTests",
-            dependencies: ["RafkaStorage", "ChordCore", "KafkaProtocol", "RafkaCompression", "RaftCore", "RafkaCore", nioCore],
+            dependencies: ["RafkaStorage", "ChordCore", "KafkaProtocol", "RafkaCompression", "RaftCore", "RafkaCore", nioCore, .product(name: "HashTreeCollections", package: "swift-collections")],
             swiftSettings: strict
         ),
         .testTarget(
