@@ -111,7 +111,7 @@ let package = Package(
         .testTarget(
             name: "RafkaServerTests",
             dependencies: [
-                "RafkaServer", "RafkaClient", "KafkaProtocol", "RafkaStorage", nioCore, nioPosix,
+                "RafkaServer", "RafkaClient", "KafkaProtocol", "RafkaStorage", "ChordCore", "RafkaCore", nioCore, nioPosix,
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: strict

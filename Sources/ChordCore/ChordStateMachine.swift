@@ -81,11 +81,14 @@ public struct ChordStateMachine: Sendable {
     }
 
     /// A node that knows nothing of the ring yet: `seed(_:)` or `join(via:)` next.
-    public init(node: NodeID, tokens: [RingPosition], options: ChordOptions = ChordOptions()) {
+    /// `firstRequestID` should differ per incarnation (the shell passes the incarnation in the
+    /// high bits), so that late answers meant for a previous process are not taken as ours.
+    public init(node: NodeID, tokens: [RingPosition], options: ChordOptions = ChordOptions(), firstRequestID: UInt64 = 1) {
         precondition(!tokens.isEmpty, "a data node needs at least one token")
         precondition(options.successorListLength >= 1 && options.requestTimeoutTicks >= 1)
         self.node = node
         self.options = options
+        self.nextRequestID = firstRequestID
         let sorted = Array(Set(tokens)).sorted()
         self.tokens = sorted
         // Alone, each token's successor is the next of its own tokens.
@@ -102,6 +105,7 @@ public struct ChordStateMachine: Sendable {
     /// Stabilization keeps them right from then on.
     public mutating func seed(_ view: RingMap) {
         guard !view.isEmpty else { return }
+        self.needsBootstrap = false
         for index in self.vnodes.indices {
             let position = self.vnodes[index].position
             var cursor = view.successorIndex(of: position.advanced(by: 1))
@@ -122,6 +126,8 @@ public struct ChordStateMachine: Sendable {
             {
                 self.vnodes[index].successor = successor
             }
+            // The view is authoritative: the token knows its place from it.
+            self.vnodes[index].joining = false
             self.vnodes[index].successors = distinct
             let predecessorIndex = (view.successorIndex(of: position) + view.entries.count - 1) % view.entries.count
             let predecessor = view.entries[predecessorIndex]
@@ -188,7 +194,7 @@ public struct ChordStateMachine: Sendable {
     public mutating func fence(_ node: NodeID) {
         guard node != self.node else { return }
         self.fenced.insert(node)
-        self.forget(node)
+        self.forget(node, certain: true)
     }
 
     /// The controllers admitted `node` (again): it may be routed to once learnt.
@@ -223,6 +229,9 @@ public struct ChordStateMachine: Sendable {
     /// successor arcs holds the key, else the closest token before the key that it knows of.
     /// Tokens still joining are skipped: their successors are guesses.
     public func route(_ key: RingPosition) -> LookupAnswer? {
+        // Cut off from the ring (everyone it knew stopped answering): its own tokens are not
+        // the ring, so it claims nothing until the shell names a member to join through.
+        guard !self.needsBootstrap else { return nil }
         var index = self.closestPrecedingToken(key)
         for _ in 0..<self.vnodes.count where self.vnodes[index].joining {
             index = index == 0 ? self.vnodes.count - 1 : index - 1
@@ -266,7 +275,7 @@ public struct ChordStateMachine: Sendable {
         case .closer(let entry):
             self.lookups[id] = Lookup(key: key, purpose: purpose, asking: entry, hops: hopsSoFar + 1)
             self.request(entry.node, .lookupStep(lookup: id, deadline: self.deadline)) { .findSuccessor(requestID: $0, key: key) }
-        case nil:
+        case nil, .unknown:
             self.finishLookup(id: id, key: key, purpose: purpose, owner: nil, hops: hopsSoFar)
         }
     }
@@ -274,15 +283,28 @@ public struct ChordStateMachine: Sendable {
     mutating func continueLookup(id: UInt64, answer: LookupAnswer) {
         guard var lookup = self.lookups[id] else { return }
         switch answer {
+        case .unknown:
+            self.lookups[id] = nil
+            self.finishLookup(id: id, key: lookup.key, purpose: lookup.purpose, owner: nil, hops: lookup.hops)
         case .owner(let owner):
             self.lookups[id] = nil
-            self.finishLookup(id: id, key: lookup.key, purpose: lookup.purpose, owner: owner, hops: lookup.hops)
+            let known = self.fenced.contains(owner.node) ? nil : owner
+            self.finishLookup(id: id, key: lookup.key, purpose: lookup.purpose, owner: known, hops: lookup.hops)
         case .closer(let entry):
             // Each step must get strictly closer to the key, or the lookup could go round forever.
             let progress = entry.position.distance(to: lookup.key) < lookup.asking.position.distance(to: lookup.key)
             guard progress, lookup.hops < self.options.lookupHopsMax, !self.fenced.contains(entry.node) else {
                 self.lookups[id] = nil
                 self.finishLookup(id: id, key: lookup.key, purpose: lookup.purpose, owner: nil, hops: lookup.hops)
+                return
+            }
+            if entry.node == self.node, case .join(let vnode) = lookup.purpose {
+                // The ring already routes to our token: it is known, so it stops joining and
+                // stabilization corrects its successor from the current guess.
+                self.lookups[id] = nil
+                self.vnodes[vnode].joinLookupInFlight = false
+                self.vnodes[vnode].joining = false
+                self.stabilize(vnode)
                 return
             }
             if entry.node == self.node {
@@ -467,13 +489,14 @@ public struct ChordStateMachine: Sendable {
     /// A node stopped answering: route around it now and tell the shell.
     mutating func suspect(_ node: NodeID) {
         guard node != self.node else { return }
-        self.forget(node)
+        self.forget(node, certain: false)
         if !self.output.suspected.contains(node) { self.output.suspected.append(node) }
     }
 
     /// Drops every reference to `node`. A token whose successor was there falls back to the
     /// nearest remaining candidate: the next entry of its successor list or one of our tokens.
-    mutating func forget(_ node: NodeID) {
+    /// `certain`: the node is gone for sure (fenced, or it said it leaves), not just silent.
+    mutating func forget(_ node: NodeID, certain: Bool) {
         if self.bootstrap == node { self.bootstrap = nil }
         var lost: [Int] = []
         for index in self.vnodes.indices {
@@ -488,8 +511,15 @@ public struct ChordStateMachine: Sendable {
             self.vnodes[index].successor = self.nearestKnown(after: self.vnodes[index].position, excluding: node)
             // With its whole successor list gone the guess may be far off: look the successor up
             // again through the ring rather than walk back one token per stabilization.
-            // (Alone, our own tokens are the whole ring.)
-            if self.vnodes[index].successors.isEmpty && self.joinHelper != nil { self.vnodes[index].joining = true }
+            guard self.vnodes[index].successors.isEmpty || self.vnodes[index].successor.node == self.node else { continue }
+            if self.joinHelper != nil {
+                self.vnodes[index].joining = true
+            } else if !certain {
+                // Everyone it knew went silent: it may be the one cut off, so it claims nothing
+                // until it joins again. (When the others are gone for certain, our own tokens
+                // are the whole ring.)
+                self.needsBootstrap = true
+            }
         }
     }
 
@@ -528,25 +558,29 @@ public struct ChordStateMachine: Sendable {
                 to: message.from,
                 .neighbors(requestID: requestID, position: position, predecessor: answer.predecessor, successor: answer.successor, successors: answer.successors))
         case .neighbors(let requestID, _, let predecessor, let successor, let successors):
-            guard case .neighbors(let index, let asked, _) = self.pending.removeValue(forKey: requestID) else { return }
+            guard case .neighbors(let index, let asked, _) = self.pending[requestID], asked.node == message.from else { return }
+            self.pending[requestID] = nil
             self.vnodes[index].stabilizing = false
             self.stabilized(index, asked: asked, predecessor: predecessor, successor: successor, successors: successors)
         case .notify(let position, let candidate):
             guard candidate.node == message.from, let index = self.tokenIndex(position) else { return }
             self.notified(index, candidate: candidate)
         case .findSuccessor(let requestID, let key):
-            guard let answer = self.route(key) else { return }
-            self.send(to: message.from, .lookupStep(requestID: requestID, answer: answer))
+            self.send(to: message.from, .lookupStep(requestID: requestID, answer: self.route(key) ?? .unknown))
         case .lookupStep(let requestID, let answer):
-            guard case .lookupStep(let lookupID, _) = self.pending.removeValue(forKey: requestID) else { return }
+            guard case .lookupStep(let lookupID, _) = self.pending[requestID], self.lookups[lookupID]?.asking.node == message.from else {
+                return
+            }
+            self.pending[requestID] = nil
             self.continueLookup(id: lookupID, answer: answer)
         case .ping(let requestID):
             self.send(to: message.from, .pong(requestID: requestID))
         case .pong(let requestID):
-            guard case .ping(let node, _) = self.pending.removeValue(forKey: requestID) else { return }
+            guard case .ping(let node, _) = self.pending[requestID], node == message.from else { return }
+            self.pending[requestID] = nil
             self.pinging.remove(node)
         case .leaving:
-            self.forget(message.from)
+            self.forget(message.from, certain: true)
         }
     }
 
@@ -567,6 +601,9 @@ public struct ChordStateMachine: Sendable {
     public func successors(of position: RingPosition) -> [RingEntry]? {
         self.tokenIndex(position).map { self.vnodes[$0].successors }
     }
+
+    /// Whether some token is still joining, or the node waits for a member to join through.
+    public var isJoining: Bool { self.needsBootstrap || self.vnodes.contains { $0.joining } }
 
     /// Requests awaiting an answer (bounded by tokens × kinds of request, plus lookups).
     public var pendingRequestCount: Int { self.pending.count }

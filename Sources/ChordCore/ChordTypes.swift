@@ -58,6 +58,9 @@ public enum LookupAnswer: Sendable, Equatable {
     case owner(RingEntry)
     /// The closest token before the key this node knows of: ask its node next.
     case closer(RingEntry)
+    /// This node cannot route the key now (it is rejoining): the step failed, but the node is
+    /// alive, so nobody should suspect it.
+    case unknown
 }
 
 /// A finished lookup.

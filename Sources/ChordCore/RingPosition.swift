@@ -65,8 +65,8 @@ public enum RingHash {
         RingPosition(Self.mix(Self.mix(Self.mix(topicID.high) ^ topicID.low) ^ UInt64(UInt32(bitPattern: partition))))
     }
 
-    /// The `index`-th token of `node`. A node's tokens depend only on its id, so a restart or a
-    /// new incarnation keeps its place on the ring and its data.
+    /// The `index`-th pseudo-random token of `node`: plain consistent hashing, the baseline the
+    /// placement table compares the controllers' allocation (`TokenAllocator`) with.
     public static func token(node: NodeID, index: Int) -> RingPosition {
         RingPosition(Self.mix(Self.mix(0x7261_666B_6100_0000 ^ UInt64(UInt32(bitPattern: node.rawValue))) ^ UInt64(index)))
     }

@@ -36,7 +36,8 @@ public struct SimChordRing {
         public var meanHops: Double { self.hops.isEmpty ? 0 : Double(self.hops.reduce(0, +)) / Double(self.hops.count) }
     }
 
-    public let options: Options
+    /// Loss and delay may change between phases (churn under faults, then a clean settle).
+    public var options: Options
     public private(set) var machines: [NodeID: ChordStateMachine] = [:]
     /// Nodes whose process runs (a crashed node is in `members` until fenced).
     public private(set) var running: Set<NodeID> = []
@@ -131,10 +132,11 @@ public struct SimChordRing {
         }
         for node in self.running.sorted() {
             self.machines[node]!.tick()
-            if self.machines[node]!.needsBootstrap, self.running.intersection(self.members).count > 1 {
-                // Its bootstrap died before it learnt of anyone else: the shell picks another
-                // member from the metadata image.
-                self.machines[node]!.join(via: self.randomRunningMember(other: node))
+            if self.machines[node]!.needsBootstrap {
+                // It lost touch with everyone it knew: the shell seeds it again from the
+                // metadata image (the controllers' membership, crashed nodes not yet fenced
+                // included), as a production shell does.
+                self.machines[node]!.seed(self.truth)
             }
             self.drain(node)
         }
@@ -147,6 +149,7 @@ public struct SimChordRing {
 
     mutating func drain(_ node: NodeID) {
         let ready = self.machines[node]!.ready()
+        precondition(self.options.delayTicks.lowerBound >= 1, "a message takes at least a tick")
         for message in ready.messages {
             if self.options.messageLoss > 0, Double(self.random.next() % 1_000_000) / 1_000_000 < self.options.messageLoss { continue }
             let span = UInt64(self.options.delayTicks.upperBound - self.options.delayTicks.lowerBound + 1)
@@ -208,6 +211,7 @@ public struct SimChordRing {
         let truth = self.truth
         var wrong: [String] = []
         for node in self.running.intersection(self.members).sorted() {
+            if self.machines[node]!.isJoining { wrong.append("\(node) still joining") }
             for state in self.machines[node]!.view {
                 let next = truth.successor(of: state.token.advanced(by: 1))
                 guard state.successor != next else { continue }

@@ -98,4 +98,40 @@ import Testing
         let ready = machine.ready()
         #expect(ready.messages.isEmpty && ready.lookups.isEmpty)
     }
+
+    /// Heavy loss makes each node of a two-node ring suspect the other (neither is dead, so
+    /// neither is fenced); once messages flow again they find each other and every lookup is
+    /// right: a node cut off claims no arcs meanwhile and rejoins through the other.
+    @Test(arguments: [UInt64(1), 2, 3])
+    func aTwoNodeRingRecoversFromFalseSuspicion(seed: UInt64) {
+        var options = SimChordRing.Options()
+        options.nodes = 2
+        options.tokensPerNode = 16
+        options.messageLoss = 0.6
+        var ring = SimChordRing(seed: seed, options: options)
+        ring.run(ticks: 40)
+        ring.options.messageLoss = 0
+        ring.run(ticks: 80)
+        #expect(ring.inconsistentTokens().isEmpty, "\(ring.inconsistentTokens().prefix(3))")
+        #expect(ring.checkLookups(count: 200).correct == 200)
+    }
+
+    /// An answer is taken only from the node asked: a pong or a neighbours answer from another
+    /// node, or of another kind under the same id, changes nothing.
+    @Test func answersFromTheWrongNodeAreIgnored() {
+        var machine = ChordStateMachine(node: NodeID(1), tokens: [RingPosition(100)])
+        machine.seed(RingMap(tokens: [NodeID(1): [RingPosition(100)], NodeID(2): [RingPosition(200)], NodeID(3): [RingPosition(300)]]))
+        for _ in 0..<4 { machine.tick() }
+        let pings = machine.ready().messages.filter { if case .ping = $0.kind { return true } else { return false } }
+        guard let ping = pings.first, case .ping(let id) = ping.kind else {
+            Issue.record("no check-predecessor ping after four ticks")
+            return
+        }
+        let awaited = machine.pendingRequestCount
+        machine.receive(ChordMessage(from: NodeID(2), to: NodeID(1), kind: .pong(requestID: id)))  // not the one asked
+        machine.receive(ChordMessage(from: ping.to, to: NodeID(1), kind: .lookupStep(requestID: id, answer: .unknown)))  // wrong kind
+        #expect(machine.pendingRequestCount == awaited, "the ping is still awaited")
+        machine.receive(ChordMessage(from: ping.to, to: NodeID(1), kind: .pong(requestID: id)))
+        #expect(machine.pendingRequestCount == awaited - 1, "the right pong answers it")
+    }
 }
