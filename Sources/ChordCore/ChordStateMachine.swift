@@ -298,9 +298,10 @@ public struct ChordStateMachine: Sendable {
                 self.finishLookup(id: id, key: lookup.key, purpose: lookup.purpose, owner: nil, hops: lookup.hops)
                 return
             }
-            if entry.node == self.node, case .join(let vnode) = lookup.purpose {
-                // The ring already routes to our token: it is known, so it stops joining and
-                // stabilization corrects its successor from the current guess.
+            if entry.node == self.node, case .join(let vnode) = lookup.purpose, entry.position == self.vnodes[vnode].position {
+                // The ring already routes to this very token: it is known, so it stops joining
+                // and stabilization corrects its successor from the current guess. (Another of
+                // our tokens is in the ring already: routing goes on from it, below.)
                 self.lookups[id] = nil
                 self.vnodes[vnode].joinLookupInFlight = false
                 self.vnodes[vnode].joining = false
