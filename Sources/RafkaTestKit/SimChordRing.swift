@@ -111,8 +111,8 @@ public struct SimChordRing {
         self.scheduleFencing(node, after: self.options.sessionTimeoutTicks)
     }
 
-    public mutating func randomRunningMember(other than: NodeID? = nil) -> NodeID {
-        let candidates = self.running.intersection(self.members).filter { $0 != than }.sorted()
+    public mutating func randomRunningMember() -> NodeID {
+        let candidates = self.running.intersection(self.members).sorted()
         return candidates[Int(self.random.next() % UInt64(candidates.count))]
     }
 
