@@ -144,7 +144,11 @@ public final class Broker: Sendable {
                 }
                 group.addTask {
                     let me = self.endpoint
-                    _ = try await metadata.registerNode(id: NodeID(me.nodeID), host: me.host, port: me.port, rack: me.rack)
+                    do {
+                        _ = try await metadata.registerNode(id: NodeID(me.nodeID), host: me.host, port: me.port, rack: me.rack)
+                    } catch where Task.isCancelled {
+                        // Stopped before the registration committed: the next start registers.
+                    }
                     return false
                 }
             case .remote(let link):

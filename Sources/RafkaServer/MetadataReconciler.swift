@@ -36,11 +36,14 @@ actor MetadataReconciler {
         self.input.yield(image)
     }
 
-    /// Reconciles images as they come, until cancelled.
+    /// Reconciles images as they come, until cancelled or stopped; then lets every waiter go
+    /// (a request still waiting sees the image as it stands).
     func run() async {
         for await image in self.stream {
             await self.reconcile(to: image)
         }
+        for waiter in self.waiters { waiter.continuation.resume() }
+        self.waiters = []
     }
 
     func stop() {

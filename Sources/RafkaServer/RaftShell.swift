@@ -57,6 +57,8 @@ actor RaftShell {
     private let storeLock = NIOLock()
     private var savedHardState: HardState
     private var failure: StorageError?
+    /// Set once the clock stopped (shutdown): nothing would ever commit or apply again.
+    private var stopped = false
 
     /// Opens the quorum member's storage in `directory` and rebuilds its state.
     init(
@@ -98,15 +100,33 @@ actor RaftShell {
 
     // MARK: Clock
 
-    /// Ticks the core until cancelled.
+    /// Ticks the core until cancelled. When it stops, every proposal, read and wait still
+    /// pending fails (a standalone node's registration may be one, when it stops at once).
     func run() async throws {
-        await self.process()
-        while !Task.isCancelled {
-            try await Task.sleep(for: .milliseconds(self.options.tickMilliseconds))
-            self.core.tick()
+        do {
             await self.process()
-            if let failure = self.failure { throw failure }
+            while !Task.isCancelled {
+                try await Task.sleep(for: .milliseconds(self.options.tickMilliseconds))
+                self.core.tick()
+                await self.process()
+                if let failure = self.failure { throw failure }
+            }
+        } catch {
+            self.stop()
+            throw error
         }
+        self.stop()
+    }
+
+    private func stop() {
+        self.stopped = true
+        self.failEverything(Self.shuttingDown)
+    }
+
+    private static let shuttingDown = BrokerError(.notController, "the metadata quorum member is shutting down")
+
+    private func ensureRunning() throws(BrokerError) {
+        if self.stopped { throw Self.shuttingDown }
     }
 
     // MARK: Inbound
@@ -143,12 +163,14 @@ actor RaftShell {
     /// Appends `change` to the leader's log without waiting: proposals submitted back to back
     /// share one append and one fsync. Collect the outcome with `outcome(of:)`, once.
     func submit(_ change: MetadataChange) throws(BrokerError) -> Proposal {
-        try self.accepted(self.core.propose(change.encoded()))
+        try self.ensureRunning()
+        return try self.accepted(self.core.propose(change.encoded()))
     }
 
     /// Adds or removes one voter (Raft §6); returns once the new configuration is applied here.
     func changeConfiguration(_ change: ConfigurationChange) async throws -> MetadataImage {
-        try await self.outcome(of: self.accepted(self.core.proposeConfigurationChange(change)))
+        try self.ensureRunning()
+        return try await self.outcome(of: self.accepted(self.core.proposeConfigurationChange(change)))
     }
 
     private func accepted(_ result: ProposalResult) throws(BrokerError) -> Proposal {
@@ -189,6 +211,7 @@ actor RaftShell {
 
     /// A linearizable read of the image (Raft thesis §6.4).
     func linearizableRead() async throws -> MetadataImage {
+        try self.ensureRunning()
         let requestID = self.nextReadID
         self.nextReadID += 1
         let result = self.core.readIndex(requestID: requestID)
@@ -202,6 +225,7 @@ actor RaftShell {
 
     private func waitApplied(_ index: LogIndex) async throws -> MetadataImage {
         if self.core.appliedIndex >= index { return self.image }
+        try self.ensureRunning()
         return try await withCheckedThrowingContinuation { continuation in
             self.appliedWaiters.append((index, continuation))
         }

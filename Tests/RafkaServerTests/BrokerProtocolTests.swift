@@ -273,3 +273,14 @@ import Testing
         }
     }
 }
+
+@Suite(.tags(.integration), .serialized) struct BrokerLifecycleTests {
+    /// A broker stopped at once, before its own node's registration committed, still stops:
+    /// what waits on the metadata quorum fails when the quorum's clock stops.
+    @Test func aBrokerStoppedAtOnceStops() async throws {
+        for _ in 0..<20 {
+            let broker = try await TestBroker.start()
+            await broker.stop()
+        }
+    }
+}
