@@ -144,6 +144,9 @@ public final class KafkaConnection: Sendable, CustomStringConvertible {
     public func close() {
         self.channel.close(promise: nil)
     }
+
+    /// False once the connection closed (either side).
+    public var isActive: Bool { self.channel.isActive }
 }
 
 /// Pairs each request message type with its response type.

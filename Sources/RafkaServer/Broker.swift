@@ -47,8 +47,8 @@ public final class Broker: Sendable {
         self.maintenance = Mutex([])
     }
 
-    /// Hosts partitions: standalone does; data nodes wait for the Chord data plane.
-    var hostsPartitions: Bool {
+    /// Standalone leads every partition; a data node those the ring places on it.
+    var isStandalone: Bool {
         if case .local = self.control { return true }
         return false
     }
@@ -76,7 +76,7 @@ public final class Broker: Sendable {
         let (group, threadPool, replicas, cache) = try Self.foundations(config, logger: logger)
         do {
             let reconciler = MetadataReconciler(
-                replicas: replicas, cache: cache, topicDefaults: config.topicDefaults, hostsPartitions: true, logger: logger)
+                replicas: replicas, cache: cache, topicDefaults: config.topicDefaults, mover: nil, logger: logger)
             let quorum = try RaftShell(
                 id: NodeID(config.nodeID), directory: config.dataDirectory + "/metadata", initialVoters: [NodeID(config.nodeID)],
                 transport: NoPeersTransport(), threadPool: threadPool,
@@ -102,13 +102,13 @@ public final class Broker: Sendable {
         }
     }
 
-    /// A data node: follows the metadata log from `config.controllers` and forwards metadata
-    /// changes to their leader. Until the Chord data plane, it hosts no partitions
-    /// (metadata-only mode).
+    /// A data node: follows the metadata log from `config.controllers`, forwards metadata
+    /// changes to their leader, and serves the partitions the ring places on it.
     public static func startDataNode(config: BrokerConfig, logger: Logger) async throws -> Broker {
         let (group, threadPool, replicas, cache) = try Self.foundations(config, logger: logger)
+        let mover = PartitionMover(me: NodeID(config.nodeID), replicas: replicas, topicDefaults: config.topicDefaults, logger: logger)
         let reconciler = MetadataReconciler(
-            replicas: replicas, cache: cache, topicDefaults: config.topicDefaults, hostsPartitions: false, logger: logger)
+            replicas: replicas, cache: cache, topicDefaults: config.topicDefaults, mover: mover, logger: logger)
         let link = ControllerLink(
             controllers: config.controllers.map { Endpoint(host: $0.host, port: Int32($0.port)) }, config: config, group: group,
             logger: logger, onImage: { reconciler.submit($0) })
@@ -178,6 +178,7 @@ public final class Broker: Sendable {
     public func shutdown() async {
         for task in self.maintenance.withLock({ $0 }) { task.cancel() }
         await self.reconciler.stop()
+        await self.reconciler.mover?.close()
         await self.replicas.closeAll()
         switch self.control {
         case .local(let quorum, _): await quorum.close()

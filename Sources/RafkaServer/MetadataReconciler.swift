@@ -14,16 +14,17 @@ actor MetadataReconciler {
     private let replicas: ReplicaManager
     private let cache: MetadataCache
     private let topicDefaults: [String: String]
-    /// False on a data node in metadata-only mode: the image is published, no partition opened.
-    private let hostsPartitions: Bool
+    /// On a data node, what decides the partitions it serves (the ring); nil in standalone,
+    /// which serves every partition.
+    let mover: PartitionMover?
     private let logger: Logger
     private var reconciled = MetadataImage(clusterID: "")
     private var waiters: [(offset: LogIndex, continuation: CheckedContinuation<Void, Never>)] = []
     private let stream: AsyncStream<MetadataImage>
     private let input: AsyncStream<MetadataImage>.Continuation
 
-    init(replicas: ReplicaManager, cache: MetadataCache, topicDefaults: [String: String], hostsPartitions: Bool, logger: Logger) {
-        self.hostsPartitions = hostsPartitions
+    init(replicas: ReplicaManager, cache: MetadataCache, topicDefaults: [String: String], mover: PartitionMover?, logger: Logger) {
+        self.mover = mover
         self.replicas = replicas
         self.cache = cache
         self.topicDefaults = topicDefaults
@@ -59,7 +60,7 @@ actor MetadataReconciler {
     /// Brings partitions in line with `image`, then publishes it.
     func reconcile(to image: MetadataImage) async {
         guard image.offset >= self.reconciled.offset else { return }
-        if self.hostsPartitions { await self.reconcilePartitions(from: self.reconciled, to: image) }
+        await self.reconcilePartitions(from: self.reconciled, to: image)
         self.reconciled = image
         self.cache.publish(image)
         let ready = self.waiters.filter { $0.offset <= image.offset }
@@ -82,7 +83,7 @@ actor MetadataReconciler {
                 continue
             }
             let first = old?.partitionCount ?? 0
-            if topic.partitionCount > first {
+            if self.mover == nil && topic.partitionCount > first {
                 do {
                     try await self.replicas.open(
                         topic: topic, partitions: first..<topic.partitionCount, config: config, tolerateFailures: true)
@@ -92,5 +93,6 @@ actor MetadataReconciler {
             }
             if let old, old.configs != topic.configs { self.replicas.update(topic: topic.name, config: config) }
         }
+        await self.mover?.follow(image)
     }
 }

@@ -119,6 +119,23 @@ final class PartitionShell: Sendable {
         }
     }
 
+    /// Appends batches copied from the partition's previous leader, offsets kept (see
+    /// `PartitionLog.appendReplicated`). Returns the records appended.
+    func appendReplicated(_ batches: [ValidatedBatch]) -> EventLoopFuture<Int> {
+        self.eventLoop.submit {
+            try self.withLog { log, state in
+                let count = try storage { () throws(StorageError) in try log.appendReplicated(batches) }
+                self.fireWaiters(state)
+                return count
+            }
+        }
+    }
+
+    /// Makes everything appended so far durable.
+    func flush() -> EventLoopFuture<Void> {
+        self.eventLoop.flatSubmit { self.flushIfDue(force: true) }
+    }
+
     /// Starts an fsync if the policy says one is due (or `force`), returning a future for the
     /// durability of everything appended so far.
     func flushIfDue(force: Bool) -> EventLoopFuture<Void> {

@@ -24,6 +24,10 @@ final class ReplicaManager: Sendable {
     /// Partitions whose log could not be opened at startup, with the reason (naming the file).
     /// They answer KAFKA_STORAGE_ERROR until an operator repairs or restores them.
     private let offline = Mutex<[TopicPartition: String]>([:])
+    /// Copies open but not served to clients (a data node's): one being filled by its new
+    /// leader, or one this node led before and keeps until the new leader has taken it over.
+    /// Follower fetches read them.
+    private let held = Mutex<[TopicPartition: PartitionShell]>([:])
 
     init(logsDirectory: String, group: any EventLoopGroup, threadPool: NIOThreadPool, logger: Logger) {
         self.logsDirectory = logsDirectory
@@ -41,6 +45,14 @@ final class ReplicaManager: Sendable {
     }
 
     var partitionCount: Int { self.partitions.withLock { $0.count } }
+
+    /// Every partition served to clients.
+    var served: [TopicPartition] { self.partitions.withLock { Array($0.keys) } }
+
+    /// A served or held copy, for a follower fetch (the new leader copying it).
+    func anyShell(for topicPartition: TopicPartition) -> PartitionShell? {
+        self.shell(for: topicPartition) ?? self.held.withLock { $0[topicPartition] }
+    }
 
     /// Stops serving a partition whose log failed (its files stay for recovery on restart).
     func takeOffline(_ topicPartition: TopicPartition, reason: String) {
@@ -109,11 +121,111 @@ final class ReplicaManager: Sendable {
         }
     }
 
+    // MARK: Copies on a data node
+
+    /// Stops serving `topicPartition` to clients (another node leads it now) and keeps the copy
+    /// for the new leader to take over.
+    func retire(_ topicPartition: TopicPartition) {
+        let shell = self.partitions.withLock { $0.removeValue(forKey: topicPartition) }
+        if let shell { self.held.withLock { $0[topicPartition] = shell } }
+    }
+
+    /// This node's copy of a partition, served or not, opened from disk if need be (a copy left
+    /// by an earlier run); nil when there is none. A served copy stops being served.
+    func heldCopy(topic: TopicMetadata, partition: Int32, config: LogConfig) async throws -> PartitionShell? {
+        let tp = TopicPartition(topic.name, partition)
+        self.retire(tp)
+        if let shell = self.held.withLock({ $0[tp] }) {
+            guard shell.topicID == topic.id else {
+                await self.dropCopy(tp)
+                return nil
+            }
+            return shell
+        }
+        let directory = self.directory(for: tp)
+        guard Self.belongs(directory: directory, to: topic.id) else { return nil }
+        return try await self.openHeld(topic: topic, partition: partition, config: config)
+    }
+
+    /// Opens (creating if need be) a copy that is not served yet. With `fresh`, an existing copy
+    /// is deleted first.
+    func openHeld(topic: TopicMetadata, partition: Int32, config: LogConfig, fresh: Bool = false) async throws -> PartitionShell {
+        let tp = TopicPartition(topic.name, partition)
+        if fresh { await self.dropCopy(tp) }
+        if let shell = self.held.withLock({ $0[tp] }) { return shell }
+        let directory = self.directory(for: tp)
+        if fresh { try? FileSystem.removeTree(directory) }
+        try Self.claim(directory: directory, topicID: topic.id, logger: self.logger)
+        if fresh { try Self.writeLeaderEpoch(-1, directory: directory) }
+        let shell = try await PartitionShell.open(
+            topicPartition: tp, topicID: topic.id, directory: directory, config: config,
+            on: self.loop(for: tp), threadPool: self.threadPool, logger: self.logger,
+            onFailure: { [weak self] tp, reason in self?.takeOffline(tp, reason: reason) }
+        ).get()
+        self.configs.withLock { $0[topic.name] = config }
+        self.held.withLock { $0[tp] = shell }
+        return shell
+    }
+
+    /// Starts serving a held copy as leader from ring epoch `leaderEpoch`, recorded with the copy
+    /// first so that a later leader can tell the newest copy.
+    func serve(_ topicPartition: TopicPartition, leaderEpoch: Int32) throws {
+        guard let shell = self.held.withLock({ $0[topicPartition] }) else {
+            throw BrokerError(.unknownTopicOrPartition, "no copy of \(topicPartition) to serve")
+        }
+        try Self.writeLeaderEpoch(leaderEpoch, directory: self.directory(for: topicPartition))
+        self.held.withLock { $0[topicPartition] = nil }
+        self.partitions.withLock { $0[topicPartition] = shell }
+        self.offline.withLock { $0[topicPartition] = nil }
+    }
+
+    /// Deletes this node's copy (not served) of `topicPartition`: its new leader has its own.
+    func dropCopy(_ topicPartition: TopicPartition) async {
+        let shell = self.held.withLock { $0.removeValue(forKey: topicPartition) }
+        do {
+            if let shell {
+                try await shell.delete().get()
+            }
+            try FileSystem.removeTree(self.directory(for: topicPartition))
+        } catch {
+            self.logger.error("deleting the copy of \(topicPartition) failed: \(error)")
+        }
+    }
+
+    /// The ring epoch at which this node last became the leader of the copy in `directory`:
+    /// -1 for a copy never served (one being filled), 0 for a copy from before the ring
+    /// (standalone).
+    static func leaderEpoch(directory: String) -> Int32 {
+        guard FileSystem.exists(directory + "/partition.metadata") else { return -1 }
+        guard var bytes = try? FileSystem.readAll(directory + "/leader-epoch"),
+            let text = bytes.readString(length: bytes.readableBytes)
+        else { return 0 }
+        return Int32(text.filter { !$0.isWhitespace }) ?? -1
+    }
+
+    func leaderEpoch(of topicPartition: TopicPartition) -> Int32 {
+        Self.leaderEpoch(directory: self.directory(for: topicPartition))
+    }
+
+    private static func writeLeaderEpoch(_ epoch: Int32, directory: String) throws {
+        try FileSystem.writeAtomically(directory + "/leader-epoch", contents: ByteBuffer(string: "\(epoch)\n"))
+    }
+
+    /// Whether `directory` holds a copy of the topic with `topicID`.
+    private static func belongs(directory: String, to topicID: KafkaUUID) -> Bool {
+        guard var bytes = try? FileSystem.readAll(directory + "/partition.metadata"),
+            let text = bytes.readString(length: bytes.readableBytes)
+        else { return false }
+        return text == Self.marker(topicID)
+    }
+
+    private static func marker(_ topicID: KafkaUUID) -> String { "version: 0\ntopic_id: \(topicID)\n" }
+
     /// Makes sure `directory` belongs to `topicID`: a directory of another topic id (a deleted
     /// topic's leftovers) is moved aside, never merged into the new topic.
     private static func claim(directory: String, topicID: KafkaUUID, logger: Logger) throws {
         let marker = directory + "/partition.metadata"
-        let expected = "version: 0\ntopic_id: \(topicID)\n"
+        let expected = Self.marker(topicID)
         if FileSystem.exists(marker), var bytes = try? FileSystem.readAll(marker),
             let text = bytes.readString(length: bytes.readableBytes)
         {
@@ -133,6 +245,11 @@ final class ReplicaManager: Sendable {
             for shell in shells { partitions[shell.topicPartition] = nil }
             return shells
         }
+        let held = self.held.withLock { held in
+            let shells = held.values.filter { $0.topicPartition.topic == topic }
+            for shell in shells { held[shell.topicPartition] = nil }
+            return shells
+        }
         self.configs.withLock { $0[topic] = nil }
         let offline = self.offline.withLock { offline in
             let gone = offline.keys.filter { $0.topic == topic }
@@ -146,7 +263,7 @@ final class ReplicaManager: Sendable {
                 self.logger.error("deleting offline \(tp) failed: \(error)")
             }
         }
-        for shell in removed {
+        for shell in removed + held {
             do {
                 try await shell.delete().get()
             } catch {
@@ -177,10 +294,15 @@ final class ReplicaManager: Sendable {
 
     /// Closes every partition cleanly (flush, indexes, checkpoints).
     func closeAll() async {
-        let all = self.partitions.withLock { partitions in
-            defer { partitions.removeAll() }
-            return Array(partitions.values)
-        }
+        let all =
+            self.partitions.withLock { partitions in
+                defer { partitions.removeAll() }
+                return Array(partitions.values)
+            }
+            + self.held.withLock { held in
+                defer { held.removeAll() }
+                return Array(held.values)
+            }
         for shell in all {
             do {
                 try await shell.close().get()

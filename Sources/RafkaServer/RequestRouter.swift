@@ -48,6 +48,7 @@ struct RequestRouter: FrameRouter {
         (.describeQuorum, 0...2),
         // Rafka's own (Kafka clients ignore keys they do not know).
         (.rafkaDescribeRing, 0...0),
+        (RafkaAPIKey.partitionHandoff, 0...0),
     ]
 
     static let supportedByKey: [KafkaAPIKey: ClosedRange<Int16>] = Dictionary(uniqueKeysWithValues: supported)
@@ -81,6 +82,7 @@ struct RequestRouter: FrameRouter {
         case .describeCluster: return self.serve(DescribeClusterRequest.self, body, context, self.apis.describeCluster)
         case .describeQuorum: return self.serve(DescribeQuorumRequest.self, body, context, self.apis.describeQuorum)
         case .rafkaDescribeRing: return self.serve(DescribeRingRequest.self, body, context, self.apis.describeRing)
+        case RafkaAPIKey.partitionHandoff: return self.serve(PartitionHandoffRequest.self, body, context, self.apis.partitionHandoff)
         default:
             return eventLoop.makeFailedFuture(ConnectionFailure(reason: "API \(context.apiKey) is not supported"))
         }

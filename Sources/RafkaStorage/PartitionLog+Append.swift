@@ -100,6 +100,43 @@ extension PartitionLog {
                 logStartOffset: self.logStartOffset, recordCount: recordCount))
     }
 
+    /// Appends batches copied from another replica's log as they are: offsets, leader epochs
+    /// and timestamps kept (a new leader taking over a partition's log). The first batch must
+    /// start at the log end; an empty log starts where the copy does (the other log's start,
+    /// after its retention). Returns the records appended.
+    @discardableResult
+    public func appendReplicated(_ batches: [ValidatedBatch]) throws(StorageError) -> Int {
+        guard let first = batches.first else { return 0 }
+        if first.header.baseOffset != self.logEndOffset {
+            guard self.logEndOffset == self.logStartOffset, first.header.baseOffset > self.logEndOffset, self.segments.count == 1 else {
+                throw StorageError(
+                    .offsetOutOfRange, "a copied batch at offset \(first.header.baseOffset) does not follow the log end \(self.logEndOffset)")
+            }
+            let empty = self.segments.removeLast()
+            try empty.deleteFiles()
+            self.segments = [
+                try LogSegment.create(
+                    directory: self.directory, baseOffset: first.header.baseOffset, indexIntervalBytes: self.config.indexIntervalBytes)
+            ]
+            self.logStartOffset = first.header.baseOffset
+            self.recoveryPoint = first.header.baseOffset
+        }
+        var next = self.logEndOffset
+        for batch in batches {
+            guard batch.header.baseOffset == next else {
+                throw StorageError(.offsetOutOfRange, "copied batches skip from offset \(next) to \(batch.header.baseOffset)")
+            }
+            next = batch.header.nextOffset
+        }
+        let totalBytes = batches.reduce(0) { $0 + $1.bytes.readableBytes }
+        let recordCount = batches.reduce(0) { $0 + Int($1.header.recordCount) }
+        try self.maybeRoll(incomingBytes: totalBytes, recordCount: recordCount, incomingTimestamp: batches.map(\.header.maxTimestamp).max()!)
+        try self.activeSegment.append(parts: batches.map(\.bytes), headers: batches.map(\.header))
+        for batch in batches { self.producers.record(batch.header) }
+        self.unflushedMessages += Int64(recordCount)
+        return recordCount
+    }
+
     var activeSegment: LogSegment { self.segments.last! }
 
     private func checkProducers(_ batches: [ValidatedBatch]) -> AppendOutcome? {

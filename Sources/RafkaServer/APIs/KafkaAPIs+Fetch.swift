@@ -62,22 +62,25 @@ final class FetchOperation {
     private func resolveTargets() {
         let image = self.broker.cache.image
         let byID = context.apiVersion >= 13
+        let apis = KafkaAPIs(broker: self.broker)
+        // A replica's fetch (a new leader copying the partition) may read a copy this node holds
+        // without serving it; consumers read only what this node leads.
+        let fromReplica = self.request.replicaId >= 0 || self.request.replicaState.replicaId >= 0
         for topic in self.request.topics {
             let metadata = byID ? image.topic(id: topic.topicId) : image.topics[topic.topic]
             for partition in topic.partitions {
                 var target = Target(
                     topicName: metadata?.name ?? topic.topic, topicID: topic.topicId, partition: partition)
                 if let metadata {
-                    target.shell = self.broker.replicas.shell(for: TopicPartition(metadata.name, partition.partition))
+                    let tp = TopicPartition(metadata.name, partition.partition)
+                    target.shell = fromReplica ? self.broker.replicas.anyShell(for: tp) : self.broker.replicas.shell(for: tp)
                 }
                 if metadata == nil {
                     target.error = BrokerError(byID ? .unknownTopicId : .unknownTopicOrPartition)
                 } else if target.shell == nil {
-                    target.error = KafkaAPIs(broker: self.broker).missingPartitionError(
-                        TopicPartition(metadata!.name, partition.partition))
-                } else if partition.currentLeaderEpoch > 0 {
-                    // Every partition is at leader epoch 0 on a single node.
-                    target.error = BrokerError(.unknownLeaderEpoch)
+                    target.error = apis.missingPartitionError(TopicPartition(metadata!.name, partition.partition))
+                } else if !fromReplica, let error = apis.leaderEpochError(partition.currentLeaderEpoch) {
+                    target.error = error
                 }
                 self.targets.append(target)
             }

@@ -34,8 +34,8 @@ extension KafkaAPIs {
         guard let shell = self.broker.replicas.shell(for: tp) else {
             return context.eventLoop.makeSucceededFuture(failed(self.missingPartitionError(tp).code))
         }
-        if partition.currentLeaderEpoch > 0 {
-            return context.eventLoop.makeSucceededFuture(failed(.unknownLeaderEpoch))
+        if let error = self.leaderEpochError(partition.currentLeaderEpoch) {
+            return context.eventLoop.makeSucceededFuture(failed(error.code))
         }
         let found: EventLoopFuture<(timestamp: Int64, offset: Int64)?>
         switch partition.timestamp {

@@ -5,8 +5,9 @@ import RafkaCore
 import RafkaStorage
 
 extension KafkaAPIs {
-    /// Metadata v0–12: brokers (this node), the cluster id, and the requested topics with their
-    /// partitions, all led by this node at leader epoch 0. Unknown topics are auto-created
+    /// Metadata v0–12: brokers, the cluster id, and the requested topics with their partitions:
+    /// in standalone all led by this node at leader epoch 0, on a data node by the nodes the
+    /// ring places them on, at the ring epoch (`PartitionPlacement`). Unknown topics are auto-created
     /// when the broker allows it and the client asks (v4+), and are ready when the reply leaves.
     func metadata(_ request: MetadataRequest, _ context: RequestContext) -> EventLoopFuture<MetadataResponse?> {
         let version = context.apiVersion
@@ -16,7 +17,8 @@ extension KafkaAPIs {
         let broker = self.broker
         let cache = self.broker.cache
         let replicas = self.broker.replicas
-        let leader: Int32? = self.broker.hostsPartitions ? self.broker.config.nodeID : nil
+        let standalone = self.broker.isStandalone ? self.broker.config.nodeID : nil
+        let uncleanByDefault = self.broker.config.topicDefaults["unclean.leader.election.enable"] == "true"
         return self.async(on: context.eventLoop) {
             var image = cache.image
             var errors: [String: BrokerError] = [:]
@@ -40,6 +42,7 @@ extension KafkaAPIs {
                 }
                 image = cache.image
             }
+            let leaders = standalone.map { Leaders.standalone($0) } ?? .ring(PartitionPlacement(image: image, uncleanByDefault: uncleanByDefault))
             var response = MetadataResponse()
             response.brokers = broker.brokers
             response.clusterId = image.clusterID
@@ -53,7 +56,7 @@ extension KafkaAPIs {
                 if let error = errors[name] {
                     response.topics.append(.init(errorCode: error.code.rawValue, name: name, topicAuthorizedOperations: Self.authorizedOperationsOmitted))
                 } else if let topic = image.topics[name] {
-                    response.topics.append(Self.describe(topic, leader: leader, replicas: replicas))
+                    response.topics.append(Self.describe(topic, leaders: leaders, replicas: replicas))
                 } else if !allTopics {
                     // Asked for but not (yet) here: clients retry on LEADER_NOT_AVAILABLE.
                     response.topics.append(
@@ -70,11 +73,17 @@ extension KafkaAPIs {
         }
     }
 
-    /// A topic's partitions, led by `leader` (this node in standalone; none yet on a data node,
-    /// which hosts no partitions until the Chord data plane).
+    /// Who leads partitions, as Metadata reports it.
+    enum Leaders {
+        /// Standalone: this node, every partition, at leader epoch 0.
+        case standalone(Int32)
+        /// A data node: the ring's placement under its image.
+        case ring(PartitionPlacement)
+    }
+
     static func describe(
         _ topic: TopicMetadata,
-        leader: Int32?,
+        leaders: Leaders,
         replicas: ReplicaManager
     ) -> MetadataResponse.MetadataResponseTopic {
         var result = MetadataResponse.MetadataResponseTopic()
@@ -84,18 +93,33 @@ extension KafkaAPIs {
         result.isInternal = topic.name == "__consumer_offsets" || topic.name == "__transaction_state"
         result.topicAuthorizedOperations = Self.authorizedOperationsOmitted
         result.partitions = (0..<topic.partitionCount).map { index in
-            guard let leader else {
-                return MetadataResponse.MetadataResponsePartition(
-                    errorCode: KafkaErrorCode.leaderNotAvailable.rawValue, partitionIndex: index, leaderId: -1, leaderEpoch: -1)
+            let (leader, epoch): (Int32, Int32)
+            switch leaders {
+            case .standalone(let me):
+                (leader, epoch) = (me, 0)
+            case .ring(let placement):
+                switch placement.leader(of: topic, partition: index) {
+                case .node(let node):
+                    (leader, epoch) = (node.rawValue, placement.leaderEpoch)
+                case .offline(let fenced):
+                    // Its only replica is fenced: no leader until it comes back.
+                    return MetadataResponse.MetadataResponsePartition(
+                        errorCode: KafkaErrorCode.leaderNotAvailable.rawValue, partitionIndex: index, leaderId: -1,
+                        leaderEpoch: placement.leaderEpoch, replicaNodes: [fenced.rawValue], isrNodes: [],
+                        offlineReplicas: [fenced.rawValue])
+                case .none:
+                    return MetadataResponse.MetadataResponsePartition(
+                        errorCode: KafkaErrorCode.leaderNotAvailable.rawValue, partitionIndex: index, leaderId: -1, leaderEpoch: -1)
+                }
             }
             if replicas.offlineReason(TopicPartition(topic.name, index)) != nil {
                 // The only replica's log is unreadable: no leader, and say why.
                 return MetadataResponse.MetadataResponsePartition(
                     errorCode: KafkaErrorCode.kafkaStorageError.rawValue, partitionIndex: index, leaderId: -1,
-                    leaderEpoch: 0, replicaNodes: [leader], isrNodes: [], offlineReplicas: [leader])
+                    leaderEpoch: epoch, replicaNodes: [leader], isrNodes: [], offlineReplicas: [leader])
             }
             return MetadataResponse.MetadataResponsePartition(
-                errorCode: 0, partitionIndex: index, leaderId: leader, leaderEpoch: 0, replicaNodes: [leader],
+                errorCode: 0, partitionIndex: index, leaderId: leader, leaderEpoch: epoch, replicaNodes: [leader],
                 isrNodes: [leader], offlineReplicas: [])
         }
         return result

@@ -49,6 +49,23 @@ struct KafkaAPIs: Sendable {
         return BrokerError(.unknownTopicOrPartition, "unknown partition \(topicPartition)")
     }
 
+    /// The leader epoch this node serves its partitions at: 0 in standalone, the ring epoch of
+    /// its image on a data node (what its Metadata answers report).
+    var leaderEpoch: Int32 {
+        self.broker.isStandalone ? 0 : Int32(clamping: self.broker.cache.image.ringEpoch)
+    }
+
+    /// Checks a client's `currentLeaderEpoch` (-1: not given): a newer one than this node's
+    /// means its metadata is behind (UNKNOWN_LEADER_EPOCH), an older one the client's is
+    /// (FENCED_LEADER_EPOCH); both are retriable after a metadata refresh.
+    func leaderEpochError(_ epoch: Int32) -> BrokerError? {
+        guard epoch >= 0 else { return nil }
+        let current = self.leaderEpoch
+        if epoch > current { return BrokerError(.unknownLeaderEpoch, "leader epoch \(epoch) is newer than \(current)") }
+        if epoch < current { return BrokerError(.fencedLeaderEpoch, "leader epoch \(epoch) is older than \(current)") }
+        return nil
+    }
+
     /// Runs `body` for every partition of every topic of a request at once and returns the
     /// results grouped per topic, in request order (responses must mirror their requests).
     static func perPartition<Topic, Partition, Result: Sendable>(
@@ -138,5 +155,16 @@ struct KafkaAPIs: Sendable {
     /// The ring this node's metadata image holds.
     func describeRing(_ request: DescribeRingRequest, _ context: RequestContext) -> EventLoopFuture<DescribeRingResponse?> {
         context.eventLoop.makeSucceededFuture(DescribeRingResponse(image: self.broker.cache.image, answeredBy: self.broker.config.nodeID))
+    }
+
+    // MARK: PartitionHandoff
+
+    /// A new leader taking over a partition asks for this node's copy (data nodes only).
+    func partitionHandoff(_ request: PartitionHandoffRequest, _ context: RequestContext) -> EventLoopFuture<PartitionHandoffResponse?> {
+        guard let mover = self.broker.reconciler.mover else {
+            return context.eventLoop.makeSucceededFuture(
+                PartitionHandoffResponse(errorCode: KafkaErrorCode.invalidRequest.rawValue, errorMessage: "not a data node"))
+        }
+        return self.async(on: context.eventLoop) { await mover.handOff(request) }
     }
 }

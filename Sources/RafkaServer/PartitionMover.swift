@@ -1,0 +1,268 @@
+import HashTreeCollections
+import KafkaProtocol
+import Logging
+import NIOCore
+import RafkaClient
+import RafkaCore
+import RafkaStorage
+
+/// A data node's side of partition ownership on the ring: after each metadata image it serves
+/// the partitions it leads under `PartitionPlacement` and stops serving the others; a partition
+/// it starts leading is first taken over from the node that held it.
+///
+/// Taking over a partition at ring epoch E:
+/// 1. Ask the next serving nodes clockwise of the partition (where an earlier leader's copy can
+///    be) for their copies (`PartitionHandoffRequest`). Each answers once its own image is at E —
+///    so it stopped taking writes for the partition — with its copy's leader epoch and offsets.
+/// 2. The newest copy (highest leader epoch, then longest) wins. If it is not this node's own,
+///    this node's copy is replaced by one filled with follower fetches up to the end the holder
+///    gave, and made durable.
+/// 3. Record the leader epoch E with the copy, serve it, and tell the holders to delete theirs.
+///
+/// Until step 3, clients get NOT_LEADER_OR_FOLLOWER for the partition and retry. A newer image
+/// cancels a takeover still under way and starts it again under the new placement.
+actor PartitionMover {
+    private let me: NodeID
+    private let replicas: ReplicaManager
+    private let topicDefaults: [String: String]
+    private let logger: Logger
+    private var image = MetadataImage(clusterID: "")
+    private var placement = PartitionPlacement(image: MetadataImage(clusterID: ""))
+    /// Takeovers under way, with the ring epoch each started under.
+    private var takeovers: [TopicPartition: (epoch: Int64, task: Task<Void, Never>)] = [:]
+    private var connections: [NodeID: KafkaConnection] = [:]
+    /// How many earlier holders to ask: more than the nodes that can join between a partition's
+    /// key and its previous leader in one step.
+    static let holdersAsked = 8
+    /// Takeovers that copy at once.
+    static let concurrentTakeovers = 8
+    private var running = 0
+    private var waitingToRun: [CheckedContinuation<Void, Never>] = []
+
+    init(me: NodeID, replicas: ReplicaManager, topicDefaults: [String: String], logger: Logger) {
+        self.me = me
+        self.replicas = replicas
+        self.topicDefaults = topicDefaults
+        self.logger = logger
+    }
+
+    // MARK: Following the image
+
+    /// Serves what this node leads under `image`, stops serving the rest, and starts takeovers.
+    /// Returns once every partition this node no longer leads has stopped taking writes.
+    func follow(_ image: MetadataImage) {
+        guard image.offset >= self.image.offset else { return }
+        self.image = image
+        self.placement = PartitionPlacement(image: image, uncleanByDefault: self.topicDefaults["unclean.leader.election.enable"] == "true")
+        var led: Set<TopicPartition> = []
+        for topic in image.topics.values {
+            for partition in 0..<topic.partitionCount where self.placement.leader(of: topic, partition: partition) == .node(self.me) {
+                led.insert(TopicPartition(topic.name, partition))
+            }
+        }
+        for tp in self.replicas.served where !led.contains(tp) {
+            self.replicas.retire(tp)
+            self.logger.info("stopped serving a partition another node leads now", metadata: ["partition": "\(tp)", "ringEpoch": "\(image.ringEpoch)"])
+        }
+        for (tp, takeover) in self.takeovers where !led.contains(tp) || takeover.epoch != image.ringEpoch {
+            takeover.task.cancel()
+            self.takeovers[tp] = nil
+        }
+        for tp in led where self.replicas.shell(for: tp) == nil && self.takeovers[tp] == nil {
+            guard let topic = image.topics[tp.topic] else { continue }
+            let epoch = image.ringEpoch
+            let task = Task { await self.takeOver(topic: topic, partition: tp.partition, epoch: epoch) }
+            self.takeovers[tp] = (epoch, task)
+        }
+    }
+
+    private func config(for topic: TopicMetadata) throws -> LogConfig {
+        try LogConfig(overrides: topic.configs, defaults: self.topicDefaults)
+    }
+
+    // MARK: Taking over
+
+    private func takeOver(topic: TopicMetadata, partition: Int32, epoch: Int64) async {
+        let tp = TopicPartition(topic.name, partition)
+        await self.acquireSlot()
+        defer { self.releaseSlot() }
+        var attempt = 0
+        while !Task.isCancelled {
+            do {
+                try await self.attemptTakeover(topic: topic, partition: partition, epoch: epoch)
+                return
+            } catch {
+                if Task.isCancelled { return }
+                attempt += 1
+                if attempt == 1 || attempt % 20 == 0 {
+                    self.logger.notice("taking over a partition is waiting", metadata: ["partition": "\(tp)", "reason": "\(error)"])
+                }
+                try? await Task.sleep(for: .milliseconds(min(50 * attempt, 500)))
+            }
+        }
+    }
+
+    private struct Holder {
+        var node: NodeID
+        var answer: PartitionHandoffResponse
+    }
+
+    private func attemptTakeover(topic: TopicMetadata, partition: Int32, epoch: Int64) async throws {
+        let tp = TopicPartition(topic.name, partition)
+        let config = try self.config(for: topic)
+        let asked = self.placement.nodes(after: self.me, topic: topic, partition: partition, count: Self.holdersAsked)
+        let request = PartitionHandoffRequest(
+            fromNode: self.me.rawValue, ringEpoch: epoch, topicID: topic.id, topic: topic.name, partition: partition, release: false)
+        var holders: [Holder] = []
+        for node in asked {
+            let answer = try await self.send(request, to: node)
+            if answer.errorCode != 0 {
+                throw BrokerError(KafkaErrorCode(rawValue: answer.errorCode), "node \(node): \(answer.errorMessage ?? "")")
+            }
+            if answer.hasCopy { holders.append(Holder(node: node, answer: answer)) }
+        }
+        try Task.checkCancellation()
+        let own = try await self.replicas.heldCopy(topic: topic, partition: partition, config: config)
+        let ownEpoch = self.replicas.leaderEpoch(of: tp)
+        let ownEnd = try await own?.offsets().get().highWatermark ?? -1
+        let newest = holders.max { ($0.answer.leaderEpoch, $0.answer.logEndOffset) < ($1.answer.leaderEpoch, $1.answer.logEndOffset) }
+        if let newest, own == nil || (newest.answer.leaderEpoch, newest.answer.logEndOffset) > (ownEpoch, ownEnd) {
+            let copy = try await self.replicas.openHeld(topic: topic, partition: partition, config: config, fresh: true)
+            try await self.copy(tp, topicID: topic.id, from: newest.node, into: copy, through: newest.answer.logEndOffset)
+            self.logger.info(
+                "took over a partition from its previous leader",
+                metadata: [
+                    "partition": "\(tp)", "from": "\(newest.node)", "offsets": "\(newest.answer.logStartOffset)..<\(newest.answer.logEndOffset)",
+                    "ringEpoch": "\(epoch)",
+                ])
+        } else if own == nil {
+            _ = try await self.replicas.openHeld(topic: topic, partition: partition, config: config, fresh: true)
+        }
+        // Serve only if this takeover is still the current one (a newer image may have moved
+        // the partition on while it copied).
+        guard self.takeovers[tp]?.epoch == epoch, !Task.isCancelled else { throw CancellationError() }
+        try self.replicas.serve(tp, leaderEpoch: Int32(clamping: epoch))
+        self.takeovers[tp] = nil
+        for holder in holders {
+            var release = request
+            release.release = true
+            _ = try? await self.send(release, to: holder.node)
+        }
+    }
+
+    /// Fills `copy` (empty) from `node`'s copy with follower fetches, up to `end`, then syncs it.
+    private func copy(_ tp: TopicPartition, topicID: KafkaUUID, from node: NodeID, into copy: PartitionShell, through end: Int64) async throws {
+        var next = try await copy.offsets().get().highWatermark
+        while next < end {
+            try Task.checkCancellation()
+            var fetch = FetchRequest()
+            fetch.replicaId = self.me.rawValue
+            fetch.maxBytes = Int32(Limits.fetchResponseBytesMax)
+            var topic = FetchRequest.FetchTopic()
+            topic.topic = tp.topic
+            topic.topicId = topicID
+            topic.partitions = [.init(partition: tp.partition, fetchOffset: next, partitionMaxBytes: Int32(Limits.fetchResponseBytesMax))]
+            fetch.topics = [topic]
+            let response = try await self.send(fetch, to: node, version: 12)
+            guard let data = response.responses.first?.partitions.first else {
+                throw BrokerError(.unknownServerError, "node \(node) answered a fetch of \(tp) without it")
+            }
+            if data.errorCode == KafkaErrorCode.offsetOutOfRange.rawValue && next == 0 && data.logStartOffset > 0 {
+                next = data.logStartOffset  // retention removed the start meanwhile: the copy starts later
+                continue
+            }
+            guard data.errorCode == 0 else {
+                throw BrokerError(KafkaErrorCode(rawValue: data.errorCode), "copying \(tp) from node \(node) at offset \(next)")
+            }
+            let batches = try RecordBatch.split(data.records ?? ByteBuffer(), allowPartialTail: true).map { header, bytes in
+                try RecordBatch.validateHeader(header, bytes: bytes)
+                return ValidatedBatch(header: header, bytes: bytes)
+            }
+            let wanted = batches.filter { $0.header.baseOffset < end }
+            guard !wanted.isEmpty else {
+                throw BrokerError(.unknownServerError, "node \(node) sent nothing for \(tp) at offset \(next) (its end is \(end))")
+            }
+            _ = try await copy.appendReplicated(wanted).get()
+            next = wanted.last!.header.nextOffset
+        }
+        try await copy.flush().get()
+    }
+
+    // MARK: Holding
+
+    /// A new leader asks for this node's copy (see the type's description).
+    func handOff(_ request: PartitionHandoffRequest) async -> PartitionHandoffResponse {
+        // The newest image this node follows: it serves nothing it does not lead under it.
+        let image = self.image
+        guard image.ringEpoch >= request.ringEpoch else {
+            return PartitionHandoffResponse(
+                errorCode: KafkaErrorCode.unknownLeaderEpoch.rawValue,
+                errorMessage: "this node is at ring epoch \(image.ringEpoch), behind \(request.ringEpoch)")
+        }
+        guard let topic = image.topics[request.topic], topic.id == request.topicID, request.partition < topic.partitionCount else {
+            return PartitionHandoffResponse(errorCode: KafkaErrorCode.unknownTopicOrPartition.rawValue, errorMessage: "no such partition here")
+        }
+        let tp = TopicPartition(topic.name, request.partition)
+        if self.placement.leader(of: topic, partition: request.partition) == .node(self.me) {
+            return PartitionHandoffResponse(
+                errorCode: KafkaErrorCode.fencedLeaderEpoch.rawValue, errorMessage: "this node leads \(tp) at ring epoch \(image.ringEpoch)")
+        }
+        if request.release {
+            await self.replicas.dropCopy(tp)
+            self.logger.info("deleted a partition copy its new leader took over", metadata: ["partition": "\(tp)", "leader": "\(request.fromNode)"])
+            return PartitionHandoffResponse()
+        }
+        do {
+            guard let copy = try await self.replicas.heldCopy(topic: topic, partition: request.partition, config: self.config(for: topic)) else {
+                return PartitionHandoffResponse()
+            }
+            let offsets = try await copy.offsets().get()
+            return PartitionHandoffResponse(
+                hasCopy: true, leaderEpoch: self.replicas.leaderEpoch(of: tp), logStartOffset: offsets.logStart,
+                logEndOffset: offsets.highWatermark)
+        } catch {
+            return PartitionHandoffResponse(errorCode: KafkaErrorCode.kafkaStorageError.rawValue, errorMessage: "\(error)")
+        }
+    }
+
+    // MARK: Peers
+
+    private func send<Request: KafkaRequestWithResponse>(_ request: Request, to node: NodeID, version: Int16? = nil) async throws -> Request.Response {
+        let connection: KafkaConnection
+        if let open = self.connections[node], open.isActive {
+            connection = open
+        } else {
+            guard let registration = self.image.nodes[node] else { throw BrokerError(.brokerNotAvailable, "node \(node) is not registered") }
+            connection = try await KafkaConnection.connect(
+                host: registration.host, port: Int(registration.port), clientID: "rafka-node-\(self.me)", connectTimeout: .seconds(2))
+            self.connections[node]?.close()
+            self.connections[node] = connection
+        }
+        do {
+            return try await connection.send(request, version: version ?? 0, timeout: .seconds(10))
+        } catch {
+            connection.close()
+            if self.connections[node] === connection { self.connections[node] = nil }
+            throw error
+        }
+    }
+
+    func close() {
+        for takeover in self.takeovers.values { takeover.task.cancel() }
+        self.takeovers = [:]
+        for connection in self.connections.values { connection.close() }
+        self.connections = [:]
+    }
+
+    private func acquireSlot() async {
+        if self.running >= Self.concurrentTakeovers {
+            await withCheckedContinuation { self.waitingToRun.append($0) }
+        }
+        self.running += 1
+    }
+
+    private func releaseSlot() {
+        self.running -= 1
+        if !self.waitingToRun.isEmpty { self.waitingToRun.removeFirst().resume() }
+    }
+}

@@ -1,0 +1,74 @@
+import ChordCore
+import KafkaProtocol
+import RafkaCore
+
+/// Who leads each partition under one metadata image (Chord placement): the first node
+/// clockwise of the partition's key among the registered data nodes.
+///
+/// A fenced node keeps its place on the ring: its partitions are offline until it comes back
+/// with a new incarnation — unless the topic sets `unclean.leader.election.enable`, in which
+/// case the next serving node clockwise takes them over with what it has (nothing, until
+/// replication), as Kafka's unclean election does. A node that leaves in a controlled way is
+/// unregistered after handing its partitions off, so its arcs pass to the next nodes.
+///
+/// The leader epoch of every partition is the image's ring epoch: it only grows, every node
+/// computes the same one from its image, and it changes whenever a leader may have.
+public struct PartitionPlacement: Sendable {
+    public enum Leader: Sendable, Equatable {
+        case node(NodeID)
+        /// The first replica is fenced and the topic does not allow an unclean takeover.
+        case offline(fencedLeader: NodeID)
+        /// No data node is registered yet.
+        case none
+    }
+
+    public let ringEpoch: Int64
+    private let registered: RingMap
+    private let serving: RingMap
+    private let fenced: Set<NodeID>
+    private let uncleanByDefault: Bool
+
+    public init(image: MetadataImage, uncleanByDefault: Bool = false) {
+        self.ringEpoch = image.ringEpoch
+        self.registered = image.allTokens
+        self.serving = image.ring
+        self.fenced = Set(image.nodes.values.filter(\.fenced).map(\.id))
+        self.uncleanByDefault = uncleanByDefault
+    }
+
+    public var leaderEpoch: Int32 { Int32(clamping: self.ringEpoch) }
+
+    public static func key(of topic: TopicMetadata, partition: Int32) -> RingPosition {
+        RingHash.partitionKey(topicID: (topic.id.high, topic.id.low), partition: partition)
+    }
+
+    public func leader(of topic: TopicMetadata, partition: Int32) -> Leader {
+        guard !self.registered.isEmpty else { return .none }
+        let key = Self.key(of: topic, partition: partition)
+        let first = self.registered.successor(of: key).node
+        guard self.fenced.contains(first) else { return .node(first) }
+        let unclean = topic.configs["unclean.leader.election.enable"].map { $0 == "true" } ?? self.uncleanByDefault
+        guard unclean, !self.serving.isEmpty else { return .offline(fencedLeader: first) }
+        return .node(self.serving.successor(of: key).node)
+    }
+
+    /// Up to `count` distinct serving nodes clockwise after `node`'s place for the partition:
+    /// where an earlier leader's copy can be (a join takes arcs from the nodes after it, a
+    /// fenced leader's partitions pass to the next one).
+    public func nodes(after node: NodeID, topic: TopicMetadata, partition: Int32, count: Int) -> [NodeID] {
+        let ring = self.serving
+        guard !ring.isEmpty else { return [] }
+        let key = Self.key(of: topic, partition: partition)
+        var index = ring.successorIndex(of: key)
+        var seen: Set<NodeID> = [node]
+        var result: [NodeID] = []
+        var steps = 0
+        while result.count < count && steps < ring.entries.count {
+            let next = ring.entries[index].node
+            if seen.insert(next).inserted { result.append(next) }
+            index = (index + 1) % ring.entries.count
+            steps += 1
+        }
+        return result
+    }
+}
