@@ -31,6 +31,9 @@ public final class Broker: Sendable {
     let replicas: ReplicaManager
     let logger: Logger
     private let maintenance: Mutex<[RepeatedTask]>
+    /// `requestStop` (SIGTERM): `run` returns, after a data node's controlled leave.
+    private let stopRequests: AsyncStream<Void>
+    private let stopRequester: AsyncStream<Void>.Continuation
 
     private init(
         config: BrokerConfig, group: MultiThreadedEventLoopGroup, threadPool: NIOThreadPool, cache: MetadataCache,
@@ -45,6 +48,7 @@ public final class Broker: Sendable {
         self.replicas = replicas
         self.logger = logger
         self.maintenance = Mutex([])
+        (self.stopRequests, self.stopRequester) = AsyncStream.makeStream()
     }
 
     /// Standalone leads every partition; a data node those the ring places on it.
@@ -66,7 +70,8 @@ public final class Broker: Sendable {
         try Self.removeDeletedDirectories(config.dataDirectory + "/logs", logger: logger)
         let replicas = ReplicaManager(
             logsDirectory: config.dataDirectory + "/logs", group: group, threadPool: threadPool, logger: logger)
-        return (group, threadPool, replicas, MetadataCache(MetadataImage(clusterID: "")))
+        return (group, threadPool, replicas, MetadataCache(
+            MetadataImage(clusterID: ""), uncleanByDefault: config.topicDefaults["unclean.leader.election.enable"] == "true"))
     }
 
     /// Standalone: the metadata quorum (this process, a single voter) replays its log, then
@@ -161,9 +166,48 @@ public final class Broker: Sendable {
                 await self.reconciler.run()
                 return true
             }
+            group.addTask {
+                for await _ in self.stopRequests { break }
+                if !Task.isCancelled { await self.leaveRing() }
+                return true
+            }
             while let wasLoop = try await group.next(), !wasLoop {}
             group.cancelAll()
         }
+    }
+
+    /// Asks `run` to return: at once in standalone; a data node first leaves the ring.
+    public func requestStop() {
+        self.stopRequester.yield()
+    }
+
+    /// A data node's controlled shutdown: asks the controllers to take it out of the placement,
+    /// then stays (serving the new leaders its copies) until every partition it served was
+    /// taken over, or `controlled-shutdown-timeout-ms` passed.
+    private func leaveRing() async {
+        guard case .remote(let link) = self.control else { return }
+        let me = NodeID(self.config.nodeID)
+        guard self.cache.image.nodes.values.contains(where: { $0.id != me && !$0.fenced && !$0.leaving }) else {
+            return  // nobody to hand over to
+        }
+        let started = ContinuousClock.now
+        let deadline = started + .milliseconds(self.config.controlledShutdownTimeoutMilliseconds)
+        let handing = Set(self.replicas.served)
+        self.logger.info("leaving the ring: the next nodes take this node's partitions over", metadata: ["partitions": "\(handing.count)"])
+        await link.requestLeave()
+        while ContinuousClock.now < deadline && !Task.isCancelled {
+            let left = handing.filter { self.replicas.anyShell(for: $0) != nil }
+            if left.isEmpty {
+                self.logger.info(
+                    "handed every partition over", metadata: ["partitions": "\(handing.count)", "elapsed": "\(ContinuousClock.now - started)"])
+                return
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        let left = handing.filter { self.replicas.anyShell(for: $0) != nil }
+        self.logger.warning(
+            "controlled shutdown timed out: partitions not taken over wait for this node's return",
+            metadata: ["partitions": "\(left.count)", "of": "\(handing.count)"])
     }
 
     /// Directories of deleted partitions left by a crash mid-deletion.

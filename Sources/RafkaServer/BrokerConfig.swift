@@ -68,6 +68,10 @@ public struct BrokerConfig: Sendable {
     /// A data node silent for this long is fenced by the controller leader (Kafka's
     /// broker.session.timeout.ms).
     public var nodeSessionTimeoutMilliseconds: Int64 = 9000
+    /// On SIGTERM a data node leaves the ring first, serving its partitions' new leaders their
+    /// copies, for at most this long (then it stops anyway; what was not taken over waits for
+    /// its return).
+    public var controlledShutdownTimeoutMilliseconds: Int64 = 30_000
     /// Ring tokens the controllers give each new data node (a node keeps its tokens for life).
     /// 16 keeps every node within about 1.25× the mean partition load with the controllers'
     /// token allocation (`tools/simulate-ring` prints the table for 1, 8, 16, 32, 128).
@@ -125,6 +129,7 @@ public struct BrokerConfig: Sendable {
         var controllers: String?
         var nodeHeartbeatIntervalMs: Int64?
         var nodeSessionTimeoutMs: Int64?
+        var controlledShutdownTimeoutMs: Int64?
         var metadataSnapshotEntries: UInt64?
         var ringTokensPerNode: Int?
 
@@ -138,6 +143,7 @@ public struct BrokerConfig: Sendable {
             case logLevel = "log-level", voters, controllers
             case nodeHeartbeatIntervalMs = "node-heartbeat-interval-ms", nodeSessionTimeoutMs = "node-session-timeout-ms"
             case metadataSnapshotEntries = "metadata-snapshot-entries", ringTokensPerNode = "ring-tokens-per-node"
+            case controlledShutdownTimeoutMs = "controlled-shutdown-timeout-ms"
         }
     }
 
@@ -218,6 +224,7 @@ public struct BrokerConfig: Sendable {
         }
         if let v = file.nodeHeartbeatIntervalMs { self.nodeHeartbeatIntervalMilliseconds = v }
         if let v = file.nodeSessionTimeoutMs { self.nodeSessionTimeoutMilliseconds = v }
+        if let v = file.controlledShutdownTimeoutMs { self.controlledShutdownTimeoutMilliseconds = max(0, v) }
         if let v = file.metadataSnapshotEntries { self.metadataSnapshotEveryEntries = max(1, v) }
         if let v = file.ringTokensPerNode { self.ringTokensPerNode = v }
         if let v = file.voters {

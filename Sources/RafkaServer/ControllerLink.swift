@@ -26,6 +26,9 @@ actor ControllerLink {
     private var anyConnection: KafkaConnection?
     private(set) var leaderID: NodeID?
     private(set) var incarnation: Int64?
+    /// Set by a controlled shutdown: heartbeats ask to leave the ring, and a fenced incarnation
+    /// does not register again.
+    private var wantsToLeave = false
     private(set) var image = MetadataImage(clusterID: "")
     /// Called with each new image, in order.
     private let onImage: @Sendable (MetadataImage) -> Void
@@ -172,11 +175,15 @@ actor ControllerLink {
                 return
             }
             let response = try await self.leader().send(
-                NodeHeartbeatRequest(nodeID: self.config.nodeID, incarnation: incarnation, appliedOffset: Int64(self.image.offset.rawValue)),
+                NodeHeartbeatRequest(
+                    nodeID: self.config.nodeID, incarnation: incarnation, appliedOffset: Int64(self.image.offset.rawValue),
+                    wantsToLeave: self.wantsToLeave),
                 timeout: Self.requestTimeout)
             switch KafkaErrorCode(rawValue: response.errorCode) {
             case KafkaErrorCode(rawValue: 0):
                 break
+            case .staleBrokerEpoch where self.wantsToLeave:
+                self.incarnation = nil
             case .staleBrokerEpoch:
                 // Fenced: this incarnation may no longer serve; rejoin with a new one.
                 self.logger.warning("this node's incarnation was fenced; registering again", metadata: ["incarnation": "\(incarnation)"])
@@ -216,6 +223,14 @@ actor ControllerLink {
             self.logger.debug("metadata fetch failed: \(error)")
             if let connection = self.leaderConnection { self.drop(connection) }
         }
+    }
+
+    /// Asks the controllers to take this node out of the placement (controlled shutdown), at
+    /// once and with every later heartbeat.
+    func requestLeave() async {
+        self.wantsToLeave = true
+        await self.heartbeat()
+        await self.fetch()
     }
 
     /// Fetches now (after forwarding a change, so this node shows it promptly).

@@ -172,6 +172,13 @@ final class ControllerService: Sendable {
             return NodeHeartbeatResponse(errorCode: KafkaErrorCode.staleBrokerEpoch.rawValue)
         }
         self.liveness.withLock { $0[node.id] = .now(appliedOffset: request.appliedOffset) }
+        if request.wantsToLeave && !node.leaving {
+            do {
+                try await self.metadata.markNodeLeaving(id: node.id, incarnation: node.incarnation)
+            } catch {
+                return NodeHeartbeatResponse(errorCode: error.code.rawValue)
+            }
+        }
         return NodeHeartbeatResponse()
     }
 

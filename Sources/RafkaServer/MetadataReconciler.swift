@@ -60,15 +60,16 @@ actor MetadataReconciler {
     /// Brings partitions in line with `image`, then publishes it.
     func reconcile(to image: MetadataImage) async {
         guard image.offset >= self.reconciled.offset else { return }
-        await self.reconcilePartitions(from: self.reconciled, to: image)
+        let placement = self.cache.placement(for: image)
+        await self.reconcilePartitions(from: self.reconciled, to: image, placement: placement)
         self.reconciled = image
-        self.cache.publish(image)
+        self.cache.publish(image, placement: placement)
         let ready = self.waiters.filter { $0.offset <= image.offset }
         self.waiters.removeAll { $0.offset <= image.offset }
         for waiter in ready { waiter.continuation.resume() }
     }
 
-    private func reconcilePartitions(from before: MetadataImage, to image: MetadataImage) async {
+    private func reconcilePartitions(from before: MetadataImage, to image: MetadataImage, placement: PartitionPlacement) async {
         for (name, old) in before.topics where image.topics[name]?.id != old.id {
             await self.replicas.delete(topic: name)
         }
@@ -93,6 +94,6 @@ actor MetadataReconciler {
             }
             if let old, old.configs != topic.configs { self.replicas.update(topic: topic.name, config: config) }
         }
-        await self.mover?.follow(image)
+        await self.mover?.follow(image, placement: placement)
     }
 }

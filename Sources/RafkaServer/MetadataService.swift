@@ -8,17 +8,31 @@ import Synchronization
 
 /// The current metadata image, readable from any thread without waiting for the service.
 final class MetadataCache: Sendable {
-    private let current: Mutex<MetadataImage>
+    private let current: Mutex<(image: MetadataImage, placement: PartitionPlacement)>
+    private let uncleanByDefault: Bool
 
-    init(_ image: MetadataImage) {
-        self.current = Mutex(image)
+    init(_ image: MetadataImage, uncleanByDefault: Bool = false) {
+        self.uncleanByDefault = uncleanByDefault
+        self.current = Mutex((image, PartitionPlacement(image: image, uncleanByDefault: uncleanByDefault)))
     }
 
     /// A snapshot (copy-on-write: reading is cheap, later changes do not show through).
-    var image: MetadataImage { self.current.withLock { $0 } }
+    var image: MetadataImage { self.current.withLock { $0.image } }
 
-    func publish(_ image: MetadataImage) {
-        self.current.withLock { $0 = image }
+    /// The image with the partition placement it implies, read together.
+    var snapshot: (image: MetadataImage, placement: PartitionPlacement) { self.current.withLock { $0 } }
+
+    /// The placement `image` implies: the published one while the ring epoch is the same (only
+    /// membership changes move partitions).
+    func placement(for image: MetadataImage) -> PartitionPlacement {
+        let published = self.current.withLock { $0.placement }
+        if published.ringEpoch == image.ringEpoch { return published }
+        return PartitionPlacement(image: image, uncleanByDefault: self.uncleanByDefault)
+    }
+
+    func publish(_ image: MetadataImage, placement: PartitionPlacement? = nil) {
+        let placement = placement ?? self.placement(for: image)
+        self.current.withLock { $0 = (image, placement) }
     }
 }
 
@@ -309,6 +323,18 @@ actor MetadataService {
         guard let commit else { return }
         try await self.completion(of: commit)
         self.logger.warning("fenced data node: no heartbeat within the session timeout", metadata: ["node": "\(id)", "incarnation": "\(incarnation)"])
+    }
+
+    /// Takes a data node's incarnation out of the placement at its request (controlled
+    /// shutdown): its partitions pass to the next nodes, which copy them from it.
+    func markNodeLeaving(id: NodeID, incarnation: Int64) async throws(BrokerError) {
+        let commit = try await self.serialized { () async throws(BrokerError) -> Commit? in
+            guard let node = await self.image.nodes[id], node.incarnation == incarnation, !node.leaving else { return nil }
+            return try await self.submit(.nodeLeaving(id: id, incarnation: incarnation))
+        }
+        guard let commit else { return }
+        try await self.completion(of: commit)
+        self.logger.info("data node is leaving the ring", metadata: ["node": "\(id)", "incarnation": "\(incarnation)"])
     }
 
     // MARK: Producer ids

@@ -83,23 +83,28 @@ struct NodeHeartbeatRequest: KafkaRequestMessage {
     var incarnation: Int64 = 0
     /// The metadata offset the node has applied.
     var appliedOffset: Int64 = 0
+    /// The node is shutting down and asks to leave the ring first (KRaft's WantShutDown).
+    var wantsToLeave = false
 
-    init(nodeID: Int32, incarnation: Int64, appliedOffset: Int64) {
+    init(nodeID: Int32, incarnation: Int64, appliedOffset: Int64, wantsToLeave: Bool = false) {
         self.nodeID = nodeID
         self.incarnation = incarnation
         self.appliedOffset = appliedOffset
+        self.wantsToLeave = wantsToLeave
     }
 
     init(from buffer: inout ByteBuffer, version: Int16) throws(KafkaDecodingError) {
         self.nodeID = try buffer.readKafkaInt32()
         self.incarnation = try buffer.readKafkaInt64()
         self.appliedOffset = try buffer.readKafkaInt64()
+        self.wantsToLeave = try buffer.readKafkaBool()
     }
 
     func encode(into buffer: inout ByteBuffer, version: Int16) {
         buffer.writeKafkaInt32(self.nodeID)
         buffer.writeKafkaInt64(self.incarnation)
         buffer.writeKafkaInt64(self.appliedOffset)
+        buffer.writeKafkaBool(self.wantsToLeave)
     }
 }
 

@@ -50,10 +50,13 @@ actor PartitionMover {
 
     /// Serves what this node leads under `image`, stops serving the rest, and starts takeovers.
     /// Returns once every partition this node no longer leads has stopped taking writes.
-    func follow(_ image: MetadataImage) {
+    func follow(_ image: MetadataImage, placement: PartitionPlacement) {
         guard image.offset >= self.image.offset else { return }
+        // Only membership and topics move partitions (most metadata changes do neither).
+        let unchanged = image.ringEpoch == self.image.ringEpoch && image.topics == self.image.topics
         self.image = image
-        self.placement = PartitionPlacement(image: image, uncleanByDefault: self.topicDefaults["unclean.leader.election.enable"] == "true")
+        self.placement = placement
+        if unchanged { return }
         var led: Set<TopicPartition> = []
         for topic in image.topics.values {
             for partition in 0..<topic.partitionCount where self.placement.leader(of: topic, partition: partition) == .node(self.me) {

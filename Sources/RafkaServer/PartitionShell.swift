@@ -28,6 +28,9 @@ final class PartitionShell: Sendable {
     /// Loop-confined state. A class so that the loop-bound wrapper can hand out one reference.
     final class State {
         var log: PartitionLog?
+        /// Stamped on appended batches: 0 in standalone, the ring epoch this node took the
+        /// partition over at on a data node.
+        var leaderEpoch: Int32 = 0
         var waiters: [UInt64: @Sendable () -> Void] = [:]
         var nextWaiterID: UInt64 = 0
         var flushInFlight = false
@@ -104,7 +107,7 @@ final class PartitionShell: Sendable {
         self.eventLoop.flatSubmit {
             do {
                 let (outcome, needsFlush) = try self.withLog { log, state in
-                    let outcome = try log.append(batches, nowMilliseconds: FileSystem.wallClockMilliseconds())
+                    let outcome = try log.append(batches, leaderEpoch: state.leaderEpoch, nowMilliseconds: FileSystem.wallClockMilliseconds())
                     if case .appended = outcome { self.fireWaiters(state) }
                     return (outcome, log.hasFlushPolicy)
                 }
@@ -129,6 +132,10 @@ final class PartitionShell: Sendable {
                 return count
             }
         }
+    }
+
+    func setLeaderEpoch(_ epoch: Int32) {
+        self.eventLoop.execute { self.state.value.leaderEpoch = epoch }
     }
 
     /// Makes everything appended so far durable.

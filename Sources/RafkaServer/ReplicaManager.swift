@@ -174,6 +174,7 @@ final class ReplicaManager: Sendable {
             throw BrokerError(.unknownTopicOrPartition, "no copy of \(topicPartition) to serve")
         }
         try Self.writeLeaderEpoch(leaderEpoch, directory: self.directory(for: topicPartition))
+        shell.setLeaderEpoch(leaderEpoch)
         self.held.withLock { $0[topicPartition] = nil }
         self.partitions.withLock { $0[topicPartition] = shell }
         self.offline.withLock { $0[topicPartition] = nil }

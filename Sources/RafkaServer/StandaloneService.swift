@@ -27,10 +27,13 @@ public struct StandaloneService: Service {
             await broker.shutdown()
             throw error
         }
-        // The broker's loops run until shutdown is requested (SIGTERM/SIGINT) or they fail.
+        // The broker's loops run until shutdown is requested (SIGTERM/SIGINT) or they fail. A
+        // data node leaves the ring before they return.
         do {
-            try await cancelWhenGracefulShutdown {
+            try await withGracefulShutdownHandler {
                 try await broker.run()
+            } onGracefulShutdown: {
+                broker.requestStop()
             }
         } catch is CancellationError {
         } catch {

@@ -179,7 +179,8 @@ public struct TopicConfigDefinition: Sendable {
               range: 1...Int64.max),
         .init(name: "unclean.leader.election.enable", kind: .boolean, defaultValue: "false",
               brokerSynonym: "unclean.leader.election.enable",
-              documentation: "Replication only (stored).", isHonoured: false, choices: ["true", "false"]),
+              documentation: "On a data node's ring: whether the next node takes over the partitions of a fenced leader with what it has (their records on the fenced node are lost) instead of keeping them offline until it returns.",
+              isHonoured: true, choices: ["true", "false"]),
     ]
 
     public static let byName: [String: TopicConfigDefinition] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })

@@ -115,11 +115,18 @@ public struct NodeRegistration: Sendable, Equatable {
     /// gets a new one, and a fenced incarnation can neither lead nor acknowledge writes.
     public var incarnation: Int64
     public var fenced: Bool
+    /// The node asked to leave (a controlled shutdown): its partitions pass to the next nodes
+    /// clockwise, which copy them from it while it still runs. A new registration clears it.
+    public var leaving: Bool
     /// The node's ring tokens, chosen by the controller leader (`TokenAllocator`) at its first
     /// registration and kept across restarts, so its partitions stay where they are.
     public var tokens: [RingPosition]
 
-    public init(id: NodeID, host: String, port: Int32, rack: String?, incarnation: Int64, fenced: Bool, tokens: [RingPosition] = []) {
+    public init(
+        id: NodeID, host: String, port: Int32, rack: String?, incarnation: Int64, fenced: Bool, tokens: [RingPosition] = [],
+        leaving: Bool = false
+    ) {
+        self.leaving = leaving
         self.id = id
         self.host = host
         self.port = port
@@ -131,8 +138,16 @@ public struct NodeRegistration: Sendable, Equatable {
 }
 
 extension MetadataImage {
-    /// The ring of data nodes that serve: registered, not fenced, with tokens.
-    public var ring: RingMap { self.ring(including: { !$0.fenced }) }
+    /// The ring of data nodes that serve: registered, neither fenced nor leaving, with tokens.
+    public var ring: RingMap { self.ring(including: { !$0.fenced && !$0.leaving }) }
+
+    /// The nodes whose partitions they lead stay theirs: every registered node that is not
+    /// leaving (a fenced node keeps its place until it comes back).
+    public var placementRing: RingMap { self.ring(including: { !$0.leaving }) }
+
+    /// The nodes that run as far as the controllers know: not fenced (leaving ones included,
+    /// which hand their copies over).
+    public var runningRing: RingMap { self.ring(including: { !$0.fenced }) }
 
     /// Every registered node's tokens, fenced or not: what a new node's tokens are carved from
     /// (a fenced node keeps its place for when it comes back).
@@ -163,6 +178,8 @@ public enum MetadataChange: Sendable, Equatable {
     /// The node missed its heartbeats: its incarnation is fenced.
     case fenceNode(id: NodeID, incarnation: Int64)
     case unfenceNode(id: NodeID, incarnation: Int64)
+    /// The node's incarnation asked to leave the ring (controlled shutdown).
+    case nodeLeaving(id: NodeID, incarnation: Int64)
     case unregisterNode(id: NodeID)
     /// Records where a controller listens, before it is added as a voter.
     case registerController(id: NodeID, endpoint: Endpoint)
@@ -196,6 +213,11 @@ public enum MetadataChange: Sendable, Equatable {
                 image.nodes[id]?.fenced = false
                 image.ringEpoch += 1
             }
+        case .nodeLeaving(let id, let incarnation):
+            if image.nodes[id]?.incarnation == incarnation, image.nodes[id]?.leaving == false {
+                image.nodes[id]?.leaving = true
+                image.ringEpoch += 1
+            }
         case .unregisterNode(let id):
             if image.nodes.removeValue(forKey: id) != nil { image.ringEpoch += 1 }
         case .registerController(let id, let endpoint):
@@ -209,7 +231,7 @@ public enum MetadataChange: Sendable, Equatable {
 extension MetadataChange {
     private enum Kind: UInt8 {
         case bootstrap = 1, createTopic, deleteTopic, setPartitionCount, setTopicConfigs, reserveProducerIDs
-        case registerNode, fenceNode, unfenceNode, unregisterNode, registerController
+        case registerNode, fenceNode, unfenceNode, unregisterNode, registerController, nodeLeaving
     }
 
     /// The bytes of a metadata-log entry: a format version, a kind, then the fields.
@@ -253,6 +275,10 @@ extension MetadataChange {
             for token in node.tokens { buffer.writeInteger(token.rawValue) }
         case .fenceNode(let id, let incarnation), .unfenceNode(let id, let incarnation):
             buffer.writeInteger(self.isFence ? Kind.fenceNode.rawValue : Kind.unfenceNode.rawValue)
+            buffer.writeKafkaInt32(id.rawValue)
+            buffer.writeKafkaInt64(incarnation)
+        case .nodeLeaving(let id, let incarnation):
+            buffer.writeInteger(Kind.nodeLeaving.rawValue)
             buffer.writeKafkaInt32(id.rawValue)
             buffer.writeKafkaInt64(incarnation)
         case .unregisterNode(let id):
@@ -332,6 +358,8 @@ extension MetadataChange {
             self = .fenceNode(id: NodeID(try buffer.readKafkaInt32()), incarnation: try buffer.readKafkaInt64())
         case .unfenceNode:
             self = .unfenceNode(id: NodeID(try buffer.readKafkaInt32()), incarnation: try buffer.readKafkaInt64())
+        case .nodeLeaving:
+            self = .nodeLeaving(id: NodeID(try buffer.readKafkaInt32()), incarnation: try buffer.readKafkaInt64())
         case .unregisterNode:
             self = .unregisterNode(id: NodeID(try buffer.readKafkaInt32()))
         case .registerController:

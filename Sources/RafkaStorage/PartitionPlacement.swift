@@ -8,13 +8,13 @@ import RafkaCore
 /// A fenced node keeps its place on the ring: its partitions are offline until it comes back
 /// with a new incarnation — unless the topic sets `unclean.leader.election.enable`, in which
 /// case the next serving node clockwise takes them over with what it has (nothing, until
-/// replication), as Kafka's unclean election does. A node that leaves in a controlled way is
-/// unregistered after handing its partitions off, so its arcs pass to the next nodes.
+/// replication), as Kafka's unclean election does. A node leaving in a controlled way gives its
+/// place up at once: its partitions pass to the next nodes, which copy them from it.
 ///
 /// The leader epoch of every partition is the image's ring epoch: it only grows, every node
 /// computes the same one from its image, and it changes whenever a leader may have.
 public struct PartitionPlacement: Sendable {
-    public enum Leader: Sendable, Equatable {
+    public enum Leader: Sendable, Hashable {
         case node(NodeID)
         /// The first replica is fenced and the topic does not allow an unclean takeover.
         case offline(fencedLeader: NodeID)
@@ -23,15 +23,20 @@ public struct PartitionPlacement: Sendable {
     }
 
     public let ringEpoch: Int64
+    /// Every registered node that is not leaving: whose partitions stay theirs.
     private let registered: RingMap
+    /// Nodes neither fenced nor leaving: who can take a fenced leader's partitions.
     private let serving: RingMap
+    /// Nodes not fenced, leaving ones included: who may hold an earlier leader's copy.
+    private let running: RingMap
     private let fenced: Set<NodeID>
     private let uncleanByDefault: Bool
 
     public init(image: MetadataImage, uncleanByDefault: Bool = false) {
         self.ringEpoch = image.ringEpoch
-        self.registered = image.allTokens
+        self.registered = image.placementRing
         self.serving = image.ring
+        self.running = image.runningRing
         self.fenced = Set(image.nodes.values.filter(\.fenced).map(\.id))
         self.uncleanByDefault = uncleanByDefault
     }
@@ -52,11 +57,11 @@ public struct PartitionPlacement: Sendable {
         return .node(self.serving.successor(of: key).node)
     }
 
-    /// Up to `count` distinct serving nodes clockwise after `node`'s place for the partition:
+    /// Up to `count` distinct running nodes clockwise of the partition's key, `node` left out:
     /// where an earlier leader's copy can be (a join takes arcs from the nodes after it, a
-    /// fenced leader's partitions pass to the next one).
+    /// fenced or leaving leader's partitions pass to the next one).
     public func nodes(after node: NodeID, topic: TopicMetadata, partition: Int32, count: Int) -> [NodeID] {
-        let ring = self.serving
+        let ring = self.running
         guard !ring.isEmpty else { return [] }
         let key = Self.key(of: topic, partition: partition)
         var index = ring.successorIndex(of: key)

@@ -33,6 +33,9 @@ import Testing
         var image = MetadataImage(clusterID: "c")
         MetadataChange.registerNode(Self.registration(1, rack: "r1")).apply(to: &image, at: LogIndex(1))
         MetadataChange.registerNode(Self.registration(2, fenced: true)).apply(to: &image, at: LogIndex(2))
+        MetadataChange.registerNode(Self.registration(3)).apply(to: &image, at: LogIndex(3))
+        MetadataChange.nodeLeaving(id: NodeID(3), incarnation: 30).apply(to: &image, at: LogIndex(4))
+        #expect(image.nodes[NodeID(3)]?.leaving == true)
         let bytes = try MetadataSnapshotCodec.encode(image, scratchDirectory: directory.path)
         let restored = try MetadataSnapshotCodec.decode(bytes, scratchDirectory: directory.path)
         #expect(restored == image)
@@ -47,5 +50,51 @@ import Testing
         #expect(Set(image.ring.entries.map(\.node)) == [NodeID(1), NodeID(3)])
         #expect(image.allTokens.entries.count == 12)
         #expect(image.ringEpoch == 4)
+    }
+
+    /// Placement: the first registered node clockwise leads; a fenced leader keeps its
+    /// partitions (offline) unless the topic allows an unclean takeover; a leaving node gives
+    /// them to the next node at once; a new registration takes them back.
+    @Test func placementFollowsMembership() throws {
+        var image = MetadataImage(clusterID: "c")
+        for id in Int32(1)...4 { MetadataChange.registerNode(Self.registration(id)).apply(to: &image, at: LogIndex(UInt64(id))) }
+        let strict = TopicMetadata(name: "s", id: KafkaUUID(high: 1, low: 2), partitionCount: 200, replicationFactor: 1, configs: [:])
+        let unclean = TopicMetadata(
+            name: "u", id: KafkaUUID(high: 3, low: 4), partitionCount: 200, replicationFactor: 1,
+            configs: ["unclean.leader.election.enable": "true"])
+        func leaders(_ topic: TopicMetadata, _ image: MetadataImage) -> [PartitionPlacement.Leader] {
+            let placement = PartitionPlacement(image: image)
+            return (0..<topic.partitionCount).map { placement.leader(of: topic, partition: $0) }
+        }
+        let before = leaders(strict, image)
+        #expect(Set(before) == Set((1...4).map { PartitionPlacement.Leader.node(NodeID($0)) }))
+        #expect(PartitionPlacement(image: image).leaderEpoch == 4)
+
+        var fenced = image
+        MetadataChange.fenceNode(id: NodeID(2), incarnation: 20).apply(to: &fenced, at: LogIndex(5))
+        for (old, new) in zip(before, leaders(strict, fenced)) {
+            #expect(new == (old == .node(NodeID(2)) ? .offline(fencedLeader: NodeID(2)) : old))
+        }
+        for (old, new) in zip(leaders(unclean, image), leaders(unclean, fenced)) {
+            if old == .node(NodeID(2)) { #expect(new != old && new != .offline(fencedLeader: NodeID(2))) } else { #expect(new == old) }
+        }
+
+        var leaving = image
+        MetadataChange.nodeLeaving(id: NodeID(3), incarnation: 30).apply(to: &leaving, at: LogIndex(5))
+        let handed = leaders(strict, leaving)
+        for (old, new) in zip(before, handed) {
+            if old == .node(NodeID(3)) { #expect(new != old) } else { #expect(new == old) }
+        }
+        // The nodes asked for a leaving leader's copies include it: it still runs.
+        let placement = PartitionPlacement(image: leaving)
+        let index = try #require(before.firstIndex(of: .node(NodeID(3))))
+        guard case .node(let heir) = handed[index] else { Issue.record("no heir"); return }
+        #expect(placement.nodes(after: heir, topic: strict, partition: Int32(index), count: 8).contains(NodeID(3)))
+
+        var back = leaving
+        var again = Self.registration(3)
+        again.incarnation = 60
+        MetadataChange.registerNode(again).apply(to: &back, at: LogIndex(6))
+        #expect(leaders(strict, back) == before)
     }
 }

@@ -1,7 +1,10 @@
 """Partitions served through the ring by real processes (tools/cluster): 3 controllers and 5 data
 nodes; confluent-kafka produces through one node and consumes everything back; a sixth node
-joins (its partitions are copied to it before it serves them) and a node is killed with kill -9.
-Prints the fraction of partitions that moved and how long until every partition was served."""
+joins (its partitions are copied to it before it serves them), a node is killed with kill -9, and
+one is stopped with SIGTERM (it hands its partitions over before it exits). Prints the fraction
+of partitions that moved and how long until every partition was served."""
+import os
+import signal
 import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
@@ -131,3 +134,38 @@ def test_a_join_and_a_kill9_keep_every_partition_served(cluster):  # noqa: F811
         assert seconds == [f"second-{p}-{i}" for i in range(PER_PARTITION)], p
         # What only the killed node held is gone until replication; everything else is intact.
         assert firsts == ([] if p in lost else [f"first-{p}-{i}" for i in range(PER_PARTITION)]), p
+
+    # SIGTERM: a controlled leave. The node asks to leave, the next nodes copy its partitions from
+    # it, and it exits once they are all taken over; no record is lost.
+    leaving = 104
+    process = next(p for p in c.info["processes"] if p["id"] == leaving)
+    handed = [p for p in range(PARTITIONS) if after_kill[p] == leaving]
+    started = time.time()
+    os.kill(process["pid"], signal.SIGTERM)
+    wait_for(lambda: not alive(process["pid"]), timeout=40, what=f"node {leaving} to exit")
+    exited = time.time() - started
+    wait_until_served(addresses[101], "spread", gone=(victim, leaving))
+    after_leave = leaders(addresses[101], "spread")
+    moved = [p for p in range(PARTITIONS) if after_leave[p] != after_kill[p]]
+    assert sorted(moved) == sorted(handed), "only the leaving node's partitions move"
+    print(f"SIGTERM of node {leaving}: {len(moved)}/{PARTITIONS} partitions handed over, the node exited "
+          f"{exited:.2f} s after the signal")
+    got = consume_all(addresses[101], "spread")
+    for p in handed:
+        assert [v for v in got[p] if v.startswith("second-")] == [f"second-{p}-{i}" for i in range(PER_PARTITION)], p
+        assert len([v for v in got[p] if v.startswith("first-")]) == (0 if p in lost else PER_PARTITION), p
+    with open(process["log"]) as f:
+        assert "handed every partition over" in f.read()
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by tools/cluster's parent) counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -18,9 +18,8 @@ extension KafkaAPIs {
         let cache = self.broker.cache
         let replicas = self.broker.replicas
         let standalone = self.broker.isStandalone ? self.broker.config.nodeID : nil
-        let uncleanByDefault = self.broker.config.topicDefaults["unclean.leader.election.enable"] == "true"
         return self.async(on: context.eventLoop) {
-            var image = cache.image
+            var (image, placement) = cache.snapshot
             var errors: [String: BrokerError] = [:]
             var unknownIDs: [KafkaUUID] = []
             if !allTopics {
@@ -40,9 +39,9 @@ extension KafkaAPIs {
                         unknownIDs.append(topic.topicId)
                     }
                 }
-                image = cache.image
+                (image, placement) = cache.snapshot
             }
-            let leaders = standalone.map { Leaders.standalone($0) } ?? .ring(PartitionPlacement(image: image, uncleanByDefault: uncleanByDefault))
+            let leaders = standalone.map { Leaders.standalone($0) } ?? .ring(placement)
             var response = MetadataResponse()
             response.brokers = broker.brokers
             response.clusterId = image.clusterID
