@@ -29,6 +29,8 @@ public final class Broker: Sendable {
     let control: BrokerControl
     let reconciler: MetadataReconciler
     let replicas: ReplicaManager
+    /// A data node's Chord (nil in standalone).
+    let chord: ChordShell?
     let logger: Logger
     private let maintenance: Mutex<[RepeatedTask]>
     /// `requestStop` (SIGTERM): `run` returns, after a data node's controlled leave.
@@ -37,8 +39,9 @@ public final class Broker: Sendable {
 
     private init(
         config: BrokerConfig, group: MultiThreadedEventLoopGroup, threadPool: NIOThreadPool, cache: MetadataCache,
-        control: BrokerControl, reconciler: MetadataReconciler, replicas: ReplicaManager, logger: Logger
+        control: BrokerControl, reconciler: MetadataReconciler, replicas: ReplicaManager, chord: ChordShell? = nil, logger: Logger
     ) {
+        self.chord = chord
         self.config = config
         self.group = group
         self.threadPool = threadPool
@@ -114,9 +117,16 @@ public final class Broker: Sendable {
         let mover = PartitionMover(me: NodeID(config.nodeID), replicas: replicas, topicDefaults: config.topicDefaults, logger: logger)
         let reconciler = MetadataReconciler(
             replicas: replicas, cache: cache, topicDefaults: config.topicDefaults, mover: mover, logger: logger)
+        let links = PeerLinks(endpoints: [:], group: group, logger: logger)
+        let chord = ChordShell(me: NodeID(config.nodeID), links: links, logger: logger)
         let link = ControllerLink(
             controllers: config.controllers.map { Endpoint(host: $0.host, port: Int32($0.port)) }, config: config, group: group,
-            logger: logger, onImage: { reconciler.submit($0) })
+            logger: logger,
+            onImage: {
+                reconciler.submit($0)
+                chord.submit($0)
+            })
+        await chord.reportSuspects { await link.report(suspects: $0) }
         do {
             try await link.catchUp()
             await reconciler.reconcile(to: await link.image)
@@ -130,7 +140,7 @@ public final class Broker: Sendable {
         logger.info("caught up with the controllers' metadata", metadata: ["metadataOffset": "\(offset)"])
         return Broker(
             config: config, group: group, threadPool: threadPool, cache: cache, control: .remote(link), reconciler: reconciler,
-            replicas: replicas, logger: logger)
+            replicas: replicas, chord: chord, logger: logger)
     }
 
     /// Runs the metadata loops (the quorum's clock, or the controller link) and the reconciler
@@ -160,6 +170,12 @@ public final class Broker: Sendable {
                 group.addTask {
                     try await link.run()
                     return true
+                }
+                if let chord = self.chord {
+                    group.addTask {
+                        try await chord.run()
+                        return true
+                    }
                 }
             }
             group.addTask {
@@ -223,6 +239,7 @@ public final class Broker: Sendable {
         for task in self.maintenance.withLock({ $0 }) { task.cancel() }
         await self.reconciler.stop()
         await self.reconciler.mover?.close()
+        await self.chord?.close()
         await self.replicas.closeAll()
         switch self.control {
         case .local(let quorum, _): await quorum.close()

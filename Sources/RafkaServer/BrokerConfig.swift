@@ -68,6 +68,9 @@ public struct BrokerConfig: Sendable {
     /// A data node silent for this long is fenced by the controller leader (Kafka's
     /// broker.session.timeout.ms).
     public var nodeSessionTimeoutMilliseconds: Int64 = 9000
+    /// A data node its ring neighbours suspect is fenced once the controllers too have not
+    /// heard from it for this long (the session timeout remains the backstop).
+    public var suspectedNodeTimeoutMilliseconds: Int64 = 2000
     /// On SIGTERM a data node leaves the ring first, serving its partitions' new leaders their
     /// copies, for at most this long (then it stops anyway; what was not taken over waits for
     /// its return).
@@ -130,6 +133,7 @@ public struct BrokerConfig: Sendable {
         var nodeHeartbeatIntervalMs: Int64?
         var nodeSessionTimeoutMs: Int64?
         var controlledShutdownTimeoutMs: Int64?
+        var suspectedNodeTimeoutMs: Int64?
         var metadataSnapshotEntries: UInt64?
         var ringTokensPerNode: Int?
 
@@ -143,7 +147,7 @@ public struct BrokerConfig: Sendable {
             case logLevel = "log-level", voters, controllers
             case nodeHeartbeatIntervalMs = "node-heartbeat-interval-ms", nodeSessionTimeoutMs = "node-session-timeout-ms"
             case metadataSnapshotEntries = "metadata-snapshot-entries", ringTokensPerNode = "ring-tokens-per-node"
-            case controlledShutdownTimeoutMs = "controlled-shutdown-timeout-ms"
+            case controlledShutdownTimeoutMs = "controlled-shutdown-timeout-ms", suspectedNodeTimeoutMs = "suspected-node-timeout-ms"
         }
     }
 
@@ -224,6 +228,7 @@ public struct BrokerConfig: Sendable {
         }
         if let v = file.nodeHeartbeatIntervalMs { self.nodeHeartbeatIntervalMilliseconds = v }
         if let v = file.nodeSessionTimeoutMs { self.nodeSessionTimeoutMilliseconds = v }
+        if let v = file.suspectedNodeTimeoutMs { self.suspectedNodeTimeoutMilliseconds = max(0, v) }
         if let v = file.controlledShutdownTimeoutMs { self.controlledShutdownTimeoutMilliseconds = max(0, v) }
         if let v = file.metadataSnapshotEntries { self.metadataSnapshotEveryEntries = max(1, v) }
         if let v = file.ringTokensPerNode { self.ringTokensPerNode = v }

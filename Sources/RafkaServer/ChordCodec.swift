@@ -128,3 +128,20 @@ enum ChordCodec {
         return value
     }
 }
+
+extension RafkaAPIKey {
+    /// One Chord message between data nodes; no response.
+    static let chordMessage = KafkaAPIKey(rawValue: 10009)
+}
+
+enum ChordFrames {
+    static func frame(_ message: ChordMessage, correlationID: Int32) -> ByteBuffer {
+        var frame = ByteBuffer()
+        frame.writeInteger(Int32(0))
+        RequestHeader(requestApiKey: RafkaAPIKey.chordMessage.rawValue, requestApiVersion: 0, correlationId: correlationID, clientId: "chord")
+            .encode(into: &frame, version: 2)
+        ChordCodec.write(message, into: &frame)
+        frame.setInteger(Int32(frame.readableBytes - 4), at: 0)
+        return frame
+    }
+}

@@ -29,6 +29,8 @@ actor ControllerLink {
     /// Set by a controlled shutdown: heartbeats ask to leave the ring, and a fenced incarnation
     /// does not register again.
     private var wantsToLeave = false
+    /// Data nodes this node's Chord shell suspects, carried by every heartbeat.
+    private var suspects: [NodeID] = []
     private(set) var image = MetadataImage(clusterID: "")
     /// Called with each new image, in order.
     private let onImage: @Sendable (MetadataImage) -> Void
@@ -177,7 +179,7 @@ actor ControllerLink {
             let response = try await self.leader().send(
                 NodeHeartbeatRequest(
                     nodeID: self.config.nodeID, incarnation: incarnation, appliedOffset: Int64(self.image.offset.rawValue),
-                    wantsToLeave: self.wantsToLeave),
+                    wantsToLeave: self.wantsToLeave, suspects: self.suspects.map(\.rawValue)),
                 timeout: Self.requestTimeout)
             switch KafkaErrorCode(rawValue: response.errorCode) {
             case KafkaErrorCode(rawValue: 0):
@@ -231,6 +233,12 @@ actor ControllerLink {
         self.wantsToLeave = true
         await self.heartbeat()
         await self.fetch()
+    }
+
+    /// Reports the data nodes the Chord shell suspects, at once and with every later heartbeat.
+    func report(suspects: [NodeID]) async {
+        self.suspects = suspects
+        if !suspects.isEmpty { await self.heartbeat() }
     }
 
     /// Fetches now (after forwarding a change, so this node shows it promptly).

@@ -16,7 +16,7 @@ final class ControllerService: Sendable {
     let config: BrokerConfig
     let quorum: RaftShell
     let metadata: MetadataService
-    let transport: RaftPeerTransport
+    let links: PeerLinks
     let logger: Logger
     /// The initial voters' controller listeners, from `--voters`.
     let staticEndpoints: [NodeID: Endpoint]
@@ -41,15 +41,14 @@ final class ControllerService: Sendable {
         let endpoints = Dictionary(
             uniqueKeysWithValues: config.voters.map { (NodeID($0.id), Endpoint(host: $0.endpoint.host, port: Int32($0.endpoint.port))) })
         self.staticEndpoints = endpoints
-        let transport = RaftPeerTransport(
-            endpoints: endpoints.filter { $0.key != NodeID(config.nodeID) }, group: group, logger: logger)
-        self.transport = transport
+        let links = PeerLinks(endpoints: endpoints.filter { $0.key != NodeID(config.nodeID) }, group: group, logger: logger)
+        self.links = links
         let me = NodeID(config.nodeID)
         self.quorum = try RaftShell(
             id: me, directory: config.dataDirectory + "/metadata", initialVoters: config.voters.map { NodeID($0.id) },
-            transport: transport, threadPool: threadPool, options: RaftShell.Options(snapshotEveryEntries: config.metadataSnapshotEveryEntries), logger: logger,
+            transport: RaftPeerTransport(links: links), threadPool: threadPool, options: RaftShell.Options(snapshotEveryEntries: config.metadataSnapshotEveryEntries), logger: logger,
             onApply: { image in
-                transport.update(endpoints: image.controllerEndpoints.filter { $0.key != me })
+                links.update(endpoints: image.controllerEndpoints.filter { $0.key != me })
             })
         self.metadata = MetadataService(quorum: self.quorum, reconciler: nil, config: config, logger: logger)
     }
@@ -172,6 +171,7 @@ final class ControllerService: Sendable {
             return NodeHeartbeatResponse(errorCode: KafkaErrorCode.staleBrokerEpoch.rawValue)
         }
         self.liveness.withLock { $0[node.id] = .now(appliedOffset: request.appliedOffset) }
+        await self.confirm(suspects: request.suspects.map { NodeID($0) }, reportedBy: node.id)
         if request.wantsToLeave && !node.leaving {
             do {
                 try await self.metadata.markNodeLeaving(id: node.id, incarnation: node.incarnation)
@@ -188,6 +188,30 @@ final class ControllerService: Sendable {
         return FetchMetadataResponse(
             commitIndex: Int64(found.commit.rawValue), snapshot: found.snapshot.map { ByteBuffer(bytes: $0.data) },
             entries: found.entries)
+    }
+
+    /// A data node's ring neighbours stopped answering it: fenced at once if the controllers
+    /// have not heard from it for `suspected-node-timeout-ms` either (a node that still
+    /// heartbeats is alive, whatever its neighbours see; the session timeout remains the backstop).
+    private func confirm(suspects: [NodeID], reportedBy reporter: NodeID) async {
+        guard !suspects.isEmpty else { return }
+        let image = await self.quorum.image
+        let now = ContinuousClock.now
+        let silence = Duration.milliseconds(self.config.suspectedNodeTimeoutMilliseconds)
+        let confirmed = self.liveness.withLock { seen in
+            suspects.compactMap { id -> NodeRegistration? in
+                guard id != reporter, let node = image.nodes[id], !node.fenced, let last = seen[id], now - last.heardAt > silence else {
+                    return nil
+                }
+                return node
+            }
+        }
+        for node in confirmed {
+            self.logger.warning(
+                "a data node's ring neighbours and the controllers both stopped hearing from it",
+                metadata: ["node": "\(node.id)", "reportedBy": "\(reporter)"])
+            try? await self.metadata.fenceNode(id: node.id, incarnation: node.incarnation, reason: "suspected by node \(reporter)")
+        }
     }
 
     /// On the leader: fences data nodes whose heartbeats stopped for the session timeout. A
@@ -212,7 +236,7 @@ final class ControllerService: Sendable {
             return expired
         }
         for node in expired {
-            try? await self.metadata.fenceNode(id: node.id, incarnation: node.incarnation)
+            try? await self.metadata.fenceNode(id: node.id, incarnation: node.incarnation, reason: "no heartbeat within the session timeout")
         }
     }
 
@@ -316,7 +340,7 @@ public struct ControllerProcess: Service {
         }
         self.logger.info("controller shutting down")
         try? await listener.close()
-        controller.transport.close()
+        controller.links.close()
         await controller.quorum.close()
         self.logger.info("controller shut down cleanly")
     }

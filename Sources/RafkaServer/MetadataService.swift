@@ -314,15 +314,16 @@ actor MetadataService {
         return incarnation
     }
 
-    /// Fences a data node's incarnation (it missed its heartbeats for the session timeout).
-    func fenceNode(id: NodeID, incarnation: Int64) async throws(BrokerError) {
+    /// Fences a data node's incarnation (it missed its heartbeats for the session timeout, or
+    /// its ring neighbours and the controllers both stopped hearing from it).
+    func fenceNode(id: NodeID, incarnation: Int64, reason: String) async throws(BrokerError) {
         let commit = try await self.serialized { () async throws(BrokerError) -> Commit? in
             guard let node = await self.image.nodes[id], node.incarnation == incarnation, !node.fenced else { return nil }
             return try await self.submit(.fenceNode(id: id, incarnation: incarnation))
         }
         guard let commit else { return }
         try await self.completion(of: commit)
-        self.logger.warning("fenced data node: no heartbeat within the session timeout", metadata: ["node": "\(id)", "incarnation": "\(incarnation)"])
+        self.logger.warning("fenced data node", metadata: ["node": "\(id)", "incarnation": "\(incarnation)", "reason": "\(reason)"])
     }
 
     /// Takes a data node's incarnation out of the placement at its request (controlled

@@ -85,12 +85,17 @@ struct NodeHeartbeatRequest: KafkaRequestMessage {
     var appliedOffset: Int64 = 0
     /// The node is shutting down and asks to leave the ring first (KRaft's WantShutDown).
     var wantsToLeave = false
+    /// Data nodes this one's ring neighbours stopped answering (Chord failure suspicion).
+    var suspects: [Int32] = []
+    /// Suspects a heartbeat may carry.
+    static let suspectsMax = 1024
 
-    init(nodeID: Int32, incarnation: Int64, appliedOffset: Int64, wantsToLeave: Bool = false) {
+    init(nodeID: Int32, incarnation: Int64, appliedOffset: Int64, wantsToLeave: Bool = false, suspects: [Int32] = []) {
         self.nodeID = nodeID
         self.incarnation = incarnation
         self.appliedOffset = appliedOffset
         self.wantsToLeave = wantsToLeave
+        self.suspects = suspects
     }
 
     init(from buffer: inout ByteBuffer, version: Int16) throws(KafkaDecodingError) {
@@ -98,6 +103,11 @@ struct NodeHeartbeatRequest: KafkaRequestMessage {
         self.incarnation = try buffer.readKafkaInt64()
         self.appliedOffset = try buffer.readKafkaInt64()
         self.wantsToLeave = try buffer.readKafkaBool()
+        let count = try buffer.readKafkaArrayCount(compact: true) ?? 0
+        guard count <= Self.suspectsMax, buffer.readableBytes >= count * 4 else {
+            throw KafkaDecodingError(.lengthExceedsBuffer, "heartbeat with \(count) suspects")
+        }
+        self.suspects = try (0..<count).map { _ throws(KafkaDecodingError) in try buffer.readKafkaInt32() }
     }
 
     func encode(into buffer: inout ByteBuffer, version: Int16) {
@@ -105,6 +115,8 @@ struct NodeHeartbeatRequest: KafkaRequestMessage {
         buffer.writeKafkaInt64(self.incarnation)
         buffer.writeKafkaInt64(self.appliedOffset)
         buffer.writeKafkaBool(self.wantsToLeave)
+        buffer.writeKafkaArrayCount(self.suspects.count, compact: true)
+        for suspect in self.suspects { buffer.writeKafkaInt32(suspect) }
     }
 }
 

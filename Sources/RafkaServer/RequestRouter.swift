@@ -1,3 +1,4 @@
+import ChordCore
 import KafkaProtocol
 import Logging
 import NIOCore
@@ -49,6 +50,7 @@ struct RequestRouter: FrameRouter {
         // Rafka's own (Kafka clients ignore keys they do not know).
         (.rafkaDescribeRing, 0...0),
         (RafkaAPIKey.partitionHandoff, 0...0),
+        (RafkaAPIKey.chordMessage, 0...0),
     ]
 
     static let supportedByKey: [KafkaAPIKey: ClosedRange<Int16>] = Dictionary(uniqueKeysWithValues: supported)
@@ -83,6 +85,21 @@ struct RequestRouter: FrameRouter {
         case .describeQuorum: return self.serve(DescribeQuorumRequest.self, body, context, self.apis.describeQuorum)
         case .rafkaDescribeRing: return self.serve(DescribeRingRequest.self, body, context, self.apis.describeRing)
         case RafkaAPIKey.partitionHandoff: return self.serve(PartitionHandoffRequest.self, body, context, self.apis.partitionHandoff)
+        case RafkaAPIKey.chordMessage:
+            // One-way: nothing is sent back.
+            guard let chord = self.apis.broker.chord else {
+                return eventLoop.makeFailedFuture(ConnectionFailure(reason: "Chord messages go to data nodes"))
+            }
+            let message: ChordMessage
+            do {
+                message = try ChordCodec.read(from: &body)
+            } catch {
+                return eventLoop.makeFailedFuture(ConnectionFailure(reason: "malformed Chord message: \(error)"))
+            }
+            return eventLoop.makeFutureWithTask {
+                await chord.receive(message)
+                return nil
+            }
         default:
             return eventLoop.makeFailedFuture(ConnectionFailure(reason: "API \(context.apiKey) is not supported"))
         }

@@ -185,7 +185,9 @@ def test_adding_and_removing_a_voter_under_load(cluster):
 
 
 def test_a_silent_data_node_is_fenced_and_registers_again(cluster):
-    c = cluster(nodes=2, config="node-session-timeout-ms: 3000\n")
+    """SIGSTOP a data node: its ring neighbour suspects it and the controllers, not hearing from it
+    for suspected-node-timeout-ms, fence it; resumed, it registers again with a new incarnation."""
+    c = cluster(nodes=2, config="suspected-node-timeout-ms: 3000\n")
     node = lambda d, i: next(n for n in d["nodes"] if n["id"] == i)  # noqa: E731
     before = wait_for(lambda: (lambda d: d and len(d["nodes"]) == 2 and all(n["state"] == "active" for n in d["nodes"]) and d)(c.describe()),
                       what="two active data nodes")

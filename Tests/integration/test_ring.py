@@ -125,7 +125,7 @@ def test_a_join_and_a_kill9_keep_every_partition_served(cluster):  # noqa: F811
     moved = [p for p in range(PARTITIONS) if after_kill[p] != after_join[p]]
     assert sorted(moved) == sorted(lost), "only the killed node's partitions move"
     print(f"kill -9 of node {victim}: {len(moved)}/{PARTITIONS} partitions moved ({len(moved) / PARTITIONS:.2f}), "
-          f"every partition served again {served:.2f} s after the kill (session timeout 9 s)")
+          f"every partition served again {served:.2f} s after the kill (ring neighbours suspect it, the controllers confirm; the session timeout is 9 s)")
     assert produce(addresses[101], "spread", "second") == []
     got = consume_all(addresses[104], "spread")
     for p in range(PARTITIONS):

@@ -7,12 +7,13 @@ import RafkaStorage
 import RaftCore
 import Synchronization
 
-/// Sends Raft messages to the other controllers over one outbound connection each.
+/// One-way request frames to peers (Raft messages between controllers, Chord messages between
+/// data nodes) over one outbound connection each.
 ///
-/// Raft tolerates lost messages, so nothing is queued: while a peer is unreachable (connecting,
-/// backing off, or not reading) its messages are dropped and Raft's retries resend what
-/// matters. Connections are opened lazily and re-opened with a back-off.
-final class RaftPeerTransport: RaftTransport {
+/// Both protocols tolerate lost messages, so nothing is queued: while a peer is unreachable
+/// (connecting, backing off, or not reading) its frames are dropped and the protocol's retries
+/// resend what matters. Connections are opened lazily and re-opened with a back-off.
+final class PeerLinks: Sendable {
     private struct Peer {
         var endpoint: Endpoint
         var channel: (any Channel)?
@@ -32,7 +33,7 @@ final class RaftPeerTransport: RaftTransport {
         self.peers = Mutex(endpoints.mapValues { Peer(endpoint: $0) })
     }
 
-    /// Learns controllers' addresses (from the metadata image), keeping existing connections.
+    /// Learns peers' addresses (from the metadata image), keeping existing connections.
     func update(endpoints: [NodeID: Endpoint]) {
         self.peers.withLock { peers in
             for (id, endpoint) in endpoints where peers[id]?.endpoint != endpoint {
@@ -42,12 +43,12 @@ final class RaftPeerTransport: RaftTransport {
         }
     }
 
-    func send(_ messages: [RaftMessage]) {
-        for message in messages {
-            guard let channel = self.channel(for: message.to) else { continue }
-            let id = self.correlation.add(1, ordering: .relaxed).newValue
-            channel.writeAndFlush(RaftFrames.frame(message, correlationID: id), promise: nil)
-        }
+    /// Sends the frame `make` builds (given a correlation id) to `node`, or drops it while
+    /// the node is unreachable.
+    func send(to node: NodeID, _ make: (Int32) -> ByteBuffer) {
+        guard let channel = self.channel(for: node) else { return }
+        let id = self.correlation.add(1, ordering: .relaxed).newValue
+        channel.writeAndFlush(make(id), promise: nil)
     }
 
     /// The open connection to `node`, or nil (starting a connection attempt if one is due).
@@ -103,7 +104,18 @@ final class RaftPeerTransport: RaftTransport {
     }
 }
 
-/// Raft messages are one-way: a peer never answers on our outbound connection.
+/// Sends Raft messages to the other controllers.
+struct RaftPeerTransport: RaftTransport {
+    let links: PeerLinks
+
+    func send(_ messages: [RaftMessage]) {
+        for message in messages {
+            self.links.send(to: message.to) { RaftFrames.frame(message, correlationID: $0) }
+        }
+    }
+}
+
+/// The frames are one-way: a peer never answers on our outbound connection.
 private final class DiscardingHandler: ChannelInboundHandler, Sendable {
     typealias InboundIn = ByteBuffer
 
