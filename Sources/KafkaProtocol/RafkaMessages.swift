@@ -131,16 +131,40 @@ public struct DescribeRingResponse: KafkaResponseMessage {
         public var port: Int32
         public var rack: String?
         public var fenced: Bool
+        /// Asked to leave (controlled shutdown): its partitions pass to the next nodes.
+        public var leaving: Bool
         /// Ring positions, as unsigned 64-bit values.
         public var tokens: [UInt64]
+        /// Partitions the answering node's placement gives this node to lead.
+        public var leaderPartitions: Int32
 
-        public init(id: Int32, host: String, port: Int32, rack: String?, fenced: Bool, tokens: [UInt64]) {
+        public init(id: Int32, host: String, port: Int32, rack: String?, fenced: Bool, leaving: Bool = false, tokens: [UInt64], leaderPartitions: Int32 = 0) {
             self.id = id
             self.host = host
             self.port = port
             self.rack = rack
             self.fenced = fenced
+            self.leaving = leaving
             self.tokens = tokens
+            self.leaderPartitions = leaderPartitions
+        }
+    }
+
+    /// One of the answering node's tokens with its predecessor and successor as the node's Chord
+    /// sees them (node -1: none known).
+    public struct TokenView: Sendable, Equatable {
+        public var token: UInt64
+        public var predecessorNode: Int32
+        public var predecessorToken: UInt64
+        public var successorNode: Int32
+        public var successorToken: UInt64
+
+        public init(token: UInt64, predecessorNode: Int32, predecessorToken: UInt64, successorNode: Int32, successorToken: UInt64) {
+            self.token = token
+            self.predecessorNode = predecessorNode
+            self.predecessorToken = predecessorToken
+            self.successorNode = successorNode
+            self.successorToken = successorToken
         }
     }
 
@@ -152,6 +176,12 @@ public struct DescribeRingResponse: KafkaResponseMessage {
     /// The node that answered (-1 for a controller's own answer when it is not a data node).
     public var answeredBy: Int32 = -1
     public var nodes: [Node] = []
+    /// Partitions of every topic.
+    public var partitions: Int32 = 0
+    /// What the answering data node itself serves, and its Chord view (empty elsewhere).
+    public var servedPartitions: Int32 = 0
+    public var servedBytes: Int64 = 0
+    public var views: [TokenView] = []
 
     public init(errorCode: Int16 = 0, ringEpoch: Int64 = 0, metadataOffset: Int64 = 0, answeredBy: Int32 = -1, nodes: [Node] = []) {
         self.errorCode = errorCode
@@ -174,12 +204,28 @@ public struct DescribeRingResponse: KafkaResponseMessage {
             let port = try buffer.readKafkaInt32()
             let rack = try buffer.readKafkaNullableString(compact: true)
             let fenced = try buffer.readKafkaBool()
+            let leaving = try buffer.readKafkaBool()
             let tokenCount = try buffer.readKafkaArrayCount(compact: true) ?? 0
             guard tokenCount <= Self.tokensPerNodeMax, buffer.readableBytes >= tokenCount * 8 else {
                 throw KafkaDecodingError(.lengthExceedsBuffer, "ring node with \(tokenCount) tokens")
             }
             let tokens = (0..<tokenCount).map { _ in buffer.readInteger(as: UInt64.self)! }
-            self.nodes.append(Node(id: id, host: host, port: port, rack: rack, fenced: fenced, tokens: tokens))
+            let leaderPartitions = try buffer.readKafkaInt32()
+            self.nodes.append(
+                Node(id: id, host: host, port: port, rack: rack, fenced: fenced, leaving: leaving, tokens: tokens, leaderPartitions: leaderPartitions))
+        }
+        self.partitions = try buffer.readKafkaInt32()
+        self.servedPartitions = try buffer.readKafkaInt32()
+        self.servedBytes = try buffer.readKafkaInt64()
+        let viewCount = try buffer.readKafkaArrayCount(compact: true) ?? 0
+        guard viewCount <= Self.tokensPerNodeMax, buffer.readableBytes >= viewCount * 32 else {
+            throw KafkaDecodingError(.lengthExceedsBuffer, "ring view of \(viewCount) tokens")
+        }
+        for _ in 0..<viewCount {
+            self.views.append(
+                TokenView(
+                    token: buffer.readInteger()!, predecessorNode: buffer.readInteger()!, predecessorToken: buffer.readInteger()!,
+                    successorNode: buffer.readInteger()!, successorToken: buffer.readInteger()!))
         }
     }
 
@@ -195,8 +241,21 @@ public struct DescribeRingResponse: KafkaResponseMessage {
             buffer.writeKafkaInt32(node.port)
             buffer.writeKafkaNullableString(node.rack, compact: true)
             buffer.writeKafkaBool(node.fenced)
+            buffer.writeKafkaBool(node.leaving)
             buffer.writeKafkaArrayCount(node.tokens.count, compact: true)
             for token in node.tokens { buffer.writeInteger(token) }
+            buffer.writeKafkaInt32(node.leaderPartitions)
+        }
+        buffer.writeKafkaInt32(self.partitions)
+        buffer.writeKafkaInt32(self.servedPartitions)
+        buffer.writeKafkaInt64(self.servedBytes)
+        buffer.writeKafkaArrayCount(self.views.count, compact: true)
+        for view in self.views {
+            buffer.writeInteger(view.token)
+            buffer.writeInteger(view.predecessorNode)
+            buffer.writeInteger(view.predecessorToken)
+            buffer.writeInteger(view.successorNode)
+            buffer.writeInteger(view.successorToken)
         }
     }
 }

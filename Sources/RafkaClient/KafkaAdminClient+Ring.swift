@@ -1,5 +1,6 @@
 import ChordCore
 import KafkaProtocol
+import NIOCore
 import RafkaCore
 
 /// The ring as `ring describe` shows it: every data node's tokens, the arcs they own, and the
@@ -14,18 +15,32 @@ public struct RingReport: Sendable, Codable, Equatable {
         public var share: Double
     }
 
+    /// One of a node's tokens with its ring neighbours as that node's Chord sees them, each as
+    /// "node@token" ("-" when none is known).
+    public struct TokenView: Sendable, Codable, Equatable {
+        public var token: String
+        public var predecessor: String
+        public var successor: String
+    }
+
     public struct Node: Sendable, Codable, Equatable {
         public var id: Int32
-        /// `active` or `fenced`.
+        /// `active`, `fenced` (its partitions wait for it, or pass on if the topic allows an
+        /// unclean takeover) or `leaving` (controlled shutdown: its partitions pass on).
         public var state: String
         public var host: String
         public var port: Int32
         public var rack: String?
-        /// The share of the ring the node owns as first replica (0 while fenced).
+        /// The share of the ring the node owns as first replica (0 while fenced or leaving).
         public var ownership: Double
-        /// Partitions whose first replica (leader) the node is.
+        /// Partitions whose leader the node is, by placement.
         public var partitions: Int
         public var arcs: [Arc]
+        /// Asked of the node itself (nil when it did not answer): the partitions it serves now,
+        /// their bytes, and its view of its tokens' neighbours.
+        public var served: Int?
+        public var bytes: Int64?
+        public var view: [TokenView]?
     }
 
     public var ringEpoch: Int64
@@ -37,7 +52,9 @@ public struct RingReport: Sendable, Codable, Equatable {
 }
 
 extension KafkaAdminClient {
-    /// The ring from the connected node's metadata image, with placement over every topic.
+    /// The ring from the connected node's metadata image with placement over every topic; then
+    /// each running data node is asked what it serves and how its Chord sees its tokens'
+    /// neighbours.
     public func describeRing() async throws -> RingReport {
         guard self.connection.supports(DescribeRingRequest.self) else {
             throw KafkaClientError("this server does not describe a ring")
@@ -46,32 +63,42 @@ extension KafkaAdminClient {
         guard response.errorCode == 0 else {
             throw KafkaAdminError(code: KafkaErrorCode(rawValue: response.errorCode), message: nil, subject: "ring")
         }
-        let topics = try await self.listTopics()
-        return Self.report(response, topics: topics)
+        var report = Self.report(response)
+        for index in report.nodes.indices where report.nodes[index].state != "fenced" {
+            let node = report.nodes[index]
+            let own: DescribeRingResponse
+            if node.id == response.answeredBy {
+                own = response
+            } else {
+                guard let connection = try? await KafkaConnection.connect(
+                    host: node.host, port: Int(node.port), clientID: "rafka-admin", connectTimeout: .seconds(2))
+                else { continue }
+                defer { connection.close() }
+                guard let answer = try? await connection.send(DescribeRingRequest(), timeout: .seconds(5)) else { continue }
+                own = answer
+            }
+            report.nodes[index].served = Int(own.servedPartitions)
+            report.nodes[index].bytes = own.servedBytes
+            report.nodes[index].view = own.views.map { view in
+                let name = { (node: Int32, token: UInt64) in node < 0 ? "-" : "\(node)@\(RingPosition(token))" }
+                return .init(
+                    token: RingPosition(view.token).description, predecessor: name(view.predecessorNode, view.predecessorToken),
+                    successor: name(view.successorNode, view.successorToken))
+            }
+        }
+        return report
     }
 
-    /// Arcs, ownership and partition leaders from the ring's tokens and the topics.
-    static func report(_ response: DescribeRingResponse, topics: [TopicSummary]) -> RingReport {
+    /// Arcs and ownership from the ring's tokens; partition leaders as the answering node's
+    /// placement gives them.
+    static func report(_ response: DescribeRingResponse) -> RingReport {
         var serving: [NodeID: [RingPosition]] = [:]
         var racks: [NodeID: String] = [:]
-        for node in response.nodes where !node.fenced && !node.tokens.isEmpty {
+        for node in response.nodes where !node.fenced && !node.leaving && !node.tokens.isEmpty {
             serving[NodeID(node.id)] = node.tokens.map { RingPosition($0) }
             if let rack = node.rack { racks[NodeID(node.id)] = rack }
         }
-        let ring = RingMap(tokens: serving, racks: racks)
-        let ownership = ring.ownership()
-        var leaders: [NodeID: Int] = [:]
-        var partitionCount = 0
-        if !ring.isEmpty {
-            for topic in topics {
-                guard let id = KafkaUUID(topic.id) else { continue }
-                for partition in 0..<topic.partitions {
-                    let key = RingHash.partitionKey(topicID: (id.high, id.low), partition: partition)
-                    if let leader = ring.replicas(of: key, count: 1).first { leaders[leader, default: 0] += 1 }
-                    partitionCount += 1
-                }
-            }
-        }
+        let ownership = RingMap(tokens: serving, racks: racks).ownership()
         // Arcs are measured over every registered token: a fenced node keeps its place.
         let everyToken = response.nodes.flatMap { node in node.tokens.map { (token: $0, node: node.id) } }.sorted { $0.token < $1.token }
         var arcs: [Int32: [RingReport.Arc]] = [:]
@@ -84,12 +111,12 @@ extension KafkaAdminClient {
         }
         return RingReport(
             ringEpoch: response.ringEpoch, metadataOffset: response.metadataOffset, answeredBy: response.answeredBy,
-            partitions: partitionCount,
+            partitions: Int(response.partitions),
             nodes: response.nodes.sorted { $0.id < $1.id }.map { node in
                 .init(
-                    id: node.id, state: node.fenced ? "fenced" : "active", host: node.host, port: node.port, rack: node.rack,
-                    ownership: ownership[NodeID(node.id)] ?? 0, partitions: leaders[NodeID(node.id)] ?? 0,
-                    arcs: arcs[node.id] ?? [])
+                    id: node.id, state: node.fenced ? "fenced" : node.leaving ? "leaving" : "active", host: node.host, port: node.port,
+                    rack: node.rack, ownership: ownership[NodeID(node.id)] ?? 0, partitions: Int(node.leaderPartitions),
+                    arcs: arcs[node.id] ?? [], served: nil, bytes: nil, view: nil)
             })
     }
 }

@@ -13,7 +13,8 @@ import RafkaStorage
 /// neighbours ping each other (check-predecessor, the successor list), and a node that stops
 /// answering is reported to the controllers with every heartbeat until the image shows it
 /// fenced or it answers again. The controllers fence only a node they have not heard from
-/// either, so a kill -9 is noticed in a couple of seconds instead of the session timeout.
+/// either, so a kill -9 is noticed in a couple of seconds instead of the session timeout. A live
+/// node forgotten after a false suspicion is restored by the next seeding (every second).
 actor ChordShell {
     static let tickMilliseconds = 100
     private let me: NodeID
@@ -26,6 +27,10 @@ actor ChordShell {
     /// Nodes this node suspects, reported until fenced or heard from.
     private var suspects: Set<NodeID> = []
     private var ticksSinceReport = 0
+    private var ticksSinceSeed = 0
+    /// Ticks between seedings from the image: a live node forgotten after a false suspicion
+    /// (lost pings, a slow start) is known again within a second.
+    static let reseedTicks = 10
 
     init(me: NodeID, links: PeerLinks, logger: Logger) {
         self.me = me
@@ -87,7 +92,11 @@ actor ChordShell {
             try await Task.sleep(for: .milliseconds(Self.tickMilliseconds))
             guard self.machine != nil else { continue }
             self.machine!.tick()
-            if self.machine!.needsBootstrap { self.machine!.seed(self.image.ring) }
+            self.ticksSinceSeed += 1
+            if self.machine!.needsBootstrap || self.ticksSinceSeed >= Self.reseedTicks {
+                self.machine!.seed(self.image.ring)
+                self.ticksSinceSeed = 0
+            }
             self.drain()
             self.ticksSinceReport += 1
             if !self.suspects.isEmpty && self.ticksSinceReport >= 5 { self.reportSuspects() }

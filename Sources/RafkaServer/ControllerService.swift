@@ -116,7 +116,8 @@ final class ControllerService: Sendable {
 
     /// The ring as the applied image holds it.
     func describeRing() async -> DescribeRingResponse {
-        DescribeRingResponse(image: await self.quorum.image, answeredBy: -1)
+        let image = await self.quorum.image
+        return DescribeRingResponse(image: image, placement: PartitionPlacement(image: image), answeredBy: -1)
     }
 
     /// Metadata from a controller: the topics of the applied image (no data plane here, so

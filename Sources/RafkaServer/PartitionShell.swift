@@ -226,6 +226,11 @@ final class PartitionShell: Sendable {
         }
     }
 
+    /// The bytes of the partition's segments.
+    func sizeBytes() -> EventLoopFuture<Int64> {
+        self.eventLoop.submit { try self.withLog { log, _ in Int64(log.sizeBytes) } }
+    }
+
     /// The partition's (log start, high watermark).
     func offsets() -> EventLoopFuture<(logStart: Int64, highWatermark: Int64)> {
         self.eventLoop.submit {

@@ -46,6 +46,15 @@ final class ReplicaManager: Sendable {
 
     var partitionCount: Int { self.partitions.withLock { $0.count } }
 
+    /// The bytes of every partition served to clients.
+    func servedBytes() async -> Int64 {
+        var total: Int64 = 0
+        for shell in self.partitions.withLock({ Array($0.values) }) {
+            total += (try? await shell.sizeBytes().get()) ?? 0
+        }
+        return total
+    }
+
     /// Every partition served to clients.
     var served: [TopicPartition] { self.partitions.withLock { Array($0.keys) } }
 

@@ -357,11 +357,14 @@ struct Ring: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Show the ring: each data node's tokens, the share of the ring it owns and the partitions it leads.",
             discussion: """
-                Answered from the connected node's metadata image (any data node, standalone or controller); \
-                placement is computed the way the nodes compute it. --arcs lists every token's arc.
+                Answered from the connected node's metadata image (any data node, standalone or controller), with \
+                placement as the nodes compute it; then each running data node is asked what it serves (partitions, \
+                bytes) and how its Chord sees its tokens' neighbours. --arcs lists every token's arc, --views each \
+                node's view.
                 """)
         @OptionGroup var connection: Connection
         @Flag(help: "List each node's tokens and the arcs (previous token, token] they own.") var arcs = false
+        @Flag(help: "List each node's view of its tokens' predecessor and successor.") var views = false
 
         func run() async throws {
             let report = try await withAdmin(self.connection) { try await $0.describeRing() }
@@ -375,18 +378,27 @@ struct Ring: AsyncParsableCommand {
             guard !report.nodes.isEmpty else { return }
             let percent = { (share: Double) in String(format: "%.2f%%", share * 100) }
             printTable(
-                ["NODE", "STATE", "LISTENER", "RACK", "TOKENS", "OWNS", "PARTITIONS"],
+                ["NODE", "STATE", "LISTENER", "RACK", "TOKENS", "OWNS", "LEADS", "SERVES", "BYTES"],
                 report.nodes.map { node in
                     [
                         String(node.id), node.state, "\(node.host):\(node.port)", node.rack ?? "", String(node.arcs.count),
-                        percent(node.ownership), String(node.partitions),
+                        percent(node.ownership), String(node.partitions), node.served.map(String.init) ?? "?",
+                        node.bytes.map(String.init) ?? "?",
                     ]
                 })
-            guard self.arcs else { return }
-            for node in report.nodes {
+            for node in report.nodes where self.arcs {
                 print("")
                 print("Node \(node.id):")
                 printTable(["TOKEN", "ARC FROM", "SHARE"], node.arcs.map { [$0.token, $0.from, percent($0.share)] })
+            }
+            for node in report.nodes where self.views {
+                print("")
+                guard let view = node.view else {
+                    print("Node \(node.id): did not answer")
+                    continue
+                }
+                print("Node \(node.id) sees:")
+                printTable(["TOKEN", "PREDECESSOR", "SUCCESSOR"], view.map { [$0.token, $0.predecessor, $0.successor] })
             }
         }
     }

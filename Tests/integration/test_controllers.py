@@ -211,8 +211,9 @@ def test_a_silent_data_node_is_fenced_and_registers_again(cluster):
 
 def test_ring_describe_shows_allocated_tokens_and_placement(cluster):
     """Three data nodes get 16 controller-allocated tokens each; ring describe (through a node
-    or a controller) shows each owning about a third of the ring and leading its partitions,
-    and a restarted node keeps its tokens."""
+    or a controller) shows each owning about a third of the ring, leading and serving its
+    partitions, and each node's Chord view of its tokens' successors; a restarted node keeps its
+    tokens."""
     c = cluster(nodes=3)
     wait_for(lambda: (lambda d: d and len(d["nodes"]) == 3 and all(n["state"] == "active" for n in d["nodes"]))(c.describe()),
              what="three active data nodes")
@@ -239,6 +240,14 @@ def test_ring_describe_shows_allocated_tokens_and_placement(cluster):
     assert sum(n["partitions"] for n in nodes) == 300 and all(n["partitions"] > 60 for n in nodes)
     tokens = {n["id"]: [a["token"] for a in n["arcs"]] for n in nodes}
     epoch = through_node["ringEpoch"]
+    # Each node serves what placement gives it, and its Chord sees each token's true successor.
+    ordered = sorted((int(t, 16), node) for node, ts in tokens.items() for t in ts)
+    successor = {ordered[i][0]: ordered[(i + 1) % len(ordered)] for i in range(len(ordered))}
+
+    def settled(r):
+        return all(n["served"] == n["partitions"] and len(n["view"]) == 16 and all(
+            v["successor"] == "{1}@{0:016x}".format(*successor[int(v["token"], 16)]) for v in n["view"]) for n in r["nodes"])
+    wait_for(lambda: settled(ring(node_address)), what="every node serving its partitions and seeing its successors")
 
     c.tool("kill", "--node", "102")
     c.tool("start", "--node", "102")

@@ -1,3 +1,4 @@
+import ChordCore
 import HashTreeCollections
 import KafkaProtocol
 import Logging
@@ -152,9 +153,24 @@ struct KafkaAPIs: Sendable {
 
     // MARK: DescribeRing
 
-    /// The ring this node's metadata image holds.
+    /// The ring this node's metadata image holds, with what this node serves and, on a data
+    /// node, its Chord view of each of its tokens.
     func describeRing(_ request: DescribeRingRequest, _ context: RequestContext) -> EventLoopFuture<DescribeRingResponse?> {
-        context.eventLoop.makeSucceededFuture(DescribeRingResponse(image: self.broker.cache.image, answeredBy: self.broker.config.nodeID))
+        let broker = self.broker
+        return self.async(on: context.eventLoop) {
+            let (image, placement) = broker.cache.snapshot
+            var response = DescribeRingResponse(image: image, placement: placement, answeredBy: broker.config.nodeID)
+            response.servedPartitions = Int32(broker.replicas.partitionCount)
+            response.servedBytes = await broker.replicas.servedBytes()
+            for view in await broker.chord?.view ?? [] {
+                response.views.append(
+                    .init(
+                        token: view.token.rawValue, predecessorNode: view.predecessor?.node.rawValue ?? -1,
+                        predecessorToken: view.predecessor?.position.rawValue ?? 0, successorNode: view.successor.node.rawValue,
+                        successorToken: view.successor.position.rawValue))
+            }
+            return response
+        }
     }
 
     // MARK: PartitionHandoff
