@@ -197,6 +197,9 @@ public final class Broker: Sendable {
         self.stopRequester.yield()
     }
 
+    /// How long a controlled shutdown waits for the controllers to commit the leave.
+    private static let leaveCommitTimeout = Duration.seconds(3)
+
     /// A data node's controlled shutdown: asks the controllers to take it out of the placement,
     /// then stays (serving the new leaders its copies) until every partition it served was
     /// taken over, or `controlled-shutdown-timeout-ms` passed.
@@ -216,6 +219,18 @@ public final class Broker: Sendable {
             if left.isEmpty {
                 self.logger.info(
                     "handed every partition over", metadata: ["partitions": "\(handing.count)", "elapsed": "\(ContinuousClock.now - started)"])
+                return
+            }
+            // A whole cluster stopping: nobody is left to take over, or the controllers are gone
+            // and cannot take this node out of the placement.
+            let image = self.cache.image
+            let leaving = image.nodes[me]?.leaving ?? true
+            if leaving && !image.nodes.values.contains(where: { $0.id != me && !$0.fenced && !$0.leaving }) {
+                self.logger.notice("no data node is left to take this node's partitions over; stopping")
+                return
+            }
+            if !leaving && ContinuousClock.now - started > Self.leaveCommitTimeout {
+                self.logger.notice("the controllers did not take this node out of the ring; stopping without handing over")
                 return
             }
             try? await Task.sleep(for: .milliseconds(100))

@@ -64,15 +64,24 @@ actor ChordShell {
             self.suspects = []
             return
         }
+        var joining = false
         if self.machine?.tokens != mine.tokens {
             // Request ids start past every earlier incarnation's, so late answers to a previous
             // run are never taken for answers to this one.
             self.machine = ChordStateMachine(node: self.me, tokens: mine.tokens, firstRequestID: UInt64(max(0, mine.incarnation)) << 32)
+            joining = true
         }
         for node in image.nodes.values where node.id != self.me {
             if node.fenced || node.leaving { self.machine!.fence(node.id) } else { self.machine!.admit(node.id) }
         }
-        self.machine!.seed(image.ring)
+        let members = image.nodes.values.filter { $0.id != self.me && !$0.fenced && !$0.leaving }.map(\.id).sorted()
+        if joining, let via = members.randomElement() {
+            // A new member joins through any live one (Chord §4.4); the next seeding confirms it.
+            self.machine!.join(via: via)
+            self.ticksSinceSeed = 0
+        } else {
+            self.machine!.seed(image.ring)
+        }
         self.suspects = self.suspects.filter { image.nodes[$0].map { !$0.fenced && !$0.leaving } ?? false }
         self.drain()
     }

@@ -23,6 +23,10 @@ public struct SimChordRing {
         /// Ticks after which the controllers fence a crashed node that nobody suspected, because
         /// its heartbeats stopped (the node session timeout).
         public var sessionTimeoutTicks = 30
+        /// Ticks between seedings of every running node from the controllers' membership, as a
+        /// data node's `ChordShell` seeds from its metadata image every second (10 ticks); nil
+        /// leaves convergence to the protocol alone.
+        public var reseedTicks: Int?
 
         public init() {}
     }
@@ -130,9 +134,13 @@ public struct SimChordRing {
                 for other in self.running.sorted() { self.machines[other]!.fence(node) }
             }
         }
+        let reseed = self.options.reseedTicks.map { self.now % UInt64($0) == 0 } ?? false
+        let truth = reseed ? self.truth : RingMap(tokens: [:])
         for node in self.running.sorted() {
             self.machines[node]!.tick()
-            if self.machines[node]!.needsBootstrap {
+            if reseed && self.members.contains(node) {
+                self.machines[node]!.seed(truth)
+            } else if self.machines[node]!.needsBootstrap {
                 // It lost touch with everyone it knew: the shell seeds it again from the
                 // metadata image (the controllers' membership, crashed nodes not yet fenced
                 // included), as a production shell does.

@@ -17,9 +17,10 @@ import Testing
     /// Joins, controlled leaves and crashes (5%, 2% and 3% of the ring, interleaved with
     /// stabilization) over a network losing 1% of messages with 1–2 ticks of delay; once the
     /// network is clean again and the ring settles, every lookup finds the right owner, in at most
-    /// ½·log2 N + 1 hops on average (Chord §4.2 and §5).
-    @Test(arguments: Self.nodeCounts)
-    func lookupsAreRightAfterChurn(nodes: Int) async {
+    /// ½·log2 N + 1 hops on average (Chord §4.2 and §5). Run twice: by the protocol alone, and
+    /// with every node seeded from the membership each second as data nodes are.
+    @Test(arguments: Self.nodeCounts, [false, true])
+    func lookupsAreRightAfterChurn(nodes: Int, reseeding: Bool) async {
         let seed = Self.seed
         let outcome = await onOwnThread { () -> String? in
             var options = SimChordRing.Options()
@@ -28,6 +29,7 @@ import Testing
             // Churn under a lossy, jittery network: false suspicions of live nodes happen.
             options.messageLoss = 0.01
             options.delayTicks = 1...2  // round trips stay under the 6-tick request timeout
+            options.reseedTicks = reseeding ? 10 : nil
             var ring = SimChordRing(seed: seed, options: options)
             var random = SeededRandom(seed: seed)
             for round in 0..<max(nodes / 10, 10) {
@@ -46,7 +48,8 @@ import Testing
             let report = ring.checkLookups(count: 2000)
             let bound = 0.5 * log2(Double(ring.members.count)) + 1
             print(
-                "chord simulation, \(nodes) nodes (seed \(seed)): \(ring.members.count) members after churn, "
+                "chord simulation, \(nodes) nodes (seed \(seed), \(reseeding ? "seeded every 10 ticks" : "protocol only")): "
+                    + "\(ring.members.count) members after churn, "
                     + "\(report.correct)/2000 lookups right, mean hops \(report.meanHops) (bound \(bound)), "
                     + "\(ring.messagesDelivered) messages")
             if !inconsistent.isEmpty {

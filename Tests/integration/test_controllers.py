@@ -230,7 +230,8 @@ def test_ring_describe_shows_allocated_tokens_and_placement(cluster):
     through_node = wait_for(lambda: (lambda r: r["partitions"] == 300 and r)(ring(node_address)), what="the topic in the node's image")
     through_controller = ring(controller_address)
     assert through_controller["answeredBy"] == -1 and through_node["answeredBy"] == 101
-    assert through_node["nodes"] == through_controller["nodes"]
+    from_image = lambda r: [{k: n[k] for k in ("id", "state", "arcs", "ownership", "partitions")} for n in r["nodes"]]  # noqa: E731
+    assert from_image(through_node) == from_image(through_controller)
     nodes = through_node["nodes"]
     assert sorted(n["id"] for n in nodes) == [101, 102, 103]
     assert all(len(n["arcs"]) == 16 and n["state"] == "active" for n in nodes)
