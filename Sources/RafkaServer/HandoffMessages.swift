@@ -15,7 +15,7 @@ extension RafkaAPIKey {
 /// (so it no longer takes writes for the partition), stops serving its copy and says how far it
 /// goes; the new leader then copies it with follower fetches. With `release`, the new leader
 /// has its own copy now and the holder deletes its one.
-struct PartitionHandoffRequest: KafkaRequestMessage {
+struct PartitionHandoffRequest: KafkaRequestMessage, Equatable {
     static let apiKey = RafkaAPIKey.partitionHandoff
     static let schemaVersions: ClosedRange<Int16> = 0...0
     static let firstFlexibleVersion: Int16? = 0
@@ -54,7 +54,7 @@ struct PartitionHandoffRequest: KafkaRequestMessage {
     }
 }
 
-struct PartitionHandoffResponse: KafkaResponseMessage {
+struct PartitionHandoffResponse: KafkaResponseMessage, Equatable {
     static let apiKey = RafkaAPIKey.partitionHandoff
     static let schemaVersions: ClosedRange<Int16> = 0...0
     static let firstFlexibleVersion: Int16? = 0

@@ -75,7 +75,7 @@ struct RegisterNodeResponse: KafkaResponseMessage {
 
 /// A data node's periodic liveness report to the controller leader. A node that stops sending
 /// them for the session timeout is fenced (its incarnation), and must register again.
-struct NodeHeartbeatRequest: KafkaRequestMessage {
+struct NodeHeartbeatRequest: KafkaRequestMessage, Equatable {
     static let apiKey = RafkaAPIKey.nodeHeartbeat
     static let schemaVersions: ClosedRange<Int16> = 0...0
     static let firstFlexibleVersion: Int16? = 0

@@ -1,0 +1,38 @@
+import KafkaProtocol
+import NIOCore
+@testable import RafkaServer
+import Testing
+
+/// The data nodes' own requests survive the wire; every truncation and a lying count are
+/// refused without a crash or a large allocation.
+@Suite struct NodeMessageTests {
+    static func roundTrip<M: KafkaRequestMessage & Equatable>(_ message: M) throws {
+        var buffer = ByteBuffer()
+        message.encode(into: &buffer, version: 0)
+        var reader = buffer
+        #expect(try M(from: &reader, version: 0) == message)
+        #expect(reader.readableBytes == 0)
+        for length in 0..<buffer.readableBytes {
+            var prefix = buffer.getSlice(at: 0, length: length)!
+            #expect(throws: KafkaDecodingError.self) { try M(from: &prefix, version: 0) }
+        }
+    }
+
+    @Test func handoffAndHeartbeatRoundTrip() throws {
+        try Self.roundTrip(
+            PartitionHandoffRequest(fromNode: 106, ringEpoch: 9, topicID: KafkaUUID(high: 1, low: 2), topic: "spread", partition: 7, release: true))
+        try Self.roundTrip(NodeHeartbeatRequest(nodeID: 101, incarnation: 3, appliedOffset: 40, wantsToLeave: true, suspects: [102, 104]))
+        var response = ByteBuffer()
+        let answer = PartitionHandoffResponse(hasCopy: true, leaderEpoch: 4, logStartOffset: 10, logEndOffset: 99)
+        answer.encode(into: &response, version: 0)
+        #expect(try PartitionHandoffResponse(from: &response, version: 0) == answer)
+    }
+
+    @Test func aLyingSuspectCountIsRefused() {
+        var buffer = ByteBuffer()
+        NodeHeartbeatRequest(nodeID: 101, incarnation: 3, appliedOffset: 40).encode(into: &buffer, version: 0)
+        buffer.moveWriterIndex(to: buffer.writerIndex - 1)
+        buffer.writeKafkaArrayCount(1000, compact: true)  // 1,000 suspects announced, none sent
+        #expect(throws: KafkaDecodingError.self) { try NodeHeartbeatRequest(from: &buffer, version: 0) }
+    }
+}
