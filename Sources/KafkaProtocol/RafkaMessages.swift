@@ -133,12 +133,18 @@ public struct DescribeRingResponse: KafkaResponseMessage {
         public var fenced: Bool
         /// Asked to leave (controlled shutdown): its partitions pass to the next nodes.
         public var leaving: Bool
+        /// New, copying what it will lead before it is placed.
+        public var joining: Bool
         /// Ring positions, as unsigned 64-bit values.
         public var tokens: [UInt64]
         /// Partitions the answering node's placement gives this node to lead.
         public var leaderPartitions: Int32
 
-        public init(id: Int32, host: String, port: Int32, rack: String?, fenced: Bool, leaving: Bool = false, tokens: [UInt64], leaderPartitions: Int32 = 0) {
+        public init(
+            id: Int32, host: String, port: Int32, rack: String?, fenced: Bool, leaving: Bool = false, joining: Bool = false, tokens: [UInt64],
+            leaderPartitions: Int32 = 0
+        ) {
+            self.joining = joining
             self.id = id
             self.host = host
             self.port = port
@@ -205,6 +211,7 @@ public struct DescribeRingResponse: KafkaResponseMessage {
             let rack = try buffer.readKafkaNullableString(compact: true)
             let fenced = try buffer.readKafkaBool()
             let leaving = try buffer.readKafkaBool()
+            let joining = try buffer.readKafkaBool()
             let tokenCount = try buffer.readKafkaArrayCount(compact: true) ?? 0
             guard tokenCount <= Self.tokensPerNodeMax, buffer.readableBytes >= tokenCount * 8 else {
                 throw KafkaDecodingError(.lengthExceedsBuffer, "ring node with \(tokenCount) tokens")
@@ -212,7 +219,9 @@ public struct DescribeRingResponse: KafkaResponseMessage {
             let tokens = (0..<tokenCount).map { _ in buffer.readInteger(as: UInt64.self)! }
             let leaderPartitions = try buffer.readKafkaInt32()
             self.nodes.append(
-                Node(id: id, host: host, port: port, rack: rack, fenced: fenced, leaving: leaving, tokens: tokens, leaderPartitions: leaderPartitions))
+                Node(
+                    id: id, host: host, port: port, rack: rack, fenced: fenced, leaving: leaving, joining: joining, tokens: tokens,
+                    leaderPartitions: leaderPartitions))
         }
         self.partitions = try buffer.readKafkaInt32()
         self.servedPartitions = try buffer.readKafkaInt32()
@@ -242,6 +251,7 @@ public struct DescribeRingResponse: KafkaResponseMessage {
             buffer.writeKafkaNullableString(node.rack, compact: true)
             buffer.writeKafkaBool(node.fenced)
             buffer.writeKafkaBool(node.leaving)
+            buffer.writeKafkaBool(node.joining)
             buffer.writeKafkaArrayCount(node.tokens.count, compact: true)
             for token in node.tokens { buffer.writeInteger(token) }
             buffer.writeKafkaInt32(node.leaderPartitions)

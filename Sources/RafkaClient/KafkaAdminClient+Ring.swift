@@ -26,12 +26,13 @@ public struct RingReport: Sendable, Codable, Equatable {
     public struct Node: Sendable, Codable, Equatable {
         public var id: Int32
         /// `active`, `fenced` (its partitions wait for it, or pass on if the topic allows an
-        /// unclean takeover) or `leaving` (controlled shutdown: its partitions pass on).
+        /// unclean takeover), `joining` (new: copying what it will lead before it is placed) or
+        /// `leaving` (controlled shutdown: its partitions pass on).
         public var state: String
         public var host: String
         public var port: Int32
         public var rack: String?
-        /// The share of the ring the node owns as first replica (0 while fenced or leaving).
+        /// The share of the ring the node owns as first replica (0 unless active).
         public var ownership: Double
         /// Partitions whose leader the node is, by placement.
         public var partitions: Int
@@ -94,7 +95,7 @@ extension KafkaAdminClient {
     static func report(_ response: DescribeRingResponse) -> RingReport {
         var serving: [NodeID: [RingPosition]] = [:]
         var racks: [NodeID: String] = [:]
-        for node in response.nodes where !node.fenced && !node.leaving && !node.tokens.isEmpty {
+        for node in response.nodes where !node.fenced && !node.leaving && !node.joining && !node.tokens.isEmpty {
             serving[NodeID(node.id)] = node.tokens.map { RingPosition($0) }
             if let rack = node.rack { racks[NodeID(node.id)] = rack }
         }
@@ -114,7 +115,7 @@ extension KafkaAdminClient {
             partitions: Int(response.partitions),
             nodes: response.nodes.sorted { $0.id < $1.id }.map { node in
                 .init(
-                    id: node.id, state: node.fenced ? "fenced" : node.leaving ? "leaving" : "active", host: node.host, port: node.port,
+                    id: node.id, state: node.fenced ? "fenced" : node.leaving ? "leaving" : node.joining ? "joining" : "active", host: node.host, port: node.port,
                     rack: node.rack, ownership: ownership[NodeID(node.id)] ?? 0, partitions: Int(node.leaderPartitions),
                     arcs: arcs[node.id] ?? [], served: nil, bytes: nil, view: nil)
             })

@@ -127,6 +127,7 @@ public final class Broker: Sendable {
                 chord.submit($0)
             })
         await chord.reportSuspects { await link.report(suspects: $0) }
+        await mover.reportCaughtUp { await link.reportCaughtUp() }
         do {
             try await link.catchUp()
             await reconciler.reconcile(to: await link.image)
@@ -206,7 +207,7 @@ public final class Broker: Sendable {
     private func leaveRing() async {
         guard case .remote(let link) = self.control else { return }
         let me = NodeID(self.config.nodeID)
-        guard self.cache.image.nodes.values.contains(where: { $0.id != me && !$0.fenced && !$0.leaving }) else {
+        guard self.cache.image.nodes.values.contains(where: { $0.id != me && !$0.fenced && $0.isPlaced }) else {
             return  // nobody to hand over to
         }
         let started = ContinuousClock.now
@@ -225,7 +226,7 @@ public final class Broker: Sendable {
             // and cannot take this node out of the placement.
             let image = self.cache.image
             let leaving = image.nodes[me]?.leaving ?? true
-            if leaving && !image.nodes.values.contains(where: { $0.id != me && !$0.fenced && !$0.leaving }) {
+            if leaving && !image.nodes.values.contains(where: { $0.id != me && !$0.fenced && $0.isPlaced }) {
                 self.logger.notice("no data node is left to take this node's partitions over; stopping")
                 return
             }

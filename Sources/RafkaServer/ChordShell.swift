@@ -58,8 +58,8 @@ actor ChordShell {
             endpoints[node.id] = Endpoint(host: node.host, port: node.port)
         }
         self.links.update(endpoints: endpoints)
-        guard let mine = image.nodes[self.me], !mine.fenced, !mine.leaving, !mine.tokens.isEmpty else {
-            // Not (or no longer) a member: take no part until registered again.
+        guard let mine = image.nodes[self.me], !mine.fenced, mine.isPlaced, !mine.tokens.isEmpty else {
+            // Not (or not yet, or no longer) a member: take no part until placed.
             self.machine = nil
             self.suspects = []
             return
@@ -72,9 +72,9 @@ actor ChordShell {
             joining = true
         }
         for node in image.nodes.values where node.id != self.me {
-            if node.fenced || node.leaving { self.machine!.fence(node.id) } else { self.machine!.admit(node.id) }
+            if node.fenced || !node.isPlaced { self.machine!.fence(node.id) } else { self.machine!.admit(node.id) }
         }
-        let members = image.nodes.values.filter { $0.id != self.me && !$0.fenced && !$0.leaving }.map(\.id).sorted()
+        let members = image.nodes.values.filter { $0.id != self.me && !$0.fenced && $0.isPlaced }.map(\.id).sorted()
         if joining, let via = members.randomElement() {
             // A new member joins through any live one (Chord §4.4); the next seeding confirms it.
             self.machine!.join(via: via)
@@ -82,7 +82,7 @@ actor ChordShell {
         } else {
             self.machine!.seed(image.ring)
         }
-        self.suspects = self.suspects.filter { image.nodes[$0].map { !$0.fenced && !$0.leaving } ?? false }
+        self.suspects = self.suspects.filter { image.nodes[$0].map { !$0.fenced && $0.isPlaced } ?? false }
         self.drain()
     }
 

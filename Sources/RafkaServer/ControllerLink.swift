@@ -31,6 +31,8 @@ actor ControllerLink {
     private var wantsToLeave = false
     /// Data nodes this node's Chord shell suspects, carried by every heartbeat.
     private var suspects: [NodeID] = []
+    /// This joining node has copied what it will lead (carried until the image shows it placed).
+    private var caughtUp = false
     private(set) var image = MetadataImage(clusterID: "")
     /// Called with each new image, in order.
     private let onImage: @Sendable (MetadataImage) -> Void
@@ -179,7 +181,7 @@ actor ControllerLink {
             let response = try await self.leader().send(
                 NodeHeartbeatRequest(
                     nodeID: self.config.nodeID, incarnation: incarnation, appliedOffset: Int64(self.image.offset.rawValue),
-                    wantsToLeave: self.wantsToLeave, suspects: self.suspects.map(\.rawValue)),
+                    wantsToLeave: self.wantsToLeave, suspects: self.suspects.map(\.rawValue), caughtUp: self.caughtUp),
                 timeout: Self.requestTimeout)
             switch KafkaErrorCode(rawValue: response.errorCode) {
             case KafkaErrorCode(rawValue: 0):
@@ -233,6 +235,14 @@ actor ControllerLink {
         self.wantsToLeave = true
         await self.heartbeat()
         await self.fetch()
+    }
+
+    /// Tells the controllers this joining node has copied what it will lead, at once and with
+    /// every later heartbeat.
+    func reportCaughtUp() async {
+        guard !self.caughtUp else { return }
+        self.caughtUp = true
+        await self.heartbeat()
     }
 
     /// Reports the data nodes the Chord shell suspects, at once and with every later heartbeat.

@@ -173,6 +173,13 @@ final class ControllerService: Sendable {
         }
         self.liveness.withLock { $0[node.id] = .now(appliedOffset: request.appliedOffset) }
         await self.confirm(suspects: request.suspects.map { NodeID($0) }, reportedBy: node.id)
+        if request.caughtUp && node.joining {
+            do {
+                try await self.metadata.activateNode(id: node.id, incarnation: node.incarnation)
+            } catch {
+                return NodeHeartbeatResponse(errorCode: error.code.rawValue)
+            }
+        }
         if request.wantsToLeave && !node.leaving {
             do {
                 try await self.metadata.markNodeLeaving(id: node.id, incarnation: node.incarnation)

@@ -14,7 +14,8 @@ extension RafkaAPIKey {
 /// earlier leader's copy for it. The holder answers only once its own image is at that epoch
 /// (so it no longer takes writes for the partition), stops serving its copy and says how far it
 /// goes; the new leader then copies it with follower fetches. With `release`, the new leader
-/// has its own copy now and the holder deletes its one.
+/// has its own copy now and the holder deletes its one. With `peek`, a joining node asks the
+/// current leader how far its copy goes, to copy it before it is placed: nothing changes.
 struct PartitionHandoffRequest: KafkaRequestMessage, Equatable {
     static let apiKey = RafkaAPIKey.partitionHandoff
     static let schemaVersions: ClosedRange<Int16> = 0...0
@@ -25,8 +26,10 @@ struct PartitionHandoffRequest: KafkaRequestMessage, Equatable {
     var topic = ""
     var partition: Int32 = 0
     var release = false
+    var peek = false
 
-    init(fromNode: Int32, ringEpoch: Int64, topicID: KafkaUUID, topic: String, partition: Int32, release: Bool) {
+    init(fromNode: Int32, ringEpoch: Int64, topicID: KafkaUUID, topic: String, partition: Int32, release: Bool, peek: Bool = false) {
+        self.peek = peek
         self.fromNode = fromNode
         self.ringEpoch = ringEpoch
         self.topicID = topicID
@@ -42,6 +45,7 @@ struct PartitionHandoffRequest: KafkaRequestMessage, Equatable {
         self.topic = try buffer.readKafkaString(compact: true)
         self.partition = try buffer.readKafkaInt32()
         self.release = try buffer.readKafkaBool()
+        self.peek = try buffer.readKafkaBool()
     }
 
     func encode(into buffer: inout ByteBuffer, version: Int16) {
@@ -51,6 +55,7 @@ struct PartitionHandoffRequest: KafkaRequestMessage, Equatable {
         buffer.writeKafkaString(self.topic, compact: true)
         buffer.writeKafkaInt32(self.partition)
         buffer.writeKafkaBool(self.release)
+        buffer.writeKafkaBool(self.peek)
     }
 }
 

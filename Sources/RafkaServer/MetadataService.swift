@@ -299,12 +299,16 @@ actor MetadataService {
             let image = await self.image
             let incarnation = Int64(image.offset.rawValue) + 1
             var tokens = image.nodes[id]?.tokens ?? []
+            // A new node joins: it copies what it will lead before it is placed. A node that
+            // was placed before comes back placed, with its data.
+            var joining = image.nodes[id]?.joining ?? false
             if tokens.isEmpty {
                 var allocator = TokenAllocator(ring: image.allTokens)
                 tokens = allocator.allocate(for: id, count: self.config.ringTokensPerNode)
+                joining = image.nodes.values.contains { $0.id != id && !$0.fenced && $0.isPlaced }
             }
             let registration = NodeRegistration(
-                id: id, host: host, port: port, rack: rack, incarnation: incarnation, fenced: false, tokens: tokens)
+                id: id, host: host, port: port, rack: rack, incarnation: incarnation, fenced: false, tokens: tokens, joining: joining)
             return (incarnation, tokens.count, try await self.submit(.registerNode(registration)))
         }
         try await self.completion(of: commit)
@@ -336,6 +340,17 @@ actor MetadataService {
         guard let commit else { return }
         try await self.completion(of: commit)
         self.logger.info("data node is leaving the ring", metadata: ["node": "\(id)", "incarnation": "\(incarnation)"])
+    }
+
+    /// Places a joining node that has copied what it will lead (its partitions then move to it).
+    func activateNode(id: NodeID, incarnation: Int64) async throws(BrokerError) {
+        let commit = try await self.serialized { () async throws(BrokerError) -> Commit? in
+            guard let node = await self.image.nodes[id], node.incarnation == incarnation, node.joining else { return nil }
+            return try await self.submit(.activateNode(id: id, incarnation: incarnation))
+        }
+        guard let commit else { return }
+        try await self.completion(of: commit)
+        self.logger.info("data node joined the ring", metadata: ["node": "\(id)", "incarnation": "\(incarnation)"])
     }
 
     // MARK: Producer ids

@@ -87,10 +87,13 @@ struct NodeHeartbeatRequest: KafkaRequestMessage, Equatable {
     var wantsToLeave = false
     /// Data nodes this one's ring neighbours stopped answering (Chord failure suspicion).
     var suspects: [Int32] = []
+    /// A joining node has copied the partitions it will lead and asks to be placed.
+    var caughtUp = false
     /// Suspects a heartbeat may carry.
     static let suspectsMax = 1024
 
-    init(nodeID: Int32, incarnation: Int64, appliedOffset: Int64, wantsToLeave: Bool = false, suspects: [Int32] = []) {
+    init(nodeID: Int32, incarnation: Int64, appliedOffset: Int64, wantsToLeave: Bool = false, suspects: [Int32] = [], caughtUp: Bool = false) {
+        self.caughtUp = caughtUp
         self.nodeID = nodeID
         self.incarnation = incarnation
         self.appliedOffset = appliedOffset
@@ -108,6 +111,7 @@ struct NodeHeartbeatRequest: KafkaRequestMessage, Equatable {
             throw KafkaDecodingError(.lengthExceedsBuffer, "heartbeat with \(count) suspects")
         }
         self.suspects = try (0..<count).map { _ throws(KafkaDecodingError) in try buffer.readKafkaInt32() }
+        self.caughtUp = try buffer.readKafkaBool()
     }
 
     func encode(into buffer: inout ByteBuffer, version: Int16) {
@@ -117,6 +121,7 @@ struct NodeHeartbeatRequest: KafkaRequestMessage, Equatable {
         buffer.writeKafkaBool(self.wantsToLeave)
         buffer.writeKafkaArrayCount(self.suspects.count, compact: true)
         for suspect in self.suspects { buffer.writeKafkaInt32(suspect) }
+        buffer.writeKafkaBool(self.caughtUp)
     }
 }
 

@@ -38,6 +38,21 @@ actor PartitionMover {
     static let concurrentTakeovers = 8
     private var running = 0
     private var waitingToRun: [CheckedContinuation<Void, Never>] = []
+    /// While joining: copies under way, those done, and when copying began.
+    private var precopies: [TopicPartition: (leader: NodeID, task: Task<Void, Never>)] = [:]
+    private var precopied: Set<TopicPartition> = []
+    private var joinStarted: ContinuousClock.Instant?
+    private var reportedCaughtUp = false
+    /// After this long a joining node asks to be placed even with copies unfinished (their
+    /// takeovers copy the rest).
+    static let joinCopyTimeout = Duration.seconds(60)
+    /// Tells the controllers this joining node has caught up.
+    private var onCaughtUp: (@Sendable () async -> Void)?
+    private var uncleanByDefault: Bool { self.topicDefaults["unclean.leader.election.enable"] == "true" }
+
+    func reportCaughtUp(through report: @escaping @Sendable () async -> Void) {
+        self.onCaughtUp = report
+    }
 
     init(me: NodeID, replicas: ReplicaManager, topicDefaults: [String: String], logger: Logger) {
         self.me = me
@@ -77,6 +92,95 @@ actor PartitionMover {
             let task = Task { await self.takeOver(topic: topic, partition: tp.partition, epoch: epoch) }
             self.takeovers[tp] = (epoch, task)
         }
+        self.prepareJoin()
+    }
+
+    // MARK: Joining
+
+    /// While this node is joining: copies every partition it will lead from its current leader
+    /// (follower fetches, nothing changes there), then tells the controllers it has caught up.
+    /// Once placed, the takeover only copies what was written since.
+    private func prepareJoin() {
+        guard let mine = self.image.nodes[self.me], mine.joining, !mine.fenced else {
+            for precopy in self.precopies.values { precopy.task.cancel() }
+            self.precopies = [:]
+            self.precopied = []
+            self.joinStarted = nil
+            self.reportedCaughtUp = false
+            return
+        }
+        let future = PartitionPlacement(image: self.image, uncleanByDefault: self.uncleanByDefault, activating: self.me)
+        var wanted: [TopicPartition: (TopicMetadata, NodeID)] = [:]
+        for topic in self.image.topics.values {
+            for partition in 0..<topic.partitionCount where future.leader(of: topic, partition: partition) == .node(self.me) {
+                // Only a partition with a leader now has something to copy.
+                if case .node(let leader) = self.placement.leader(of: topic, partition: partition) {
+                    wanted[TopicPartition(topic.name, partition)] = (topic, leader)
+                }
+            }
+        }
+        for (tp, precopy) in self.precopies where wanted[tp]?.1 != precopy.leader {
+            precopy.task.cancel()
+            self.precopies[tp] = nil
+        }
+        self.precopied.formIntersection(wanted.keys)
+        for (tp, (topic, leader)) in wanted where self.precopies[tp] == nil && !self.precopied.contains(tp) {
+            self.precopies[tp] = (leader, Task { await self.precopy(topic: topic, partition: tp.partition, from: leader) })
+        }
+        self.joinStarted = self.joinStarted ?? .now
+        self.reportIfCaughtUp()
+    }
+
+    private func precopy(topic: TopicMetadata, partition: Int32, from leader: NodeID) async {
+        let tp = TopicPartition(topic.name, partition)
+        let copied = await self.untilDone("copying a partition before joining", tp) {
+            let config = try self.config(for: topic)
+            let peek = PartitionHandoffRequest(
+                fromNode: self.me.rawValue, ringEpoch: 0, topicID: topic.id, topic: topic.name, partition: partition, release: false,
+                peek: true)
+            let answer = try await self.send(peek, to: leader)
+            guard answer.errorCode == 0 else {
+                throw BrokerError(KafkaErrorCode(rawValue: answer.errorCode), answer.errorMessage)
+            }
+            let copy = try await self.resumableCopy(topic: topic, partition: partition, config: config, of: answer)
+            try await self.copy(tp, topicID: topic.id, from: leader, into: copy, through: answer.logEndOffset)
+            try self.replicas.recordCopyOf(tp, leaderEpoch: answer.leaderEpoch)
+        }
+        guard copied, self.precopies[tp]?.leader == leader else { return }
+        self.precopies[tp] = nil
+        self.precopied.insert(tp)
+        self.reportIfCaughtUp()
+    }
+
+    /// This node's copy to continue filling from `holder`'s answer: the one it has if that is a
+    /// prefix of the holder's (copied from the same leadership, within the holder's log),
+    /// else a fresh one.
+    private func resumableCopy(
+        topic: TopicMetadata, partition: Int32, config: LogConfig, of holder: PartitionHandoffResponse
+    ) async throws -> PartitionShell {
+        let tp = TopicPartition(topic.name, partition)
+        if let own = try await self.replicas.heldCopy(topic: topic, partition: partition, config: config),
+            self.replicas.leaderEpoch(of: tp) == -1, self.replicas.copyOf(tp) == holder.leaderEpoch
+        {
+            let offsets = try await own.offsets().get()
+            if offsets.highWatermark <= holder.logEndOffset && offsets.highWatermark >= holder.logStartOffset {
+                return own
+            }
+        }
+        return try await self.replicas.openHeld(topic: topic, partition: partition, config: config, fresh: true)
+    }
+
+    private func reportIfCaughtUp() {
+        guard !self.reportedCaughtUp, let started = self.joinStarted else { return }
+        let timedOut = ContinuousClock.now - started > Self.joinCopyTimeout
+        guard self.precopies.isEmpty || timedOut, let caughtUp = self.onCaughtUp else { return }
+        self.reportedCaughtUp = true
+        if timedOut && !self.precopies.isEmpty {
+            self.logger.warning("joining with partitions still being copied", metadata: ["partitions": "\(self.precopies.count)"])
+        } else {
+            self.logger.info("copied every partition this node will lead; asking to be placed", metadata: ["partitions": "\(self.precopied.count)"])
+        }
+        Task { await caughtUp() }
     }
 
     private func config(for topic: TopicMetadata) throws -> LogConfig {
@@ -86,23 +190,33 @@ actor PartitionMover {
     // MARK: Taking over
 
     private func takeOver(topic: TopicMetadata, partition: Int32, epoch: Int64) async {
-        let tp = TopicPartition(topic.name, partition)
+        _ = await self.untilDone("taking over a partition", TopicPartition(topic.name, partition)) {
+            try await self.attemptTakeover(topic: topic, partition: partition, epoch: epoch)
+        }
+    }
+
+    /// Runs `attempt` (in one of the copying slots) until it succeeds (true) or the task is
+    /// cancelled (false), backing off and saying now and then why it waits. While joining, a copy
+    /// that keeps failing does not hold the join past its timeout.
+    private func untilDone(_ what: String, _ tp: TopicPartition, _ attempt: () async throws -> Void) async -> Bool {
         await self.acquireSlot()
         defer { self.releaseSlot() }
-        var attempt = 0
+        var failures = 0
         while !Task.isCancelled {
             do {
-                try await self.attemptTakeover(topic: topic, partition: partition, epoch: epoch)
-                return
+                try await attempt()
+                return true
             } catch {
-                if Task.isCancelled { return }
-                attempt += 1
-                if attempt == 1 || attempt % 20 == 0 {
-                    self.logger.notice("taking over a partition is waiting", metadata: ["partition": "\(tp)", "reason": "\(error)"])
+                if Task.isCancelled { return false }
+                failures += 1
+                if failures == 1 || failures % 20 == 0 {
+                    self.logger.notice("\(what) is waiting", metadata: ["partition": "\(tp)", "reason": "\(error)"])
                 }
-                try? await Task.sleep(for: .milliseconds(min(50 * attempt, 500)))
+                self.reportIfCaughtUp()
+                try? await Task.sleep(for: .milliseconds(min(50 * failures, 500)))
             }
         }
+        return false
     }
 
     private struct Holder {
@@ -130,7 +244,8 @@ actor PartitionMover {
         let ownEnd = try await own?.offsets().get().highWatermark ?? -1
         let newest = holders.max { ($0.answer.leaderEpoch, $0.answer.logEndOffset) < ($1.answer.leaderEpoch, $1.answer.logEndOffset) }
         if let newest, own == nil || (newest.answer.leaderEpoch, newest.answer.logEndOffset) > (ownEpoch, ownEnd) {
-            let copy = try await self.replicas.openHeld(topic: topic, partition: partition, config: config, fresh: true)
+            // A copy made while joining goes on from where it is; any other is replaced.
+            let copy = try await self.resumableCopy(topic: topic, partition: partition, config: config, of: newest.answer)
             try await self.copy(tp, topicID: topic.id, from: newest.node, into: copy, through: newest.answer.logEndOffset)
             self.logger.info(
                 "took over a partition from its previous leader",
@@ -206,6 +321,19 @@ actor PartitionMover {
             return PartitionHandoffResponse(errorCode: KafkaErrorCode.unknownTopicOrPartition.rawValue, errorMessage: "no such partition here")
         }
         let tp = TopicPartition(topic.name, request.partition)
+        if request.peek {
+            guard let shell = self.replicas.shell(for: tp) else {
+                return PartitionHandoffResponse(errorCode: KafkaErrorCode.notLeaderOrFollower.rawValue, errorMessage: "\(tp) is not served here")
+            }
+            do {
+                let offsets = try await shell.offsets().get()
+                return PartitionHandoffResponse(
+                    hasCopy: true, leaderEpoch: self.replicas.leaderEpoch(of: tp), logStartOffset: offsets.logStart,
+                    logEndOffset: offsets.highWatermark)
+            } catch {
+                return PartitionHandoffResponse(errorCode: KafkaErrorCode.kafkaStorageError.rawValue, errorMessage: "\(error)")
+            }
+        }
         if self.placement.leader(of: topic, partition: request.partition) == .node(self.me) {
             return PartitionHandoffResponse(
                 errorCode: KafkaErrorCode.fencedLeaderEpoch.rawValue, errorMessage: "this node leads \(tp) at ring epoch \(image.ringEpoch)")
@@ -236,10 +364,16 @@ actor PartitionMover {
             connection = open
         } else {
             guard let registration = self.image.nodes[node] else { throw BrokerError(.brokerNotAvailable, "node \(node) is not registered") }
-            connection = try await KafkaConnection.connect(
+            let fresh = try await KafkaConnection.connect(
                 host: registration.host, port: Int(registration.port), clientID: "rafka-node-\(self.me)", connectTimeout: .seconds(2))
-            self.connections[node]?.close()
-            self.connections[node] = connection
+            if let raced = self.connections[node], raced.isActive {
+                // Another copy connected meanwhile: share its connection.
+                fresh.close()
+                connection = raced
+            } else {
+                self.connections[node] = fresh
+                connection = fresh
+            }
         }
         do {
             return try await connection.send(request, version: version ?? 0, timeout: .seconds(10))
@@ -251,6 +385,8 @@ actor PartitionMover {
     }
 
     func close() {
+        for precopy in self.precopies.values { precopy.task.cancel() }
+        self.precopies = [:]
         for takeover in self.takeovers.values { takeover.task.cancel() }
         self.takeovers = [:]
         for connection in self.connections.values { connection.close() }

@@ -217,6 +217,21 @@ final class ReplicaManager: Sendable {
         Self.leaderEpoch(directory: self.directory(for: topicPartition))
     }
 
+    /// Records that the copy (not served yet) was made from a copy led since `leaderEpoch`, so a
+    /// later takeover from the same leadership can go on from it.
+    func recordCopyOf(_ topicPartition: TopicPartition, leaderEpoch: Int32) throws {
+        try FileSystem.writeAtomically(
+            self.directory(for: topicPartition) + "/copy-of-epoch", contents: ByteBuffer(string: "\(leaderEpoch)\n"))
+    }
+
+    /// The leader epoch recorded by `recordCopyOf`, if any.
+    func copyOf(_ topicPartition: TopicPartition) -> Int32? {
+        guard var bytes = try? FileSystem.readAll(self.directory(for: topicPartition) + "/copy-of-epoch"),
+            let text = bytes.readString(length: bytes.readableBytes)
+        else { return nil }
+        return Int32(text.filter { !$0.isWhitespace })
+    }
+
     private static func writeLeaderEpoch(_ epoch: Int32, directory: String) throws {
         try FileSystem.writeAtomically(directory + "/leader-epoch", contents: ByteBuffer(string: "\(epoch)\n"))
     }

@@ -21,6 +21,7 @@ extension DescribeRingResponse {
             nodes: image.nodes.values.sorted { $0.id < $1.id }.map { node in
                 .init(
                     id: node.id.rawValue, host: node.host, port: node.port, rack: node.rack, fenced: node.fenced, leaving: node.leaving,
+                    joining: node.joining,
                     tokens: node.tokens.map(\.rawValue), leaderPartitions: leading[node.id] ?? 0)
             })
         self.partitions = partitions

@@ -118,15 +118,19 @@ public struct NodeRegistration: Sendable, Equatable {
     /// The node asked to leave (a controlled shutdown): its partitions pass to the next nodes
     /// clockwise, which copy them from it while it still runs. A new registration clears it.
     public var leaving: Bool
+    /// A new node still copying the partitions it will lead from their current leaders: not
+    /// placed yet. The controllers activate it when it says it has caught up.
+    public var joining: Bool
     /// The node's ring tokens, chosen by the controller leader (`TokenAllocator`) at its first
     /// registration and kept across restarts, so its partitions stay where they are.
     public var tokens: [RingPosition]
 
     public init(
         id: NodeID, host: String, port: Int32, rack: String?, incarnation: Int64, fenced: Bool, tokens: [RingPosition] = [],
-        leaving: Bool = false
+        leaving: Bool = false, joining: Bool = false
     ) {
         self.leaving = leaving
+        self.joining = joining
         self.id = id
         self.host = host
         self.port = port
@@ -137,13 +141,19 @@ public struct NodeRegistration: Sendable, Equatable {
     }
 }
 
-extension MetadataImage {
-    /// The ring of data nodes that serve: registered, neither fenced nor leaving, with tokens.
-    public var ring: RingMap { self.ring(including: { !$0.fenced && !$0.leaving }) }
+extension NodeRegistration {
+    /// Part of the placement: neither joining nor leaving.
+    public var isPlaced: Bool { !self.joining && !self.leaving }
+}
 
-    /// The nodes whose partitions they lead stay theirs: every registered node that is not
-    /// leaving (a fenced node keeps its place until it comes back).
-    public var placementRing: RingMap { self.ring(including: { !$0.leaving }) }
+extension MetadataImage {
+    /// The ring of data nodes that serve: registered, placed (neither joining nor leaving) and
+    /// not fenced, with tokens.
+    public var ring: RingMap { self.ring(including: { !$0.fenced && $0.isPlaced }) }
+
+    /// The nodes whose partitions they lead stay theirs: every placed node (a fenced node keeps
+    /// its place until it comes back).
+    public var placementRing: RingMap { self.ring(including: { $0.isPlaced }) }
 
     /// The nodes that run as far as the controllers know: not fenced (leaving ones included,
     /// which hand their copies over).
@@ -180,6 +190,8 @@ public enum MetadataChange: Sendable, Equatable {
     case unfenceNode(id: NodeID, incarnation: Int64)
     /// The node's incarnation asked to leave the ring (controlled shutdown).
     case nodeLeaving(id: NodeID, incarnation: Int64)
+    /// The joining node's incarnation has copied what it will lead: it is placed.
+    case activateNode(id: NodeID, incarnation: Int64)
     case unregisterNode(id: NodeID)
     /// Records where a controller listens, before it is added as a voter.
     case registerController(id: NodeID, endpoint: Endpoint)
@@ -218,6 +230,11 @@ public enum MetadataChange: Sendable, Equatable {
                 image.nodes[id]?.leaving = true
                 image.ringEpoch += 1
             }
+        case .activateNode(let id, let incarnation):
+            if image.nodes[id]?.incarnation == incarnation, image.nodes[id]?.joining == true {
+                image.nodes[id]?.joining = false
+                image.ringEpoch += 1
+            }
         case .unregisterNode(let id):
             if image.nodes.removeValue(forKey: id) != nil { image.ringEpoch += 1 }
         case .registerController(let id, let endpoint):
@@ -231,7 +248,7 @@ public enum MetadataChange: Sendable, Equatable {
 extension MetadataChange {
     private enum Kind: UInt8 {
         case bootstrap = 1, createTopic, deleteTopic, setPartitionCount, setTopicConfigs, reserveProducerIDs
-        case registerNode, fenceNode, unfenceNode, unregisterNode, registerController, nodeLeaving
+        case registerNode, fenceNode, unfenceNode, unregisterNode, registerController, nodeLeaving, activateNode
     }
 
     /// The bytes of a metadata-log entry: a format version, a kind, then the fields.
@@ -273,8 +290,13 @@ extension MetadataChange {
             buffer.writeKafkaBool(node.fenced)
             buffer.writeKafkaArrayCount(node.tokens.count, compact: true)
             for token in node.tokens { buffer.writeInteger(token.rawValue) }
+            buffer.writeKafkaBool(node.joining)
         case .fenceNode(let id, let incarnation), .unfenceNode(let id, let incarnation):
             buffer.writeInteger(self.isFence ? Kind.fenceNode.rawValue : Kind.unfenceNode.rawValue)
+            buffer.writeKafkaInt32(id.rawValue)
+            buffer.writeKafkaInt64(incarnation)
+        case .activateNode(let id, let incarnation):
+            buffer.writeInteger(Kind.activateNode.rawValue)
             buffer.writeKafkaInt32(id.rawValue)
             buffer.writeKafkaInt64(incarnation)
         case .nodeLeaving(let id, let incarnation):
@@ -352,12 +374,16 @@ extension MetadataChange {
                 throw KafkaDecodingError(.lengthExceedsBuffer, "node registration with \(count) tokens")
             }
             let tokens = (0..<count).map { _ in RingPosition(buffer.readInteger(as: UInt64.self)!) }
+            let joining = try buffer.readKafkaBool()
             self = .registerNode(
-                NodeRegistration(id: id, host: host, port: port, rack: rack, incarnation: incarnation, fenced: fenced, tokens: tokens))
+                NodeRegistration(
+                    id: id, host: host, port: port, rack: rack, incarnation: incarnation, fenced: fenced, tokens: tokens, joining: joining))
         case .fenceNode:
             self = .fenceNode(id: NodeID(try buffer.readKafkaInt32()), incarnation: try buffer.readKafkaInt64())
         case .unfenceNode:
             self = .unfenceNode(id: NodeID(try buffer.readKafkaInt32()), incarnation: try buffer.readKafkaInt64())
+        case .activateNode:
+            self = .activateNode(id: NodeID(try buffer.readKafkaInt32()), incarnation: try buffer.readKafkaInt64())
         case .nodeLeaving:
             self = .nodeLeaving(id: NodeID(try buffer.readKafkaInt32()), incarnation: try buffer.readKafkaInt64())
         case .unregisterNode:

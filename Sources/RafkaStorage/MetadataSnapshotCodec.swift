@@ -19,7 +19,8 @@ public enum MetadataSnapshotCodec {
         CREATE TABLE controller_endpoints(id INTEGER PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL);
         CREATE TABLE nodes(
             id INTEGER PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL, rack TEXT,
-            incarnation INTEGER NOT NULL, fenced INTEGER NOT NULL, leaving INTEGER NOT NULL);
+            incarnation INTEGER NOT NULL, fenced INTEGER NOT NULL, leaving INTEGER NOT NULL,
+            joining INTEGER NOT NULL);
         CREATE TABLE node_tokens(node INTEGER NOT NULL REFERENCES nodes(id), token INTEGER NOT NULL);
         """
 
@@ -57,10 +58,10 @@ public enum MetadataSnapshotCodec {
             }
             for node in image.nodes.values.sorted(by: { $0.id < $1.id }) {
                 try database.query(
-                    "INSERT INTO nodes(id, host, port, rack, incarnation, fenced, leaving) VALUES(?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO nodes(id, host, port, rack, incarnation, fenced, leaving, joining) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
                     [.integer(Int64(node.id.rawValue)), .text(node.host), .integer(Int64(node.port)),
                      node.rack.map { .text($0) } ?? .null, .integer(node.incarnation), .integer(node.fenced ? 1 : 0),
-                     .integer(node.leaving ? 1 : 0)])
+                     .integer(node.leaving ? 1 : 0), .integer(node.joining ? 1 : 0)])
                 for token in node.tokens {
                     // SQLite integers are signed: the token's bits, as stored.
                     try database.query(
@@ -106,13 +107,13 @@ public enum MetadataSnapshotCodec {
             guard let id = row[0].integer, let host = row[1].text, let port = row[2].integer else { continue }
             image.controllerEndpoints[NodeID(Int32(id))] = Endpoint(host: host, port: Int32(port))
         }
-        for row in try database.query("SELECT id, host, port, rack, incarnation, fenced, leaving FROM nodes") {
+        for row in try database.query("SELECT id, host, port, rack, incarnation, fenced, leaving, joining FROM nodes") {
             guard let id = row[0].integer, let host = row[1].text, let port = row[2].integer, let incarnation = row[4].integer,
-                let fenced = row[5].integer, let leaving = row[6].integer
+                let fenced = row[5].integer, let leaving = row[6].integer, let joining = row[7].integer
             else { throw StorageError(.database, "snapshot: malformed node row \(row)") }
             image.nodes[NodeID(Int32(id))] = NodeRegistration(
                 id: NodeID(Int32(id)), host: host, port: Int32(port), rack: row[3].text, incarnation: incarnation, fenced: fenced != 0,
-                leaving: leaving != 0)
+                leaving: leaving != 0, joining: joining != 0)
         }
         for row in try database.query("SELECT node, token FROM node_tokens ORDER BY rowid") {
             guard let id = row[0].integer, let token = row[1].integer, image.nodes[NodeID(Int32(id))] != nil else {

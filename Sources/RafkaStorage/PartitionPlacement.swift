@@ -9,7 +9,8 @@ import RafkaCore
 /// with a new incarnation — unless the topic sets `unclean.leader.election.enable`, in which
 /// case the next serving node clockwise takes them over with what it has (nothing, until
 /// replication), as Kafka's unclean election does. A node leaving in a controlled way gives its
-/// place up at once: its partitions pass to the next nodes, which copy them from it.
+/// place up at once: its partitions pass to the next nodes, which copy them from it. A joining
+/// node has no place yet: it copies what it will lead first, then the controllers activate it.
 ///
 /// The leader epoch of every partition is the image's ring epoch: it only grows, every node
 /// computes the same one from its image, and it changes whenever a leader may have.
@@ -32,10 +33,18 @@ public struct PartitionPlacement: Sendable {
     private let fenced: Set<NodeID>
     private let uncleanByDefault: Bool
 
-    public init(image: MetadataImage, uncleanByDefault: Bool = false) {
+    /// With `activating`, the placement once that joining node is activated: what it will lead.
+    public init(image: MetadataImage, uncleanByDefault: Bool = false, activating: NodeID? = nil) {
         self.ringEpoch = image.ringEpoch
-        self.registered = image.placementRing
-        self.serving = image.ring
+        if let activating {
+            var future = image
+            future.nodes[activating]?.joining = false
+            self.registered = future.placementRing
+            self.serving = future.ring
+        } else {
+            self.registered = image.placementRing
+            self.serving = image.ring
+        }
         self.running = image.runningRing
         self.fenced = Set(image.nodes.values.filter(\.fenced).map(\.id))
         self.uncleanByDefault = uncleanByDefault

@@ -31,8 +31,9 @@ import Testing
     @Test func aLyingSuspectCountIsRefused() {
         var buffer = ByteBuffer()
         NodeHeartbeatRequest(nodeID: 101, incarnation: 3, appliedOffset: 40).encode(into: &buffer, version: 0)
-        buffer.moveWriterIndex(to: buffer.writerIndex - 1)
+        buffer.moveWriterIndex(to: buffer.writerIndex - 2)  // the empty suspect list and the caught-up flag
         buffer.writeKafkaArrayCount(1000, compact: true)  // 1,000 suspects announced, none sent
+        buffer.writeKafkaBool(false)
         #expect(throws: KafkaDecodingError.self) { try NodeHeartbeatRequest(from: &buffer, version: 0) }
     }
 }

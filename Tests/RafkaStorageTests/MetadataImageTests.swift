@@ -16,6 +16,11 @@ import Testing
     @Test func registrationRoundTripsWithTokens() throws {
         let change = MetadataChange.registerNode(Self.registration(3, rack: "a"))
         #expect(try MetadataChange(encoded: change.encoded()) == change)
+        var joining = Self.registration(4)
+        joining.joining = true
+        for change in [MetadataChange.registerNode(joining), .activateNode(id: NodeID(4), incarnation: 40), .nodeLeaving(id: NodeID(4), incarnation: 40)] {
+            #expect(try MetadataChange(encoded: change.encoded()) == change)
+        }
     }
 
     /// A token count larger than the bytes that follow is refused, not allocated.
@@ -36,6 +41,9 @@ import Testing
         MetadataChange.registerNode(Self.registration(3)).apply(to: &image, at: LogIndex(3))
         MetadataChange.nodeLeaving(id: NodeID(3), incarnation: 30).apply(to: &image, at: LogIndex(4))
         #expect(image.nodes[NodeID(3)]?.leaving == true)
+        var joining = Self.registration(4)
+        joining.joining = true
+        MetadataChange.registerNode(joining).apply(to: &image, at: LogIndex(5))
         let bytes = try MetadataSnapshotCodec.encode(image, scratchDirectory: directory.path)
         let restored = try MetadataSnapshotCodec.decode(bytes, scratchDirectory: directory.path)
         #expect(restored == image)
@@ -96,5 +104,19 @@ import Testing
         again.incarnation = 60
         MetadataChange.registerNode(again).apply(to: &back, at: LogIndex(6))
         #expect(leaders(strict, back) == before)
+
+        // A joining node leads nothing until activated; the placement "as if activated" says
+        // what it copies meanwhile, and is what activation gives it.
+        var joining = image
+        var newcomer = Self.registration(5)
+        newcomer.joining = true
+        MetadataChange.registerNode(newcomer).apply(to: &joining, at: LogIndex(5))
+        #expect(leaders(strict, joining) == before)
+        let future = PartitionPlacement(image: joining, activating: NodeID(5))
+        let promised = (0..<strict.partitionCount).map { future.leader(of: strict, partition: $0) }
+        #expect(promised.contains(.node(NodeID(5))))
+        MetadataChange.activateNode(id: NodeID(5), incarnation: 50).apply(to: &joining, at: LogIndex(6))
+        #expect(leaders(strict, joining) == promised)
+        for (old, new) in zip(before, promised) where new != .node(NodeID(5)) { #expect(new == old) }
     }
 }
