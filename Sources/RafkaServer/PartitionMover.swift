@@ -29,7 +29,7 @@ actor PartitionMover {
     private var image = MetadataImage(clusterID: "")
     private var placement = PartitionPlacement(image: MetadataImage(clusterID: ""))
     /// Takeovers under way, with the ring epoch each started under.
-    private var takeovers: [TopicPartition: (epoch: Int64, task: Task<Void, Never>)] = [:]
+    private var takeovers: [TopicPartition: (epoch: Int64, topicID: KafkaUUID, task: Task<Void, Never>)] = [:]
     private var connections: [NodeID: KafkaConnection] = [:]
     /// How many earlier holders to ask: more than the nodes that can join between a partition's
     /// key and its previous leader in one step.
@@ -49,6 +49,10 @@ actor PartitionMover {
     /// Tells the controllers this joining node has caught up.
     private var onCaughtUp: (@Sendable () async -> Void)?
     private var uncleanByDefault: Bool { self.topicDefaults["unclean.leader.election.enable"] == "true" }
+
+    private func allowsUnclean(_ topic: TopicMetadata) -> Bool {
+        topic.configs["unclean.leader.election.enable"].map { $0 == "true" } ?? self.uncleanByDefault
+    }
 
     func reportCaughtUp(through report: @escaping @Sendable () async -> Void) {
         self.onCaughtUp = report
@@ -82,15 +86,23 @@ actor PartitionMover {
             self.replicas.retire(tp)
             self.logger.info("stopped serving a partition another node leads now", metadata: ["partition": "\(tp)", "ringEpoch": "\(image.ringEpoch)"])
         }
-        for (tp, takeover) in self.takeovers where !led.contains(tp) || takeover.epoch != image.ringEpoch {
+        var replaced: [TopicPartition: Task<Void, Never>] = [:]
+        for (tp, takeover) in self.takeovers
+        where !led.contains(tp) || takeover.epoch != image.ringEpoch || takeover.topicID != image.topics[tp.topic]?.id {
             takeover.task.cancel()
+            replaced[tp] = takeover.task
             self.takeovers[tp] = nil
         }
         for tp in led where self.replicas.shell(for: tp) == nil && self.takeovers[tp] == nil {
             guard let topic = image.topics[tp.topic] else { continue }
             let epoch = image.ringEpoch
-            let task = Task { await self.takeOver(topic: topic, partition: tp.partition, epoch: epoch) }
-            self.takeovers[tp] = (epoch, task)
+            let previous = replaced[tp]
+            let task = Task {
+                // Never two takeovers of one partition at once: the cancelled one ends first.
+                await previous?.value
+                await self.takeOver(topic: topic, partition: tp.partition, epoch: epoch)
+            }
+            self.takeovers[tp] = (epoch, topic.id, task)
         }
         self.prepareJoin()
     }
@@ -143,8 +155,8 @@ actor PartitionMover {
                 throw BrokerError(KafkaErrorCode(rawValue: answer.errorCode), answer.errorMessage)
             }
             let copy = try await self.resumableCopy(topic: topic, partition: partition, config: config, of: answer)
-            try await self.copy(tp, topicID: topic.id, from: leader, into: copy, through: answer.logEndOffset)
             try self.replicas.recordCopyOf(tp, leaderEpoch: answer.leaderEpoch)
+            try await self.copy(tp, topicID: topic.id, from: leader, into: copy, startingAt: answer.logStartOffset, through: answer.logEndOffset)
         }
         guard copied, self.precopies[tp]?.leader == leader else { return }
         self.precopies[tp] = nil
@@ -246,7 +258,11 @@ actor PartitionMover {
         if let newest, own == nil || (newest.answer.leaderEpoch, newest.answer.logEndOffset) > (ownEpoch, ownEnd) {
             // A copy made while joining goes on from where it is; any other is replaced.
             let copy = try await self.resumableCopy(topic: topic, partition: partition, config: config, of: newest.answer)
-            try await self.copy(tp, topicID: topic.id, from: newest.node, into: copy, through: newest.answer.logEndOffset)
+            // Recorded first, so that a takeover cancelled midway can go on from this copy.
+            try self.replicas.recordCopyOf(tp, leaderEpoch: newest.answer.leaderEpoch)
+            try await self.copy(
+                tp, topicID: topic.id, from: newest.node, into: copy, startingAt: newest.answer.logStartOffset,
+                through: newest.answer.logEndOffset)
             self.logger.info(
                 "took over a partition from its previous leader",
                 metadata: [
@@ -255,6 +271,10 @@ actor PartitionMover {
                 ])
         } else if own == nil {
             _ = try await self.replicas.openHeld(topic: topic, partition: partition, config: config, fresh: true)
+        } else if ownEpoch < 0 && newest == nil && !self.allowsUnclean(topic) {
+            // Only a partly filled copy is left here, and its source is gone (fenced, or it
+            // stopped mid-handover): serving it would lose what it misses. Wait for the source.
+            throw BrokerError(.leaderNotAvailable, "\(tp): only a partial copy is left and its source does not answer")
         }
         // Serve only if this takeover is still the current one (a newer image may have moved
         // the partition on while it copied).
@@ -269,8 +289,11 @@ actor PartitionMover {
     }
 
     /// Fills `copy` (empty) from `node`'s copy with follower fetches, up to `end`, then syncs it.
-    private func copy(_ tp: TopicPartition, topicID: KafkaUUID, from node: NodeID, into copy: PartitionShell, through end: Int64) async throws {
-        var next = try await copy.offsets().get().highWatermark
+    private func copy(
+        _ tp: TopicPartition, topicID: KafkaUUID, from node: NodeID, into copy: PartitionShell, startingAt start: Int64, through end: Int64
+    ) async throws {
+        // An empty copy starts at the holder's log start (retention may have removed the rest).
+        var next = max(try await copy.offsets().get().highWatermark, start)
         while next < end {
             try Task.checkCancellation()
             var fetch = FetchRequest()
@@ -284,10 +307,6 @@ actor PartitionMover {
             let response = try await self.send(fetch, to: node, version: 12)
             guard let data = response.responses.first?.partitions.first else {
                 throw BrokerError(.unknownServerError, "node \(node) answered a fetch of \(tp) without it")
-            }
-            if data.errorCode == KafkaErrorCode.offsetOutOfRange.rawValue && next == 0 && data.logStartOffset > 0 {
-                next = data.logStartOffset  // retention removed the start meanwhile: the copy starts later
-                continue
             }
             guard data.errorCode == 0 else {
                 throw BrokerError(KafkaErrorCode(rawValue: data.errorCode), "copying \(tp) from node \(node) at offset \(next)")
@@ -339,6 +358,11 @@ actor PartitionMover {
                 errorCode: KafkaErrorCode.fencedLeaderEpoch.rawValue, errorMessage: "this node leads \(tp) at ring epoch \(image.ringEpoch)")
         }
         if request.release {
+            // Only the partition's leader (under this node's image) may have its copy dropped.
+            guard self.placement.leader(of: topic, partition: request.partition) == .node(NodeID(request.fromNode)) else {
+                return PartitionHandoffResponse(
+                    errorCode: KafkaErrorCode.notLeaderOrFollower.rawValue, errorMessage: "node \(request.fromNode) does not lead \(tp)")
+            }
             await self.replicas.dropCopy(tp)
             self.logger.info("deleted a partition copy its new leader took over", metadata: ["partition": "\(tp)", "leader": "\(request.fromNode)"])
             return PartitionHandoffResponse()
@@ -347,6 +371,8 @@ actor PartitionMover {
             guard let copy = try await self.replicas.heldCopy(topic: topic, partition: request.partition, config: self.config(for: topic)) else {
                 return PartitionHandoffResponse()
             }
+            // Every acknowledged append is within the end given: none lands after this.
+            try await copy.stopWrites().get()
             let offsets = try await copy.offsets().get()
             return PartitionHandoffResponse(
                 hasCopy: true, leaderEpoch: self.replicas.leaderEpoch(of: tp), logStartOffset: offsets.logStart,

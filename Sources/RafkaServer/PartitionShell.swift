@@ -31,6 +31,10 @@ final class PartitionShell: Sendable {
         /// Stamped on appended batches: 0 in standalone, the ring epoch this node took the
         /// partition over at on a data node.
         var leaderEpoch: Int32 = 0
+        /// False once another node leads the partition: appends already on this loop finish,
+        /// later ones answer NOT_LEADER_OR_FOLLOWER (so an acknowledged append is always within
+        /// the end a new leader is told to copy to).
+        var acceptsWrites = true
         var waiters: [UInt64: @Sendable () -> Void] = [:]
         var nextWaiterID: UInt64 = 0
         var flushInFlight = false
@@ -107,6 +111,9 @@ final class PartitionShell: Sendable {
         self.eventLoop.flatSubmit {
             do {
                 let (outcome, needsFlush) = try self.withLog { log, state in
+                    guard state.acceptsWrites else {
+                        throw BrokerError(.notLeaderOrFollower, "\(self.topicPartition) is led by another node now")
+                    }
                     let outcome = try log.append(batches, leaderEpoch: state.leaderEpoch, nowMilliseconds: FileSystem.wallClockMilliseconds())
                     if case .appended = outcome { self.fireWaiters(state) }
                     return (outcome, log.hasFlushPolicy)
@@ -134,8 +141,17 @@ final class PartitionShell: Sendable {
         }
     }
 
-    func setLeaderEpoch(_ epoch: Int32) {
-        self.eventLoop.execute { self.state.value.leaderEpoch = epoch }
+    /// Leads from `epoch`: takes writes, stamping them with it.
+    func lead(from epoch: Int32) {
+        self.eventLoop.execute {
+            self.state.value.leaderEpoch = epoch
+            self.state.value.acceptsWrites = true
+        }
+    }
+
+    /// Stops taking writes; the future completes once no append can land any more.
+    func stopWrites() -> EventLoopFuture<Void> {
+        self.eventLoop.submit { self.state.value.acceptsWrites = false }
     }
 
     /// Makes everything appended so far durable.

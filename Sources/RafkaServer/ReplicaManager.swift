@@ -136,7 +136,9 @@ final class ReplicaManager: Sendable {
     /// for the new leader to take over.
     func retire(_ topicPartition: TopicPartition) {
         let shell = self.partitions.withLock { $0.removeValue(forKey: topicPartition) }
-        if let shell { self.held.withLock { $0[topicPartition] = shell } }
+        guard let shell else { return }
+        _ = shell.stopWrites()
+        self.held.withLock { $0[topicPartition] = shell }
     }
 
     /// This node's copy of a partition, served or not, opened from disk if need be (a copy left
@@ -171,6 +173,7 @@ final class ReplicaManager: Sendable {
             on: self.loop(for: tp), threadPool: self.threadPool, logger: self.logger,
             onFailure: { [weak self] tp, reason in self?.takeOffline(tp, reason: reason) }
         ).get()
+        _ = shell.stopWrites()
         self.configs.withLock { $0[topic.name] = config }
         self.held.withLock { $0[tp] = shell }
         return shell
@@ -183,7 +186,7 @@ final class ReplicaManager: Sendable {
             throw BrokerError(.unknownTopicOrPartition, "no copy of \(topicPartition) to serve")
         }
         try Self.writeLeaderEpoch(leaderEpoch, directory: self.directory(for: topicPartition))
-        shell.setLeaderEpoch(leaderEpoch)
+        shell.lead(from: leaderEpoch)
         self.held.withLock { $0[topicPartition] = nil }
         self.partitions.withLock { $0[topicPartition] = shell }
         self.offline.withLock { $0[topicPartition] = nil }

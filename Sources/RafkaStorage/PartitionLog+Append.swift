@@ -112,12 +112,12 @@ extension PartitionLog {
                 throw StorageError(
                     .offsetOutOfRange, "a copied batch at offset \(first.header.baseOffset) does not follow the log end \(self.logEndOffset)")
             }
-            let empty = self.segments.removeLast()
-            try empty.deleteFiles()
-            self.segments = [
-                try LogSegment.create(
-                    directory: self.directory, baseOffset: first.header.baseOffset, indexIntervalBytes: self.config.indexIntervalBytes)
-            ]
+            // The new segment first: a failure leaves the log as it was.
+            let start = try LogSegment.create(
+                directory: self.directory, baseOffset: first.header.baseOffset, indexIntervalBytes: self.config.indexIntervalBytes)
+            let empty = self.segments[0]
+            self.segments = [start]
+            try? empty.deleteFiles()
             self.logStartOffset = first.header.baseOffset
             self.recoveryPoint = first.header.baseOffset
         }

@@ -33,6 +33,28 @@ import Testing
         #expect(throws: StorageError.self) { try log.read(from: 6, maxBytes: 100, minOneBatch: true) }
     }
 
+    /// A new leader's copy: batches appended as they were (offsets kept), an empty copy starting
+    /// where the source's log starts, gaps and overlaps refused, and it all survives a reopen.
+    @Test func replicatedBatchesKeepTheirOffsets() throws {
+        defer { self.directory.remove() }
+        let sourceDirectory = TemporaryDirectory()
+        defer { sourceDirectory.remove() }
+        let (source, _) = try PartitionLog.open(
+            directory: sourceDirectory.path, topicPartition: TopicPartition("t", 0), config: LogConfig())
+        for tag in ["a", "b", "c"] { _ = try self.append(source, Batches.make(count: 2, tag: tag)) }
+        let all = try Batches.validated(source.read(from: 0, maxBytes: 1 << 20, minOneBatch: true))
+        let (copy, _) = try self.open()
+        // Retention took the first batch at the source: the copy starts at offset 2.
+        #expect(try copy.appendReplicated(Array(all[1...1])) == 2)
+        #expect(copy.logStartOffset == 2 && copy.logEndOffset == 4)
+        #expect(throws: StorageError.self) { try copy.appendReplicated(Array(all[0...0])) }
+        #expect(try copy.appendReplicated(Array(all[2...2])) == 2)
+        try copy.close()
+        let (reopened, _) = try self.open()
+        #expect(reopened.logStartOffset == 2 && reopened.logEndOffset == 6)
+        #expect(try Batches.values(reopened.read(from: 2, maxBytes: 1 << 20, minOneBatch: true)).map { $0.prefix(3) } == ["b-0", "b-1", "c-0", "c-1"])
+    }
+
     @Test func maxBytesReturnsWholeBatchesButAlwaysOne() throws {
         defer { self.directory.remove() }
         let (log, _) = try self.open()
