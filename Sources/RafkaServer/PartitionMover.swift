@@ -50,10 +50,6 @@ actor PartitionMover {
     private var onCaughtUp: (@Sendable () async -> Void)?
     private var uncleanByDefault: Bool { self.topicDefaults["unclean.leader.election.enable"] == "true" }
 
-    private func allowsUnclean(_ topic: TopicMetadata) -> Bool {
-        topic.configs["unclean.leader.election.enable"].map { $0 == "true" } ?? self.uncleanByDefault
-    }
-
     func reportCaughtUp(through report: @escaping @Sendable () async -> Void) {
         self.onCaughtUp = report
     }
@@ -271,7 +267,7 @@ actor PartitionMover {
                 ])
         } else if own == nil {
             _ = try await self.replicas.openHeld(topic: topic, partition: partition, config: config, fresh: true)
-        } else if ownEpoch < 0 && newest == nil && !self.allowsUnclean(topic) {
+        } else if ownEpoch < 0 && newest == nil && !self.placement.allowsUnclean(topic) {
             // Only a partly filled copy is left here, and its source is gone (fenced, or it
             // stopped mid-handover): serving it would lose what it misses. Wait for the source.
             throw BrokerError(.leaderNotAvailable, "\(tp): only a partial copy is left and its source does not answer")

@@ -61,9 +61,14 @@ public struct PartitionPlacement: Sendable {
         let key = Self.key(of: topic, partition: partition)
         let first = self.registered.successor(of: key).node
         guard self.fenced.contains(first) else { return .node(first) }
-        let unclean = topic.configs["unclean.leader.election.enable"].map { $0 == "true" } ?? self.uncleanByDefault
-        guard unclean, !self.serving.isEmpty else { return .offline(fencedLeader: first) }
+        guard self.allowsUnclean(topic), !self.serving.isEmpty else { return .offline(fencedLeader: first) }
         return .node(self.serving.successor(of: key).node)
+    }
+
+    /// Whether `topic` lets a partition pass on without its fenced leader's records
+    /// (`unclean.leader.election.enable`, or the broker default).
+    public func allowsUnclean(_ topic: TopicMetadata) -> Bool {
+        topic.configs["unclean.leader.election.enable"].map { $0 == "true" } ?? self.uncleanByDefault
     }
 
     /// Up to `count` distinct running nodes clockwise of the partition's key, `node` left out:
