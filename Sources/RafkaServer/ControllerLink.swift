@@ -37,6 +37,8 @@ actor ControllerLink {
     /// Called with each new image, in order.
     private let onImage: @Sendable (MetadataImage) -> Void
     private var imageWaiters: [(offset: LogIndex, continuation: CheckedContinuation<Void, Never>)] = []
+    /// Set by `close`: no image comes any more, so nobody waits for one.
+    private var closed = false
 
     init(
         controllers: [Endpoint], config: BrokerConfig, group: any EventLoopGroup, logger: Logger,
@@ -285,7 +287,7 @@ actor ControllerLink {
 
     /// Waits until the local image reaches `offset` (after a forwarded change), up to 10 s.
     func waitForImage(_ offset: LogIndex) async {
-        if self.image.offset >= offset { return }
+        if self.image.offset >= offset || self.closed { return }
         await withCheckedContinuation { self.imageWaiters.append((offset, $0)) }
     }
 
@@ -328,6 +330,7 @@ actor ControllerLink {
     }
 
     func close() {
+        self.closed = true
         self.leaderConnection?.close()
         self.anyConnection?.close()
         for waiter in self.imageWaiters { waiter.continuation.resume() }

@@ -20,6 +20,7 @@ actor MetadataReconciler {
     private let logger: Logger
     private var reconciled = MetadataImage(clusterID: "")
     private var waiters: [(offset: LogIndex, continuation: CheckedContinuation<Void, Never>)] = []
+    private var finished = false
     private let stream: AsyncStream<MetadataImage>
     private let input: AsyncStream<MetadataImage>.Continuation
 
@@ -43,6 +44,7 @@ actor MetadataReconciler {
         for await image in self.stream {
             await self.reconcile(to: image)
         }
+        self.finished = true
         for waiter in self.waiters { waiter.continuation.resume() }
         self.waiters = []
     }
@@ -53,7 +55,8 @@ actor MetadataReconciler {
 
     /// Returns once the image at `offset` (or later) is reconciled.
     func waitUntilReconciled(_ offset: LogIndex) async {
-        if self.reconciled.offset >= offset { return }
+        // Once stopped, nothing will be reconciled again: a late waiter does not wait forever.
+        if self.reconciled.offset >= offset || self.finished { return }
         await withCheckedContinuation { self.waiters.append((offset, $0)) }
     }
 
