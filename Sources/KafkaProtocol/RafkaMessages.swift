@@ -269,3 +269,76 @@ public struct DescribeRingResponse: KafkaResponseMessage {
         }
     }
 }
+
+extension KafkaAPIKey {
+    /// The answering node's hot cache: budget, contents, hits, misses and evictions.
+    public static let rafkaDescribeCache = KafkaAPIKey(rawValue: 10010)
+}
+
+/// Asks a data node or standalone broker how its hot cache is doing.
+public struct DescribeCacheRequest: KafkaRequestMessage {
+    public static let apiKey = KafkaAPIKey.rafkaDescribeCache
+    public static let schemaVersions: ClosedRange<Int16> = 0...0
+    public static let firstFlexibleVersion: Int16? = 0
+
+    public init() {}
+
+    public init(from buffer: inout ByteBuffer, version: Int16) throws(KafkaDecodingError) {}
+
+    public func encode(into buffer: inout ByteBuffer, version: Int16) {}
+}
+
+/// The counters are since the node started.
+public struct DescribeCacheResponse: KafkaResponseMessage, Equatable {
+    public static let apiKey = KafkaAPIKey.rafkaDescribeCache
+    public static let schemaVersions: ClosedRange<Int16> = 0...0
+    public static let firstFlexibleVersion: Int16? = 0
+
+    public var errorCode: Int16 = 0
+    public var nodeID: Int32 = -1
+    public var bytesMax: Int64 = 0
+    public var maxAgeMilliseconds: Int64 = 0
+    public var bytes: Int64 = 0
+    public var batches: Int64 = 0
+    public var partitions: Int32 = 0
+    public var hits: Int64 = 0
+    public var hitBytes: Int64 = 0
+    public var misses: Int64 = 0
+    public var missBytes: Int64 = 0
+    public var evictedForBytes: Int64 = 0
+    public var evictedForAge: Int64 = 0
+
+    public init() {}
+
+    public init(from buffer: inout ByteBuffer, version: Int16) throws(KafkaDecodingError) {
+        self.errorCode = try buffer.readKafkaInt16()
+        self.nodeID = try buffer.readKafkaInt32()
+        self.bytesMax = try buffer.readKafkaInt64()
+        self.maxAgeMilliseconds = try buffer.readKafkaInt64()
+        self.bytes = try buffer.readKafkaInt64()
+        self.batches = try buffer.readKafkaInt64()
+        self.partitions = try buffer.readKafkaInt32()
+        self.hits = try buffer.readKafkaInt64()
+        self.hitBytes = try buffer.readKafkaInt64()
+        self.misses = try buffer.readKafkaInt64()
+        self.missBytes = try buffer.readKafkaInt64()
+        self.evictedForBytes = try buffer.readKafkaInt64()
+        self.evictedForAge = try buffer.readKafkaInt64()
+    }
+
+    public func encode(into buffer: inout ByteBuffer, version: Int16) {
+        buffer.writeKafkaInt16(self.errorCode)
+        buffer.writeKafkaInt32(self.nodeID)
+        buffer.writeKafkaInt64(self.bytesMax)
+        buffer.writeKafkaInt64(self.maxAgeMilliseconds)
+        buffer.writeKafkaInt64(self.bytes)
+        buffer.writeKafkaInt64(self.batches)
+        buffer.writeKafkaInt32(self.partitions)
+        buffer.writeKafkaInt64(self.hits)
+        buffer.writeKafkaInt64(self.hitBytes)
+        buffer.writeKafkaInt64(self.misses)
+        buffer.writeKafkaInt64(self.missBytes)
+        buffer.writeKafkaInt64(self.evictedForBytes)
+        buffer.writeKafkaInt64(self.evictedForAge)
+    }
+}

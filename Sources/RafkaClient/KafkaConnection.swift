@@ -174,6 +174,7 @@ extension AddRaftVoterRequest: KafkaRequestWithResponse { public typealias Respo
 extension RemoveRaftVoterRequest: KafkaRequestWithResponse { public typealias Response = RemoveRaftVoterResponse }
 extension DescribeNodesRequest: KafkaRequestWithResponse { public typealias Response = DescribeNodesResponse }
 extension DescribeRingRequest: KafkaRequestWithResponse { public typealias Response = DescribeRingResponse }
+extension DescribeCacheRequest: KafkaRequestWithResponse { public typealias Response = DescribeCacheResponse }
 
 /// A client-side failure: connection, negotiation or decoding.
 public struct KafkaClientError: Error, Sendable, CustomStringConvertible {

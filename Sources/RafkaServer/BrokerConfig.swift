@@ -3,10 +3,6 @@ import RafkaCore
 import RafkaStorage
 import Yams
 
-
-
-
-
 /// A host and port, written `HOST:PORT` (IPv6 hosts in brackets).
 public struct HostPort: Sendable, Equatable, CustomStringConvertible {
     public var host: String
@@ -79,6 +75,11 @@ public struct BrokerConfig: Sendable {
     /// 16 keeps every node within about 1.25× the mean partition load with the controllers'
     /// token allocation (`tools/simulate-ring` prints the table for 1, 8, 16, 32, 128).
     public var ringTokensPerNode = Limits.ringTokensPerNodeDefault
+    /// The hot cache's budget: the newest batches of every partition kept in memory for tail
+    /// consumers, oldest first out (0 turns it off).
+    public var hotCacheBytes = 256 << 20
+    /// Batches leave the hot cache after this long even when it has room.
+    public var hotCacheMaxAgeMilliseconds: Int64 = 600_000
     /// The controller quorum's initial voters and their controller listeners
     /// (`1@host:port,2@host:port,…`); empty in standalone.
     public var voters: [(id: Int32, endpoint: HostPort)] = []
@@ -136,6 +137,8 @@ public struct BrokerConfig: Sendable {
         var suspectedNodeTimeoutMs: Int64?
         var metadataSnapshotEntries: UInt64?
         var ringTokensPerNode: Int?
+        var hotCacheBytes: Int?
+        var hotCacheMaxAgeMs: Int64?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case nodeID = "node-id", dataDir = "data-dir", listen, advertisedListener = "advertised-listener", rack
@@ -148,6 +151,7 @@ public struct BrokerConfig: Sendable {
             case nodeHeartbeatIntervalMs = "node-heartbeat-interval-ms", nodeSessionTimeoutMs = "node-session-timeout-ms"
             case metadataSnapshotEntries = "metadata-snapshot-entries", ringTokensPerNode = "ring-tokens-per-node"
             case controlledShutdownTimeoutMs = "controlled-shutdown-timeout-ms", suspectedNodeTimeoutMs = "suspected-node-timeout-ms"
+            case hotCacheBytes = "hot-cache-bytes", hotCacheMaxAgeMs = "hot-cache-max-age-ms"
         }
     }
 
@@ -232,6 +236,8 @@ public struct BrokerConfig: Sendable {
         if let v = file.controlledShutdownTimeoutMs { self.controlledShutdownTimeoutMilliseconds = max(0, v) }
         if let v = file.metadataSnapshotEntries { self.metadataSnapshotEveryEntries = max(1, v) }
         if let v = file.ringTokensPerNode { self.ringTokensPerNode = v }
+        if let v = file.hotCacheBytes { self.hotCacheBytes = v }
+        if let v = file.hotCacheMaxAgeMs { self.hotCacheMaxAgeMilliseconds = v }
         if let v = file.voters {
             guard let voters = Self.parseVoters(v) else {
                 throw ConfigError("\(source): voters \(v) is not id@host:port,id@host:port,…")
@@ -255,6 +261,8 @@ public struct BrokerConfig: Sendable {
         guard self.defaultReplicationFactor > 0 else {
             throw ConfigError("\(source): default-replication-factor must be positive")
         }
+        guard self.hotCacheBytes >= 0 else { throw ConfigError("\(source): hot-cache-bytes must be ≥ 0 (0 turns the cache off)") }
+        guard self.hotCacheMaxAgeMilliseconds > 0 else { throw ConfigError("\(source): hot-cache-max-age-ms must be positive") }
         guard self.eventLoopThreads >= 0 else { throw ConfigError("\(source): event-loop-threads must be ≥ 0") }
         guard (1...Limits.ringTokensPerNodeMax).contains(self.ringTokensPerNode) else {
             throw ConfigError("\(source): ring-tokens-per-node must be between 1 and \(Limits.ringTokensPerNodeMax)")

@@ -58,13 +58,14 @@ final class PartitionShell: Sendable {
         topicID: KafkaUUID,
         directory: String,
         config: LogConfig,
+        cache: HotCache,
         on eventLoop: any EventLoop,
         threadPool: NIOThreadPool,
         logger: Logger,
         onFailure: @escaping @Sendable (TopicPartition, String) -> Void
     ) -> EventLoopFuture<PartitionShell> {
         eventLoop.submit {
-            let (log, report) = try PartitionLog.open(directory: directory, topicPartition: topicPartition, config: config)
+            let (log, report) = try PartitionLog.open(directory: directory, topicPartition: topicPartition, config: config, cache: cache)
             if let reason = report.truncationReason {
                 logger.warning(
                     "truncated torn tail of \(topicPartition)",

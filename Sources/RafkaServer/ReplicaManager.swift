@@ -17,6 +17,8 @@ final class ReplicaManager: Sendable {
     private let loops: [any EventLoop]
     private let threadPool: NIOThreadPool
     private let logger: Logger
+    /// The newest batches of every partition here, shared by all of them.
+    let hotCache: HotCache
     /// Lookup from any thread; the lock is held only for dictionary access (docs/lock-ordering.md).
     private let partitions = Mutex<[TopicPartition: PartitionShell]>([:])
     /// Each hosted topic's effective configuration, read by produce validation on any loop.
@@ -29,7 +31,8 @@ final class ReplicaManager: Sendable {
     /// Follower fetches read them.
     private let held = Mutex<[TopicPartition: PartitionShell]>([:])
 
-    init(logsDirectory: String, group: any EventLoopGroup, threadPool: NIOThreadPool, logger: Logger) {
+    init(logsDirectory: String, group: any EventLoopGroup, threadPool: NIOThreadPool, hotCache: HotCache, logger: Logger) {
+        self.hotCache = hotCache
         self.logsDirectory = logsDirectory
         self.loops = Array(group.makeIterator())
         self.threadPool = threadPool
@@ -109,7 +112,7 @@ final class ReplicaManager: Sendable {
             futures.append(
                 PartitionShell.open(
                     topicPartition: tp, topicID: topic.id, directory: directory, config: config,
-                    on: self.loop(for: tp), threadPool: self.threadPool, logger: self.logger,
+                    cache: self.hotCache, on: self.loop(for: tp), threadPool: self.threadPool, logger: self.logger,
                     onFailure: { [weak self] tp, reason in self?.takeOffline(tp, reason: reason) }))
         }
         self.configs.withLock { $0[topic.name] = config }
@@ -170,7 +173,7 @@ final class ReplicaManager: Sendable {
         if fresh { try Self.writeLeaderEpoch(-1, directory: directory) }
         let shell = try await PartitionShell.open(
             topicPartition: tp, topicID: topic.id, directory: directory, config: config,
-            on: self.loop(for: tp), threadPool: self.threadPool, logger: self.logger,
+            cache: self.hotCache, on: self.loop(for: tp), threadPool: self.threadPool, logger: self.logger,
             onFailure: { [weak self] tp, reason in self?.takeOffline(tp, reason: reason) }
         ).get()
         _ = shell.stopWrites()
@@ -306,12 +309,15 @@ final class ReplicaManager: Sendable {
     }
 
     /// Runs retention (every `retentionInterval`) and flush checks (every second) on each loop
-    /// for the partitions pinned to it. Returns the tasks so shutdown can cancel them.
+    /// for the partitions pinned to it, and the hot cache's age eviction. Returns the tasks so
+    /// shutdown can cancel them.
     func startMaintenance(retentionIntervalMilliseconds: Int64) -> [RepeatedTask] {
-        self.loops.map { loop in
+        let cache = self.hotCache
+        return self.loops.map { loop in
             let lastRetention = NIOLoopBoundBox.makeBoxSendingValue(FileSystem.monotonicMilliseconds(), eventLoop: loop)
             return loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
                 let now = FileSystem.monotonicMilliseconds()
+                cache.evictExpired(nowMilliseconds: now)
                 let retention = now - lastRetention.value >= retentionIntervalMilliseconds
                 if retention { lastRetention.value = now }
                 let mine = self.partitions.withLock { $0.values.filter { $0.eventLoop === loop } }

@@ -49,6 +49,7 @@ struct RequestRouter: FrameRouter {
         (.describeQuorum, 0...2),
         // Rafka's own (Kafka clients ignore keys they do not know).
         (.rafkaDescribeRing, 0...0),
+        (.rafkaDescribeCache, 0...0),
         (RafkaAPIKey.partitionHandoff, 0...0),
         (RafkaAPIKey.chordMessage, 0...0),
     ]
@@ -84,6 +85,7 @@ struct RequestRouter: FrameRouter {
         case .describeCluster: return self.serve(DescribeClusterRequest.self, body, context, self.apis.describeCluster)
         case .describeQuorum: return self.serve(DescribeQuorumRequest.self, body, context, self.apis.describeQuorum)
         case .rafkaDescribeRing: return self.serve(DescribeRingRequest.self, body, context, self.apis.describeRing)
+        case .rafkaDescribeCache: return self.serve(DescribeCacheRequest.self, body, context, self.apis.describeCache)
         case RafkaAPIKey.partitionHandoff: return self.serve(PartitionHandoffRequest.self, body, context, self.apis.partitionHandoff)
         case RafkaAPIKey.chordMessage:
             // One-way: nothing is sent back.

@@ -48,8 +48,9 @@ extension PartitionLog {
     /// Appends validated batches, assigning offsets from the log end. Checks idempotent-producer
     /// sequences first; rolls the active segment when size, age or offset range require.
     ///
-    /// The bytes are written as received except the 12-byte prefix (base offset, length) and
-    /// leader epoch, which are written from a small patched copy with one gathering write.
+    /// The batches are copied once, into one buffer with their offsets and leader epoch set
+    /// (and, for LogAppendTime topics, the time and CRC), which is written with one call and
+    /// then kept by the hot cache as it is.
     public func append(
         _ batches: [ValidatedBatch],
         leaderEpoch: Int32 = 0,
@@ -64,34 +65,26 @@ extension PartitionLog {
         try self.maybeRoll(incomingBytes: totalBytes, recordCount: recordCount, incomingTimestamp: incomingTimestamp)
         let firstOffset = self.logEndOffset
         var next = firstOffset
-        var parts: [ByteBuffer] = []
-        parts.reserveCapacity(batches.count * 2)
+        var written = self.allocator.buffer(capacity: totalBytes)
         var headers: [RecordBatchHeader] = []
         headers.reserveCapacity(batches.count)
         for batch in batches {
             var header = batch.header
             header.baseOffset = next
             header.partitionLeaderEpoch = leaderEpoch
+            let position = written.writerIndex
+            written.writeImmutableBuffer(batch.bytes)
+            RecordBatch.setBaseOffset(next, leaderEpoch: leaderEpoch, in: &written, at: position)
             if appendTime >= 0 {
-                var copy = self.allocator.buffer(capacity: batch.bytes.readableBytes)
-                copy.writeImmutableBuffer(batch.bytes)
-                RecordBatch.setBaseOffset(next, leaderEpoch: leaderEpoch, in: &copy, at: copy.readerIndex)
-                RecordBatch.setLogAppendTime(appendTime, in: &copy, at: copy.readerIndex, length: copy.readableBytes)
+                RecordBatch.setLogAppendTime(appendTime, in: &written, at: position, length: batch.bytes.readableBytes)
                 header.maxTimestamp = appendTime
                 header.attributes |= 0x08
-                parts.append(copy)
-            } else {
-                var prefix = self.allocator.buffer(capacity: 16)
-                prefix.writeInteger(next, endianness: .big)
-                prefix.writeInteger(header.batchLength, endianness: .big)
-                prefix.writeInteger(leaderEpoch, endianness: .big)
-                parts.append(prefix)
-                parts.append(batch.bytes.getSlice(at: batch.bytes.readerIndex + 16, length: batch.bytes.readableBytes - 16)!)
             }
             headers.append(header)
             next = header.nextOffset
         }
-        try self.activeSegment.append(parts: parts, headers: headers)
+        try self.activeSegment.append(parts: [written], headers: headers)
+        self.keepInCache(written, headers: headers)
         for header in headers { self.producers.record(header) }
         self.unflushedMessages += Int64(recordCount)
         return .appended(
@@ -138,6 +131,20 @@ extension PartitionLog {
     }
 
     var activeSegment: LogSegment { self.segments.last! }
+
+    /// Hands the hot cache one slice of `written` per batch. Copied batches
+    /// (`appendReplicated`) are not cached: a takeover copies whole partitions, which would
+    /// push every other partition's tail out; the next append starts a new cached run.
+    private func keepInCache(_ written: ByteBuffer, headers: [RecordBatchHeader]) {
+        guard self.cache.isEnabled else { return }
+        var position = written.readerIndex
+        let slices = headers.map { header in
+            defer { position += header.totalBytes }
+            return (baseOffset: header.baseOffset, nextOffset: header.nextOffset, bytes: written.getSlice(at: position, length: header.totalBytes)!)
+        }
+        assert(position == written.writerIndex)
+        self.cache.put(self.cacheKey, batches: slices, nowMilliseconds: FileSystem.monotonicMilliseconds())
+    }
 
     private func checkProducers(_ batches: [ValidatedBatch]) -> AppendOutcome? {
         for (i, batch) in batches.enumerated() where batch.header.hasProducerID {

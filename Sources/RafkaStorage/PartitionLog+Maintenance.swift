@@ -78,6 +78,7 @@ extension PartitionLog {
         let oldest = self.segments.removeFirst()
         try oldest.deleteFiles()
         self.logStartOffset = self.segments.first!.baseOffset
+        self.cache.drop(self.cacheKey, below: self.logStartOffset)
         self.producers.removeProducers(before: self.logStartOffset)
         self.recoveryPoint = max(self.recoveryPoint, self.logStartOffset)
     }
@@ -93,10 +94,12 @@ extension PartitionLog {
         try self.writeProducerSnapshot()
         self.recoveryPoint = self.logEndOffset
         try self.writeRecoveryPoint()
+        self.cache.drop(self.cacheKey)
     }
 
     /// Removes the partition's directory and everything in it (topic deletion).
     public func deleteFiles() throws(StorageError) {
+        self.cache.drop(self.cacheKey)
         self.unsyncedClosedSegments.removeAll()
         self.segments.removeAll()
         try FileSystem.removeTree(self.directory)

@@ -5,19 +5,26 @@ import RafkaCore
 
 extension PartitionLog {
     /// Whole batches starting with the one that holds `offset`, up to `maxBytes` (at least one
-    /// batch when `minOneBatch`), from a single segment. Empty at the log end.
+    /// batch when `minOneBatch`): from the hot cache when it holds `offset`, else from a single
+    /// segment. Empty at the log end.
     /// Throws `.offsetOutOfRange` outside [log start, log end].
     public func read(from offset: Int64, maxBytes: Int, minOneBatch: Bool) throws(StorageError) -> ByteBuffer {
         guard offset >= self.logStartOffset, offset <= self.logEndOffset else {
             throw StorageError(
                 .offsetOutOfRange, "offset \(offset) is outside [\(self.logStartOffset), \(self.logEndOffset)]")
         }
+        guard offset < self.logEndOffset else { return self.allocator.buffer(capacity: 0) }
+        if let cached = self.cache.read(self.cacheKey, from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch) {
+            return cached
+        }
         var index = self.segmentIndex(containing: offset)
         while index < self.segments.count {
             let segment = self.segments[index]
             if let (position, header) = try segment.position(of: offset) {
-                return try segment.read(
+                let bytes = try segment.read(
                     from: position, firstBatchBytes: header.totalBytes, maxBytes: maxBytes, minOneBatch: minOneBatch)
+                self.cache.recordMiss(bytes: bytes.readableBytes)
+                return bytes
             }
             index += 1
         }

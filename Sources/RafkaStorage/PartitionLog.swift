@@ -28,6 +28,9 @@ public final class PartitionLog {
     /// Segments rolled but not yet fsynced.
     var unsyncedClosedSegments: [FileHandle] = []
     let allocator = ByteBufferAllocator()
+    /// The node's hot cache and this log's key in it: appends fill it, reads try it first.
+    let cache: HotCache
+    let cacheKey: HotCache.LogKey
 
     /// The offset the next appended record gets (Kafka's log end offset).
     public var logEndOffset: Int64 { self.segments.last!.nextOffset }
@@ -45,7 +48,9 @@ public final class PartitionLog {
         public var producerStateFrom: Int64
     }
 
-    private init(directory: String, topicPartition: TopicPartition, config: LogConfig, segments: [LogSegment]) {
+    private init(directory: String, topicPartition: TopicPartition, config: LogConfig, segments: [LogSegment], cache: HotCache) {
+        self.cache = cache
+        self.cacheKey = cache.makeKey()
         self.directory = directory
         self.topicPartition = topicPartition
         self.config = config
@@ -67,7 +72,8 @@ public final class PartitionLog {
     public static func open(
         directory: String,
         topicPartition: TopicPartition,
-        config: LogConfig
+        config: LogConfig,
+        cache: HotCache = .disabled
     ) throws(StorageError) -> (PartitionLog, RecoveryReport) {
         try FileSystem.createDirectory(directory)
         var bases: [Int64] = []
@@ -87,7 +93,7 @@ public final class PartitionLog {
         if segments.isEmpty {
             segments.append(try LogSegment.create(directory: directory, baseOffset: 0, indexIntervalBytes: interval))
         }
-        let log = PartitionLog(directory: directory, topicPartition: topicPartition, config: config, segments: segments)
+        let log = PartitionLog(directory: directory, topicPartition: topicPartition, config: config, segments: segments, cache: cache)
         let report = try log.recover()
         return (log, report)
     }

@@ -11,7 +11,7 @@ struct RafkaAdmin: AsyncParsableCommand {
             Output is a table by default and JSON with --json. On failure the exit status is non-zero and \
             one line on stderr says why, with Kafka's error name.
             """,
-        subcommands: [Topics.self, Cluster.self, Ring.self, Controllers.self]
+        subcommands: [Topics.self, Cluster.self, Ring.self, Controllers.self, Cache.self]
     )
 
     /// `--bootstrap` and `--json` may come before the subcommand (`rafka-admin --bootstrap H:P
@@ -400,6 +400,40 @@ struct Ring: AsyncParsableCommand {
                 print("Node \(node.id) sees:")
                 printTable(["TOKEN", "PREDECESSOR", "SUCCESSOR"], view.map { [$0.token, $0.predecessor, $0.successor] })
             }
+        }
+    }
+}
+
+struct Cache: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Inspect the nodes' hot caches.", subcommands: [Describe.self])
+
+    struct Describe: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show each node's hot cache: budget, what it holds, hit ratio and evictions.",
+            discussion: """
+                The hot cache keeps the newest batches of every partition in memory (hot-cache-bytes, \
+                hot-cache-max-age-ms), so consumers at the tail read without touching the disk. Counters are since \
+                each node started; a read counts as a hit when the cache held its offset, a miss when it went to the \
+                segment files. Asks the connected node, then every other broker the cluster lists.
+                """)
+        @OptionGroup var connection: Connection
+
+        func run() async throws {
+            let reports = try await withAdmin(self.connection) { try await $0.describeCaches() }
+            if self.connection.json {
+                printJSON(reports)
+                return
+            }
+            let mebibytes = { (bytes: Int64) in String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
+            printTable(
+                ["NODE", "HOLDS", "BUDGET", "BATCHES", "PARTITIONS", "HIT RATIO", "HITS", "MISSES", "EVICTED (BUDGET)", "EVICTED (AGE)"],
+                reports.map { report in
+                    [
+                        String(report.node), mebibytes(report.bytes), mebibytes(report.bytesMax), String(report.batches),
+                        String(report.partitions), String(format: "%.2f%%", report.hitRatio * 100), String(report.hits),
+                        String(report.misses), String(report.evictedForBytes), String(report.evictedForAge),
+                    ]
+                })
         }
     }
 }

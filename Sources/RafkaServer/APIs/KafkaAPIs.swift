@@ -173,6 +173,27 @@ struct KafkaAPIs: Sendable {
         }
     }
 
+    // MARK: DescribeCache
+
+    /// This node's hot cache counters (rafka-admin cache describe).
+    func describeCache(_ request: DescribeCacheRequest, _ context: RequestContext) -> EventLoopFuture<DescribeCacheResponse?> {
+        let statistics = self.broker.replicas.hotCache.describe()
+        var response = DescribeCacheResponse()
+        response.nodeID = self.broker.config.nodeID
+        response.bytesMax = Int64(statistics.bytesMax)
+        response.maxAgeMilliseconds = statistics.maxAgeMilliseconds
+        response.bytes = Int64(statistics.bytes)
+        response.batches = Int64(statistics.batches)
+        response.partitions = Int32(statistics.partitions)
+        response.hits = statistics.hits
+        response.hitBytes = statistics.hitBytes
+        response.misses = statistics.misses
+        response.missBytes = statistics.missBytes
+        response.evictedForBytes = statistics.evictedForBytes
+        response.evictedForAge = statistics.evictedForAge
+        return context.eventLoop.makeSucceededFuture(response)
+    }
+
     // MARK: PartitionHandoff
 
     /// A new leader taking over a partition asks for this node's copy (data nodes only).
