@@ -36,6 +36,8 @@ public struct BrokerConfig: Sendable {
     /// The address clients are told to connect to; defaults to `listen` (0.0.0.0 becomes 127.0.0.1).
     public var advertisedListener: HostPort?
     public var rack: String?
+    /// Where to serve Prometheus metrics over HTTP (GET /metrics); none when unset.
+    public var metricsListen: HostPort?
     /// Kafka's `socket.request.max.bytes`.
     public var requestBytesMax = Limits.requestBytesMaxDefault
     public var connectionsMax = Limits.connectionsMaxDefault
@@ -118,6 +120,7 @@ public struct BrokerConfig: Sendable {
         var listen: String?
         var advertisedListener: String?
         var rack: String?
+        var metricsListen: String?
         var maxRequestBytes: Int?
         var maxConnections: Int?
         var maxRequestMemoryBytes: Int?
@@ -142,6 +145,7 @@ public struct BrokerConfig: Sendable {
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case nodeID = "node-id", dataDir = "data-dir", listen, advertisedListener = "advertised-listener", rack
+            case metricsListen = "metrics-listen"
             case maxRequestBytes = "max-request-bytes", maxConnections = "max-connections"
             case maxRequestMemoryBytes = "max-request-memory-bytes", requestFrameTimeoutMs = "request-frame-timeout-ms"
             case autoCreateTopics = "auto-create-topics", defaultPartitions = "default-partitions"
@@ -213,6 +217,10 @@ public struct BrokerConfig: Sendable {
             self.advertisedListener = hostPort
         }
         if let v = file.rack { self.rack = v }
+        if let v = file.metricsListen {
+            guard let hostPort = HostPort(v) else { throw ConfigError("\(source): metrics-listen \(v) is not HOST:PORT") }
+            self.metricsListen = hostPort
+        }
         if let v = file.maxRequestBytes { self.requestBytesMax = v }
         if let v = file.maxConnections { self.connectionsMax = v }
         if let v = file.maxRequestMemoryBytes { self.requestMemoryBytesMax = v }

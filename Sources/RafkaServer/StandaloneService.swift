@@ -21,8 +21,10 @@ public struct StandaloneService: Service {
             ? try await Broker.startDataNode(config: self.config, logger: self.logger)
             : try await Broker.start(config: self.config, logger: self.logger)
         let listener: KafkaListener
+        var metrics: MetricsListener?
         do {
             listener = try await KafkaListener.bind(broker: broker)
+            if let address = self.config.metricsListen { metrics = try await MetricsListener.bind(broker: broker, address: address) }
         } catch {
             await broker.shutdown()
             throw error
@@ -39,11 +41,13 @@ public struct StandaloneService: Service {
         } catch {
             self.logger.critical("stopping after a failure: \(error)")
             await listener.close()
+            await metrics?.close()
             await broker.shutdown()
             throw error
         }
         self.logger.info("shutting down")
         await listener.close()
+        await metrics?.close()
         await broker.shutdown()
         self.logger.info("shut down cleanly")
     }

@@ -77,6 +77,32 @@ struct CommonOptions: ParsableArguments {
     }
 }
 
+/// Flags of the processes that serve Kafka clients (standalone and data nodes).
+struct BrokerOptions: ParsableArguments {
+    @Option(
+        name: .customLong("advertised-listener"),
+        help: ArgumentHelp("Address clients are told to use, if not --listen.", valueName: "host:port"))
+    var advertisedListener: String?
+
+    @Option(
+        name: .customLong("metrics-listen"),
+        help: ArgumentHelp("Serve Prometheus metrics over HTTP (GET /metrics) on this address.", valueName: "host:port"))
+    var metricsListen: String?
+
+    func apply(to config: inout BrokerConfig) throws {
+        if let advertisedListener {
+            guard let hostPort = HostPort(advertisedListener) else {
+                throw ConfigError("--advertised-listener \(advertisedListener) is not HOST:PORT")
+            }
+            config.advertisedListener = hostPort
+        }
+        if let metricsListen {
+            guard let hostPort = HostPort(metricsListen) else { throw ConfigError("--metrics-listen \(metricsListen) is not HOST:PORT") }
+            config.metricsListen = hostPort
+        }
+    }
+}
+
 /// Runs `service` until SIGTERM or SIGINT, with logging at the configured level.
 func runService(_ make: (Logger) -> any Service, config: BrokerConfig, starting: String) async throws {
     let level = Logger.Level(rawValue: config.logLevel) ?? .info
@@ -105,22 +131,11 @@ struct Standalone: AsyncParsableCommand {
     )
 
     @OptionGroup var common: CommonOptions
-
-    @Option(
-        name: .customLong("advertised-listener"),
-        help: ArgumentHelp("Address clients are told to use, if not --listen.", valueName: "host:port"))
-    var advertisedListener: String?
+    @OptionGroup var broker: BrokerOptions
 
     mutating func run() async throws {
-        let advertised = self.advertisedListener
-        let config = try self.common.load { config in
-            if let advertised {
-                guard let hostPort = HostPort(advertised) else {
-                    throw ConfigError("--advertised-listener \(advertised) is not HOST:PORT")
-                }
-                config.advertisedListener = hostPort
-            }
-        }
+        let broker = self.broker
+        let config = try self.common.load { config in try broker.apply(to: &config) }
         try await runService({ StandaloneService(config: config, logger: $0) }, config: config, starting: "rafka standalone")
     }
 }
@@ -160,25 +175,22 @@ struct Node: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a data node of a cluster: it registers with the controllers and follows their metadata.",
         discussion: """
-            Kafka clients connect to data nodes. Until the Chord data plane lands, data nodes run in \
-            metadata-only mode: they serve Metadata, topic administration (forwarded to the controller \
-            leader) and cluster descriptions, and host no partitions. SIGTERM or SIGINT shuts down cleanly.
+            Kafka clients connect to data nodes. Each joins the ring with the tokens the controllers give it, \
+            leads the partitions placement gives it (copying them from their previous leader first) and answers \
+            Metadata with every partition's leader. SIGTERM leaves the ring first: the node's partitions pass to \
+            the next nodes, then it exits (at most controlled-shutdown-timeout-ms).
             """
     )
 
     @OptionGroup var common: CommonOptions
+    @OptionGroup var broker: BrokerOptions
 
     @Option(help: ArgumentHelp("Controller listeners (any of the quorum).", valueName: "host:port,…"))
     var controllers: String?
 
-    @Option(
-        name: .customLong("advertised-listener"),
-        help: ArgumentHelp("Address clients are told to use, if not --listen.", valueName: "host:port"))
-    var advertisedListener: String?
-
     mutating func run() async throws {
         let controllers = self.controllers
-        let advertised = self.advertisedListener
+        let broker = self.broker
         let config = try self.common.load { config in
             if let controllers {
                 guard let parsed = BrokerConfig.parseControllers(controllers) else {
@@ -186,12 +198,7 @@ struct Node: AsyncParsableCommand {
                 }
                 config.controllers = parsed
             }
-            if let advertised {
-                guard let hostPort = HostPort(advertised) else {
-                    throw ConfigError("--advertised-listener \(advertised) is not HOST:PORT")
-                }
-                config.advertisedListener = hostPort
-            }
+            try broker.apply(to: &config)
             guard !config.controllers.isEmpty else { throw ConfigError("a data node needs --controllers (or controllers: in its config)") }
         }
         try await runService(

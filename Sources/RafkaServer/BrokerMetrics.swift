@@ -1,0 +1,110 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import Prometheus
+import RafkaStorage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The broker's Prometheus metrics, served as text on `metrics-listen` (GET /metrics).
+///
+/// Read at scrape time from what the broker already counts (the hot cache's statistics, the
+/// partitions it serves, the process's /proc entries) rather than updated on the hot path.
+/// Counters advance by what the source counted since the previous scrape.
+final class BrokerMetrics: Sendable {
+    private let registry = PrometheusCollectorRegistry()
+    private let replicas: ReplicaManager
+
+    private let partitions: Gauge
+    private let cacheBytes: Gauge
+    private let cacheBytesMax: Gauge
+    private let cacheBatches: Gauge
+    private let cachePartitions: Gauge
+    private let cacheHitRatio: Gauge
+    private let cacheHits: Counter
+    private let cacheMisses: Counter
+    private let cacheHitBytes: Counter
+    private let cacheMissBytes: Counter
+    private let cacheEvictedForBytes: Counter
+    private let cacheEvictedForAge: Counter
+    private let residentBytes: Gauge
+    private let cpuSeconds: Gauge
+    /// The hot cache's counters at the previous scrape (scrapes may overlap).
+    private let previous = NIOLockedValueBox(HotCache.Statistics?.none)
+
+    init(replicas: ReplicaManager) {
+        self.replicas = replicas
+        let r = self.registry
+        func name(_ namespace: String, _ subsystem: String?, _ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+            MetricNameDescriptor(namespace: namespace, subsystem: subsystem, metricName: metric, unitName: unit, helpText: help)
+        }
+        let cache = "hot_cache"
+        self.partitions = r.makeGauge(descriptor: name("rafka", nil, "partitions", "served", "Partitions this node serves to clients."))
+        self.cacheBytes = r.makeGauge(descriptor: name("rafka", cache, "held", "bytes", "Bytes of batches the hot cache holds."))
+        self.cacheBytesMax = r.makeGauge(descriptor: name("rafka", cache, "budget", "bytes", "The hot cache's budget (hot-cache-bytes)."))
+        self.cacheBatches = r.makeGauge(descriptor: name("rafka", cache, "held", "batches", "Batches the hot cache holds."))
+        self.cachePartitions = r.makeGauge(
+            descriptor: name("rafka", cache, "held", "partitions", "Partitions with batches in the hot cache."))
+        self.cacheHitRatio = r.makeGauge(
+            descriptor: name("rafka", cache, "hit", "ratio", "Reads answered from the hot cache over reads that returned data, since start."))
+        self.cacheHits = r.makeCounter(descriptor: name("rafka", cache, "hits", "total", "Reads answered from the hot cache."))
+        self.cacheMisses = r.makeCounter(descriptor: name("rafka", cache, "misses", "total", "Reads that went to the segment files."))
+        self.cacheHitBytes = r.makeCounter(descriptor: name("rafka", cache, "hit_bytes", "total", "Bytes read from the hot cache."))
+        self.cacheMissBytes = r.makeCounter(descriptor: name("rafka", cache, "miss_bytes", "total", "Bytes read from the segment files."))
+        let evictions = name("rafka", cache, "evictions", "total", "Batches evicted from the hot cache, by reason.")
+        self.cacheEvictedForBytes = r.makeCounter(descriptor: evictions, labels: [("reason", "budget")])
+        self.cacheEvictedForAge = r.makeCounter(descriptor: evictions, labels: [("reason", "age")])
+        self.residentBytes = r.makeGauge(descriptor: name("process", nil, "resident_memory", "bytes", "Resident memory size in bytes."))
+        self.cpuSeconds = r.makeGauge(descriptor: name("process", nil, "cpu_seconds", "total", "User and system CPU time spent in seconds."))
+    }
+
+    /// The Prometheus text exposition, refreshed now.
+    func render() -> [UInt8] {
+        // Read inside the lock below: overlapping scrapes must not count backwards.
+        let statistics = self.previous.withLockedValue { previous in
+            let statistics = self.replicas.hotCache.describe()
+            let last = previous
+            self.cacheHits.increment(by: statistics.hits - (last?.hits ?? 0))
+            self.cacheMisses.increment(by: statistics.misses - (last?.misses ?? 0))
+            self.cacheHitBytes.increment(by: statistics.hitBytes - (last?.hitBytes ?? 0))
+            self.cacheMissBytes.increment(by: statistics.missBytes - (last?.missBytes ?? 0))
+            self.cacheEvictedForBytes.increment(by: statistics.evictedForBytes - (last?.evictedForBytes ?? 0))
+            self.cacheEvictedForAge.increment(by: statistics.evictedForAge - (last?.evictedForAge ?? 0))
+            previous = statistics
+            return statistics
+        }
+        self.partitions.set(to: Double(self.replicas.partitionCount))
+        self.cacheBytes.set(to: Double(statistics.bytes))
+        self.cacheBytesMax.set(to: Double(statistics.bytesMax))
+        self.cacheBatches.set(to: Double(statistics.batches))
+        self.cachePartitions.set(to: Double(statistics.partitions))
+        self.cacheHitRatio.set(to: statistics.hitRatio)
+        if let process = ProcessUsage.read() {
+            self.residentBytes.set(to: Double(process.residentBytes))
+            self.cpuSeconds.set(to: process.cpuSeconds)
+        }
+        return self.registry.emitToBuffer()
+    }
+}
+
+/// This process's resident memory and CPU time, from /proc (Linux).
+struct ProcessUsage {
+    var residentBytes: Int
+    var cpuSeconds: Double
+
+    static func read() -> ProcessUsage? {
+        guard var statm = try? FileSystem.readUnsized("/proc/self/statm", bytesMax: 4096),
+            var stat = try? FileSystem.readUnsized("/proc/self/stat", bytesMax: 4096),
+            let statmText = statm.readString(length: statm.readableBytes), let statText = stat.readString(length: stat.readableBytes),
+            let closing = statText.lastIndex(of: ")")
+        else { return nil }
+        let pages = statmText.split(separator: " ")
+        // After the command name in parentheses: state is field 3, utime 14 and stime 15.
+        let fields = statText[statText.index(after: closing)...].split(separator: " ")
+        guard pages.count > 1, let resident = Int(pages[1]), fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12])
+        else { return nil }
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        return ProcessUsage(residentBytes: resident * Int(sysconf(Int32(_SC_PAGESIZE))), cpuSeconds: (user + system) / ticks)
+    }
+}
