@@ -1,5 +1,6 @@
 import KafkaProtocol
 import NIOCore
+import NIOPosix
 import RafkaClient
 @testable import RafkaServer
 import RafkaStorage
@@ -270,6 +271,41 @@ import Testing
             #expect(bytes > 0 && bytes <= 200_000 + 60_000)
             #expect(response.responses[0].partitions.count == 100)
             client.close()
+        }
+    }
+}
+
+extension BrokerProtocolTests {
+    /// A finished fetch — answered at once, a long-poll woken by an append, or one that reached
+    /// its deadline — leaves memory with the records it read (a stored self-reference once kept
+    /// every fetch, and its records, alive).
+    @Test func finishedFetchesAreFreed() async throws {
+        final class Watch: @unchecked Sendable { weak var operation: FetchOperation? }
+        try await TestBroker.with { broker in
+            let client = try await broker.connect()
+            defer { client.close() }
+            let created = try await client.send(CreateTopicsRequest(topics: [.init(name: "freed", numPartitions: 1, replicationFactor: 1)]))
+            let id = created.topics[0].topicId
+            _ = try await client.send(BrokerProtocolTests.produce("freed", ["a", "b"]), version: 9)
+            let loop = broker.broker.group.next()
+            let context = RequestContext(apiKey: .fetch, apiVersion: 13, correlationID: 1, clientID: nil, eventLoop: loop)
+            func fetch(at offset: Int64, waitMs: Int32, whileWaiting: () async throws -> Void = {}) async throws -> Int {
+                let watch = Watch()
+                let answer = try await loop.submit {
+                    let operation = FetchOperation(
+                        request: BrokerProtocolTests.fetch(id, offset: offset, maxWaitMs: waitMs), context: context, broker: broker.broker)
+                    watch.operation = operation
+                    return operation.run()
+                }.get()
+                try await whileWaiting()
+                let response = try await answer.get()
+                try await loop.submit {}.get()  // the fetch's last callbacks have run
+                #expect(watch.operation == nil, "the fetch at \(offset) waiting \(waitMs) ms is still alive")
+                return response.responses[0].partitions[0].records?.readableBytes ?? 0
+            }
+            #expect(try await fetch(at: 0, waitMs: 0) > 0)
+            #expect(try await fetch(at: 2, waitMs: 10_000) { _ = try await client.send(BrokerProtocolTests.produce("freed", ["c"]), version: 9) } > 0)
+            #expect(try await fetch(at: 3, waitMs: 20) == 0)
         }
     }
 }

@@ -46,8 +46,10 @@ final class FetchOperation {
     private var finalRequested = false
     /// Results of the read pass in progress, in request order.
     private var collected: [PartitionResult] = []
-    /// `self` for closures that NIO requires to be `@Sendable`; they all run on our loop.
-    private lazy var onLoop = NIOLoopBound(self, eventLoop: self.context.eventLoop)
+    /// `self` for closures that NIO requires to be `@Sendable`; they all run on our loop. Made
+    /// anew for each closure, never stored: a stored one would be a reference cycle, and every
+    /// finished fetch (with the records it read) would stay in memory.
+    private var onLoop: NIOLoopBound<FetchOperation> { NIOLoopBound(self, eventLoop: self.context.eventLoop) }
 
     init(request: FetchRequest, context: RequestContext, broker: Broker) {
         self.request = request
@@ -188,8 +190,10 @@ final class FetchOperation {
     private func finish(_ results: [PartitionResult]) {
         self.done = true
         self.timeout?.cancel()
+        self.timeout = nil
         self.removeWaiters()
         self.promise.succeed(self.buildResponse(results))
+        self.collected.removeAll()
     }
 
     private func buildResponse(_ results: [PartitionResult]) -> FetchResponse {
