@@ -18,6 +18,7 @@ let package = Package(
     products: [
         .executable(name: "rafka", targets: ["rafka"]),
         .executable(name: "rafka-admin", targets: ["rafka-admin"]),
+        .executable(name: "rafka-bench", targets: ["rafka-bench"]),
         .library(name: "RafkaClient", targets: ["RafkaClient"]),
     ],
     dependencies: [
@@ -28,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // C libraries from Debian; each is imported by exactly one Swift target.
@@ -96,6 +98,20 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Load generation and measurement against any Kafka-compatible broker.
+        .target(
+            name: "RafkaBench",
+            dependencies: [
+                "RafkaClient", "KafkaProtocol", "RafkaCompression", "RafkaCore", nioCore, nioPosix,
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "rafka-bench",
+            dependencies: ["RafkaBench", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict
+        ),
 
         .testTarget(
             name: "KafkaProtocolTests",
@@ -109,6 +125,11 @@ let package = Package(
         .testTarget(
             name: "RafkaStorageTests",
             dependencies: ["RafkaStorage", "ChordCore", "KafkaProtocol", "RafkaCompression", "RaftCore", "RafkaCore", nioCore, .product(name: "HashTreeCollections", package: "swift-collections")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RafkaBenchTests",
+            dependencies: ["RafkaBench", "KafkaProtocol", "RafkaCompression", nioCore],
             swiftSettings: strict
         ),
         .testTarget(

@@ -104,24 +104,13 @@ public final class KafkaConnection: Sendable, CustomStringConvertible {
     ) async throws -> Request.Response where Request: KafkaRequestWithResponse {
         let version = try version ?? self.version(for: Request.self, preferredMax: preferredMax)
         let correlationID = self.correlation.add(1, ordering: .relaxed).newValue
-        var frame = ByteBufferAllocator().buffer(capacity: 256)
-        frame.writeInteger(Int32(0))
-        let flexible = Request.isFlexible(version)
-        let header = RequestHeader(
-            requestApiKey: Request.apiKey.rawValue, requestApiVersion: version, correlationId: correlationID,
-            clientId: self.clientID)
-        header.encode(
-            into: &frame,
-            version: KafkaHeaders.requestHeaderVersion(flexible: flexible, apiKey: Request.apiKey, apiVersion: version))
-        request.encode(into: &frame, version: version)
-        frame.setInteger(Int32(frame.readableBytes - 4), at: frame.readerIndex)
+        let frame = Self.frame(request, version: version, correlationID: correlationID, clientID: self.clientID)
         let promise = self.channel.eventLoop.makePromise(of: ByteBuffer.self)
         let handler = self.handler
-        let frameToSend = frame
         let channel = self.channel
         self.channel.eventLoop.execute {
             handler.value.expect(correlationID, promise: promise)
-            channel.writeAndFlush(frameToSend).whenFailure { promise.fail($0) }
+            channel.writeAndFlush(frame).whenFailure { promise.fail($0) }
             let deadline = channel.eventLoop.scheduleTask(in: timeout) {
                 guard let waiting = handler.value.cancel(correlationID) else { return }
                 waiting.fail(KafkaClientError("\(Request.apiKey) got no answer within \(timeout.nanoseconds / 1_000_000) ms"))
@@ -139,6 +128,31 @@ public final class KafkaConnection: Sendable, CustomStringConvertible {
             }
         }
         return try Request.Response.decodeWhole(body, version: version)
+    }
+
+    /// Sends a request the broker does not answer (Produce with acks=0); returns once the
+    /// frame is written to the socket.
+    public func sendWithoutResponse<Request: KafkaRequestMessage>(_ request: Request, version: Int16? = nil) async throws {
+        let version = try version ?? self.version(for: Request.self)
+        let correlationID = self.correlation.add(1, ordering: .relaxed).newValue
+        try await self.channel.writeAndFlush(Self.frame(request, version: version, correlationID: correlationID, clientID: self.clientID))
+    }
+
+    /// A request frame: size prefix, header, body.
+    private static func frame<Request: KafkaRequestMessage>(
+        _ request: Request, version: Int16, correlationID: Int32, clientID: String
+    ) -> ByteBuffer {
+        var frame = ByteBufferAllocator().buffer(capacity: 256)
+        frame.writeInteger(Int32(0))
+        let flexible = Request.isFlexible(version)
+        let header = RequestHeader(
+            requestApiKey: Request.apiKey.rawValue, requestApiVersion: version, correlationId: correlationID, clientId: clientID)
+        header.encode(
+            into: &frame,
+            version: KafkaHeaders.requestHeaderVersion(flexible: flexible, apiKey: Request.apiKey, apiVersion: version))
+        request.encode(into: &frame, version: version)
+        frame.setInteger(Int32(frame.readableBytes - 4), at: frame.readerIndex)
+        return frame
     }
 
     public func close() {

@@ -1,11 +1,8 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import Prometheus
+import RafkaCore
 import RafkaStorage
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The broker's Prometheus metrics, served as text on `metrics-listen` (GET /metrics).
 ///
@@ -80,31 +77,10 @@ final class BrokerMetrics: Sendable {
         self.cacheBatches.set(to: Double(statistics.batches))
         self.cachePartitions.set(to: Double(statistics.partitions))
         self.cacheHitRatio.set(to: statistics.hitRatio)
-        if let process = ProcessUsage.read() {
+        if let process = ProcessStatistics.read() {
             self.residentBytes.set(to: Double(process.residentBytes))
             self.cpuSeconds.set(to: process.cpuSeconds)
         }
         return self.registry.emitToBuffer()
-    }
-}
-
-/// This process's resident memory and CPU time, from /proc (Linux).
-struct ProcessUsage {
-    var residentBytes: Int
-    var cpuSeconds: Double
-
-    static func read() -> ProcessUsage? {
-        guard var statm = try? FileSystem.readUnsized("/proc/self/statm", bytesMax: 4096),
-            var stat = try? FileSystem.readUnsized("/proc/self/stat", bytesMax: 4096),
-            let statmText = statm.readString(length: statm.readableBytes), let statText = stat.readString(length: stat.readableBytes),
-            let closing = statText.lastIndex(of: ")")
-        else { return nil }
-        let pages = statmText.split(separator: " ")
-        // After the command name in parentheses: state is field 3, utime 14 and stime 15.
-        let fields = statText[statText.index(after: closing)...].split(separator: " ")
-        guard pages.count > 1, let resident = Int(pages[1]), fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12])
-        else { return nil }
-        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
-        return ProcessUsage(residentBytes: resident * Int(sysconf(Int32(_SC_PAGESIZE))), cpuSeconds: (user + system) / ticks)
     }
 }

@@ -229,12 +229,6 @@ public enum FileSystem {
         return try handle.read(at: 0, length: try handle.size(), allocator: ByteBufferAllocator())
     }
 
-    /// A file whose size `stat` does not tell (/proc), read to its end or `bytesMax`.
-    public static func readUnsized(_ path: String, bytesMax: Int) throws(StorageError) -> ByteBuffer {
-        let handle = try FileHandle.open(path, create: false)
-        return try handle.read(at: 0, length: bytesMax, allocator: ByteBufferAllocator())
-    }
-
     /// Milliseconds since the Unix epoch, from the wall clock (timestamps, retention).
     public static func wallClockMilliseconds() -> Int64 {
         var now = timespec()

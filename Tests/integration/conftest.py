@@ -1,7 +1,7 @@
 """Fixtures for the real-client suite: `rafka standalone` processes started the way a user
 starts them (the binary, --data-dir, --listen), on 127.0.0.1 with free ports.
 
-tools/dev test sets RAFKA_BIN and RAFKA_ADMIN_BIN to the release binaries."""
+tools/dev test sets RAFKA_BIN, RAFKA_ADMIN_BIN and RAFKA_BENCH_BIN to the release binaries."""
 import json
 import os
 import signal
@@ -14,6 +14,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RAFKA_BIN = os.environ.get("RAFKA_BIN", os.path.join(ROOT, ".build", "release", "rafka"))
 ADMIN_BIN = os.environ.get("RAFKA_ADMIN_BIN", os.path.join(ROOT, ".build", "release", "rafka-admin"))
+BENCH_BIN = os.environ.get("RAFKA_BENCH_BIN", os.path.join(ROOT, ".build", "release", "rafka-bench"))
 
 
 def free_port():

@@ -1,0 +1,144 @@
+import KafkaProtocol
+import NIOCore
+import RafkaClient
+import RafkaCore
+import Synchronization
+
+/// What a run measured (`--json` prints this).
+public struct BenchResult: Sendable, Codable {
+    public var mode: String
+    public var topic: String
+    public var partitions: Int
+    public var recordBytes: Int
+    public var compression: String
+    public var acks: Int16
+    public var targetRate: Double?
+    public var recordsPerBatch: Int
+    /// The measured phase.
+    public var seconds: Double
+    public var records: Int
+    public var recordsPerSecond: Double
+    /// 10^6 bytes of record keys and values per second (produce, e2e); of batches as they arrived (consume).
+    public var megabytesPerSecond: Double
+    /// 10^6 bytes of batches on the wire per second (after compression).
+    public var wireMegabytesPerSecond: Double
+    /// Produce: from when each record was due (open loop) or sent to its acknowledgement.
+    public var produceLatency: LatencySummary?
+    /// Consume: from a fetch request to its response, for fetches that brought records.
+    public var fetchLatency: LatencySummary?
+    /// e2e: from when each record was due to when a consumer received it.
+    public var endToEndLatency: LatencySummary?
+    public var errors: [String: Int]
+    /// With --broker-pid: the broker's CPU seconds in the measured phase, per 10^6 payload
+    /// bytes and per record, and its resident memory at the end.
+    public var brokerCPUSeconds: Double?
+    public var brokerCPUSecondsPerMegabyte: Double?
+    public var brokerCPUMicrosecondsPerRecord: Double?
+    public var brokerResidentBytes: Int?
+    /// e2e: acknowledged batches that never arrived before the run gave up waiting.
+    public var unmatchedBatches: Int?
+}
+
+/// Runs one benchmark: resolves (or creates) the topic, starts producers and consumers as the
+/// mode asks, prints a progress line every second on a terminal, and returns the result.
+public struct BenchRun: Sendable {
+    public let settings: BenchSettings
+    /// Called every second with a progress line (nil: quiet).
+    public let progress: (@Sendable (String) -> Void)?
+
+    public init(settings: BenchSettings, progress: (@Sendable (String) -> Void)? = nil) {
+        self.settings = settings
+        self.progress = progress
+    }
+
+    public func run() async throws -> BenchResult {
+        if let problem = self.settings.problem() { throw KafkaClientError(problem) }
+        let topic = try await BenchTopic.resolve(self.settings, create: self.settings.mode != .consume)
+        let producing = self.settings.mode != .consume
+        let consuming = self.settings.mode != .produce
+        let templates = producing ? try BatchTemplates(settings: self.settings) : nil
+        let produced = LoadCounters()
+        let consumed = LoadCounters()
+        let ledger = self.settings.mode == .e2e ? SendLedger() : nil
+        let consumer = ConsumeLoad(settings: self.settings, topic: topic, counters: consumed, ledger: ledger)
+        var startOffsets: [Int32: Int64] = [:]
+        if consuming { startOffsets = try await consumer.startOffsets() }
+
+        let start = MonotonicClock.now() + 100_000_000  // let every connection open first
+        let measureFrom = start + Int64(self.settings.warmupSeconds * 1e9)
+        let stopAt = self.settings.durationSeconds.map { measureFrom + Int64($0 * 1e9) } ?? Int64.max
+        let stop = ConsumeLoad.Stop()
+        if self.settings.mode == .consume {
+            stop.stopAt.store(stopAt, ordering: .relaxed)
+            if let records = self.settings.records { stop.records.store(records, ordering: .relaxed) }
+        }
+        var cpuBefore: Double?
+        var produceLatency = LatencyHistogram()
+        var fetchLatency = LatencyHistogram()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            let counters = producing ? produced : consumed
+            let reporter = self.progress
+            group.addTask {
+                guard let reporter else { return }
+                var last = 0
+                var elapsed = 0
+                while !Task.isCancelled {
+                    try await Task.sleep(nanoseconds: 1_000_000_000)
+                    elapsed += 1
+                    let now = counters.records.load(ordering: .relaxed)
+                    let phase = MonotonicClock.now() < measureFrom ? "warm-up" : "measuring"
+                    var line = "\(elapsed) s \(phase): \(now - last) records/s, \(now) in all"
+                    if consuming && producing { line += ", \(consumed.records.load(ordering: .relaxed)) consumed" }
+                    reporter(line)
+                    last = now
+                }
+            }
+            // The broker's CPU time when the measured phase starts.
+            async let cpuAtStart: Double? = {
+                try await MonotonicClock.sleep(until: measureFrom)
+                return self.settings.brokerPID.flatMap { ProcessStatistics.read(pid: $0)?.cpuSeconds }
+            }()
+            let offsets = startOffsets
+            if producing, let templates {
+                let load = ProduceLoad(settings: self.settings, topic: topic, templates: templates, counters: produced, ledger: ledger)
+                if consuming {
+                    async let reading = consumer.run(from: offsets, start: start, measureFrom: measureFrom, stop: stop)
+                    produceLatency = try await load.run(.init(start: start, measureFrom: measureFrom, stopAt: stopAt))
+                    // Everything acknowledged should arrive; give up 30 s after the last acknowledgement.
+                    stop.records.store(produced.records.load(ordering: .relaxed), ordering: .relaxed)
+                    stop.stopAt.store(MonotonicClock.now() + 30_000_000_000, ordering: .relaxed)
+                    fetchLatency = try await reading
+                } else {
+                    produceLatency = try await load.run(.init(start: start, measureFrom: measureFrom, stopAt: stopAt))
+                }
+            } else {
+                fetchLatency = try await consumer.run(from: offsets, start: start, measureFrom: measureFrom, stop: stop)
+            }
+            cpuBefore = try await cpuAtStart
+            group.cancelAll()
+        }
+        let end = max(measureFrom + 1, (producing ? produced : consumed).lastMeasured.load(ordering: .relaxed))
+        let seconds = Double(end - measureFrom) / 1e9
+        let counters = producing ? produced : consumed
+        let records = counters.measuredRecords.load(ordering: .relaxed)
+        let payloadBytes = counters.measuredPayloadBytes.load(ordering: .relaxed)
+        var result = BenchResult(
+            mode: self.settings.mode.rawValue, topic: topic.name, partitions: topic.leaders.count, recordBytes: self.settings.recordBytes,
+            compression: "\(self.settings.compression)", acks: self.settings.acks, targetRate: self.settings.targetRate,
+            recordsPerBatch: templates?.recordsPerBatch ?? 0, seconds: seconds, records: records,
+            recordsPerSecond: Double(records) / seconds, megabytesPerSecond: Double(payloadBytes) / seconds / 1e6,
+            wireMegabytesPerSecond: Double(counters.measuredWireBytes.load(ordering: .relaxed)) / seconds / 1e6,
+            produceLatency: producing ? produceLatency.summary : nil, fetchLatency: consuming ? fetchLatency.summary : nil,
+            endToEndLatency: ledger?.latencies.summary,
+            errors: produced.errors.withLock { $0 }.merging(consumed.errors.withLock { $0 }) { $0 + $1 },
+            unmatchedBatches: ledger?.unmatched)
+        if let pid = self.settings.brokerPID, let after = ProcessStatistics.read(pid: pid) {
+            let cpu = after.cpuSeconds - (cpuBefore ?? 0)
+            result.brokerCPUSeconds = cpu
+            result.brokerCPUSecondsPerMegabyte = payloadBytes > 0 ? cpu / (Double(payloadBytes) / 1e6) : nil
+            result.brokerCPUMicrosecondsPerRecord = records > 0 ? cpu * 1e6 / Double(records) : nil
+            result.brokerResidentBytes = after.residentBytes
+        }
+        return result
+    }
+}

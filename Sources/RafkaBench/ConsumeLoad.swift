@@ -1,0 +1,127 @@
+import KafkaProtocol
+import NIOCore
+import RafkaClient
+import Synchronization
+
+/// The consuming side of a run: `consumers` readers, each fetching its share of the
+/// partitions (every `consumers`-th one) from their leaders with one connection per leader,
+/// as Kafka consumers assigned partitions do. Batches are counted from their headers (records,
+/// bytes); the records are not decompressed, so the reader costs little beside the broker.
+struct ConsumeLoad: Sendable {
+    let settings: BenchSettings
+    let topic: BenchTopic
+    let counters: LoadCounters
+    let ledger: SendLedger?
+
+    /// When the run ends: a time, a record count, or (e2e) once everything acknowledged arrived.
+    final class Stop: Sendable {
+        let stopAt = Atomic<Int64>(Int64.max)
+        /// Records to receive before stopping (Int.max: no limit).
+        let records = Atomic<Int>(Int.max)
+    }
+
+    /// Where each partition starts: its log start or end now.
+    func startOffsets() async throws -> [Int32: Int64] {
+        var offsets: [Int32: Int64] = [:]
+        let byLeader = Dictionary(grouping: self.topic.partitions) { self.topic.leaders[$0]! }
+        for (leader, partitions) in byLeader {
+            let connection = try await KafkaConnection.connect(host: leader.host, port: leader.port, clientID: "rafka-bench")
+            defer { connection.close() }
+            var request = ListOffsetsRequest()
+            request.replicaId = -1
+            request.topics = [
+                .init(
+                    name: self.topic.name,
+                    partitions: partitions.map { .init(partitionIndex: $0, timestamp: self.settings.startOffset == .earliest ? -2 : -1) })
+            ]
+            let response = try await connection.send(request)
+            for answer in response.topics.first?.partitions ?? [] {
+                guard answer.errorCode == 0 else {
+                    throw KafkaClientError("ListOffsets for partition \(answer.partitionIndex): \(KafkaErrorCode(rawValue: answer.errorCode))")
+                }
+                offsets[answer.partitionIndex] = answer.offset
+            }
+        }
+        return offsets
+    }
+
+    /// Reads from `start` until `stop` says so; returns the latency of fetches that brought
+    /// records (request sent to response read), measured from `measureFrom`.
+    func run(from offsets: [Int32: Int64], start: Int64, measureFrom: Int64, stop: Stop) async throws -> LatencyHistogram {
+        try await withThrowingTaskGroup(of: LatencyHistogram.self) { group in
+            for consumer in 0..<self.settings.consumers {
+                let mine = self.topic.partitions.filter { Int($0) % self.settings.consumers == consumer }
+                let byLeader = Dictionary(grouping: mine) { self.topic.leaders[$0]! }
+                for (leader, partitions) in byLeader {
+                    group.addTask {
+                        let connection = try await KafkaConnection.connect(
+                            host: leader.host, port: leader.port, clientID: "rafka-bench-consumer-\(consumer)")
+                        defer { connection.close() }
+                        var positions = [Int32: Int64]()
+                        for partition in partitions { positions[partition] = offsets[partition] ?? 0 }
+                        try await MonotonicClock.sleep(until: start)
+                        return try await self.fetchLoop(connection, positions: positions, measureFrom: measureFrom, stop: stop)
+                    }
+                }
+            }
+            var total = LatencyHistogram()
+            for try await histogram in group { total.add(histogram) }
+            return total
+        }
+    }
+
+    private func fetchLoop(
+        _ connection: KafkaConnection,
+        positions start: [Int32: Int64],
+        measureFrom: Int64,
+        stop: Stop
+    ) async throws -> LatencyHistogram {
+        var histogram = LatencyHistogram()
+        var positions = start
+        let version = try connection.version(for: FetchRequest.self)
+        while MonotonicClock.now() < stop.stopAt.load(ordering: .relaxed)
+            && self.counters.records.load(ordering: .relaxed) < stop.records.load(ordering: .relaxed)
+        {
+            var request = FetchRequest()
+            request.maxWaitMs = self.settings.fetchWaitMilliseconds
+            request.minBytes = 1
+            request.maxBytes = self.settings.fetchBytesMax
+            var topic = FetchRequest.FetchTopic()
+            topic.topic = self.topic.name
+            topic.topicId = self.topic.id
+            topic.partitions = positions.keys.sorted().map {
+                .init(partition: $0, fetchOffset: positions[$0]!, partitionMaxBytes: self.settings.partitionFetchBytesMax)
+            }
+            request.topics = [topic]
+            let sent = MonotonicClock.now()
+            let response = try await connection.send(
+                request, version: version, timeout: .milliseconds(Int64(self.settings.fetchWaitMilliseconds) + 30_000))
+            let arrived = MonotonicClock.now()
+            guard response.errorCode == 0 else { throw KafkaClientError("fetch: \(KafkaErrorCode(rawValue: response.errorCode))") }
+            var records = 0
+            var wireBytes = 0
+            for answer in response.responses.first?.partitions ?? [] {
+                guard answer.errorCode == 0 else {
+                    self.counters.count(error: "fetch \(KafkaErrorCode(rawValue: answer.errorCode))")
+                    continue
+                }
+                guard var position = positions[answer.partitionIndex], let bytes = answer.records else { continue }
+                for (header, batch) in try RecordBatch.split(bytes, allowPartialTail: true) where header.nextOffset > position {
+                    records += Int(header.nextOffset - max(header.baseOffset, position))
+                    wireBytes += batch.readableBytes
+                    position = header.nextOffset
+                    self.ledger?.arrived(.init(partition: answer.partitionIndex, baseOffset: header.baseOffset), at: arrived)
+                }
+                positions[answer.partitionIndex] = position
+            }
+            guard records > 0 else { continue }
+            self.counters.records.add(records, ordering: .relaxed)
+            if sent >= measureFrom {
+                histogram.record(nanoseconds: arrived - sent)
+                let payload = wireBytes  // records are not decompressed: payload is what arrived
+                self.counters.measured(records: records, payloadBytes: payload, wireBytes: wireBytes, at: arrived)
+            }
+        }
+        return histogram
+    }
+}

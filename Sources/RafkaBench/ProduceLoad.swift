@@ -1,0 +1,144 @@
+import KafkaProtocol
+import NIOCore
+import RafkaClient
+import Synchronization
+
+/// A counter shared by tasks.
+final class SharedCounter: Sendable {
+    let value = Atomic<Int>(0)
+
+    /// Adds `amount`, returning the value before.
+    func add(_ amount: Int) -> Int { self.value.add(amount, ordering: .relaxed).oldValue }
+}
+
+/// Counters every worker adds to and the progress line reads.
+final class LoadCounters: Sendable {
+    /// Records and value bytes acknowledged (produce) or received (consume), warm-up included.
+    let records = Atomic<Int>(0)
+    /// Records, payload bytes and wire bytes in the measured phase.
+    let measuredRecords = Atomic<Int>(0)
+    let measuredPayloadBytes = Atomic<Int>(0)
+    let measuredWireBytes = Atomic<Int>(0)
+    /// The last measured completion (monotonic ns).
+    let lastMeasured = Atomic<Int64>(0)
+    let errors = Mutex<[String: Int]>([:])
+
+    func count(error: String) {
+        self.errors.withLock { $0[error, default: 0] += 1 }
+    }
+
+    func measured(records: Int, payloadBytes: Int, wireBytes: Int, at time: Int64) {
+        self.measuredRecords.add(records, ordering: .relaxed)
+        self.measuredPayloadBytes.add(payloadBytes, ordering: .relaxed)
+        self.measuredWireBytes.add(wireBytes, ordering: .relaxed)
+        self.lastMeasured.max(time, ordering: .relaxed)
+    }
+}
+
+/// The producing side of a run: `producers` connections (per partition leader), each with
+/// `inFlight` requests outstanding, writing batches round-robin over the topic's partitions
+/// (as Kafka's sticky partitioner does for records without keys).
+///
+/// With a target rate the schedule is open-loop: batch `k` of a producer is due at
+/// `start + k × batchInterval` whether or not earlier ones were answered, and latency counts
+/// from when each record was due, so a stalled broker shows up as latency rather than as
+/// fewer requests (coordinated omission). Without one, each lane sends as soon as its previous
+/// request is answered, and latency counts from the send.
+struct ProduceLoad: Sendable {
+    let settings: BenchSettings
+    let topic: BenchTopic
+    let templates: BatchTemplates
+    let counters: LoadCounters
+    let ledger: SendLedger?
+
+    /// Monotonic ns: when the schedule starts, when measuring starts, when producing stops.
+    struct Schedule: Sendable {
+        var start: Int64
+        var measureFrom: Int64
+        var stopAt: Int64
+    }
+
+    /// Runs every producer to the end of the schedule (or `settings.records`); returns the
+    /// acknowledgement latencies of the measured records.
+    func run(_ schedule: Schedule) async throws -> LatencyHistogram {
+        let claimed = SharedCounter()
+        return try await withThrowingTaskGroup(of: LatencyHistogram.self) { group in
+            for producer in 0..<self.settings.producers {
+                let connections = try await self.topic.connect(self.topic.partitions, clientID: "rafka-bench-producer-\(producer)")
+                let next = SharedCounter()
+                for _ in 0..<self.settings.inFlight {
+                    group.addTask {
+                        try await self.lane(producer, connections: connections, next: next, claimed: claimed, schedule)
+                    }
+                }
+            }
+            var total = LatencyHistogram()
+            for try await histogram in group { total.add(histogram) }
+            return total
+        }
+    }
+
+    private func lane(
+        _ producer: Int,
+        connections: [BenchTopic.Leader: KafkaConnection],
+        next: SharedCounter,
+        claimed: SharedCounter,
+        _ schedule: Schedule
+    ) async throws -> LatencyHistogram {
+        var histogram = LatencyHistogram()
+        let partitions = self.topic.partitions
+        let perBatch = self.templates.recordsPerBatch
+        // Open loop: nanoseconds between records and between batches of this producer.
+        let recordInterval = self.settings.targetRate.map { Int64(1e9 * Double(self.settings.producers) / $0) } ?? 0
+        let batchInterval = recordInterval * Int64(perBatch)
+        try await MonotonicClock.sleep(until: schedule.start)
+        while true {
+            let k = next.add(1)
+            let intended: Int64
+            if batchInterval > 0 {
+                intended = schedule.start + Int64(k) * batchInterval
+                guard intended < schedule.stopAt else { break }
+                // The batch leaves when its last record is due (it filled up) or the linger ran out.
+                try await MonotonicClock.sleep(until: intended + recordInterval * Int64(perBatch - 1))
+            } else {
+                intended = MonotonicClock.now()
+                guard intended < schedule.stopAt else { break }
+            }
+            let measured = intended >= schedule.measureFrom
+            if measured, let limit = self.settings.records, claimed.add(perBatch) >= limit { break }
+            let partition = partitions[(k + producer) % partitions.count]
+            let batch = self.templates.batch(k, timestampMilliseconds: MonotonicClock.wallMilliseconds())
+            var request = ProduceRequest()
+            request.acks = self.settings.acks
+            request.timeoutMs = 30_000
+            request.topicData = [.init(name: self.topic.name, partitionData: [.init(index: partition, records: batch)])]
+            let connection = connections[self.topic.leaders[partition]!]!
+            let sent = MonotonicClock.now()
+            var baseOffset: Int64 = -1
+            if self.settings.acks == 0 {
+                try await connection.sendWithoutResponse(request)
+            } else {
+                let response = try await connection.send(request, timeout: .seconds(60))
+                guard let answer = response.responses.first?.partitionResponses.first else {
+                    throw KafkaClientError("a produce response without partition \(partition)")
+                }
+                guard answer.errorCode == 0 else {
+                    self.counters.count(error: "\(KafkaErrorCode(rawValue: answer.errorCode))")
+                    continue
+                }
+                baseOffset = answer.baseOffset
+            }
+            let done = MonotonicClock.now()
+            self.counters.records.add(perBatch, ordering: .relaxed)
+            let record = SendLedger.Sent(
+                intendedNanoseconds: batchInterval > 0 ? intended : sent, recordIntervalNanoseconds: recordInterval,
+                records: perBatch, measured: measured)
+            self.ledger?.acknowledged(.init(partition: partition, baseOffset: baseOffset), record)
+            guard measured else { continue }
+            record.latencies(arrivedAt: done, into: &histogram)
+            self.counters.measured(
+                records: perBatch, payloadBytes: self.templates.payloadBytes, wireBytes: batch.readableBytes, at: done)
+        }
+        return histogram
+    }
+}

@@ -1,0 +1,79 @@
+import KafkaProtocol
+import NIOCore
+import RafkaCompression
+import Testing
+
+@testable import RafkaBench
+
+@Suite struct RafkaBenchTests {
+    /// The batches the producer sends are real batches: valid CRC, the codec asked for, the
+    /// record count and sizes asked for, stamped with the time given.
+    @Test(arguments: [CompressionCodec.none, .gzip, .lz4, .zstd])
+    func templatesAreWholeValidBatches(codec: CompressionCodec) throws {
+        var settings = BenchSettings()
+        settings.recordBytes = 100
+        settings.keyBytes = 8
+        settings.batchBytes = 10_800
+        settings.compression = codec
+        let templates = try BatchTemplates(settings: settings, variants: 3)
+        #expect(templates.recordsPerBatch == 100)
+        for index in 0..<4 {
+            let bytes = templates.batch(index, timestampMilliseconds: 1_700_000_000_000 + Int64(index))
+            let header = try RecordBatchHeader.peek(bytes, at: bytes.readerIndex)
+            try RecordBatch.validateHeader(header, bytes: bytes)
+            #expect(header.compressionCodecValue == codec.rawValue && header.recordCount == 100)
+            #expect(header.baseTimestamp == 1_700_000_000_000 + Int64(index) && header.maxTimestamp == header.baseTimestamp)
+            let records = try RecordBatch.decodeRecords(
+                codec.decompress(RecordBatch.recordsSection(of: bytes), outputBytesMax: 1 << 20))
+            #expect(records.count == 100)
+            #expect(records.allSatisfy { $0.key?.readableBytes == 8 && $0.value?.readableBytes == 100 })
+        }
+    }
+
+    /// At a target rate a batch holds what one producer's share of the rate makes within the
+    /// linger, never more than the batch size.
+    @Test func recordsPerBatchFollowTheRateAndLinger() {
+        var settings = BenchSettings()
+        settings.recordBytes = 1000
+        #expect(settings.recordsPerBatch == 1000)
+        settings.targetRate = 100_000
+        settings.producers = 2
+        settings.lingerMilliseconds = 5
+        #expect(settings.recordsPerBatch == 250)
+        settings.targetRate = 10
+        #expect(settings.recordsPerBatch == 1)
+    }
+
+    /// End-to-end latency is matched whichever side reports first; record i of a batch was due
+    /// i intervals after the first; warm-up batches are matched but not counted.
+    @Test func theLedgerMatchesArrivalsToSends() throws {
+        let ledger = SendLedger()
+        let sent = SendLedger.Sent(intendedNanoseconds: 1_000_000, recordIntervalNanoseconds: 1_000_000, records: 3, measured: true)
+        ledger.acknowledged(.init(partition: 0, baseOffset: 0), sent)
+        ledger.arrived(.init(partition: 0, baseOffset: 0), at: 11_000_000)  // latencies 10, 9, 8 ms
+        ledger.arrived(.init(partition: 1, baseOffset: 5), at: 21_000_000)
+        ledger.acknowledged(.init(partition: 1, baseOffset: 5), sent)  // 20, 19, 18 ms
+        var warmUp = sent
+        warmUp.measured = false
+        ledger.acknowledged(.init(partition: 2, baseOffset: 0), warmUp)
+        ledger.arrived(.init(partition: 2, baseOffset: 0), at: 2_000_000)
+        ledger.acknowledged(.init(partition: 3, baseOffset: 0), sent)
+        let summary = try #require(ledger.latencies.summary)
+        #expect(summary.count == 6)
+        #expect(abs(summary.max - 20) < 0.05 && abs(summary.p50 - 10) < 0.05)
+        #expect(ledger.unmatched == 1)
+    }
+
+    @Test func settingsThatCannotRunAreRefused() {
+        var settings = BenchSettings()
+        #expect(settings.problem() == nil)
+        settings.mode = .e2e
+        settings.acks = 0
+        #expect(settings.problem() != nil)
+        settings.acks = 1
+        settings.durationSeconds = nil
+        #expect(settings.problem() != nil)
+        settings.records = 10
+        #expect(settings.problem() == nil)
+    }
+}

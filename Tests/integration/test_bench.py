@@ -1,0 +1,55 @@
+"""rafka-bench against a real rafka process, as a user runs it: produce, consume and e2e
+report what the broker holds (counted again with kcat), JSON results, broker CPU and memory,
+and refusals for settings that cannot run."""
+import json
+import subprocess
+
+from conftest import BENCH_BIN
+
+
+def bench(broker, *args, check=True):
+    result = subprocess.run(
+        [BENCH_BIN, *args, "--bootstrap", broker.bootstrap, "--json", "--broker-pid", str(broker.proc.pid)],
+        capture_output=True, text=True, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+    return result
+
+
+def kcat_count(broker, topic):
+    out = subprocess.run(["kcat", "-C", "-b", broker.bootstrap, "-t", topic, "-e", "-q", "-f", "%o\n"],
+                         capture_output=True, text=True, timeout=60).stdout
+    return len(out.split())
+
+
+def test_produce_then_consume_everything(rafka):
+    produced = bench(rafka, "produce", "--topic", "b1", "--partitions", "4", "--records", "20000", "--warmup", "0",
+                     "--record-bytes", "200", "--compression", "zstd")
+    assert produced["errors"] == {} and produced["records"] >= 20000, produced
+    assert produced["produceLatency"]["count"] == produced["records"]
+    assert produced["brokerCPUSeconds"] > 0 and produced["brokerResidentBytes"] > 0
+    assert kcat_count(rafka, "b1") == produced["records"]
+    consumed = bench(rafka, "consume", "--topic", "b1", "--from", "earliest", "--records", str(produced["records"]),
+                     "--warmup", "0", "--consumers", "2")
+    assert consumed["records"] == produced["records"], consumed
+    assert consumed["fetchLatency"]["count"] > 0
+
+
+def test_open_loop_end_to_end_matches_every_record(rafka):
+    result = bench(rafka, "e2e", "--topic", "b2", "--rate", "20000", "--duration", "2", "--warmup", "1",
+                   "--record-bytes", "512", "--compression", "lz4", "--acks", "all")
+    assert result["errors"] == {} and result["unmatchedBatches"] == 0, result
+    # 2 s at 20,000 records/s, one batch either way.
+    assert abs(result["records"] - 40_000) <= 200, result
+    assert result["endToEndLatency"]["count"] == result["records"]
+    assert 0 < result["endToEndLatency"]["p50"] <= result["endToEndLatency"]["p99"] <= result["endToEndLatency"]["max"]
+
+
+def test_acks_zero_and_refusals(rafka):
+    result = bench(rafka, "produce", "--topic", "b3", "--acks", "0", "--records", "5000", "--warmup", "0")
+    assert result["records"] >= 5000 and result["errors"] == {}
+    missing = bench(rafka, "consume", "--topic", "no-such-topic", "--records", "1", check=False)
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
+    e2e_without_acks = bench(rafka, "e2e", "--acks", "0", "--duration", "1", check=False)
+    assert e2e_without_acks.returncode != 0 and "acknowledgements" in e2e_without_acks.stderr
