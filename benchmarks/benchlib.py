@@ -1,0 +1,128 @@
+"""Shared by the benchmark scripts: building Rafka, starting brokers on free loopback ports,
+running rafka-bench, reading a process's CPU and memory, installing what a run needs."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, ".build", "release")
+PEERS = os.path.join(ROOT, "benchmarks", ".peers")
+
+
+def say(text):
+    print(f"==> {text}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, proc, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
+
+
+def build_rafka():
+    say("building rafka, rafka-admin and rafka-bench (release)")
+    for product in ("rafka", "rafka-admin", "rafka-bench"):
+        subprocess.run(["swift", "build", "-c", "release", "--product", product], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+
+
+def ensure_debs(packages):
+    """Installs missing Debian packages when root; otherwise names the command and stops."""
+    missing = [p for p in packages
+               if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        sys.exit(f"missing Debian packages; run: sudo apt-get install -y {' '.join(missing)}")
+    say(f"installing {' '.join(missing)}")
+    subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=True, stdout=subprocess.DEVNULL)
+
+
+def ensure_pip(module, package):
+    try:
+        __import__(module)
+    except ImportError:
+        say(f"installing {package} from PyPI")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
+
+
+def process_sample(pid):
+    """(CPU seconds, resident bytes) of a running process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    with open(f"/proc/{pid}/statm") as f:
+        resident_pages = int(f.read().split()[1])
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu, resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+class Broker:
+    """A broker process on a free port with its own temporary directory."""
+
+    def __init__(self, name, args_for_port, env=None, data_dir=None):
+        self.name = name
+        self.port = free_port()
+        self.dir = data_dir or tempfile.mkdtemp(prefix=f"bench-{name}-")
+        self.log = open(os.path.join(self.dir, "broker.log"), "ab")
+        self.proc = subprocess.Popen(args_for_port(self.port, self.dir), stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
+        wait_for_port(self.port, self.proc)
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def rafka(config_text=""):
+    """rafka standalone with `config_text` as its YAML configuration."""
+    def args(port, directory):
+        config = os.path.join(directory, "rafka.yaml")
+        with open(config, "w") as f:
+            f.write(config_text)
+        return [os.path.join(RELEASE, "rafka"), "standalone", "--data-dir", os.path.join(directory, "data"),
+                "--listen", f"127.0.0.1:{port}", "--config", config, "--log-level", "warning"]
+    return Broker("rafka", args)
+
+
+def bench(mode, bootstrap, *args, pid=None):
+    """Runs rafka-bench and returns its JSON result."""
+    command = [os.path.join(RELEASE, "rafka-bench"), mode, "--bootstrap", bootstrap, "--json", *map(str, args)]
+    if pid:
+        command += ["--broker-pid", str(pid)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"rafka-bench {mode} failed: {out.stderr.strip()}")
+    return json.loads(out.stdout)
