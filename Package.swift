@@ -20,6 +20,10 @@ let package = Package(
         .executable(name: "rafka-admin", targets: ["rafka-admin"]),
         .executable(name: "rafka-bench", targets: ["rafka-bench"]),
         .library(name: "RafkaClient", targets: ["RafkaClient"]),
+        // For benchmarks/ (the microbenchmark package) and embedders.
+        .library(name: "KafkaProtocol", targets: ["KafkaProtocol"]),
+        .library(name: "RafkaCompression", targets: ["RafkaCompression"]),
+        .library(name: "RafkaStorage", targets: ["RafkaStorage"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

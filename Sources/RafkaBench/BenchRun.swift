@@ -14,7 +14,7 @@ public struct BenchResult: Sendable, Codable {
     public var acks: Int16
     public var targetRate: Double?
     public var recordsPerBatch: Int
-    /// The measured phase.
+    /// The measured phase (e2e: until the consumer had the last record).
     public var seconds: Double
     public var records: Int
     public var recordsPerSecond: Double
@@ -117,7 +117,10 @@ public struct BenchRun: Sendable {
             cpuBefore = try await cpuAtStart
             group.cancelAll()
         }
-        let end = max(measureFrom + 1, (producing ? produced : consumed).lastMeasured.load(ordering: .relaxed))
+        // e2e: until the consumer had every record, so that a consumer falling behind lowers the rate.
+        let lastProduced = producing ? produced.lastMeasured.load(ordering: .relaxed) : 0
+        let lastConsumed = consuming ? consumed.lastMeasured.load(ordering: .relaxed) : 0
+        let end = max(measureFrom + 1, lastProduced, lastConsumed)
         let seconds = Double(end - measureFrom) / 1e9
         let counters = producing ? produced : consumed
         let records = counters.measuredRecords.load(ordering: .relaxed)

@@ -37,7 +37,9 @@ final class LoadCounters: Sendable {
 
 /// The producing side of a run: `producers` connections (per partition leader), each with
 /// `inFlight` requests outstanding, writing batches round-robin over the topic's partitions
-/// (as Kafka's sticky partitioner does for records without keys).
+/// (as Kafka's sticky partitioner does for records without keys). At the highest rate a
+/// request carries one batch for every partition of its leader, as Kafka producers send all
+/// ready batches at once.
 ///
 /// With a target rate the schedule is open-loop: batch `k` of a producer is due at
 /// `start + k × batchInterval` whether or not earlier ones were answered, and latency counts
@@ -91,12 +93,15 @@ struct ProduceLoad: Sendable {
         // Open loop: nanoseconds between records and between batches of this producer.
         let recordInterval = self.settings.targetRate.map { Int64(1e9 * Double(self.settings.producers) / $0) } ?? 0
         let batchInterval = recordInterval * Int64(perBatch)
+        // As fast as possible, a request carries a batch for each partition (as Kafka producers
+        // send every ready batch for a broker at once); on a schedule, each batch goes when due.
+        let group = batchInterval > 0 ? 1 : partitions.count
         try await MonotonicClock.sleep(until: schedule.start)
         while true {
-            let k = next.add(1)
+            let first = next.add(group)
             let intended: Int64
             if batchInterval > 0 {
-                intended = schedule.start + Int64(k) * batchInterval
+                intended = schedule.start + Int64(first) * batchInterval
                 guard intended < schedule.stopAt else { break }
                 // The batch leaves when its last record is due (it filled up) or the linger ran out.
                 try await MonotonicClock.sleep(until: intended + recordInterval * Int64(perBatch - 1))
@@ -105,39 +110,48 @@ struct ProduceLoad: Sendable {
                 guard intended < schedule.stopAt else { break }
             }
             let measured = intended >= schedule.measureFrom
-            if measured, let limit = self.settings.records, claimed.add(perBatch) >= limit { break }
-            let partition = partitions[(k + producer) % partitions.count]
-            let batch = self.templates.batch(k, timestampMilliseconds: MonotonicClock.wallMilliseconds())
-            var request = ProduceRequest()
-            request.acks = self.settings.acks
-            request.timeoutMs = 30_000
-            request.topicData = [.init(name: self.topic.name, partitionData: [.init(index: partition, records: batch)])]
-            let connection = connections[self.topic.leaders[partition]!]!
-            let sent = MonotonicClock.now()
-            var baseOffset: Int64 = -1
-            if self.settings.acks == 0 {
-                try await connection.sendWithoutResponse(request)
-            } else {
-                let response = try await connection.send(request, timeout: .seconds(60))
-                guard let answer = response.responses.first?.partitionResponses.first else {
-                    throw KafkaClientError("a produce response without partition \(partition)")
-                }
-                guard answer.errorCode == 0 else {
-                    self.counters.count(error: "\(KafkaErrorCode(rawValue: answer.errorCode))")
-                    continue
-                }
-                baseOffset = answer.baseOffset
+            if measured, let limit = self.settings.records, claimed.add(perBatch * group) >= limit { break }
+            let timestamp = MonotonicClock.wallMilliseconds()
+            var byLeader: [BenchTopic.Leader: [(partition: Int32, batch: ByteBuffer)]] = [:]
+            for k in first..<(first + group) {
+                let partition = partitions[(k + producer) % partitions.count]
+                byLeader[self.topic.leaders[partition]!, default: []].append((partition, self.templates.batch(k, timestampMilliseconds: timestamp)))
             }
-            let done = MonotonicClock.now()
-            self.counters.records.add(perBatch, ordering: .relaxed)
-            let record = SendLedger.Sent(
-                intendedNanoseconds: batchInterval > 0 ? intended : sent, recordIntervalNanoseconds: recordInterval,
-                records: perBatch, measured: measured)
-            self.ledger?.acknowledged(.init(partition: partition, baseOffset: baseOffset), record)
-            guard measured else { continue }
-            record.latencies(arrivedAt: done, into: &histogram)
-            self.counters.measured(
-                records: perBatch, payloadBytes: self.templates.payloadBytes, wireBytes: batch.readableBytes, at: done)
+            for (leader, batches) in byLeader {
+                var request = ProduceRequest()
+                request.acks = self.settings.acks
+                request.timeoutMs = 30_000
+                request.topicData = [.init(name: self.topic.name, partitionData: batches.map { .init(index: $0.partition, records: $0.batch) })]
+                let connection = connections[leader]!
+                let sent = MonotonicClock.now()
+                var baseOffsets: [Int32: Int64] = [:]
+                if self.settings.acks == 0 {
+                    try await connection.sendWithoutResponse(request)
+                } else {
+                    let response = try await connection.send(request, timeout: .seconds(60))
+                    for answer in response.responses.first?.partitionResponses ?? [] {
+                        if answer.errorCode == 0 {
+                            baseOffsets[answer.index] = answer.baseOffset
+                        } else {
+                            self.counters.count(error: "\(KafkaErrorCode(rawValue: answer.errorCode))")
+                        }
+                    }
+                }
+                let done = MonotonicClock.now()
+                for (partition, batch) in batches {
+                    let baseOffset = baseOffsets[partition] ?? -1
+                    guard self.settings.acks == 0 || baseOffset >= 0 else { continue }
+                    self.counters.records.add(perBatch, ordering: .relaxed)
+                    let record = SendLedger.Sent(
+                        intendedNanoseconds: batchInterval > 0 ? intended : sent, recordIntervalNanoseconds: recordInterval,
+                        records: perBatch, measured: measured)
+                    self.ledger?.acknowledged(.init(partition: partition, baseOffset: baseOffset), record)
+                    guard measured else { continue }
+                    record.latencies(arrivedAt: done, into: &histogram)
+                    self.counters.measured(
+                        records: perBatch, payloadBytes: self.templates.payloadBytes, wireBytes: batch.readableBytes, at: done)
+                }
+            }
         }
         return histogram
     }
