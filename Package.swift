@@ -21,6 +21,7 @@ let package = Package(
         .executable(name: "rafka-bench", targets: ["rafka-bench"]),
         .library(name: "RafkaClient", targets: ["RafkaClient"]),
         // For benchmarks/ (the microbenchmark package) and embedders.
+        .library(name: "RafkaCore", targets: ["RafkaCore"]),
         .library(name: "KafkaProtocol", targets: ["KafkaProtocol"]),
         .library(name: "RafkaCompression", targets: ["RafkaCompression"]),
         .library(name: "RafkaStorage", targets: ["RafkaStorage"]),

@@ -10,21 +10,22 @@ let package = Package(
     platforms: [.macOS(.v15)],
     dependencies: [
         .package(name: "rafka", path: ".."),
-        .package(url: "https://github.com/ordo-one/package-benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         .executableTarget(
             name: "Hotpath",
             dependencies: [
-                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "RafkaCore", package: "rafka"),
                 .product(name: "RafkaStorage", package: "rafka"),
                 .product(name: "KafkaProtocol", package: "rafka"),
                 .product(name: "RafkaCompression", package: "rafka"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Benchmarks/Hotpath",
-            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         )
     ]
 )
