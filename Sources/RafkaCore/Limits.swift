@@ -23,6 +23,9 @@ public enum Limits {
     public static let decompressedBatchBytesMax = 128 * 1024 * 1024
     /// Fetch responses are capped at this many bytes whatever the client asks.
     public static let fetchResponseBytesMax = 64 * 1024 * 1024
+    /// Bytes appended to a segment after which its writeback is started (without waiting for
+    /// it), so that dirty pages never pile up to where the kernel throttles writers.
+    public static let writebackChunkBytes = 1 << 20
     /// The longest a fetch may wait for `min.bytes` to arrive.
     public static let fetchWaitMillisecondsMax = 60_000
     /// Partitions one topic may have on this node.

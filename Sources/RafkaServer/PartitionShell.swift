@@ -116,7 +116,10 @@ final class PartitionShell: Sendable {
                         throw BrokerError(.notLeaderOrFollower, "\(self.topicPartition) is led by another node now")
                     }
                     let outcome = try log.append(batches, leaderEpoch: state.leaderEpoch, nowMilliseconds: FileSystem.wallClockMilliseconds())
-                    if case .appended = outcome { self.fireWaiters(state) }
+                    if case .appended = outcome {
+                        self.fireWaiters(state)
+                        self.startWritebackIfDue(log)
+                    }
                     return (outcome, log.hasFlushPolicy)
                 }
                 guard needsFlush, case .appended = outcome else { return self.eventLoop.makeSucceededFuture(outcome) }
@@ -130,6 +133,17 @@ final class PartitionShell: Sendable {
         }
     }
 
+    /// Starts writing the newest megabyte back to the device on the thread pool, not waiting
+    /// for it: see `FileHandle.startWriteback`.
+    private func startWritebackIfDue(_ log: PartitionLog) {
+        guard let due = log.writebackDue() else { return }
+        self.threadPool.runIfActive(eventLoop: self.eventLoop) {
+            try due.file.startWriteback(offset: due.offset, length: due.length)
+        }.whenFailure { error in
+            self.logger.warning("starting writeback of \(self.topicPartition) failed: \(error)")
+        }
+    }
+
     /// Appends batches copied from the partition's previous leader, offsets kept (see
     /// `PartitionLog.appendReplicated`). Returns the records appended.
     func appendReplicated(_ batches: [ValidatedBatch]) -> EventLoopFuture<Int> {
@@ -137,6 +151,7 @@ final class PartitionShell: Sendable {
             try self.withLog { log, state in
                 let count = try storage { () throws(StorageError) in try log.appendReplicated(batches) }
                 self.fireWaiters(state)
+                self.startWritebackIfDue(log)
                 return count
             }
         }

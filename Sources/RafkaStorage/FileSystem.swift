@@ -137,10 +137,34 @@ public final class FileHandle: @unchecked Sendable {
     public func sync() throws(StorageError) {
         guard fdatasync(self.descriptor) == 0 else { throw FileSystem.error("fdatasync", self.path) }
     }
+
+    /// Asks the kernel to start writing `length` bytes at `offset` to the device, without
+    /// waiting for them (sync_file_range with SYNC_FILE_RANGE_WRITE): durability still comes
+    /// only from `sync()`, but dirty pages leave steadily instead of piling up until the kernel
+    /// throttles every writer (stalls of 100+ ms were measured without it). May block while
+    /// the device queue is full, so callers run it off the event loops. A no-op where the call
+    /// does not exist.
+    public func startWriteback(offset: Int, length: Int) throws(StorageError) {
+        guard let call = FileSystem.syncFileRange else { return }
+        guard call(self.descriptor, Int64(offset), Int64(length), 2 /* SYNC_FILE_RANGE_WRITE */) == 0 else {
+            throw FileSystem.error("sync_file_range", self.path)
+        }
+    }
 }
 
 /// Thin wrappers over the POSIX calls storage needs. Paths are plain strings.
 public enum FileSystem {
+    /// Linux's sync_file_range(2): a GNU extension Glibc's Swift module does not import, so it is
+    /// looked up by name once (nil elsewhere).
+    static let syncFileRange: (@convention(c) (Int32, Int64, Int64, UInt32) -> Int32)? = {
+        #if os(Linux)
+        guard let symbol = dlsym(nil, "sync_file_range") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (Int32, Int64, Int64, UInt32) -> Int32).self)
+        #else
+        return nil
+        #endif
+    }()
+
     static func error(_ call: String, _ path: String) -> StorageError {
         let code = errno
         return StorageError(.io, "\(call) \(path): \(String(cString: strerror(code))) (errno \(code))")

@@ -85,6 +85,16 @@ final class LogSegment {
         self.size = batchPosition
     }
 
+    /// Where writeback was last started up to (see `FileHandle.startWriteback`).
+    private var writebackStarted = 0
+
+    /// The range written since writeback was last started, once it reaches `chunkBytes`.
+    func writebackDue(chunkBytes: Int) -> (offset: Int, length: Int)? {
+        guard self.size - self.writebackStarted >= chunkBytes else { return nil }
+        defer { self.writebackStarted = self.size }
+        return (self.writebackStarted, self.size - self.writebackStarted)
+    }
+
     /// Updates in-memory indexes and timestamps for a batch at `position`.
     private func indexBatch(_ header: RecordBatchHeader, position: Int) {
         if self.offsetIndex == nil { self.offsetIndex = OffsetIndex() }

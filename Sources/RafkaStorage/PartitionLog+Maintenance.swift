@@ -1,5 +1,6 @@
 import KafkaProtocol
 import NIOCore
+import RafkaCore
 
 /// Files to fsync and the offset that is durable once they are (see `PartitionLog.flushRequest`).
 public struct FlushRequest: Sendable {
@@ -81,6 +82,13 @@ extension PartitionLog {
         self.cache.drop(self.cacheKey, below: self.logStartOffset)
         self.producers.removeProducers(before: self.logStartOffset)
         self.recoveryPoint = max(self.recoveryPoint, self.logStartOffset)
+    }
+
+    /// The active segment's range to start writing back (see `FileHandle.startWriteback`),
+    /// once `Limits.writebackChunkBytes` were appended since the last one.
+    public func writebackDue() -> (file: FileHandle, offset: Int, length: Int)? {
+        guard let range = self.activeSegment.writebackDue(chunkBytes: Limits.writebackChunkBytes) else { return nil }
+        return (self.activeSegment.log, range.offset, range.length)
     }
 
     // MARK: Closing

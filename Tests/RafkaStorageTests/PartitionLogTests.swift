@@ -329,4 +329,22 @@ extension PartitionLogTests {
         }
         #expect(try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int == size)
     }
+
+    /// Every megabyte appended, the log asks for that range's writeback to start (the OS then
+    /// writes it out steadily); the call works on this system.
+    @Test func writebackIsDueEveryMegabyte() throws {
+        defer { self.directory.remove() }
+        let (log, _) = try self.open()
+        var ranges: [(offset: Int, length: Int)] = []
+        for _ in 0..<40 {
+            _ = try self.append(log, Batches.make(count: 10, valueBytes: 10_000, codec: .none))
+            if let due = log.writebackDue() {
+                try due.file.startWriteback(offset: due.offset, length: due.length)
+                ranges.append((due.offset, due.length))
+            }
+        }
+        #expect(ranges.count == 3)
+        #expect(ranges.allSatisfy { $0.length >= 1 << 20 })
+        #expect(zip(ranges, ranges.dropFirst()).allSatisfy { $0.offset + $0.length == $1.offset })
+    }
 }
