@@ -70,7 +70,7 @@ public struct BenchRun: Sendable {
         let stop = ConsumeLoad.Stop()
         if self.settings.mode == .consume {
             stop.stopAt.store(stopAt, ordering: .relaxed)
-            if let records = self.settings.records { stop.records.store(records, ordering: .relaxed) }
+            if let records = self.settings.records { stop.measuredRecords.store(records, ordering: .relaxed) }
         }
         var cpuBefore: Double?
         var produceLatency = LatencyHistogram()
@@ -103,7 +103,12 @@ public struct BenchRun: Sendable {
                 let load = ProduceLoad(settings: self.settings, topic: topic, templates: templates, counters: produced, ledger: ledger)
                 if consuming {
                     async let reading = consumer.run(from: offsets, start: start, measureFrom: measureFrom, stop: stop)
-                    produceLatency = try await load.run(.init(start: start, measureFrom: measureFrom, stopAt: stopAt))
+                    do {
+                        produceLatency = try await load.run(.init(start: start, measureFrom: measureFrom, stopAt: stopAt))
+                    } catch {
+                        stop.stopAt.store(0, ordering: .relaxed)  // the consumers stop too
+                        throw error
+                    }
                     // Everything acknowledged should arrive; give up 30 s after the last acknowledgement.
                     stop.records.store(produced.records.load(ordering: .relaxed), ordering: .relaxed)
                     stop.stopAt.store(MonotonicClock.now() + 30_000_000_000, ordering: .relaxed)

@@ -16,8 +16,10 @@ struct ConsumeLoad: Sendable {
     /// When the run ends: a time, a record count, or (e2e) once everything acknowledged arrived.
     final class Stop: Sendable {
         let stopAt = Atomic<Int64>(Int64.max)
-        /// Records to receive before stopping (Int.max: no limit).
+        /// Records to receive before stopping, warm-up included (e2e: everything acknowledged).
         let records = Atomic<Int>(Int.max)
+        /// Records to receive in the measured phase before stopping (consume --records).
+        let measuredRecords = Atomic<Int>(Int.max)
     }
 
     /// Where each partition starts: its log start or end now.
@@ -79,8 +81,9 @@ struct ConsumeLoad: Sendable {
         var histogram = LatencyHistogram()
         var positions = start
         let version = try connection.version(for: FetchRequest.self)
-        while MonotonicClock.now() < stop.stopAt.load(ordering: .relaxed)
+        while !Task.isCancelled && MonotonicClock.now() < stop.stopAt.load(ordering: .relaxed)
             && self.counters.records.load(ordering: .relaxed) < stop.records.load(ordering: .relaxed)
+            && self.counters.measuredRecords.load(ordering: .relaxed) < stop.measuredRecords.load(ordering: .relaxed)
         {
             var request = FetchRequest()
             request.maxWaitMs = self.settings.fetchWaitMilliseconds

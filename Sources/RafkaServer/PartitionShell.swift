@@ -38,6 +38,9 @@ final class PartitionShell: Sendable {
         var waiters: [UInt64: @Sendable () -> Void] = [:]
         var nextWaiterID: UInt64 = 0
         var flushInFlight = false
+        /// One writeback at a time per partition: while one runs, the range grows and the next
+        /// covers it, so the thread pool never queues more than one per partition.
+        var writebackInFlight = false
         var flushRequestedAgain = false
         var flushWaiters: [EventLoopPromise<Void>] = []
         var nextFlushWaiters: [EventLoopPromise<Void>] = []
@@ -118,7 +121,7 @@ final class PartitionShell: Sendable {
                     let outcome = try log.append(batches, leaderEpoch: state.leaderEpoch, nowMilliseconds: FileSystem.wallClockMilliseconds())
                     if case .appended = outcome {
                         self.fireWaiters(state)
-                        self.startWritebackIfDue(log)
+                        self.startWritebackIfDue(log, state)
                     }
                     return (outcome, log.hasFlushPolicy)
                 }
@@ -135,12 +138,16 @@ final class PartitionShell: Sendable {
 
     /// Starts writing the newest megabyte back to the device on the thread pool, not waiting
     /// for it: see `FileHandle.startWriteback`.
-    private func startWritebackIfDue(_ log: PartitionLog) {
-        guard let due = log.writebackDue() else { return }
+    private func startWritebackIfDue(_ log: PartitionLog, _ state: State) {
+        guard !state.writebackInFlight, let due = log.writebackDue() else { return }
+        state.writebackInFlight = true
         self.threadPool.runIfActive(eventLoop: self.eventLoop) {
             try due.file.startWriteback(offset: due.offset, length: due.length)
-        }.whenFailure { error in
-            self.logger.warning("starting writeback of \(self.topicPartition) failed: \(error)")
+        }.whenComplete { result in
+            self.state.value.writebackInFlight = false
+            if case .failure(let error) = result {
+                self.logger.warning("starting writeback of \(self.topicPartition) failed: \(error)")
+            }
         }
     }
 
@@ -151,7 +158,7 @@ final class PartitionShell: Sendable {
             try self.withLog { log, state in
                 let count = try storage { () throws(StorageError) in try log.appendReplicated(batches) }
                 self.fireWaiters(state)
-                self.startWritebackIfDue(log)
+                self.startWritebackIfDue(log, state)
                 return count
             }
         }

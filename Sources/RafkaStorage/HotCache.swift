@@ -73,6 +73,8 @@ public final class HotCache: Sendable {
         var missBytes: Int64 = 0
         var evictedForBytes: Int64 = 0
         var evictedForAge: Int64 = 0
+        /// Buffers removed under the lock, released after it (see `locked`).
+        var released: [ByteBuffer] = []
     }
 
     public let bytesMax: Int
@@ -92,6 +94,9 @@ public final class HotCache: Sendable {
 
     public var isEnabled: Bool { self.bytesMax > 0 }
 
+    /// Batches larger than this are not kept: one would push out every partition's tail.
+    public var batchBytesMax: Int { self.bytesMax / 10 }
+
     /// A key for a newly opened log.
     public func makeKey() -> LogKey {
         self.state.withLock { state in
@@ -107,12 +112,12 @@ public final class HotCache: Sendable {
     /// kept: one would push out every partition's tail.
     public func put(_ key: LogKey, batches: [(baseOffset: Int64, nextOffset: Int64, bytes: ByteBuffer)], nowMilliseconds: Int64) {
         guard self.isEnabled, let first = batches.first else { return }
-        self.state.withLock { state in
+        self.locked { state in
             if let last = state.runs[key]?.last, last.nextOffset != first.baseOffset {
                 Self.drop(key, from: &state)
             }
             for batch in batches {
-                guard batch.bytes.readableBytes <= self.bytesMax / 10 else {
+                guard batch.bytes.readableBytes <= self.batchBytesMax else {
                     Self.drop(key, from: &state)
                     continue
                 }
@@ -131,12 +136,12 @@ public final class HotCache: Sendable {
 
     /// Forgets a log's batches (it was truncated, handed over, closed or deleted).
     public func drop(_ key: LogKey) {
-        self.state.withLock { state in Self.drop(key, from: &state) }
+        self.locked { state in Self.drop(key, from: &state) }
     }
 
     /// Forgets a log's batches below `offset` (retention moved its start).
     public func drop(_ key: LogKey, below offset: Int64) {
-        self.state.withLock { state in
+        self.locked { state in
             while let first = state.runs[key]?.first, first.nextOffset <= offset {
                 Self.removeHead(of: key, from: &state)
             }
@@ -147,7 +152,7 @@ public final class HotCache: Sendable {
     /// Evicts entries past their age (the maintenance timer calls this; appends do too).
     public func evictExpired(nowMilliseconds: Int64) {
         guard self.isEnabled else { return }
-        self.state.withLock { state in self.evict(&state, nowMilliseconds: nowMilliseconds) }
+        self.locked { state in self.evict(&state, nowMilliseconds: nowMilliseconds) }
     }
 
     // MARK: Reading
@@ -209,10 +214,24 @@ public final class HotCache: Sendable {
 
     // MARK: Inside the lock
 
+    /// Runs `body` under the lock and releases the buffers it removed after unlocking: the last
+    /// release of a large buffer frees (often unmaps) it, which must not stall every partition's
+    /// loop waiting here.
+    private func locked<Result: Sendable>(_ body: (inout State) -> Result) -> Result {
+        let (result, released) = self.state.withLock { state -> (Result, [ByteBuffer]) in
+            let result = body(&state)
+            defer { state.released = [] }
+            return (result, state.released)
+        }
+        withExtendedLifetime(released) {}
+        return result
+    }
+
     private static func drop(_ key: LogKey, from state: inout State) {
         guard let run = state.runs.removeValue(forKey: key) else { return }
         for entry in run {
             state.bytes -= entry.bytes.readableBytes
+            state.released.append(entry.bytes)
         }
         state.batches -= run.count
         Self.compactOrderIfStale(&state)
@@ -237,6 +256,7 @@ public final class HotCache: Sendable {
     private static func removeHead(of key: LogKey, from state: inout State) {
         guard let head = state.runs[key]?.removeFirst() else { return }
         if state.runs[key]!.isEmpty { state.runs[key] = nil }
+        state.released.append(head.bytes)
         state.bytes -= head.bytes.readableBytes
         state.batches -= 1
     }

@@ -137,6 +137,11 @@ extension PartitionLog {
     /// push every other partition's tail out; the next append starts a new cached run.
     private func keepInCache(_ written: ByteBuffer, headers: [RecordBatchHeader]) {
         guard self.cache.isEnabled else { return }
+        // One buffer holds the whole append: cache all of it or none (a kept slice keeps it all).
+        guard headers.allSatisfy({ $0.totalBytes <= self.cache.batchBytesMax }) else {
+            self.cache.drop(self.cacheKey)
+            return
+        }
         var position = written.readerIndex
         let slices = headers.map { header in
             defer { position += header.totalBytes }

@@ -48,6 +48,12 @@ public final class PartitionLog {
         public var producerStateFrom: Int64
     }
 
+    /// A log dropped without a clean close (taken offline after a failed fsync, a close that
+    /// threw) leaves the hot cache too.
+    deinit {
+        self.cache.drop(self.cacheKey)
+    }
+
     private init(directory: String, topicPartition: TopicPartition, config: LogConfig, segments: [LogSegment], cache: HotCache) {
         self.cache = cache
         self.cacheKey = cache.makeKey()

@@ -1,5 +1,6 @@
 import KafkaProtocol
 import NIOCore
+import RafkaCompression
 import RafkaCore
 import RafkaStorage
 import Testing
@@ -137,5 +138,25 @@ import Testing
         #expect(statistics.batches == 24 && statistics.bytes == 24 * batch.readableBytes && statistics.partitions == 8)
         for log in open { try log.close() }
         #expect(cache.describe().bytes == 0 && cache.describe().batches == 0)
+    }
+
+    /// An append with a batch over a tenth of the budget keeps none of its batches (they share
+    /// one buffer), and a log dropped without a clean close leaves the cache.
+    @Test func oversizedAppendsAndDroppedLogsLeaveNothingBehind() throws {
+        defer { self.directory.remove() }
+        let small = Batches.make(count: 1, valueBytes: 100)
+        let cache = HotCache(bytesMax: small.readableBytes * 40, maxAgeMilliseconds: 60_000)
+        do {
+            let log = try self.open("t", cache: cache)
+            try self.append(log, small)
+            #expect(cache.describe().batches == 1)
+            var both = small
+            both.writeImmutableBuffer(Batches.make(count: 1, valueBytes: small.readableBytes * 5, codec: .none))
+            try self.append(log, both)
+            #expect(cache.describe().batches == 0 && cache.describe().bytes == 0)
+            try self.append(log, small)
+            #expect(cache.describe().batches == 1)
+        }
+        #expect(cache.describe().batches == 0 && cache.describe().partitions == 0)
     }
 }
