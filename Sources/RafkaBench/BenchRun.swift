@@ -61,8 +61,8 @@ public struct BenchRun: Sendable {
         let consumed = LoadCounters()
         let ledger = self.settings.mode == .e2e ? SendLedger() : nil
         let consumer = ConsumeLoad(settings: self.settings, topic: topic, counters: consumed, ledger: ledger)
-        var startOffsets: [Int32: Int64] = [:]
-        if consuming { startOffsets = try await consumer.startOffsets() }
+        // Also for producing: it waits until every partition's leader serves it.
+        let startOffsets = try await consumer.startOffsets()
 
         let start = MonotonicClock.now() + 100_000_000  // let every connection open first
         let measureFrom = start + Int64(self.settings.warmupSeconds * 1e9)

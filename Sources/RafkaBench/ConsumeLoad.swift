@@ -22,30 +22,44 @@ struct ConsumeLoad: Sendable {
         let measuredRecords = Atomic<Int>(Int.max)
     }
 
-    /// Where each partition starts: its log start or end now.
+    /// Where each partition starts: its log start or end now. Waits (up to 30 s) while a
+    /// partition's leader does not serve it yet (a topic just created, a leader taking over).
     func startOffsets() async throws -> [Int32: Int64] {
         var offsets: [Int32: Int64] = [:]
         let byLeader = Dictionary(grouping: self.topic.partitions) { self.topic.leaders[$0]! }
+        let deadline = MonotonicClock.now() + 30_000_000_000
         for (leader, partitions) in byLeader {
             let connection = try await KafkaConnection.connect(host: leader.host, port: leader.port, clientID: "rafka-bench")
             defer { connection.close() }
-            var request = ListOffsetsRequest()
-            request.replicaId = -1
-            request.topics = [
-                .init(
-                    name: self.topic.name,
-                    partitions: partitions.map { .init(partitionIndex: $0, timestamp: self.settings.startOffset == .earliest ? -2 : -1) })
-            ]
-            let response = try await connection.send(request)
-            for answer in response.topics.first?.partitions ?? [] {
-                guard answer.errorCode == 0 else {
-                    throw KafkaClientError("ListOffsets for partition \(answer.partitionIndex): \(KafkaErrorCode(rawValue: answer.errorCode))")
+            var waiting = Set(partitions)
+            while !waiting.isEmpty {
+                var request = ListOffsetsRequest()
+                request.replicaId = -1
+                request.topics = [
+                    .init(
+                        name: self.topic.name,
+                        partitions: waiting.sorted().map {
+                            .init(partitionIndex: $0, timestamp: self.settings.startOffset == .earliest ? -2 : -1)
+                        })
+                ]
+                let response = try await connection.send(request)
+                for answer in response.topics.first?.partitions ?? [] {
+                    let code = KafkaErrorCode(rawValue: answer.errorCode)
+                    if answer.errorCode == 0 {
+                        offsets[answer.partitionIndex] = answer.offset
+                        waiting.remove(answer.partitionIndex)
+                    } else if !Self.retriable.contains(code) || MonotonicClock.now() > deadline {
+                        throw KafkaClientError("ListOffsets for partition \(answer.partitionIndex): \(code)")
+                    }
                 }
-                offsets[answer.partitionIndex] = answer.offset
+                if !waiting.isEmpty { try await Task.sleep(nanoseconds: 100_000_000) }
             }
         }
         return offsets
     }
+
+    /// Answers that mean "not yet": the partition is being opened or taken over.
+    static let retriable: Set<KafkaErrorCode> = [.notLeaderOrFollower, .leaderNotAvailable, .unknownTopicOrPartition]
 
     /// Reads from `start` until `stop` says so; returns the latency of fetches that brought
     /// records (request sent to response read), measured from `measureFrom`.

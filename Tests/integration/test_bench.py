@@ -4,7 +4,8 @@ and refusals for settings that cannot run."""
 import json
 import subprocess
 
-from conftest import BENCH_BIN
+from conftest import ADMIN_BIN, BENCH_BIN
+from test_controllers import cluster  # noqa: F401  (the fixture)
 
 
 def bench(broker, *args, check=True):
@@ -53,3 +54,21 @@ def test_acks_zero_and_refusals(rafka):
     assert missing.returncode != 0 and "does not exist" in missing.stderr
     e2e_without_acks = bench(rafka, "e2e", "--acks", "0", "--duration", "1", check=False)
     assert e2e_without_acks.returncode != 0 and "acknowledgements" in e2e_without_acks.stderr
+
+
+def test_a_cluster_of_two_data_nodes(cluster):  # noqa: F811
+    """rafka-bench finds each partition's leader across data nodes, waits until a new topic's
+    partitions are served, and cache describe answers for every node."""
+    c = cluster(controllers=1, nodes=2)
+    addresses = [p["listeners"]["kafka"] for p in c.info["processes"] if p["role"] == "node"]
+    out = subprocess.run([BENCH_BIN, "e2e", "--bootstrap", addresses[0], "--topic", "spread", "--partitions", "8",
+                          "--rate", "20000", "--duration", "2", "--warmup", "1", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["errors"] == {} and result["unmatchedBatches"] == 0 and result["partitions"] == 8, result
+    caches = json.loads(subprocess.run([ADMIN_BIN, "--bootstrap", addresses[1], "--json", "cache", "describe"],
+                                       capture_output=True, text=True, check=True, timeout=60).stdout)
+    assert sorted(report["node"] for report in caches) == sorted(
+        p["id"] for p in c.info["processes"] if p["role"] == "node")
+    assert sum(report["batches"] for report in caches) > 0
