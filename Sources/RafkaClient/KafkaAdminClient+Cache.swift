@@ -46,12 +46,7 @@ extension KafkaAdminClient {
         let own = try await self.connection.send(DescribeCacheRequest())
         var reports = [CacheReport(own)]
         for broker in try await self.describeCluster().brokers where broker.id != own.nodeID {
-            guard
-                let connection = try? await KafkaConnection.connect(
-                    host: broker.host, port: Int(broker.port), clientID: "rafka-admin", connectTimeout: .seconds(2))
-            else { continue }
-            defer { connection.close() }
-            guard let answer = try? await connection.send(DescribeCacheRequest(), timeout: .seconds(5)) else { continue }
+            guard let answer = await Self.ask(host: broker.host, port: broker.port, DescribeCacheRequest()) else { continue }
             reports.append(CacheReport(answer))
         }
         return reports.sorted { $0.node < $1.node }

@@ -71,11 +71,7 @@ extension KafkaAdminClient {
             if node.id == response.answeredBy {
                 own = response
             } else {
-                guard let connection = try? await KafkaConnection.connect(
-                    host: node.host, port: Int(node.port), clientID: "rafka-admin", connectTimeout: .seconds(2))
-                else { continue }
-                defer { connection.close() }
-                guard let answer = try? await connection.send(DescribeRingRequest(), timeout: .seconds(5)) else { continue }
+                guard let answer = await Self.ask(host: node.host, port: node.port, DescribeRingRequest()) else { continue }
                 own = answer
             }
             report.nodes[index].served = Int(own.servedPartitions)
@@ -88,6 +84,17 @@ extension KafkaAdminClient {
             }
         }
         return report
+    }
+
+    /// Sends `request` on a connection of its own to another node: nil when the node cannot be
+    /// reached within 2 s or does not answer within 5 s (a report then leaves it out).
+    static func ask<Request: KafkaRequestWithResponse>(host: String, port: Int32, _ request: Request) async -> Request.Response? {
+        guard
+            let connection = try? await KafkaConnection.connect(
+                host: host, port: Int(port), clientID: "rafka-admin", connectTimeout: .seconds(2))
+        else { return nil }
+        defer { connection.close() }
+        return try? await connection.send(request, timeout: .seconds(5))
     }
 
     /// Arcs and ownership from the ring's tokens; partition leaders as the answering node's
