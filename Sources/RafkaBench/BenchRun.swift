@@ -89,6 +89,12 @@ public struct BenchRun: Sendable {
                     let phase = MonotonicClock.now() < measureFrom ? "warm-up" : "measuring"
                     var line = "\(elapsed) s \(phase): \(now - last) records/s, \(now) in all"
                     if consuming && producing { line += ", \(consumed.records.load(ordering: .relaxed)) consumed" }
+                    if producing {
+                        let worst = ledger.map { $0.worstLatency.exchange(0, ordering: .relaxed) }
+                            ?? produced.worstLatency.exchange(0, ordering: .relaxed)
+                        let kind = ledger == nil ? "acknowledgement" : "end to end"
+                        line += ", \(kind) max \(worst / 1_000_000).\(worst / 100_000 % 10) ms"
+                    }
                     reporter(line)
                     last = now
                 }

@@ -21,6 +21,8 @@ final class LoadCounters: Sendable {
     let measuredWireBytes = Atomic<Int>(0)
     /// The last measured completion (monotonic ns).
     let lastMeasured = Atomic<Int64>(0)
+    /// The highest latency (ns) since the progress line last took it, warm-up included.
+    let worstLatency = Atomic<Int64>(0)
     let errors = Mutex<[String: Int]>([:])
 
     func count(error: String) {
@@ -146,6 +148,7 @@ struct ProduceLoad: Sendable {
                         intendedNanoseconds: batchInterval > 0 ? intended : sent, recordIntervalNanoseconds: recordInterval,
                         records: perBatch, measured: measured)
                     self.ledger?.acknowledged(.init(partition: partition, baseOffset: baseOffset), record)
+                    self.counters.worstLatency.max(done - record.intendedNanoseconds, ordering: .relaxed)
                     guard measured else { continue }
                     record.latencies(arrivedAt: done, into: &histogram)
                     self.counters.measured(

@@ -39,12 +39,15 @@ final class SendLedger: Sendable {
     }
 
     private let state = Mutex(State())
+    /// The highest end-to-end latency (ns) since the progress line last took it, warm-up included.
+    let worstLatency = Atomic<Int64>(0)
 
     /// The producer's side, once the batch is acknowledged at `key`.
     func acknowledged(_ key: Key, _ sent: Sent) {
         self.state.withLock { state in
             if let arrival = state.arrived.removeValue(forKey: key) {
                 sent.latencies(arrivedAt: arrival, into: &state.latencies)
+                self.worstLatency.max(arrival - sent.intendedNanoseconds, ordering: .relaxed)
             } else {
                 state.sent[key] = sent
             }
@@ -56,6 +59,7 @@ final class SendLedger: Sendable {
         self.state.withLock { state in
             if let sent = state.sent.removeValue(forKey: key) {
                 sent.latencies(arrivedAt: arrival, into: &state.latencies)
+                self.worstLatency.max(arrival - sent.intendedNanoseconds, ordering: .relaxed)
             } else {
                 state.arrived[key] = arrival
             }

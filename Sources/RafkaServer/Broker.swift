@@ -73,7 +73,8 @@ public final class Broker: Sendable {
         try Self.removeDeletedDirectories(config.dataDirectory + "/logs", logger: logger)
         let replicas = ReplicaManager(
             logsDirectory: config.dataDirectory + "/logs", group: group, threadPool: threadPool,
-            hotCache: HotCache(bytesMax: config.hotCacheBytes, maxAgeMilliseconds: config.hotCacheMaxAgeMilliseconds), logger: logger)
+            hotCache: HotCache(bytesMax: config.hotCacheBytes, maxAgeMilliseconds: config.hotCacheMaxAgeMilliseconds),
+            releaseWrittenPages: config.releaseWrittenPages, logger: logger)
         return (group, threadPool, replicas, MetadataCache(
             MetadataImage(clusterID: ""), uncleanByDefault: config.topicDefaults["unclean.leader.election.enable"] == "true"))
     }

@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import RafkaCore
 import RafkaStorage
+import Synchronization
 
 /// Runs one `PartitionLog` on the event loop that owns it (Redpanda's shard-per-core model):
 /// every append, read and maintenance step of the partition happens on `eventLoop`, so the log
@@ -13,7 +14,10 @@ import RafkaStorage
 /// thread pool; appends that triggered one complete after it, and appends arriving meanwhile
 /// share the next one (group commit).
 ///
-/// Fetch long-polls register a one-shot waiter that the next append fires.
+/// Fetches need no hop to this loop when the hot cache can answer: after every change of the
+/// log the loop publishes its offsets, and a fetch on any loop reads the cached batches below
+/// them (`readCached`). Fetch long-polls register a one-shot waiter, without a hop either, that
+/// the next change fires.
 final class PartitionShell: Sendable {
     let topicPartition: TopicPartition
     let topicID: KafkaUUID
@@ -24,6 +28,25 @@ final class PartitionShell: Sendable {
     /// Called (on the partition's loop) when the log can no longer be trusted: the owner takes
     /// the partition offline.
     private let onFailure: @Sendable (TopicPartition, String) -> Void
+    /// What other loops see without a hop: published by the partition's loop after every change
+    /// of the log, before it wakes the waiters (so a woken fetch sees what woke it).
+    private let shared: Mutex<Shared>
+    private let cachedReader: HotCache.Reader
+    /// Drop written-back pages from the OS page cache (`BrokerConfig.releaseWrittenPages`).
+    private let releaseWrittenPages: Bool
+
+    /// The log's offsets as last published.
+    struct Offsets: Sendable {
+        var logStart: Int64
+        var logEnd: Int64
+    }
+
+    private struct Shared {
+        /// nil once the log is closed, deleted or taken offline.
+        var offsets: Offsets?
+        var waiters: [UInt64: @Sendable () -> Void] = [:]
+        var nextWaiterID: UInt64 = 0
+    }
 
     /// Loop-confined state. A class so that the loop-bound wrapper can hand out one reference.
     final class State {
@@ -35,8 +58,6 @@ final class PartitionShell: Sendable {
         /// later ones answer NOT_LEADER_OR_FOLLOWER (so an acknowledged append is always within
         /// the end a new leader is told to copy to).
         var acceptsWrites = true
-        var waiters: [UInt64: @Sendable () -> Void] = [:]
-        var nextWaiterID: UInt64 = 0
         var flushInFlight = false
         /// One writeback at a time per partition: while one runs, the range grows and the next
         /// covers it, so the thread pool never queues more than one per partition.
@@ -62,6 +83,7 @@ final class PartitionShell: Sendable {
         directory: String,
         config: LogConfig,
         cache: HotCache,
+        releaseWrittenPages: Bool = true,
         on eventLoop: any EventLoop,
         threadPool: NIOThreadPool,
         logger: Logger,
@@ -78,8 +100,8 @@ final class PartitionShell: Sendable {
                     ])
             }
             return PartitionShell(
-                topicPartition: topicPartition, topicID: topicID, log: log, eventLoop: eventLoop,
-                threadPool: threadPool, logger: logger, onFailure: onFailure)
+                topicPartition: topicPartition, topicID: topicID, log: log, releaseWrittenPages: releaseWrittenPages,
+                eventLoop: eventLoop, threadPool: threadPool, logger: logger, onFailure: onFailure)
         }
     }
 
@@ -87,6 +109,7 @@ final class PartitionShell: Sendable {
         topicPartition: TopicPartition,
         topicID: KafkaUUID,
         log: PartitionLog,
+        releaseWrittenPages: Bool,
         eventLoop: any EventLoop,
         threadPool: NIOThreadPool,
         logger: Logger,
@@ -97,6 +120,9 @@ final class PartitionShell: Sendable {
         self.topicID = topicID
         self.eventLoop = eventLoop
         self.state = NIOLoopBound(State(log: log), eventLoop: eventLoop)
+        self.shared = Mutex(Shared(offsets: Offsets(logStart: log.logStartOffset, logEnd: log.logEndOffset)))
+        self.cachedReader = log.cachedReader
+        self.releaseWrittenPages = releaseWrittenPages
         self.threadPool = threadPool
         self.logger = logger
     }
@@ -120,7 +146,7 @@ final class PartitionShell: Sendable {
                     }
                     let outcome = try log.append(batches, leaderEpoch: state.leaderEpoch, nowMilliseconds: FileSystem.wallClockMilliseconds())
                     if case .appended = outcome {
-                        self.fireWaiters(state)
+                        self.publish(state)
                         self.startWritebackIfDue(log, state)
                     }
                     return (outcome, log.hasFlushPolicy)
@@ -137,12 +163,13 @@ final class PartitionShell: Sendable {
     }
 
     /// Starts writing the newest megabyte back to the device on the thread pool, not waiting
-    /// for it: see `FileHandle.startWriteback`.
+    /// for it (`FileHandle.startWriteback`), and drops what earlier ones wrote back from the
+    /// page cache when configured to (`FileHandle.releasePages`).
     private func startWritebackIfDue(_ log: PartitionLog, _ state: State) {
-        guard !state.writebackInFlight, let due = log.writebackDue() else { return }
+        guard !state.writebackInFlight, let due = log.writebackDue(releasingPages: self.releaseWrittenPages) else { return }
         state.writebackInFlight = true
         self.threadPool.runIfActive(eventLoop: self.eventLoop) {
-            try due.file.startWriteback(offset: due.offset, length: due.length)
+            try due.run()
         }.whenComplete { result in
             self.state.value.writebackInFlight = false
             if case .failure(let error) = result {
@@ -157,7 +184,7 @@ final class PartitionShell: Sendable {
         self.eventLoop.submit {
             try self.withLog { log, state in
                 let count = try storage { () throws(StorageError) in try log.appendReplicated(batches) }
-                self.fireWaiters(state)
+                self.publish(state)
                 self.startWritebackIfDue(log, state)
                 return count
             }
@@ -237,7 +264,7 @@ final class PartitionShell: Sendable {
             state.flushWaiters = []
             state.flushRequestedAgain = false
             state.log = nil
-            self.fireWaiters(state)
+            self.publish(state)
             self.onFailure(self.topicPartition, "fsync failed: \(error)")
             return
         }
@@ -253,7 +280,22 @@ final class PartitionShell: Sendable {
 
     // MARK: Reading
 
-    /// Reads from `offset` (see `PartitionLog.read`). Errors are `BrokerError`s.
+    /// Reads from the hot cache on the caller's thread, from the offsets last published: nil
+    /// when the partition's loop must answer (`read`) — the offset is not cached or is outside
+    /// [log start, log end]. At the log end the answer is empty.
+    func readCached(from offset: Int64, maxBytes: Int, minOneBatch: Bool) -> ReadResult? {
+        guard let offsets = self.shared.withLock({ $0.offsets }), offset >= offsets.logStart, offset <= offsets.logEnd
+        else { return nil }
+        var records = ByteBuffer()
+        if offset < offsets.logEnd {
+            guard let cached = self.cachedReader.read(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, end: offsets.logEnd)
+            else { return nil }
+            records = cached
+        }
+        return ReadResult(records: records, highWatermark: offsets.logEnd, logStartOffset: offsets.logStart)
+    }
+
+    /// Reads from `offset` on the partition's loop (see `PartitionLog.read`). Errors are `BrokerError`s.
     func read(from offset: Int64, maxBytes: Int, minOneBatch: Bool) -> EventLoopFuture<ReadResult> {
         self.eventLoop.submit {
             try self.withLog { log, _ in
@@ -297,31 +339,32 @@ final class PartitionShell: Sendable {
 
     // MARK: Long-poll waiters
 
-    /// Calls `wake` once, on the next append or at once if the log already grew past
-    /// `observedEnd`. Returns an id for `removeWaiter`.
-    func addWaiter(observedEnd: Int64, wake: @escaping @Sendable () -> Void) -> EventLoopFuture<UInt64> {
-        self.eventLoop.submit {
-            let state = self.state.value
-            guard let log = state.log, log.logEndOffset <= observedEnd else {
-                wake()
-                return UInt64.max
-            }
-            let id = state.nextWaiterID
-            state.nextWaiterID += 1
-            state.waiters[id] = wake
+    /// Calls `wake` once, on any thread, at the log's next change; returns an id for
+    /// `removeWaiter`, or nil without registering when the log already moved past
+    /// `observedEnd` (or closed): the caller reads again.
+    func addWaiter(observedEnd: Int64, wake: @escaping @Sendable () -> Void) -> UInt64? {
+        self.shared.withLock { shared in
+            guard let offsets = shared.offsets, offsets.logEnd <= observedEnd else { return nil }
+            let id = shared.nextWaiterID
+            shared.nextWaiterID += 1
+            shared.waiters[id] = wake
             return id
         }
     }
 
     func removeWaiter(_ id: UInt64) {
-        guard id != UInt64.max else { return }
-        self.eventLoop.execute { self.state.value.waiters[id] = nil }
+        self.shared.withLock { _ = $0.waiters.removeValue(forKey: id) }
     }
 
-    private func fireWaiters(_ state: State) {
-        guard !state.waiters.isEmpty else { return }
-        let waiters = state.waiters.values
-        state.waiters.removeAll(keepingCapacity: true)
+    /// Publishes the log's offsets (nil once it is gone) and wakes the waiters, outside the lock.
+    private func publish(_ state: State) {
+        let offsets = state.log.map { Offsets(logStart: $0.logStartOffset, logEnd: $0.logEndOffset) }
+        let waiters = self.shared.withLock { shared -> [@Sendable () -> Void] in
+            shared.offsets = offsets
+            guard !shared.waiters.isEmpty else { return [] }
+            defer { shared.waiters.removeAll(keepingCapacity: true) }
+            return Array(shared.waiters.values)
+        }
         for wake in waiters { wake() }
     }
 
@@ -336,6 +379,7 @@ final class PartitionShell: Sendable {
             if retention {
                 let deleted = try log.enforceRetention(nowMilliseconds: now)
                 if deleted > 0 {
+                    self.publish(self.state.value)
                     self.logger.info(
                         "retention deleted segments of \(self.topicPartition)",
                         metadata: ["segments": "\(deleted)", "logStartOffset": "\(log.logStartOffset)"])
@@ -357,7 +401,7 @@ final class PartitionShell: Sendable {
             let state = self.state.value
             guard let log = state.log else { return }
             state.log = nil
-            self.fireWaiters(state)
+            self.publish(state)
             try log.close()
         }
     }
@@ -368,7 +412,7 @@ final class PartitionShell: Sendable {
             let state = self.state.value
             guard let log = state.log else { return }
             state.log = nil
-            self.fireWaiters(state)
+            self.publish(state)
             try log.deleteFiles()
         }
     }

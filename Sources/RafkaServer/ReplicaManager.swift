@@ -19,6 +19,8 @@ final class ReplicaManager: Sendable {
     private let logger: Logger
     /// The newest batches of every partition here, shared by all of them.
     let hotCache: HotCache
+    /// Whether partitions drop written-back pages from the OS page cache (`BrokerConfig.releaseWrittenPages`).
+    let releaseWrittenPages: Bool
     /// Lookup from any thread; the lock is held only for dictionary access (docs/lock-ordering.md).
     private let partitions = Mutex<[TopicPartition: PartitionShell]>([:])
     /// Each hosted topic's effective configuration, read by produce validation on any loop.
@@ -31,8 +33,12 @@ final class ReplicaManager: Sendable {
     /// Follower fetches read them.
     private let held = Mutex<[TopicPartition: PartitionShell]>([:])
 
-    init(logsDirectory: String, group: any EventLoopGroup, threadPool: NIOThreadPool, hotCache: HotCache, logger: Logger) {
+    init(
+        logsDirectory: String, group: any EventLoopGroup, threadPool: NIOThreadPool, hotCache: HotCache,
+        releaseWrittenPages: Bool = true, logger: Logger
+    ) {
         self.hotCache = hotCache
+        self.releaseWrittenPages = releaseWrittenPages
         self.logsDirectory = logsDirectory
         self.loops = Array(group.makeIterator())
         self.threadPool = threadPool
@@ -112,7 +118,8 @@ final class ReplicaManager: Sendable {
             futures.append(
                 PartitionShell.open(
                     topicPartition: tp, topicID: topic.id, directory: directory, config: config,
-                    cache: self.hotCache, on: self.loop(for: tp), threadPool: self.threadPool, logger: self.logger,
+                    cache: self.hotCache, releaseWrittenPages: self.releaseWrittenPages, on: self.loop(for: tp),
+                    threadPool: self.threadPool, logger: self.logger,
                     onFailure: { [weak self] tp, reason in self?.takeOffline(tp, reason: reason) }))
         }
         self.configs.withLock { $0[topic.name] = config }
@@ -173,7 +180,8 @@ final class ReplicaManager: Sendable {
         if fresh { try Self.writeLeaderEpoch(-1, directory: directory) }
         let shell = try await PartitionShell.open(
             topicPartition: tp, topicID: topic.id, directory: directory, config: config,
-            cache: self.hotCache, on: self.loop(for: tp), threadPool: self.threadPool, logger: self.logger,
+            cache: self.hotCache, releaseWrittenPages: self.releaseWrittenPages, on: self.loop(for: tp),
+            threadPool: self.threadPool, logger: self.logger,
             onFailure: { [weak self] tp, reason in self?.takeOffline(tp, reason: reason) }
         ).get()
         _ = shell.stopWrites()

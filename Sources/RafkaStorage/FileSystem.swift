@@ -150,6 +150,24 @@ public final class FileHandle: @unchecked Sendable {
             throw FileSystem.error("sync_file_range", self.path)
         }
     }
+
+    /// Waits until `range` is written back (its writeback was started earlier, so this is
+    /// normally short) and drops its pages from the OS page cache (posix_fadvise DONTNEED):
+    /// pages written once and read from the hot cache need not grow the page cache until the
+    /// kernel must reclaim it. Blocks; callers run it off the event loops. A no-op where
+    /// sync_file_range does not exist.
+    public func releasePages(_ range: Range<Int>) throws(StorageError) {
+        guard let call = FileSystem.syncFileRange, !range.isEmpty else { return }
+        let flags: UInt32 = 1 | 2 | 4  // SYNC_FILE_RANGE_WAIT_BEFORE | _WRITE | _WAIT_AFTER
+        guard call(self.descriptor, Int64(range.lowerBound), Int64(range.count), flags) == 0 else {
+            throw FileSystem.error("sync_file_range", self.path)
+        }
+        let advice = posix_fadvise(self.descriptor, off_t(range.lowerBound), off_t(range.count), POSIX_FADV_DONTNEED)
+        guard advice == 0 else {
+            errno = advice
+            throw FileSystem.error("posix_fadvise", self.path)
+        }
+    }
 }
 
 /// Thin wrappers over the POSIX calls storage needs. Paths are plain strings.

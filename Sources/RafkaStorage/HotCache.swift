@@ -158,10 +158,13 @@ public final class HotCache: Sendable {
     // MARK: Reading
 
     /// Whole cached batches of `key` starting with the one that holds `offset`, up to
-    /// `maxBytes` (at least one batch when `minOneBatch`), or nil when the cache does not
-    /// hold `offset` (the caller reads the segments and reports it with `recordMiss`).
-    /// One batch is returned as the cached slice itself; several are copied into one buffer.
-    public func read(_ key: LogKey, from offset: Int64, maxBytes: Int, minOneBatch: Bool) -> ByteBuffer? {
+    /// `maxBytes` (at least one batch when `minOneBatch`) and ending at or before `end`, or nil
+    /// when the cache does not hold `offset` (the caller reads the segments and reports it with
+    /// `recordMiss`). One batch is returned as the cached slice itself; several are copied into
+    /// one buffer.
+    public func read(
+        _ key: LogKey, from offset: Int64, maxBytes: Int, minOneBatch: Bool, end: Int64 = .max
+    ) -> ByteBuffer? {
         guard self.isEnabled else { return nil }
         let found = self.state.withLock { state -> [ByteBuffer]? in
             guard let run = state.runs[key], let first = run.first, first.baseOffset <= offset,
@@ -176,7 +179,10 @@ public final class HotCache: Sendable {
             }
             var slices: [ByteBuffer] = []
             var total = 0
+            // The batch holding `offset` is past `end`: not the caller's to see yet.
+            guard run[low - 1].nextOffset <= end else { return nil }
             for entry in run[(low - 1)...] {
+                guard entry.nextOffset <= end else { break }
                 let size = entry.bytes.readableBytes
                 if total + size > maxBytes && !(minOneBatch && slices.isEmpty) { break }
                 total += size
@@ -192,6 +198,17 @@ public final class HotCache: Sendable {
         var out = ByteBufferAllocator().buffer(capacity: found.reduce(0) { $0 + $1.readableBytes })
         for slice in found { out.writeImmutableBuffer(slice) }
         return out
+    }
+
+    /// One log's batches, for readers on any thread (see `PartitionLog.cachedReader`).
+    public struct Reader: Sendable {
+        let cache: HotCache
+        let key: LogKey
+
+        /// `HotCache.read` for this log.
+        public func read(from offset: Int64, maxBytes: Int, minOneBatch: Bool, end: Int64) -> ByteBuffer? {
+            self.cache.read(self.key, from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, end: end)
+        }
     }
 
     /// Counts a read served from the segment files.

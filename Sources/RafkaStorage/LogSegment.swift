@@ -85,14 +85,24 @@ final class LogSegment {
         self.size = batchPosition
     }
 
-    /// Where writeback was last started up to (see `FileHandle.startWriteback`).
+    /// Where writeback was last started up to (see `FileHandle.startWriteback`), and below
+    /// which the pages were released (`FileHandle.releasePages`).
     private var writebackStarted = 0
+    private var pagesReleasedBelow = 0
 
-    /// The range written since writeback was last started, once it reaches `chunkBytes`.
-    func writebackDue(chunkBytes: Int) -> (offset: Int, length: Int)? {
+    /// The range written since writeback was last started, once it reaches `chunkBytes`, and,
+    /// when `releasingPages`, the range whose writeback earlier calls started and whose pages
+    /// may now leave the page cache.
+    func writebackDue(chunkBytes: Int, releasingPages: Bool) -> (start: Range<Int>, release: Range<Int>?)? {
         guard self.size - self.writebackStarted >= chunkBytes else { return nil }
-        defer { self.writebackStarted = self.size }
-        return (self.writebackStarted, self.size - self.writebackStarted)
+        let start = self.writebackStarted..<self.size
+        var release: Range<Int>?
+        if releasingPages && self.pagesReleasedBelow < start.lowerBound {
+            release = self.pagesReleasedBelow..<start.lowerBound
+            self.pagesReleasedBelow = start.lowerBound
+        }
+        self.writebackStarted = self.size
+        return (start, release)
     }
 
     /// Updates in-memory indexes and timestamps for a batch at `position`.

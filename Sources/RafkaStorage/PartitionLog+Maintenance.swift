@@ -84,11 +84,28 @@ extension PartitionLog {
         self.recoveryPoint = max(self.recoveryPoint, self.logStartOffset)
     }
 
-    /// The active segment's range to start writing back (see `FileHandle.startWriteback`),
-    /// once `Limits.writebackChunkBytes` were appended since the last one.
-    public func writebackDue() -> (file: FileHandle, offset: Int, length: Int)? {
-        guard let range = self.activeSegment.writebackDue(chunkBytes: Limits.writebackChunkBytes) else { return nil }
-        return (self.activeSegment.log, range.offset, range.length)
+    /// Writeback of the active segment, started every `Limits.writebackChunkBytes`.
+    public struct Writeback: Sendable {
+        public let file: FileHandle
+        /// To start writing back (`FileHandle.startWriteback`).
+        public let start: Range<Int>
+        /// Written back by earlier calls (or nearly): to drop from the page cache
+        /// (`FileHandle.releasePages`), when asked for.
+        public let release: Range<Int>?
+
+        /// Starts `start`'s writeback, then releases `release`'s pages. Blocks: run it off the event loops.
+        public func run() throws(StorageError) {
+            try self.file.startWriteback(offset: self.start.lowerBound, length: self.start.count)
+            if let release = self.release { try self.file.releasePages(release) }
+        }
+    }
+
+    /// The active segment's writeback, once `Limits.writebackChunkBytes` were appended since
+    /// the last one; with `releasingPages`, the pages written back before it leave the page cache.
+    public func writebackDue(releasingPages: Bool) -> Writeback? {
+        guard let due = self.activeSegment.writebackDue(chunkBytes: Limits.writebackChunkBytes, releasingPages: releasingPages)
+        else { return nil }
+        return Writeback(file: self.activeSegment.log, start: due.start, release: due.release)
     }
 
     // MARK: Closing

@@ -32,6 +32,11 @@ public final class PartitionLog {
     let cache: HotCache
     let cacheKey: HotCache.LogKey
 
+    /// Reads this log's cached batches from any thread, without the log: a partition's owner
+    /// publishes the offsets readers may see and reads below them from here (the cache holds
+    /// only what was written, and drops the log's batches when it closes or truncates).
+    public var cachedReader: HotCache.Reader { HotCache.Reader(cache: self.cache, key: self.cacheKey) }
+
     /// The offset the next appended record gets (Kafka's log end offset).
     public var logEndOffset: Int64 { self.segments.last!.nextOffset }
     public var sizeBytes: Int { self.segments.reduce(0) { $0 + $1.size } }

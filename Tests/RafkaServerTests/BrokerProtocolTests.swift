@@ -2,6 +2,7 @@ import KafkaProtocol
 import NIOCore
 import NIOPosix
 import RafkaClient
+import RafkaCore
 @testable import RafkaServer
 import RafkaStorage
 import Testing
@@ -276,6 +277,34 @@ import Testing
 }
 
 extension BrokerProtocolTests {
+    /// Fetches read a partition's cached batches on their own loop, from the offsets the
+    /// partition's loop published: what it holds, empty at the log end, and nil (the partition's
+    /// loop answers) past the end or once the log is gone.
+    @Test func fetchesReadTheCacheFromPublishedOffsets() async throws {
+        try await TestBroker.with { broker in
+            let client = try await broker.connect()
+            defer { client.close() }
+            _ = try await client.send(CreateTopicsRequest(topics: [.init(name: "published", numPartitions: 1, replicationFactor: 1)]))
+            _ = try await client.send(BrokerProtocolTests.produce("published", ["a", "b"]), version: 9)
+            let shell = try #require(broker.broker.replicas.shell(for: TopicPartition("published", 0)))
+            let read = try #require(shell.readCached(from: 0, maxBytes: 1 << 20, minOneBatch: true))
+            #expect(read.highWatermark == 2 && read.logStartOffset == 0)
+            #expect(try RecordBatch.split(read.records, allowPartialTail: false).map(\.header.baseOffset) == [0])
+            let atEnd = try #require(shell.readCached(from: 2, maxBytes: 1 << 20, minOneBatch: true))
+            #expect(atEnd.records.readableBytes == 0 && atEnd.highWatermark == 2)
+            #expect(shell.readCached(from: 3, maxBytes: 1 << 20, minOneBatch: true) == nil)
+            // A waiter registered at the end is woken by the next append, on any thread.
+            let woken = broker.broker.group.next().makePromise(of: Void.self)
+            #expect(shell.addWaiter(observedEnd: 2) { woken.succeed() } != nil)
+            #expect(shell.addWaiter(observedEnd: 1) { Issue.record("the log is already past 1") } == nil)
+            _ = try await client.send(BrokerProtocolTests.produce("published", ["c"]), version: 9)
+            try await woken.futureResult.get()
+            #expect(shell.readCached(from: 2, maxBytes: 1 << 20, minOneBatch: true)?.highWatermark == 3)
+            try await shell.delete().get()
+            #expect(shell.readCached(from: 0, maxBytes: 1 << 20, minOneBatch: true) == nil)
+        }
+    }
+
     /// A finished fetch — answered at once, a long-poll woken by an append, or one that reached
     /// its deadline — leaves memory with the records it read (a stored self-reference once kept
     /// every fetch, and its records, alive).

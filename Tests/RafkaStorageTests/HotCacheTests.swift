@@ -54,6 +54,21 @@ import Testing
         #expect(cache.describe().misses == 0)
     }
 
+    /// A reader on another thread asks only for what the log's owner published: batches that
+    /// end past `end` are not returned, and nil when the one holding the offset does.
+    @Test func readsStopAtTheEndAsked() throws {
+        defer { self.directory.remove() }
+        let cache = HotCache(bytesMax: 1 << 20, maxAgeMilliseconds: 60_000)
+        let log = try self.open("t", cache: cache)
+        for _ in 0..<3 { try self.append(log, Batches.make(count: 2, valueBytes: 100)) }
+        let reader = log.cachedReader
+        #expect(try Batches.offsets(#require(reader.read(from: 0, maxBytes: 1 << 20, minOneBatch: true, end: 6))) == [0, 2, 4])
+        #expect(try Batches.offsets(#require(reader.read(from: 1, maxBytes: 1 << 20, minOneBatch: true, end: 4))) == [0, 2])
+        #expect(reader.read(from: 4, maxBytes: 1 << 20, minOneBatch: true, end: 5) == nil)
+        #expect(reader.read(from: 6, maxBytes: 1 << 20, minOneBatch: true, end: 6) == nil)
+        #expect(cache.describe().misses == 0, "the caller counts a miss only when it reads the segments")
+    }
+
     /// Over budget, the oldest batches of any partition leave first; reads behind the cache
     /// come from the segments, counted as misses.
     @Test func budgetEvictsOldestFirstAcrossPartitions() throws {

@@ -335,16 +335,42 @@ extension PartitionLogTests {
     @Test func writebackIsDueEveryMegabyte() throws {
         defer { self.directory.remove() }
         let (log, _) = try self.open()
-        var ranges: [(offset: Int, length: Int)] = []
+        var started: [Range<Int>] = []
+        var released: [Range<Int>] = []
         for _ in 0..<40 {
             _ = try self.append(log, Batches.make(count: 10, valueBytes: 10_000, codec: .none))
-            if let due = log.writebackDue() {
-                try due.file.startWriteback(offset: due.offset, length: due.length)
-                ranges.append((due.offset, due.length))
+            if let due = log.writebackDue(releasingPages: true) {
+                try due.run()
+                started.append(due.start)
+                if let release = due.release { released.append(release) }
             }
         }
-        #expect(ranges.count == 3)
-        #expect(ranges.allSatisfy { $0.length >= 1 << 20 })
-        #expect(zip(ranges, ranges.dropFirst()).allSatisfy { $0.offset + $0.length == $1.offset })
+        #expect(started.count == 3)
+        #expect(started.allSatisfy { $0.count >= 1 << 20 })
+        #expect(zip(started, started.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound })
+        // Each writeback releases what the earlier ones wrote back, and nothing twice.
+        #expect(released == [started[0], started[1]])
+        #if os(Linux)
+        // The released pages really left the page cache (the newest megabyte stayed).
+        let path = self.directory.path + "/orders-0/00000000000000000000.log"
+        let resident = try Self.residentPages(path, range: 0..<started[2].lowerBound)
+        #expect(resident.total > 0)
+        #expect(resident.resident * 10 <= resident.total)
+        #endif
+    }
+
+    /// Pages of `range` of the file at `path` in the page cache (mincore), and all of them.
+    static func residentPages(_ path: String, range: Range<Int>) throws -> (resident: Int, total: Int) {
+        let descriptor = Glibc.open(path, O_RDONLY)
+        try #require(descriptor >= 0)
+        defer { close(descriptor) }
+        let mapping = mmap(nil, range.upperBound, PROT_READ, MAP_SHARED, descriptor, 0)
+        try #require(mapping != MAP_FAILED)
+        defer { munmap(mapping, range.upperBound) }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        var vector = [UInt8](repeating: 0, count: (range.upperBound + page - 1) / page)
+        try #require(mincore(mapping, range.upperBound, &vector) == 0)
+        let pages = vector[(range.lowerBound / page)...]
+        return (pages.filter { $0 & 1 != 0 }.count, pages.count)
     }
 }

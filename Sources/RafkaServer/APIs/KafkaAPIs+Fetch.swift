@@ -13,7 +13,9 @@ extension KafkaAPIs {
     }
 }
 
-/// One Fetch request in progress, confined to the connection's event loop.
+/// One Fetch request in progress, confined to the connection's event loop. A partition whose
+/// records the hot cache holds (or that has nothing new) is read right here; only the others
+/// are read on their partition's loop, one after another.
 ///
 /// ```
 ///  read all ──► enough bytes, an error, or no wait? ──yes──► reply
@@ -37,7 +39,7 @@ final class FetchOperation {
     private var targets: [Target] = []
     private let responseBytesMax: Int
     private let promise: EventLoopPromise<FetchResponse>
-    private var waiterIDs: [(PartitionShell, EventLoopFuture<UInt64>)] = []
+    private var waiterIDs: [(PartitionShell, UInt64)] = []
     private var timeout: Scheduled<Void>?
     private var done = false
     private var reading = false
@@ -118,33 +120,39 @@ final class FetchOperation {
         self.readNext(from: 0, remaining: self.responseBytesMax)
     }
 
-    private func readNext(from start: Int, remaining: Int) {
-        var index = start
-        // Partitions that cannot be read answer at once; loop over them without recursing.
-        while index < self.targets.count, self.targets[index].shell == nil || self.targets[index].error != nil {
-            self.collected.append(.failure(self.targets[index].error ?? BrokerError(.unknownServerError)))
-            index += 1
-        }
-        guard index < self.targets.count, let shell = self.targets[index].shell else {
-            self.reading = false
-            self.consider(self.collected, final: self.finalRequested)
+    private func readNext(from start: Int, remaining budget: Int) {
+        var remaining = budget
+        // Partitions that cannot be read, and those the hot cache answers, are done here
+        // without recursing; the first other one is read on its partition's loop.
+        for index in start..<self.targets.count {
+            guard let shell = self.targets[index].shell, self.targets[index].error == nil else {
+                self.collected.append(.failure(self.targets[index].error ?? BrokerError(.unknownServerError)))
+                continue
+            }
+            let partition = self.targets[index].partition
+            let maxBytes = min(Int(max(0, partition.partitionMaxBytes)), remaining)
+            let minOneBatch = remaining == self.responseBytesMax
+            if let read = shell.readCached(from: partition.fetchOffset, maxBytes: maxBytes, minOneBatch: minOneBatch) {
+                self.collected.append(.success(read))
+                remaining = max(0, remaining - read.records.readableBytes)
+                continue
+            }
+            let this = self.onLoop
+            let left = remaining
+            shell.read(from: partition.fetchOffset, maxBytes: maxBytes, minOneBatch: minOneBatch)
+                .map { PartitionResult.success($0) }
+                .recover { PartitionResult.failure($0 as? BrokerError ?? BrokerError(.unknownServerError, "\($0)")) }
+                .hop(to: self.context.eventLoop)
+                .whenSuccess { result in
+                    var after = left
+                    if case .success(let read) = result { after = max(0, left - read.records.readableBytes) }
+                    this.value.collected.append(result)
+                    this.value.readNext(from: index + 1, remaining: after)
+                }
             return
         }
-        let partition = self.targets[index].partition
-        let anyTaken = remaining < self.responseBytesMax
-        let maxBytes = min(Int(max(0, partition.partitionMaxBytes)), remaining)
-        let this = self.onLoop
-        let next = index + 1
-        shell.read(from: partition.fetchOffset, maxBytes: maxBytes, minOneBatch: !anyTaken)
-            .map { PartitionResult.success($0) }
-            .recover { PartitionResult.failure($0 as? BrokerError ?? BrokerError(.unknownServerError, "\($0)")) }
-            .hop(to: self.context.eventLoop)
-            .whenSuccess { result in
-                var left = remaining
-                if case .success(let read) = result { left = max(0, remaining - read.records.readableBytes) }
-                this.value.collected.append(result)
-                this.value.readNext(from: next, remaining: left)
-            }
+        self.reading = false
+        self.consider(self.collected, final: self.finalRequested)
     }
 
     private func consider(_ results: [PartitionResult], final: Bool) {
@@ -176,14 +184,18 @@ final class FetchOperation {
             let id = shell.addWaiter(observedEnd: observed) {
                 loop.execute { wake.value.readAll(final: false) }
             }
+            guard let id else {
+                // It grew since the read: read again (from the loop, not recursing).
+                self.removeWaiters()
+                loop.execute { wake.value.readAll(final: false) }
+                return
+            }
             self.waiterIDs.append((shell, id))
         }
     }
 
     private func removeWaiters() {
-        for (shell, id) in self.waiterIDs {
-            id.whenSuccess { shell.removeWaiter($0) }
-        }
+        for (shell, id) in self.waiterIDs { shell.removeWaiter(id) }
         self.waiterIDs.removeAll()
     }
 
