@@ -177,12 +177,15 @@ struct RequestRouter: FrameRouter {
         }
         return handler(request, context).map { response in
             response.map {
-                Self.encode($0, apiKey: context.apiKey, version: context.apiVersion, correlationID: context.correlationID)
+                Self.encode(
+                    $0, apiKey: context.apiKey, version: context.apiVersion, correlationID: context.correlationID,
+                    sizeHint: 256 + (($0 as? FetchResponse)?.recordBytes ?? 0))
             }
         }
     }
 
-    /// A whole response frame: size, header (v0 or v1), body.
+    /// A whole response frame: size, header (v0 or v1), body, in a buffer of `sizeHint` bytes to
+    /// start with (a fetch's records are known: its buffer is allocated once, not regrown).
     static func encode<Response: KafkaResponseMessage>(
         _ response: Response,
         apiKey: KafkaAPIKey,
