@@ -106,7 +106,8 @@ public struct BenchRun: Sendable {
             }()
             let offsets = startOffsets
             if producing, let templates {
-                let load = ProduceLoad(settings: self.settings, topic: topic, templates: templates, counters: produced, ledger: ledger)
+                var load = ProduceLoad(settings: self.settings, topic: topic, templates: templates, counters: produced, ledger: ledger)
+                if consuming { load.consumed = consumed }
                 if consuming {
                     async let reading = consumer.run(from: offsets, start: start, measureFrom: measureFrom, stop: stop)
                     do {

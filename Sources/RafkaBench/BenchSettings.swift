@@ -59,6 +59,10 @@ public struct BenchSettings: Sendable {
     public var fetchWaitMilliseconds: Int32 = 500
     public var fetchBytesMax: Int32 = 52_428_800
     public var partitionFetchBytesMax: Int32 = 1_048_576
+    /// e2e at the highest rate: producers wait while the consumers are more than this many
+    /// bytes of record values behind, so the rate measured is one the consumers sustain
+    /// (0: no limit).
+    public var backlogBytesMax = 64_000_000
     /// The broker's process, for its CPU time and resident memory.
     public var brokerPID: Int32?
 
@@ -88,6 +92,7 @@ public struct BenchSettings: Sendable {
         if self.warmupSeconds < 0 { return "--warmup must be ≥ 0" }
         if !self.compression.isSupported { return "--compression \(self.compression) is not supported" }
         if self.partitions < 1 { return "--partitions must be ≥ 1" }
+        if self.backlogBytesMax < 0 { return "--backlog-bytes must be ≥ 0" }
         return nil
     }
 }

@@ -54,6 +54,8 @@ struct ProduceLoad: Sendable {
     let templates: BatchTemplates
     let counters: LoadCounters
     let ledger: SendLedger?
+    /// e2e: what the consumers received, for the backlog limit (`BenchSettings.backlogBytesMax`).
+    var consumed: LoadCounters? = nil
 
     /// Monotonic ns: when the schedule starts, when measuring starts, when producing stops.
     struct Schedule: Sendable {
@@ -79,6 +81,18 @@ struct ProduceLoad: Sendable {
             var total = LatencyHistogram()
             for try await histogram in group { total.add(histogram) }
             return total
+        }
+    }
+
+    /// At the highest rate with consumers: waits while they are more than the backlog limit
+    /// behind what was acknowledged (until `stopAt`, so a consumer that stopped cannot hang the run).
+    private func waitForConsumers(until stopAt: Int64) async throws {
+        guard let consumed = self.consumed, self.settings.backlogBytesMax > 0 else { return }
+        let limit = max(1, self.settings.backlogBytesMax / max(1, self.settings.recordBytes + self.settings.keyBytes))
+        while self.counters.records.load(ordering: .relaxed) - consumed.records.load(ordering: .relaxed) > limit,
+            MonotonicClock.now() < stopAt
+        {
+            try await Task.sleep(nanoseconds: 200_000)
         }
     }
 
@@ -108,6 +122,7 @@ struct ProduceLoad: Sendable {
                 // The batch leaves when its last record is due (it filled up) or the linger ran out.
                 try await MonotonicClock.sleep(until: intended + recordInterval * Int64(perBatch - 1))
             } else {
+                try await self.waitForConsumers(until: schedule.stopAt)
                 intended = MonotonicClock.now()
                 guard intended < schedule.stopAt else { break }
             }

@@ -74,7 +74,7 @@ public final class Broker: Sendable {
         let replicas = ReplicaManager(
             logsDirectory: config.dataDirectory + "/logs", group: group, threadPool: threadPool,
             hotCache: HotCache(bytesMax: config.hotCacheBytes, maxAgeMilliseconds: config.hotCacheMaxAgeMilliseconds),
-            releaseWrittenPages: config.releaseWrittenPages, logger: logger)
+            pageCacheTailBytes: config.pageCacheTailBytes, logger: logger)
         return (group, threadPool, replicas, MetadataCache(
             MetadataImage(clusterID: ""), uncleanByDefault: config.topicDefaults["unclean.leader.election.enable"] == "true"))
     }

@@ -82,10 +82,10 @@ public struct BrokerConfig: Sendable {
     public var hotCacheBytes = 256 << 20
     /// Batches leave the hot cache after this long even when it has room.
     public var hotCacheMaxAgeMilliseconds: Int64 = 600_000
-    /// Once a megabyte of a segment has been written back to the device, its pages leave the
-    /// OS page cache (the hot cache serves the tail): the page cache does not grow with every
-    /// byte written. false keeps them, as Kafka does, for consumers that read far behind.
-    public var releaseWrittenPages = true
+    /// How much of the end of each partition's log stays in the OS page cache once written
+    /// back; older pages leave it, so the page cache does not grow with every byte written.
+    /// nil keeps everything, as Kafka does.
+    public var pageCacheTailBytes: Int? = 0
     /// The controller quorum's initial voters and their controller listeners
     /// (`1@host:port,2@host:port,…`); empty in standalone.
     public var voters: [(id: Int32, endpoint: HostPort)] = []
@@ -146,7 +146,7 @@ public struct BrokerConfig: Sendable {
         var ringTokensPerNode: Int?
         var hotCacheBytes: Int?
         var hotCacheMaxAgeMs: Int64?
-        var releaseWrittenPages: Bool?
+        var pageCacheTailBytes: Int?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case nodeID = "node-id", dataDir = "data-dir", listen, advertisedListener = "advertised-listener", rack
@@ -161,7 +161,7 @@ public struct BrokerConfig: Sendable {
             case metadataSnapshotEntries = "metadata-snapshot-entries", ringTokensPerNode = "ring-tokens-per-node"
             case controlledShutdownTimeoutMs = "controlled-shutdown-timeout-ms", suspectedNodeTimeoutMs = "suspected-node-timeout-ms"
             case hotCacheBytes = "hot-cache-bytes", hotCacheMaxAgeMs = "hot-cache-max-age-ms"
-            case releaseWrittenPages = "release-written-pages"
+            case pageCacheTailBytes = "page-cache-tail-bytes"
         }
     }
 
@@ -252,7 +252,7 @@ public struct BrokerConfig: Sendable {
         if let v = file.ringTokensPerNode { self.ringTokensPerNode = v }
         if let v = file.hotCacheBytes { self.hotCacheBytes = v }
         if let v = file.hotCacheMaxAgeMs { self.hotCacheMaxAgeMilliseconds = v }
-        if let v = file.releaseWrittenPages { self.releaseWrittenPages = v }
+        if let v = file.pageCacheTailBytes { self.pageCacheTailBytes = v < 0 ? nil : v }
         if let v = file.voters {
             guard let voters = Self.parseVoters(v) else {
                 throw ConfigError("\(source): voters \(v) is not id@host:port,id@host:port,…")

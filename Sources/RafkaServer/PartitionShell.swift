@@ -32,8 +32,8 @@ final class PartitionShell: Sendable {
     /// of the log, before it wakes the waiters (so a woken fetch sees what woke it).
     private let shared: Mutex<Shared>
     private let cachedReader: HotCache.Reader
-    /// Drop written-back pages from the OS page cache (`BrokerConfig.releaseWrittenPages`).
-    private let releaseWrittenPages: Bool
+    /// What stays of the log's end in the OS page cache (`BrokerConfig.pageCacheTailBytes`).
+    private let pageCacheTailBytes: Int?
 
     /// The log's offsets as last published.
     struct Offsets: Sendable {
@@ -83,7 +83,7 @@ final class PartitionShell: Sendable {
         directory: String,
         config: LogConfig,
         cache: HotCache,
-        releaseWrittenPages: Bool = true,
+        pageCacheTailBytes: Int? = nil,
         on eventLoop: any EventLoop,
         threadPool: NIOThreadPool,
         logger: Logger,
@@ -100,7 +100,7 @@ final class PartitionShell: Sendable {
                     ])
             }
             return PartitionShell(
-                topicPartition: topicPartition, topicID: topicID, log: log, releaseWrittenPages: releaseWrittenPages,
+                topicPartition: topicPartition, topicID: topicID, log: log, pageCacheTailBytes: pageCacheTailBytes,
                 eventLoop: eventLoop, threadPool: threadPool, logger: logger, onFailure: onFailure)
         }
     }
@@ -109,7 +109,7 @@ final class PartitionShell: Sendable {
         topicPartition: TopicPartition,
         topicID: KafkaUUID,
         log: PartitionLog,
-        releaseWrittenPages: Bool,
+        pageCacheTailBytes: Int?,
         eventLoop: any EventLoop,
         threadPool: NIOThreadPool,
         logger: Logger,
@@ -122,7 +122,7 @@ final class PartitionShell: Sendable {
         self.state = NIOLoopBound(State(log: log), eventLoop: eventLoop)
         self.shared = Mutex(Shared(offsets: Offsets(logStart: log.logStartOffset, logEnd: log.logEndOffset)))
         self.cachedReader = log.cachedReader
-        self.releaseWrittenPages = releaseWrittenPages
+        self.pageCacheTailBytes = pageCacheTailBytes
         self.threadPool = threadPool
         self.logger = logger
     }
@@ -135,38 +135,50 @@ final class PartitionShell: Sendable {
 
     // MARK: Appending
 
-    /// Appends validated batches; the future completes once the write is in the page cache, or
-    /// after the fsync when the topic's flush policy makes this append due one.
-    func append(_ batches: [ValidatedBatch]) -> EventLoopFuture<AppendOutcome> {
+    /// Validates a producer's `records` (`RecordBatchValidator`, whose `Failure` fails the
+    /// future) and appends them, both on the partition's loop: a connection producing to
+    /// partitions on several loops spreads the validation's CPU (decompression, CRCs) over them
+    /// instead of doing it all on its own loop. The future completes once the write is in the
+    /// page cache, or after the fsync when the topic's flush policy makes this append due one.
+    func append(validating records: ByteBuffer, config: LogConfig) -> EventLoopFuture<AppendOutcome> {
         self.eventLoop.flatSubmit {
             do {
-                let (outcome, needsFlush) = try self.withLog { log, state in
-                    guard state.acceptsWrites else {
-                        throw BrokerError(.notLeaderOrFollower, "\(self.topicPartition) is led by another node now")
-                    }
-                    let outcome = try log.append(batches, leaderEpoch: state.leaderEpoch, nowMilliseconds: FileSystem.wallClockMilliseconds())
-                    if case .appended = outcome {
-                        self.publish(state)
-                        self.startWritebackIfDue(log, state)
-                    }
-                    return (outcome, log.hasFlushPolicy)
-                }
-                guard needsFlush, case .appended = outcome else { return self.eventLoop.makeSucceededFuture(outcome) }
-                return self.flushIfDue(force: false).map { outcome }
-            } catch let error as StorageError {
-                self.logger.error("append to \(self.topicPartition) failed: \(error)")
-                return self.eventLoop.makeFailedFuture(BrokerError(error))
+                let batches = try RecordBatchValidator.validate(records, config: config, nowMilliseconds: FileSystem.wallClockMilliseconds())
+                return self.appendOnLoop(batches)
             } catch {
                 return self.eventLoop.makeFailedFuture(error)
             }
         }
     }
 
+    private func appendOnLoop(_ batches: [ValidatedBatch]) -> EventLoopFuture<AppendOutcome> {
+        do {
+            let (outcome, needsFlush) = try self.withLog { log, state in
+                guard state.acceptsWrites else {
+                    throw BrokerError(.notLeaderOrFollower, "\(self.topicPartition) is led by another node now")
+                }
+                let outcome = try log.append(batches, leaderEpoch: state.leaderEpoch, nowMilliseconds: FileSystem.wallClockMilliseconds())
+                if case .appended = outcome {
+                    self.publish(state)
+                    self.startWritebackIfDue(log, state)
+                }
+                return (outcome, log.hasFlushPolicy)
+            }
+            guard needsFlush, case .appended = outcome else { return self.eventLoop.makeSucceededFuture(outcome) }
+            return self.flushIfDue(force: false).map { outcome }
+        } catch let error as StorageError {
+            self.logger.error("append to \(self.topicPartition) failed: \(error)")
+            return self.eventLoop.makeFailedFuture(BrokerError(error))
+        } catch {
+            return self.eventLoop.makeFailedFuture(error)
+        }
+    }
+
     /// Starts writing the newest megabyte back to the device on the thread pool, not waiting
-    /// for it (`FileHandle.startWriteback`), and drops what earlier ones wrote back from the
-    /// page cache when configured to (`FileHandle.releasePages`).
+    /// for it (`FileHandle.startWriteback`), and drops what earlier ones wrote back, beyond
+    /// `pageCacheTailBytes`, from the page cache (`FileHandle.releasePages`).
     private func startWritebackIfDue(_ log: PartitionLog, _ state: State) {
-        guard !state.writebackInFlight, let due = log.writebackDue(releasingPages: self.releaseWrittenPages) else { return }
+        guard !state.writebackInFlight, let due = log.writebackDue(pageCacheTailBytes: self.pageCacheTailBytes) else { return }
         state.writebackInFlight = true
         self.threadPool.runIfActive(eventLoop: self.eventLoop) {
             try due.run()

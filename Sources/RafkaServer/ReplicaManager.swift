@@ -19,8 +19,8 @@ final class ReplicaManager: Sendable {
     private let logger: Logger
     /// The newest batches of every partition here, shared by all of them.
     let hotCache: HotCache
-    /// Whether partitions drop written-back pages from the OS page cache (`BrokerConfig.releaseWrittenPages`).
-    let releaseWrittenPages: Bool
+    /// What each partition keeps of its log's end in the OS page cache (`BrokerConfig.pageCacheTailBytes`).
+    let pageCacheTailBytes: Int?
     /// Lookup from any thread; the lock is held only for dictionary access (docs/lock-ordering.md).
     private let partitions = Mutex<[TopicPartition: PartitionShell]>([:])
     /// Each hosted topic's effective configuration, read by produce validation on any loop.
@@ -35,10 +35,10 @@ final class ReplicaManager: Sendable {
 
     init(
         logsDirectory: String, group: any EventLoopGroup, threadPool: NIOThreadPool, hotCache: HotCache,
-        releaseWrittenPages: Bool = true, logger: Logger
+        pageCacheTailBytes: Int? = nil, logger: Logger
     ) {
         self.hotCache = hotCache
-        self.releaseWrittenPages = releaseWrittenPages
+        self.pageCacheTailBytes = pageCacheTailBytes
         self.logsDirectory = logsDirectory
         self.loops = Array(group.makeIterator())
         self.threadPool = threadPool
@@ -118,7 +118,7 @@ final class ReplicaManager: Sendable {
             futures.append(
                 PartitionShell.open(
                     topicPartition: tp, topicID: topic.id, directory: directory, config: config,
-                    cache: self.hotCache, releaseWrittenPages: self.releaseWrittenPages, on: self.loop(for: tp),
+                    cache: self.hotCache, pageCacheTailBytes: self.pageCacheTailBytes, on: self.loop(for: tp),
                     threadPool: self.threadPool, logger: self.logger,
                     onFailure: { [weak self] tp, reason in self?.takeOffline(tp, reason: reason) }))
         }
@@ -180,7 +180,7 @@ final class ReplicaManager: Sendable {
         if fresh { try Self.writeLeaderEpoch(-1, directory: directory) }
         let shell = try await PartitionShell.open(
             topicPartition: tp, topicID: topic.id, directory: directory, config: config,
-            cache: self.hotCache, releaseWrittenPages: self.releaseWrittenPages, on: self.loop(for: tp),
+            cache: self.hotCache, pageCacheTailBytes: self.pageCacheTailBytes, on: self.loop(for: tp),
             threadPool: self.threadPool, logger: self.logger,
             onFailure: { [weak self] tp, reason in self?.takeOffline(tp, reason: reason) }
         ).get()

@@ -91,15 +91,15 @@ final class LogSegment {
     private var pagesReleasedBelow = 0
 
     /// The range written since writeback was last started, once it reaches `chunkBytes`, and,
-    /// when `releasingPages`, the range whose writeback earlier calls started and whose pages
-    /// may now leave the page cache.
-    func writebackDue(chunkBytes: Int, releasingPages: Bool) -> (start: Range<Int>, release: Range<Int>?)? {
+    /// unless `keptBytes` is nil, the range whose writeback earlier calls started, more than
+    /// `keptBytes` before it, whose pages may now leave the page cache.
+    func writebackDue(chunkBytes: Int, keptBytes: Int?) -> (start: Range<Int>, release: Range<Int>?)? {
         guard self.size - self.writebackStarted >= chunkBytes else { return nil }
         let start = self.writebackStarted..<self.size
         var release: Range<Int>?
-        if releasingPages && self.pagesReleasedBelow < start.lowerBound {
-            release = self.pagesReleasedBelow..<start.lowerBound
-            self.pagesReleasedBelow = start.lowerBound
+        if let keptBytes, self.pagesReleasedBelow < start.lowerBound - keptBytes {
+            release = self.pagesReleasedBelow..<(start.lowerBound - keptBytes)
+            self.pagesReleasedBelow = start.lowerBound - keptBytes
         }
         self.writebackStarted = self.size
         return (start, release)

@@ -101,9 +101,10 @@ extension PartitionLog {
     }
 
     /// The active segment's writeback, once `Limits.writebackChunkBytes` were appended since
-    /// the last one; with `releasingPages`, the pages written back before it leave the page cache.
-    public func writebackDue(releasingPages: Bool) -> Writeback? {
-        guard let due = self.activeSegment.writebackDue(chunkBytes: Limits.writebackChunkBytes, releasingPages: releasingPages)
+    /// the last one; unless `pageCacheTailBytes` is nil, pages written back more than that
+    /// before it leave the page cache.
+    public func writebackDue(pageCacheTailBytes: Int?) -> Writeback? {
+        guard let due = self.activeSegment.writebackDue(chunkBytes: Limits.writebackChunkBytes, keptBytes: pageCacheTailBytes)
         else { return nil }
         return Writeback(file: self.activeSegment.log, start: due.start, release: due.release)
     }

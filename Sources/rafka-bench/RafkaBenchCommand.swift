@@ -81,9 +81,13 @@ struct ConsumerOptions: ParsableArguments {
     @Option(help: "Consumers (each reads every n-th partition).") var consumers = 1
     @Option(help: "Longest a fetch waits for data (fetch.wait.max.ms).") var fetchWaitMs: Int32 = 500
     @Option(help: "Bytes a fetch may return per partition (max.partition.fetch.bytes).") var partitionFetchBytes: Int32 = 1_048_576
+    @Option(
+        help: "e2e without --rate: producers wait while the consumers are more than this many bytes of record values behind, so the rate measured is one they sustain (0: no limit)."
+    ) var backlogBytes = 64_000_000
 
     func apply(to settings: inout BenchSettings) {
         settings.consumers = self.consumers
+        settings.backlogBytesMax = self.backlogBytes
         settings.fetchWaitMilliseconds = self.fetchWaitMs
         settings.partitionFetchBytesMax = self.partitionFetchBytes
     }

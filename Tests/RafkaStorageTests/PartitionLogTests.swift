@@ -332,31 +332,50 @@ extension PartitionLogTests {
 
     /// Every megabyte appended, the log asks for that range's writeback to start (the OS then
     /// writes it out steadily); the call works on this system.
-    @Test func writebackIsDueEveryMegabyte() throws {
+    /// Writeback starts every megabyte; the pages written back before it, all but the newest
+    /// `tail` bytes, leave the page cache (and really do).
+    @Test(arguments: [0, 1 << 20])
+    func writebackIsDueEveryMegabyte(tail: Int) throws {
         defer { self.directory.remove() }
         let (log, _) = try self.open()
         var started: [Range<Int>] = []
         var released: [Range<Int>] = []
-        for _ in 0..<40 {
+        for _ in 0..<60 {
             _ = try self.append(log, Batches.make(count: 10, valueBytes: 10_000, codec: .none))
-            if let due = log.writebackDue(releasingPages: true) {
+            if let due = log.writebackDue(pageCacheTailBytes: tail) {
                 try due.run()
                 started.append(due.start)
                 if let release = due.release { released.append(release) }
             }
         }
-        #expect(started.count == 3)
+        #expect(started.count == 5)
         #expect(started.allSatisfy { $0.count >= 1 << 20 })
         #expect(zip(started, started.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound })
-        // Each writeback releases what the earlier ones wrote back, and nothing twice.
-        #expect(released == [started[0], started[1]])
+        // Each writeback releases what is now more than `tail` behind it, and nothing twice.
+        let releasedBelow = started.last!.lowerBound - tail
+        #expect(released.first?.lowerBound == 0 && released.last?.upperBound == releasedBelow)
+        #expect(zip(released, released.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound })
         #if os(Linux)
-        // The released pages really left the page cache (the newest megabyte stayed).
         let path = self.directory.path + "/orders-0/00000000000000000000.log"
-        let resident = try Self.residentPages(path, range: 0..<started[2].lowerBound)
+        let resident = try Self.residentPages(path, range: 0..<releasedBelow)
         #expect(resident.total > 0)
         #expect(resident.resident * 10 <= resident.total)
         #endif
+    }
+
+    /// Without a page-cache tail (Kafka's behaviour) writeback still starts, and nothing is released.
+    @Test func withoutATailNothingIsReleased() throws {
+        defer { self.directory.remove() }
+        let (log, _) = try self.open()
+        var writebacks = 0
+        for _ in 0..<40 {
+            _ = try self.append(log, Batches.make(count: 10, valueBytes: 10_000, codec: .none))
+            if let due = log.writebackDue(pageCacheTailBytes: nil) {
+                #expect(due.release == nil)
+                writebacks += 1
+            }
+        }
+        #expect(writebacks == 3)
     }
 
     /// Pages of `range` of the file at `path` in the page cache (mincore), and all of them.

@@ -6,8 +6,8 @@ import RafkaCore
 import RafkaStorage
 
 extension KafkaAPIs {
-    /// Produce v3–10. Each partition's records are validated here, on the connection's loop,
-    /// then appended on the partition's loop; the reply lists every partition in request order.
+    /// Produce v3–10. Each partition's records are validated and appended on the partition's
+    /// loop (`PartitionShell.append(validating:)`); the reply lists every partition in request order.
     /// With acks=0 nothing is sent back, and a failed partition closes the connection (as Kafka
     /// does, so that the producer notices).
     func produce(_ request: ProduceRequest, _ context: RequestContext) -> EventLoopFuture<ProduceResponse?> {
@@ -58,16 +58,7 @@ extension KafkaAPIs {
             return context.eventLoop.makeSucceededFuture(
                 Self.partitionResponse(partition.index, BrokerError(.invalidRecord, "records are null")))
         }
-        let batches: [ValidatedBatch]
-        do {
-            batches = try RecordBatchValidator.validate(records, config: config, nowMilliseconds: FileSystem.wallClockMilliseconds())
-        } catch {
-            self.logger.debug("rejected produce to \(tp): \(error.message)")
-            var response = Self.partitionResponse(partition.index, BrokerError(error))
-            response.recordErrors = [.init(batchIndex: Int32(error.batchIndex), batchIndexErrorMessage: error.message)]
-            return context.eventLoop.makeSucceededFuture(response)
-        }
-        return shell.append(batches).map { outcome in
+        return shell.append(validating: records, config: config).map { outcome in
             var response = ProduceResponse.PartitionProduceResponse()
             response.index = partition.index
             switch outcome {
@@ -82,7 +73,13 @@ extension KafkaAPIs {
             }
             return response
         }.recover { error in
-            Self.partitionResponse(partition.index, error as? BrokerError ?? BrokerError(.unknownServerError, "\(error)"))
+            if let failure = error as? RecordBatchValidator.Failure {
+                self.logger.debug("rejected produce to \(tp): \(failure.message)")
+                var response = Self.partitionResponse(partition.index, BrokerError(failure))
+                response.recordErrors = [.init(batchIndex: Int32(failure.batchIndex), batchIndexErrorMessage: failure.message)]
+                return response
+            }
+            return Self.partitionResponse(partition.index, error as? BrokerError ?? BrokerError(.unknownServerError, "\(error)"))
         }.hop(to: context.eventLoop)
     }
 
