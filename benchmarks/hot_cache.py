@@ -8,7 +8,8 @@ Usage: benchmarks/hot_cache.py [--records 400000] [--record-bytes 1024]
 2. --records records produced (lz4, 8 partitions), then read from the start: every fetch is
    answered from the cache.
 3. The broker restarted (the cache starts empty) and the same reads again: from the segment
-   files, through the OS page cache (warm: they were just written).
+   files, through what the OS page cache still holds of them (Rafka drops written-back pages
+   unless page-cache-tail-bytes says otherwise, so mostly from the device).
 4. As root, the page cache dropped too and the reads again: from the disk.
 Prints fetch latency (request to response, 8 partitions × 1 MiB per fetch) and throughput for
 each, and the hit ratio `rafka-admin cache describe` reports."""
@@ -65,12 +66,12 @@ def main():
         broker.proc.terminate()
         broker.proc.wait(60)
         broker.log.close()
-        say("restarted: reading them from the segment files (the OS page cache is warm)")
+        say("restarted: reading them from the segment files (what the OS page cache still holds)")
         broker = Broker("rafka", lambda port, d: [os.path.join(RELEASE, "rafka"), "standalone", "--data-dir",
                                                   os.path.join(directory, "data"), "--listen", f"127.0.0.1:{port}",
                                                   "--config", os.path.join(directory, "rafka.yaml"), "--log-level", "warning"],
                         data_dir=directory)
-        rows.append(("segment files, page cache warm", *read_all(broker, total)))
+        rows.append(("segment files after a restart", *read_all(broker, total)))
         if os.geteuid() == 0:
             say("dropping the OS page cache: reading them from the disk")
             subprocess.run(["sync"], check=True)
@@ -88,8 +89,8 @@ def main():
         latency = result["fetchLatency"]
         print(f"| {name} | {ratio:.2f} | {latency['p50']:.2f} | {latency['p99']:.2f} | {result['recordsPerSecond']:,.0f} | "
               f"{result['wireMegabytesPerSecond']:,.0f} |")
-    cached, warm = rows[0][1]["fetchLatency"]["p50"], rows[1][1]["fetchLatency"]["p50"]
-    print(f"fetch p50: cache {cached:.2f} ms vs segment files {warm:.2f} ms ({warm / cached:.1f}×)")
+    cached, disk = rows[0][1]["fetchLatency"]["p50"], rows[-1][1]["fetchLatency"]["p50"]
+    print(f"fetch p50: cache {cached:.2f} ms vs {rows[-1][0]} {disk:.2f} ms ({disk / cached:.1f}×)")
 
 
 if __name__ == "__main__":

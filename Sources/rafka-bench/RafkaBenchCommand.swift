@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import RafkaBench
 import RafkaCompression
+import RafkaCore
 
 @main
 struct RafkaBenchCommand: AsyncParsableCommand {
@@ -148,6 +149,7 @@ struct EndToEnd: AsyncParsableCommand {
 }
 
 func execute(_ settings: BenchSettings, json: Bool) async throws {
+    FreedMemory.keepForReuse()
     if let problem = settings.problem() { throw ValidationError(problem) }
     let terminal = isatty(STDERR_FILENO) != 0
     let show: @Sendable (String) -> Void = { line in

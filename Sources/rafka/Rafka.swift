@@ -1,5 +1,6 @@
 import ArgumentParser
 import Logging
+import RafkaCore
 import RafkaServer
 import ServiceLifecycle
 import UnixSignals
@@ -105,6 +106,7 @@ struct BrokerOptions: ParsableArguments {
 
 /// Runs `service` until SIGTERM or SIGINT, with logging at the configured level.
 func runService(_ make: (Logger) -> any Service, config: BrokerConfig, starting: String) async throws {
+    FreedMemory.keepForReuse()
     let level = Logger.Level(rawValue: config.logLevel) ?? .info
     LoggingSystem.bootstrap { label in
         var handler = StreamLogHandler.standardError(label: label)

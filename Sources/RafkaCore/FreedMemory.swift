@@ -1,0 +1,24 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How the process's allocator treats memory it frees.
+public enum FreedMemory {
+    /// Keeps freed memory in the allocator for the next allocation instead of handing it back
+    /// to the kernel at once (glibc: buffers up to 64 MiB come from the heap rather than their
+    /// own mmap, and up to 512 MiB of free heap is kept). Records pass through large, short-lived
+    /// buffers (an append's copy, a fetch's response, a hot-cache entry); each one returned to
+    /// the kernel has to be faulted in and zeroed again on the next use — on a VM whose freed
+    /// memory goes back to its host, from the host: reading 400 MB from the hot cache took 12–20 ms
+    /// per fetch instead of 3–5 (docs/benchmarks.md). Call once, before the first large allocation.
+    public static func keepForReuse() {
+        #if os(Linux)
+        // <malloc.h> is not in Glibc's Swift module: mallopt is looked up by name.
+        guard let symbol = dlsym(nil, "mallopt") else { return }
+        let mallopt = unsafeBitCast(symbol, to: (@convention(c) (Int32, Int32) -> Int32).self)
+        let trimThreshold: Int32 = -1, mmapThreshold: Int32 = -3  // M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
+        _ = mallopt(mmapThreshold, Int32(Limits.fetchResponseBytesMax))
+        _ = mallopt(trimThreshold, 512 << 20)
+        #endif
+    }
+}
