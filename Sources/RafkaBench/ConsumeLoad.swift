@@ -64,7 +64,8 @@ struct ConsumeLoad: Sendable {
     /// Reads from `start` until `stop` says so; returns the latency of fetches that brought
     /// records (request sent to response read), measured from `measureFrom`.
     func run(from offsets: [Int32: Int64], start: Int64, measureFrom: Int64, stop: Stop) async throws -> LatencyHistogram {
-        try await withThrowingTaskGroup(of: LatencyHistogram.self) { group in
+        defer { self.counters.finished.store(true, ordering: .relaxed) }
+        return try await withThrowingTaskGroup(of: LatencyHistogram.self) { group in
             for consumer in 0..<self.settings.consumers {
                 let mine = self.topic.partitions.filter { Int($0) % self.settings.consumers == consumer }
                 let byLeader = Dictionary(grouping: mine) { self.topic.leaders[$0]! }

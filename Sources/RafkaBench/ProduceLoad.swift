@@ -23,6 +23,8 @@ final class LoadCounters: Sendable {
     let lastMeasured = Atomic<Int64>(0)
     /// The highest latency (ns) since the progress line last took it, warm-up included.
     let worstLatency = Atomic<Int64>(0)
+    /// Consumers: set when they stopped (done or failed), so producers stop waiting for them.
+    let finished = Atomic<Bool>(false)
     let errors = Mutex<[String: Int]>([:])
 
     func count(error: String) {
@@ -85,13 +87,20 @@ struct ProduceLoad: Sendable {
     }
 
     /// At the highest rate with consumers: waits while they are more than the backlog limit
-    /// behind what was acknowledged (until `stopAt`, so a consumer that stopped cannot hang the run).
+    /// behind what was acknowledged — until `stopAt`, until they stopped, or for at most 30 s
+    /// without progress (records lost with acks=0 never arrive), so waiting cannot hang a run.
     private func waitForConsumers(until stopAt: Int64) async throws {
         guard let consumed = self.consumed, self.settings.backlogBytesMax > 0 else { return }
         let limit = max(1, self.settings.backlogBytesMax / max(1, self.settings.recordBytes + self.settings.keyBytes))
+        var seen = consumed.records.load(ordering: .relaxed)
+        var progressed = MonotonicClock.now()
         while self.counters.records.load(ordering: .relaxed) - consumed.records.load(ordering: .relaxed) > limit,
-            MonotonicClock.now() < stopAt
+            !consumed.finished.load(ordering: .relaxed)
         {
+            let now = MonotonicClock.now()
+            let records = consumed.records.load(ordering: .relaxed)
+            if records != seen { (seen, progressed) = (records, now) }
+            guard now < stopAt, now - progressed < 30_000_000_000 else { return }
             try await Task.sleep(nanoseconds: 200_000)
         }
     }

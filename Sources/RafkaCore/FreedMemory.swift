@@ -5,20 +5,25 @@ import Glibc
 /// How the process's allocator treats memory it frees.
 public enum FreedMemory {
     /// Keeps freed memory in the allocator for the next allocation instead of handing it back
-    /// to the kernel at once (glibc: buffers up to 64 MiB come from the heap rather than their
-    /// own mmap, and up to 512 MiB of free heap is kept). Records pass through large, short-lived
+    /// to the kernel at once (glibc: buffers up to 32 MiB, its ceiling, come from the heap
+    /// rather than their own mmap, and up to 512 MiB of free heap is kept). Returns false if
+    /// the allocator refused (or is not glibc's). Records pass through large, short-lived
     /// buffers (an append's copy, a fetch's response, a hot-cache entry); each one returned to
     /// the kernel has to be faulted in and zeroed again on the next use — on a VM whose freed
     /// memory goes back to its host, from the host: reading 400 MB from the hot cache took 12–20 ms
     /// per fetch instead of 3–5 (docs/benchmarks.md). Call once, before the first large allocation.
-    public static func keepForReuse() {
+    @discardableResult
+    public static func keepForReuse() -> Bool {
         #if os(Linux)
         // <malloc.h> is not in Glibc's Swift module: mallopt is looked up by name.
-        guard let symbol = dlsym(nil, "mallopt") else { return }
+        guard let symbol = dlsym(nil, "mallopt") else { return false }
         let mallopt = unsafeBitCast(symbol, to: (@convention(c) (Int32, Int32) -> Int32).self)
         let trimThreshold: Int32 = -1, mmapThreshold: Int32 = -3  // M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
-        _ = mallopt(mmapThreshold, Int32(Limits.fetchResponseBytesMax))
-        _ = mallopt(trimThreshold, 512 << 20)
+        // mallopt answers 1 on success; above 32 MiB (64-bit glibc's maximum) it refuses, and a
+        // set trim threshold alone would pin the mmap threshold at its 128 KiB start.
+        return mallopt(mmapThreshold, 32 << 20) == 1 && mallopt(trimThreshold, 512 << 20) == 1
+        #else
+        return false
         #endif
     }
 }

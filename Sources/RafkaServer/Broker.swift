@@ -25,6 +25,9 @@ public final class Broker: Sendable {
     public let config: BrokerConfig
     let group: MultiThreadedEventLoopGroup
     let threadPool: NIOThreadPool
+    /// Starts segment writeback and drops written-back pages (it waits on the device), apart
+    /// from `threadPool` so that fsyncs never queue behind it.
+    let writebackPool: NIOThreadPool
     let cache: MetadataCache
     let control: BrokerControl
     let reconciler: MetadataReconciler
@@ -38,13 +41,14 @@ public final class Broker: Sendable {
     private let stopRequester: AsyncStream<Void>.Continuation
 
     private init(
-        config: BrokerConfig, group: MultiThreadedEventLoopGroup, threadPool: NIOThreadPool, cache: MetadataCache,
-        control: BrokerControl, reconciler: MetadataReconciler, replicas: ReplicaManager, chord: ChordShell? = nil, logger: Logger
+        config: BrokerConfig, group: MultiThreadedEventLoopGroup, threadPool: NIOThreadPool, writebackPool: NIOThreadPool,
+        cache: MetadataCache, control: BrokerControl, reconciler: MetadataReconciler, replicas: ReplicaManager, chord: ChordShell? = nil, logger: Logger
     ) {
         self.chord = chord
         self.config = config
         self.group = group
         self.threadPool = threadPool
+        self.writebackPool = writebackPool
         self.cache = cache
         self.control = control
         self.reconciler = reconciler
@@ -63,19 +67,21 @@ public final class Broker: Sendable {
     /// Event loops and the partition registry both modes share.
     private static func foundations(
         _ config: BrokerConfig, logger: Logger
-    ) throws -> (MultiThreadedEventLoopGroup, NIOThreadPool, ReplicaManager, MetadataCache) {
+    ) throws -> (MultiThreadedEventLoopGroup, NIOThreadPool, NIOThreadPool, ReplicaManager, MetadataCache) {
         try config.validate()
         let threads = config.eventLoopThreads == 0 ? System.coreCount : config.eventLoopThreads
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
+        let writebackPool = NIOThreadPool(numberOfThreads: 1)
+        writebackPool.start()
         try FileSystem.createDirectory(config.dataDirectory + "/logs")
         try Self.removeDeletedDirectories(config.dataDirectory + "/logs", logger: logger)
         let replicas = ReplicaManager(
-            logsDirectory: config.dataDirectory + "/logs", group: group, threadPool: threadPool,
+            logsDirectory: config.dataDirectory + "/logs", group: group, threadPool: threadPool, writebackPool: writebackPool,
             hotCache: HotCache(bytesMax: config.hotCacheBytes, maxAgeMilliseconds: config.hotCacheMaxAgeMilliseconds),
             pageCacheTailBytes: config.pageCacheTailBytes, logger: logger)
-        return (group, threadPool, replicas, MetadataCache(
+        return (group, threadPool, writebackPool, replicas, MetadataCache(
             MetadataImage(clusterID: ""), uncleanByDefault: config.topicDefaults["unclean.leader.election.enable"] == "true"))
     }
 
@@ -83,7 +89,7 @@ public final class Broker: Sendable {
     /// every partition of the resulting image is recovered. `run()` must then run for the
     /// broker's lifetime.
     public static func start(config: BrokerConfig, logger: Logger) async throws -> Broker {
-        let (group, threadPool, replicas, cache) = try Self.foundations(config, logger: logger)
+        let (group, threadPool, writebackPool, replicas, cache) = try Self.foundations(config, logger: logger)
         do {
             let reconciler = MetadataReconciler(
                 replicas: replicas, cache: cache, topicDefaults: config.topicDefaults, mover: nil, logger: logger)
@@ -103,10 +109,11 @@ public final class Broker: Sendable {
                     "metadataOffset": "\(image.offset)", "elapsed": "\(ContinuousClock.now - started)",
                 ])
             return Broker(
-                config: config, group: group, threadPool: threadPool, cache: cache,
+                config: config, group: group, threadPool: threadPool, writebackPool: writebackPool, cache: cache,
                 control: .local(quorum: quorum, metadata: metadata), reconciler: reconciler, replicas: replicas, logger: logger)
         } catch {
             try? await threadPool.shutdownGracefully()
+            try? await writebackPool.shutdownGracefully()
             try? await group.shutdownGracefully()
             throw error
         }
@@ -115,7 +122,7 @@ public final class Broker: Sendable {
     /// A data node: follows the metadata log from `config.controllers`, forwards metadata
     /// changes to their leader, and serves the partitions the ring places on it.
     public static func startDataNode(config: BrokerConfig, logger: Logger) async throws -> Broker {
-        let (group, threadPool, replicas, cache) = try Self.foundations(config, logger: logger)
+        let (group, threadPool, writebackPool, replicas, cache) = try Self.foundations(config, logger: logger)
         let mover = PartitionMover(me: NodeID(config.nodeID), replicas: replicas, topicDefaults: config.topicDefaults, logger: logger)
         let reconciler = MetadataReconciler(
             replicas: replicas, cache: cache, topicDefaults: config.topicDefaults, mover: mover, logger: logger)
@@ -136,13 +143,14 @@ public final class Broker: Sendable {
         } catch {
             await link.close()
             try? await threadPool.shutdownGracefully()
+            try? await writebackPool.shutdownGracefully()
             try? await group.shutdownGracefully()
             throw error
         }
         let offset = await link.image.offset
         logger.info("caught up with the controllers' metadata", metadata: ["metadataOffset": "\(offset)"])
         return Broker(
-            config: config, group: group, threadPool: threadPool, cache: cache, control: .remote(link), reconciler: reconciler,
+            config: config, group: group, threadPool: threadPool, writebackPool: writebackPool, cache: cache, control: .remote(link), reconciler: reconciler,
             replicas: replicas, chord: chord, logger: logger)
     }
 
@@ -264,6 +272,7 @@ public final class Broker: Sendable {
         case .remote(let link): await link.close()
         }
         try? await self.threadPool.shutdownGracefully()
+        try? await self.writebackPool.shutdownGracefully()
         try? await self.group.shutdownGracefully()
     }
 

@@ -24,6 +24,8 @@ final class PartitionShell: Sendable {
     let eventLoop: any EventLoop
     private let state: NIOLoopBound<State>
     private let threadPool: NIOThreadPool
+    /// Writeback and page release (they wait on the device): kept off `threadPool`'s fsyncs.
+    private let writebackPool: NIOThreadPool
     private let logger: Logger
     /// Called (on the partition's loop) when the log can no longer be trusted: the owner takes
     /// the partition offline.
@@ -86,6 +88,7 @@ final class PartitionShell: Sendable {
         pageCacheTailBytes: Int? = nil,
         on eventLoop: any EventLoop,
         threadPool: NIOThreadPool,
+        writebackPool: NIOThreadPool? = nil,
         logger: Logger,
         onFailure: @escaping @Sendable (TopicPartition, String) -> Void
     ) -> EventLoopFuture<PartitionShell> {
@@ -101,7 +104,8 @@ final class PartitionShell: Sendable {
             }
             return PartitionShell(
                 topicPartition: topicPartition, topicID: topicID, log: log, pageCacheTailBytes: pageCacheTailBytes,
-                eventLoop: eventLoop, threadPool: threadPool, logger: logger, onFailure: onFailure)
+                eventLoop: eventLoop, threadPool: threadPool, writebackPool: writebackPool ?? threadPool, logger: logger,
+                onFailure: onFailure)
         }
     }
 
@@ -112,6 +116,7 @@ final class PartitionShell: Sendable {
         pageCacheTailBytes: Int?,
         eventLoop: any EventLoop,
         threadPool: NIOThreadPool,
+        writebackPool: NIOThreadPool,
         logger: Logger,
         onFailure: @escaping @Sendable (TopicPartition, String) -> Void
     ) {
@@ -124,6 +129,7 @@ final class PartitionShell: Sendable {
         self.cachedReader = log.cachedReader
         self.pageCacheTailBytes = pageCacheTailBytes
         self.threadPool = threadPool
+        self.writebackPool = writebackPool
         self.logger = logger
     }
 
@@ -157,11 +163,10 @@ final class PartitionShell: Sendable {
                 guard state.acceptsWrites else {
                     throw BrokerError(.notLeaderOrFollower, "\(self.topicPartition) is led by another node now")
                 }
+                // Published even when the append threw part-way: readers must see the log as it is.
+                defer { self.publish(state) }
                 let outcome = try log.append(batches, leaderEpoch: state.leaderEpoch, nowMilliseconds: FileSystem.wallClockMilliseconds())
-                if case .appended = outcome {
-                    self.publish(state)
-                    self.startWritebackIfDue(log, state)
-                }
+                if case .appended = outcome { self.startWritebackIfDue(log, state) }
                 return (outcome, log.hasFlushPolicy)
             }
             guard needsFlush, case .appended = outcome else { return self.eventLoop.makeSucceededFuture(outcome) }
@@ -180,7 +185,7 @@ final class PartitionShell: Sendable {
     private func startWritebackIfDue(_ log: PartitionLog, _ state: State) {
         guard !state.writebackInFlight, let due = log.writebackDue(pageCacheTailBytes: self.pageCacheTailBytes) else { return }
         state.writebackInFlight = true
-        self.threadPool.runIfActive(eventLoop: self.eventLoop) {
+        self.writebackPool.runIfActive(eventLoop: self.eventLoop) {
             try due.run()
         }.whenComplete { result in
             self.state.value.writebackInFlight = false
@@ -195,8 +200,8 @@ final class PartitionShell: Sendable {
     func appendReplicated(_ batches: [ValidatedBatch]) -> EventLoopFuture<Int> {
         self.eventLoop.submit {
             try self.withLog { log, state in
+                defer { self.publish(state) }
                 let count = try storage { () throws(StorageError) in try log.appendReplicated(batches) }
-                self.publish(state)
                 self.startWritebackIfDue(log, state)
                 return count
             }
@@ -389,9 +394,10 @@ final class PartitionShell: Sendable {
         do {
             let now = FileSystem.wallClockMilliseconds()
             if retention {
+                // Published even when retention threw part-way (its start may have moved).
+                defer { self.publish(self.state.value) }
                 let deleted = try log.enforceRetention(nowMilliseconds: now)
                 if deleted > 0 {
-                    self.publish(self.state.value)
                     self.logger.info(
                         "retention deleted segments of \(self.topicPartition)",
                         metadata: ["segments": "\(deleted)", "logStartOffset": "\(log.logStartOffset)"])

@@ -16,6 +16,7 @@ final class ReplicaManager: Sendable {
     let logsDirectory: String
     private let loops: [any EventLoop]
     private let threadPool: NIOThreadPool
+    private let writebackPool: NIOThreadPool
     private let logger: Logger
     /// The newest batches of every partition here, shared by all of them.
     let hotCache: HotCache
@@ -34,7 +35,8 @@ final class ReplicaManager: Sendable {
     private let held = Mutex<[TopicPartition: PartitionShell]>([:])
 
     init(
-        logsDirectory: String, group: any EventLoopGroup, threadPool: NIOThreadPool, hotCache: HotCache,
+        logsDirectory: String, group: any EventLoopGroup, threadPool: NIOThreadPool, writebackPool: NIOThreadPool? = nil,
+        hotCache: HotCache,
         pageCacheTailBytes: Int? = nil, logger: Logger
     ) {
         self.hotCache = hotCache
@@ -42,6 +44,7 @@ final class ReplicaManager: Sendable {
         self.logsDirectory = logsDirectory
         self.loops = Array(group.makeIterator())
         self.threadPool = threadPool
+        self.writebackPool = writebackPool ?? threadPool
         self.logger = logger
     }
 
@@ -119,7 +122,7 @@ final class ReplicaManager: Sendable {
                 PartitionShell.open(
                     topicPartition: tp, topicID: topic.id, directory: directory, config: config,
                     cache: self.hotCache, pageCacheTailBytes: self.pageCacheTailBytes, on: self.loop(for: tp),
-                    threadPool: self.threadPool, logger: self.logger,
+                    threadPool: self.threadPool, writebackPool: self.writebackPool, logger: self.logger,
                     onFailure: { [weak self] tp, reason in self?.takeOffline(tp, reason: reason) }))
         }
         self.configs.withLock { $0[topic.name] = config }
@@ -181,7 +184,7 @@ final class ReplicaManager: Sendable {
         let shell = try await PartitionShell.open(
             topicPartition: tp, topicID: topic.id, directory: directory, config: config,
             cache: self.hotCache, pageCacheTailBytes: self.pageCacheTailBytes, on: self.loop(for: tp),
-            threadPool: self.threadPool, logger: self.logger,
+            threadPool: self.threadPool, writebackPool: self.writebackPool, logger: self.logger,
             onFailure: { [weak self] tp, reason in self?.takeOffline(tp, reason: reason) }
         ).get()
         _ = shell.stopWrites()

@@ -179,7 +179,7 @@ struct RequestRouter: FrameRouter {
             response.map {
                 Self.encode(
                     $0, apiKey: context.apiKey, version: context.apiVersion, correlationID: context.correlationID,
-                    sizeHint: 256 + (($0 as? FetchResponse)?.recordBytes ?? 0))
+                    sizeHint: 256 + (($0 as? FetchResponse)?.encodedSizeHint ?? 0))
             }
         }
     }

@@ -183,6 +183,9 @@ public enum FileSystem {
         #endif
     }()
 
+    /// The memory page size (a power of two).
+    static let pageBytes = Int(sysconf(Int32(_SC_PAGESIZE)))
+
     static func error(_ call: String, _ path: String) -> StorageError {
         let code = errno
         return StorageError(.io, "\(call) \(path): \(String(cString: strerror(code))) (errno \(code))")

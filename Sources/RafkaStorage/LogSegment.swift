@@ -97,9 +97,11 @@ final class LogSegment {
         guard self.size - self.writebackStarted >= chunkBytes else { return nil }
         let start = self.writebackStarted..<self.size
         var release: Range<Int>?
-        if let keptBytes, self.pagesReleasedBelow < start.lowerBound - keptBytes {
-            release = self.pagesReleasedBelow..<(start.lowerBound - keptBytes)
-            self.pagesReleasedBelow = start.lowerBound - keptBytes
+        // Whole pages only: the kernel keeps a partial page at either end of a range.
+        let releaseEnd = (start.lowerBound - (keptBytes ?? 0)) & ~(FileSystem.pageBytes - 1)
+        if keptBytes != nil, self.pagesReleasedBelow < releaseEnd {
+            release = self.pagesReleasedBelow..<releaseEnd
+            self.pagesReleasedBelow = releaseEnd
         }
         self.writebackStarted = self.size
         return (start, release)

@@ -298,7 +298,11 @@ extension BrokerProtocolTests {
             #expect(shell.addWaiter(observedEnd: 2) { woken.succeed() } != nil)
             #expect(shell.addWaiter(observedEnd: 1) { Issue.record("the log is already past 1") } == nil)
             _ = try await client.send(BrokerProtocolTests.produce("published", ["c"]), version: 9)
+            let deadline = woken.futureResult.eventLoop.scheduleTask(in: .seconds(30)) {
+                woken.fail(BrokerError(.requestTimedOut, "the waiter was not woken"))
+            }
             try await woken.futureResult.get()
+            deadline.cancel()
             #expect(shell.readCached(from: 2, maxBytes: 1 << 20, minOneBatch: true)?.highWatermark == 3)
             try await shell.delete().get()
             #expect(shell.readCached(from: 0, maxBytes: 1 << 20, minOneBatch: true) == nil)

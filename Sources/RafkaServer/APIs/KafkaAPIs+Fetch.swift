@@ -247,8 +247,11 @@ final class FetchOperation {
 extension FetchOperation: Sendable {}
 
 extension FetchResponse {
-    /// Bytes of record data, so the encoder can size its buffer once.
-    var recordBytes: Int {
-        self.responses.reduce(0) { $0 + $1.partitions.reduce(0) { $0 + ($1.records?.readableBytes ?? 0) } }
+    /// Bytes of record data plus room for each topic's and partition's fields, so the encoder
+    /// sizes its buffer once.
+    var encodedSizeHint: Int {
+        self.responses.reduce(0) {
+            $0 + 64 + $1.topic.utf8.count + $1.partitions.reduce(0) { $0 + 64 + ($1.records?.readableBytes ?? 0) }
+        }
     }
 }
