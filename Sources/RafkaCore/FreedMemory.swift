@@ -11,7 +11,7 @@ public enum FreedMemory {
     /// buffers (an append's copy, a fetch's response, a hot-cache entry); each one returned to
     /// the kernel has to be faulted in and zeroed again on the next use — on a VM whose freed
     /// memory goes back to its host, from the host: reading 400 MB from the hot cache took 12–20 ms
-    /// per fetch instead of 3–5 (docs/benchmarks.md). Call once, before the first large allocation.
+    /// per fetch instead of 4–8 (docs/benchmarks.md). Call once, before the first large allocation.
     @discardableResult
     public static func keepForReuse() -> Bool {
         #if os(Linux)
