@@ -106,8 +106,9 @@ public struct BenchRun: Sendable {
             }()
             let offsets = startOffsets
             if producing, let templates {
-                var load = ProduceLoad(settings: self.settings, topic: topic, templates: templates, counters: produced, ledger: ledger)
-                if consuming { load.consumed = consumed }
+                let load = ProduceLoad(
+                    settings: self.settings, topic: topic, templates: templates, counters: produced, ledger: ledger,
+                    consumed: consuming ? consumed : nil)
                 if consuming {
                     async let reading = consumer.run(from: offsets, start: start, measureFrom: measureFrom, stop: stop)
                     do {

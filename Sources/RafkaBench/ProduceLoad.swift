@@ -57,7 +57,7 @@ struct ProduceLoad: Sendable {
     let counters: LoadCounters
     let ledger: SendLedger?
     /// e2e: what the consumers received, for the backlog limit (`BenchSettings.backlogBytesMax`).
-    var consumed: LoadCounters? = nil
+    let consumed: LoadCounters?
 
     /// Monotonic ns: when the schedule starts, when measuring starts, when producing stops.
     struct Schedule: Sendable {

@@ -85,10 +85,10 @@ final class PartitionShell: Sendable {
         directory: String,
         config: LogConfig,
         cache: HotCache,
-        pageCacheTailBytes: Int? = nil,
+        pageCacheTailBytes: Int?,
         on eventLoop: any EventLoop,
         threadPool: NIOThreadPool,
-        writebackPool: NIOThreadPool? = nil,
+        writebackPool: NIOThreadPool,
         logger: Logger,
         onFailure: @escaping @Sendable (TopicPartition, String) -> Void
     ) -> EventLoopFuture<PartitionShell> {
@@ -104,7 +104,7 @@ final class PartitionShell: Sendable {
             }
             return PartitionShell(
                 topicPartition: topicPartition, topicID: topicID, log: log, pageCacheTailBytes: pageCacheTailBytes,
-                eventLoop: eventLoop, threadPool: threadPool, writebackPool: writebackPool ?? threadPool, logger: logger,
+                eventLoop: eventLoop, threadPool: threadPool, writebackPool: writebackPool, logger: logger,
                 onFailure: onFailure)
         }
     }

@@ -35,16 +35,15 @@ final class ReplicaManager: Sendable {
     private let held = Mutex<[TopicPartition: PartitionShell]>([:])
 
     init(
-        logsDirectory: String, group: any EventLoopGroup, threadPool: NIOThreadPool, writebackPool: NIOThreadPool? = nil,
-        hotCache: HotCache,
-        pageCacheTailBytes: Int? = nil, logger: Logger
+        logsDirectory: String, group: any EventLoopGroup, threadPool: NIOThreadPool, writebackPool: NIOThreadPool,
+        hotCache: HotCache, pageCacheTailBytes: Int?, logger: Logger
     ) {
         self.hotCache = hotCache
         self.pageCacheTailBytes = pageCacheTailBytes
         self.logsDirectory = logsDirectory
         self.loops = Array(group.makeIterator())
         self.threadPool = threadPool
-        self.writebackPool = writebackPool ?? threadPool
+        self.writebackPool = writebackPool
         self.logger = logger
     }
 
