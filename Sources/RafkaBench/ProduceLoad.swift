@@ -24,6 +24,7 @@ final class LoadCounters: Sendable {
     /// The highest latency (ns) since the progress line last took it, warm-up included.
     let worstLatency = Atomic<Int64>(0)
     /// Consumers: set when they stopped (done or failed), so producers stop waiting for them.
+    /// Producers: set when one failed, so the others stop too.
     let finished = Atomic<Bool>(false)
     let errors = Mutex<[String: Int]>([:])
 
@@ -48,8 +49,12 @@ final class LoadCounters: Sendable {
 /// With a target rate the schedule is open-loop: batch `k` of a producer is due at
 /// `start + k × batchInterval` whether or not earlier ones were answered, and latency counts
 /// from when each record was due, so a stalled broker shows up as latency rather than as
-/// fewer requests (coordinated omission). Without one, each lane sends as soon as its previous
-/// request is answered, and latency counts from the send.
+/// fewer requests (coordinated omission). Without one, each of the `inFlight` sends is followed
+/// by the next as soon as it is answered, and latency counts from the send.
+///
+/// Each producer runs on its connection's event loop (`ProducerLane`): its timers, sends and
+/// answers need no thread of the concurrency pool, whose wake-ups would otherwise count as
+/// latency the broker did not cause.
 struct ProduceLoad: Sendable {
     let settings: BenchSettings
     let topic: BenchTopic
@@ -70,116 +75,256 @@ struct ProduceLoad: Sendable {
     /// acknowledgement latencies of the measured records.
     func run(_ schedule: Schedule) async throws -> LatencyHistogram {
         let claimed = SharedCounter()
-        return try await withThrowingTaskGroup(of: LatencyHistogram.self) { group in
-            for producer in 0..<self.settings.producers {
-                let connections = try await self.topic.connect(self.topic.partitions, clientID: "rafka-bench-producer-\(producer)")
-                let next = SharedCounter()
-                for _ in 0..<self.settings.inFlight {
-                    group.addTask {
-                        try await self.lane(producer, connections: connections, next: next, claimed: claimed, schedule)
-                    }
+        var lanes: [EventLoopFuture<LatencyHistogram>] = []
+        for producer in 0..<self.settings.producers {
+            let connections = try await self.topic.connect(
+                self.topic.partitions,
+                clientID: "rafka-bench-producer-\(producer)"
+            )
+            let versions = try Dictionary(
+                uniqueKeysWithValues: connections.map { try ($0.key, $0.value.version(for: ProduceRequest.self)) }
+            )
+            let loop = connections[self.topic.leaders[self.topic.partitions[producer % self.topic.partitions.count]]!]!
+                .eventLoop
+            lanes.append(
+                loop.flatSubmit {
+                    ProducerLane(
+                        load: self,
+                        producer: producer,
+                        connections: connections,
+                        versions: versions,
+                        claimed: claimed,
+                        schedule: schedule,
+                        loop: loop
+                    ).start()
                 }
-            }
-            var total = LatencyHistogram()
-            for try await histogram in group { total.add(histogram) }
-            return total
+            )
         }
+        var total = LatencyHistogram()
+        for lane in lanes { total.add(try await lane.get()) }
+        return total
     }
+}
 
-    /// At the highest rate with consumers: waits while they are more than the backlog limit
-    /// behind what was acknowledged — until `stopAt`, until they stopped, or for at most 30 s
-    /// without progress (records lost with acks=0 never arrive), so waiting cannot hang a run.
-    private func waitForConsumers(until stopAt: Int64) async throws {
-        guard let consumed = self.consumed, self.settings.backlogBytesMax > 0 else { return }
-        let limit = max(1, self.settings.backlogBytesMax / max(1, self.settings.recordBytes + self.settings.keyBytes))
-        var seen = consumed.records.load(ordering: .relaxed)
-        var progressed = MonotonicClock.now()
-        while self.counters.records.load(ordering: .relaxed) - consumed.records.load(ordering: .relaxed) > limit,
-            !consumed.finished.load(ordering: .relaxed)
-        {
-            let now = MonotonicClock.now()
-            let records = consumed.records.load(ordering: .relaxed)
-            if records != seen { (seen, progressed) = (records, now) }
-            guard now < stopAt, now - progressed < 30_000_000_000 else { return }
-            try await Task.sleep(nanoseconds: 200_000)
-        }
-    }
+/// One producer's sending, on one event loop (Isolation: `loop`). It sends whenever fewer than
+/// `inFlight` sends are answered and the next batch is due (open loop) or at once (highest rate),
+/// and sleeps on the loop's timer otherwise.
+private final class ProducerLane {
+    private let load: ProduceLoad
+    private let producer: Int
+    private let connections: [BenchTopic.Leader: KafkaConnection]
+    private let versions: [BenchTopic.Leader: Int16]
+    private let claimed: SharedCounter
+    private let schedule: ProduceLoad.Schedule
+    private let loop: any EventLoop
+    private let promise: EventLoopPromise<LatencyHistogram>
+    /// Open loop: nanoseconds between records and between batches of this producer (0: highest rate).
+    private let recordInterval: Int64
+    private let batchInterval: Int64
+    /// Batches per send: one on a schedule, one per partition at the highest rate.
+    private let group: Int
+    private var next = 0
+    private var inFlight = 0
+    private var ended = false
+    private var completed = false
+    private var wakeAt: Int64?
+    /// Highest rate with consumers: their count and when it last moved (see `consumersAreBehind`).
+    private var consumersSeen = (records: -1, at: Int64(0))
+    private var histogram = LatencyHistogram()
 
-    private func lane(
-        _ producer: Int,
+    init(
+        load: ProduceLoad,
+        producer: Int,
         connections: [BenchTopic.Leader: KafkaConnection],
-        next: SharedCounter,
+        versions: [BenchTopic.Leader: Int16],
         claimed: SharedCounter,
-        _ schedule: Schedule
-    ) async throws -> LatencyHistogram {
-        var histogram = LatencyHistogram()
-        let partitions = self.topic.partitions
-        let perBatch = self.templates.recordsPerBatch
-        // Open loop: nanoseconds between records and between batches of this producer.
-        let recordInterval = self.settings.targetRate.map { Int64(1e9 * Double(self.settings.producers) / $0) } ?? 0
-        let batchInterval = recordInterval * Int64(perBatch)
-        // As fast as possible, a request carries a batch for each partition (as Kafka producers
-        // send every ready batch for a broker at once); on a schedule, each batch goes when due.
-        let group = batchInterval > 0 ? 1 : partitions.count
-        try await MonotonicClock.sleep(until: schedule.start)
-        while true {
-            let first = next.add(group)
+        schedule: ProduceLoad.Schedule,
+        loop: any EventLoop
+    ) {
+        self.load = load
+        self.producer = producer
+        self.connections = connections
+        self.versions = versions
+        self.claimed = claimed
+        self.schedule = schedule
+        self.loop = loop
+        self.promise = loop.makePromise()
+        let settings = load.settings
+        self.recordInterval = settings.targetRate.map { Int64(1e9 * Double(settings.producers) / $0) } ?? 0
+        self.batchInterval = self.recordInterval * Int64(load.templates.recordsPerBatch)
+        self.group = self.batchInterval > 0 ? 1 : load.topic.partitions.count
+    }
+
+    func start() -> EventLoopFuture<LatencyHistogram> {
+        self.wake(at: self.schedule.start)
+        return self.promise.futureResult
+    }
+
+    private var bound: NIOLoopBound<ProducerLane> { NIOLoopBound(self, eventLoop: self.loop) }
+
+    /// Runs `pump` at `time` (monotonic ns), unless a wake-up no later is already set.
+    private func wake(at time: Int64) {
+        if let set = self.wakeAt, set <= time { return }
+        self.wakeAt = time
+        let lane = self.bound
+        self.loop.scheduleTask(in: .nanoseconds(max(0, time - MonotonicClock.now()))) {
+            lane.value.wakeAt = nil
+            lane.value.pump()
+        }
+    }
+
+    /// Sends what is due while fewer than `inFlight` sends are unanswered.
+    private func pump() {
+        let perBatch = self.load.templates.recordsPerBatch
+        while !self.ended && self.inFlight < self.load.settings.inFlight {
+            if self.load.counters.finished.load(ordering: .relaxed) {
+                self.ended = true  // another producer failed
+                break
+            }
+            let now = MonotonicClock.now()
             let intended: Int64
-            if batchInterval > 0 {
-                intended = schedule.start + Int64(first) * batchInterval
-                guard intended < schedule.stopAt else { break }
+            if self.batchInterval > 0 {
+                intended = self.schedule.start + Int64(self.next) * self.batchInterval
+                guard intended < self.schedule.stopAt else {
+                    self.ended = true
+                    break
+                }
                 // The batch leaves when its last record is due (it filled up) or the linger ran out.
-                try await MonotonicClock.sleep(until: intended + recordInterval * Int64(perBatch - 1))
+                let leaves = intended + self.recordInterval * Int64(perBatch - 1)
+                if leaves > now + 20_000 { return self.wake(at: leaves) }
             } else {
-                try await self.waitForConsumers(until: schedule.stopAt)
-                intended = MonotonicClock.now()
-                guard intended < schedule.stopAt else { break }
-            }
-            let measured = intended >= schedule.measureFrom
-            if measured, let limit = self.settings.records, claimed.add(perBatch * group) >= limit { break }
-            let timestamp = MonotonicClock.wallMilliseconds()
-            var byLeader: [BenchTopic.Leader: [(partition: Int32, batch: ByteBuffer)]] = [:]
-            for k in first..<(first + group) {
-                let partition = partitions[(k + producer) % partitions.count]
-                byLeader[self.topic.leaders[partition]!, default: []].append((partition, self.templates.batch(k, timestampMilliseconds: timestamp)))
-            }
-            for (leader, batches) in byLeader {
-                var request = ProduceRequest()
-                request.acks = self.settings.acks
-                request.timeoutMs = 30_000
-                request.topicData = [.init(name: self.topic.name, partitionData: batches.map { .init(index: $0.partition, records: $0.batch) })]
-                let connection = connections[leader]!
-                let sent = MonotonicClock.now()
-                var baseOffsets: [Int32: Int64] = [:]
-                if self.settings.acks == 0 {
-                    try await connection.sendWithoutResponse(request)
-                } else {
-                    let response = try await connection.send(request, timeout: .seconds(60))
-                    for answer in response.responses.first?.partitionResponses ?? [] {
-                        if answer.errorCode == 0 {
-                            baseOffsets[answer.index] = answer.baseOffset
-                        } else {
-                            self.counters.count(error: "\(KafkaErrorCode(rawValue: answer.errorCode))")
-                        }
-                    }
+                guard now < self.schedule.stopAt else {
+                    self.ended = true
+                    break
                 }
-                let done = MonotonicClock.now()
-                for (partition, batch) in batches {
-                    let baseOffset = baseOffsets[partition] ?? -1
-                    guard self.settings.acks == 0 || baseOffset >= 0 else { continue }
-                    self.counters.records.add(perBatch, ordering: .relaxed)
-                    let record = SendLedger.Sent(
-                        intendedNanoseconds: batchInterval > 0 ? intended : sent, recordIntervalNanoseconds: recordInterval,
-                        records: perBatch, measured: measured)
-                    self.ledger?.acknowledged(.init(partition: partition, baseOffset: baseOffset), record)
-                    self.counters.worstLatency.max(done - record.intendedNanoseconds, ordering: .relaxed)
-                    guard measured else { continue }
-                    record.latencies(arrivedAt: done, into: &histogram)
-                    self.counters.measured(
-                        records: perBatch, payloadBytes: self.templates.payloadBytes, wireBytes: batch.readableBytes, at: done)
-                }
+                if self.consumersAreBehind(now: now) { return self.wake(at: now + 200_000) }
+                intended = now
+            }
+            let measured = intended >= self.schedule.measureFrom
+            if measured, let limit = self.load.settings.records, self.claimed.add(perBatch * self.group) >= limit {
+                self.ended = true
+                break
+            }
+            self.send(first: self.next, intended: intended, measured: measured)
+            self.next += self.group
+        }
+        self.completeIfDone()
+    }
+
+    /// At the highest rate with consumers: whether they are more than the backlog limit behind
+    /// what was acknowledged. Stops counting them once they stopped, or after 30 s without
+    /// progress (records lost with acks=0 never arrive), so waiting cannot hang a run.
+    private func consumersAreBehind(now: Int64) -> Bool {
+        let settings = self.load.settings
+        guard let consumed = self.load.consumed, settings.backlogBytesMax > 0,
+            !consumed.finished.load(ordering: .relaxed)
+        else {
+            return false
+        }
+        let limit = max(1, settings.backlogBytesMax / max(1, settings.recordBytes + settings.keyBytes))
+        let records = consumed.records.load(ordering: .relaxed)
+        guard self.load.counters.records.load(ordering: .relaxed) - records > limit else {
+            self.consumersSeen = (-1, 0)
+            return false
+        }
+        if records != self.consumersSeen.records { self.consumersSeen = (records, now) }
+        return now - self.consumersSeen.at < 30_000_000_000
+    }
+
+    /// Sends batches `first..<first + group`, one request per leader.
+    private func send(first: Int, intended: Int64, measured: Bool) {
+        let load = self.load
+        let partitions = load.topic.partitions
+        let timestamp = MonotonicClock.wallMilliseconds()
+        var byLeader: [BenchTopic.Leader: [(partition: Int32, batch: ByteBuffer)]] = [:]
+        for k in first..<(first + self.group) {
+            let partition = partitions[(k + self.producer) % partitions.count]
+            byLeader[load.topic.leaders[partition]!, default: []].append(
+                (partition, load.templates.batch(k, timestampMilliseconds: timestamp))
+            )
+        }
+        self.inFlight += 1
+        let lane = self.bound
+        let answers = byLeader.map { leader, batches in
+            var request = ProduceRequest()
+            request.acks = load.settings.acks
+            request.timeoutMs = 30_000
+            request.topicData = [
+                .init(
+                    name: load.topic.name,
+                    partitionData: batches.map { .init(index: $0.partition, records: $0.batch) }
+                )
+            ]
+            let connection = self.connections[leader]!
+            let version = self.versions[leader]!
+            let sent = MonotonicClock.now()
+            let answered: EventLoopFuture<ProduceResponse?> =
+                load.settings.acks == 0
+                ? connection.requestWithoutResponse(request, version: version).map { nil }
+                : connection.request(request, version: version, timeout: .seconds(60)).map { $0 }
+            return answered.hop(to: self.loop).map { response in
+                lane.value.acknowledged(response, batches: batches, intended: intended, sent: sent, measured: measured)
             }
         }
-        return histogram
+        EventLoopFuture.whenAllComplete(answers, on: self.loop).whenSuccess { results in
+            let lane = lane.value
+            lane.inFlight -= 1
+            for case .failure(let error) in results { lane.fail(error) }
+            lane.pump()
+        }
+    }
+
+    private func acknowledged(
+        _ response: ProduceResponse?,
+        batches: [(partition: Int32, batch: ByteBuffer)],
+        intended: Int64,
+        sent: Int64,
+        measured: Bool
+    ) {
+        let done = MonotonicClock.now()
+        let perBatch = self.load.templates.recordsPerBatch
+        var baseOffsets: [Int32: Int64] = [:]
+        for answer in response?.responses.first?.partitionResponses ?? [] {
+            if answer.errorCode == 0 {
+                baseOffsets[answer.index] = answer.baseOffset
+            } else {
+                self.load.counters.count(error: "\(KafkaErrorCode(rawValue: answer.errorCode))")
+            }
+        }
+        for (partition, batch) in batches {
+            let baseOffset = baseOffsets[partition] ?? -1
+            guard response == nil || baseOffset >= 0 else { continue }
+            self.load.counters.records.add(perBatch, ordering: .relaxed)
+            let record = SendLedger.Sent(
+                intendedNanoseconds: self.batchInterval > 0 ? intended : sent,
+                recordIntervalNanoseconds: self.recordInterval,
+                records: perBatch,
+                measured: measured
+            )
+            self.load.ledger?.acknowledged(.init(partition: partition, baseOffset: baseOffset), record)
+            self.load.counters.worstLatency.max(done - record.intendedNanoseconds, ordering: .relaxed)
+            guard measured else { continue }
+            record.latencies(arrivedAt: done, into: &self.histogram)
+            self.load.counters.measured(
+                records: perBatch,
+                payloadBytes: self.load.templates.payloadBytes,
+                wireBytes: batch.readableBytes,
+                at: done
+            )
+        }
+    }
+
+    private func fail(_ error: any Error) {
+        self.ended = true
+        self.load.counters.finished.store(true, ordering: .relaxed)
+        guard !self.completed else { return }
+        self.completed = true
+        self.promise.fail(error)
+    }
+
+    private func completeIfDone() {
+        guard self.ended, self.inFlight == 0, !self.completed else { return }
+        self.completed = true
+        self.promise.succeed(self.histogram)
     }
 }

@@ -41,7 +41,8 @@ public final class KafkaConnection: Sendable, CustomStringConvertible {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(KafkaFrameDecoder(frameBytesMax: 256 * 1024 * 1024, frameBytesMin: 4)))
+                        ByteToMessageHandler(KafkaFrameDecoder(frameBytesMax: 256 * 1024 * 1024, frameBytesMin: 4))
+                    )
                     try channel.pipeline.syncOperations.addHandler(ResponseMatcher())
                 }
             }
@@ -63,7 +64,10 @@ public final class KafkaConnection: Sendable, CustomStringConvertible {
     private func negotiate(timeout: TimeAmount) async throws {
         // v3 is what librdkafka sends; a broker without it answers in v0 with its versions.
         var response = try await self.send(
-            ApiVersionsRequest(clientSoftwareName: "rafka-admin", clientSoftwareVersion: "0.1"), version: 3, timeout: timeout)
+            ApiVersionsRequest(clientSoftwareName: "rafka-admin", clientSoftwareVersion: "0.1"),
+            version: 3,
+            timeout: timeout
+        )
         if response.errorCode == KafkaErrorCode.unsupportedVersion.rawValue {
             response = try await self.send(ApiVersionsRequest(), version: 0, timeout: timeout)
         }
@@ -103,53 +107,95 @@ public final class KafkaConnection: Sendable, CustomStringConvertible {
         timeout: TimeAmount = .seconds(30)
     ) async throws -> Request.Response where Request: KafkaRequestWithResponse {
         let version = try version ?? self.version(for: Request.self, preferredMax: preferredMax)
+        return try await self.request(request, version: version, timeout: timeout).get()
+    }
+
+    /// The connection's event loop: `request` called on it sends without a thread hop, and
+    /// its future completes there.
+    public var eventLoop: any EventLoop { self.channel.eventLoop }
+
+    /// `send` for callers that live on event loops: the response is decoded on the
+    /// connection's loop, and nothing waits for a thread of the concurrency pool. Called on
+    /// `eventLoop`, the request is written at once.
+    public func request<Request: KafkaRequestMessage>(
+        _ request: Request,
+        version: Int16,
+        timeout: TimeAmount = .seconds(30)
+    ) -> EventLoopFuture<Request.Response> where Request: KafkaRequestWithResponse {
         let correlationID = self.correlation.add(1, ordering: .relaxed).newValue
         let frame = Self.frame(request, version: version, correlationID: correlationID, clientID: self.clientID)
-        let promise = self.channel.eventLoop.makePromise(of: ByteBuffer.self)
+        let loop = self.channel.eventLoop
+        let promise = loop.makePromise(of: ByteBuffer.self)
         let handler = self.handler
         let channel = self.channel
-        self.channel.eventLoop.execute {
+        let write: @Sendable () -> Void = {
             handler.value.expect(correlationID, promise: promise)
             channel.writeAndFlush(frame).whenFailure { promise.fail($0) }
-            let deadline = channel.eventLoop.scheduleTask(in: timeout) {
+            let deadline = loop.scheduleTask(in: timeout) {
                 guard let waiting = handler.value.cancel(correlationID) else { return }
-                waiting.fail(KafkaClientError("\(Request.apiKey) got no answer within \(timeout.nanoseconds / 1_000_000) ms"))
+                waiting.fail(
+                    KafkaClientError("\(Request.apiKey) got no answer within \(timeout.nanoseconds / 1_000_000) ms")
+                )
                 channel.close(promise: nil)
             }
             promise.futureResult.whenComplete { _ in deadline.cancel() }
         }
-        var body = try await promise.futureResult.get()
-        let responseFlexible = Request.Response.isFlexible(version)
-        if KafkaHeaders.responseHeaderVersion(flexible: responseFlexible, apiKey: Request.apiKey) >= 1 {
-            let tags = try body.readKafkaUnsignedVarint()
-            for _ in 0..<tags {
-                let tag = try body.readKafkaUnsignedVarint()
-                try body.skipKafkaTaggedField(tag: tag, size: try body.readKafkaUnsignedVarint())
+        if loop.inEventLoop { write() } else { loop.execute(write) }
+        return promise.futureResult.flatMapThrowing { body in
+            var body = body
+            let responseFlexible = Request.Response.isFlexible(version)
+            if KafkaHeaders.responseHeaderVersion(flexible: responseFlexible, apiKey: Request.apiKey) >= 1 {
+                let tags = try body.readKafkaUnsignedVarint()
+                for _ in 0..<tags {
+                    let tag = try body.readKafkaUnsignedVarint()
+                    try body.skipKafkaTaggedField(tag: tag, size: try body.readKafkaUnsignedVarint())
+                }
             }
+            return try Request.Response.decodeWhole(body, version: version)
         }
-        return try Request.Response.decodeWhole(body, version: version)
     }
 
     /// Sends a request the broker does not answer (Produce with acks=0); returns once the
     /// frame is written to the socket.
-    public func sendWithoutResponse<Request: KafkaRequestMessage>(_ request: Request, version: Int16? = nil) async throws {
+    public func sendWithoutResponse<Request: KafkaRequestMessage>(
+        _ request: Request,
+        version: Int16? = nil
+    ) async throws {
         let version = try version ?? self.version(for: Request.self)
+        try await self.requestWithoutResponse(request, version: version).get()
+    }
+
+    /// `sendWithoutResponse` for callers on event loops.
+    public func requestWithoutResponse<Request: KafkaRequestMessage>(
+        _ request: Request,
+        version: Int16
+    ) -> EventLoopFuture<Void> {
         let correlationID = self.correlation.add(1, ordering: .relaxed).newValue
-        try await self.channel.writeAndFlush(Self.frame(request, version: version, correlationID: correlationID, clientID: self.clientID))
+        return self.channel.writeAndFlush(
+            Self.frame(request, version: version, correlationID: correlationID, clientID: self.clientID)
+        )
     }
 
     /// A request frame: size prefix, header, body.
     private static func frame<Request: KafkaRequestMessage>(
-        _ request: Request, version: Int16, correlationID: Int32, clientID: String
+        _ request: Request,
+        version: Int16,
+        correlationID: Int32,
+        clientID: String
     ) -> ByteBuffer {
         var frame = ByteBufferAllocator().buffer(capacity: 256)
         frame.writeInteger(Int32(0))
         let flexible = Request.isFlexible(version)
         let header = RequestHeader(
-            requestApiKey: Request.apiKey.rawValue, requestApiVersion: version, correlationId: correlationID, clientId: clientID)
+            requestApiKey: Request.apiKey.rawValue,
+            requestApiVersion: version,
+            correlationId: correlationID,
+            clientId: clientID
+        )
         header.encode(
             into: &frame,
-            version: KafkaHeaders.requestHeaderVersion(flexible: flexible, apiKey: Request.apiKey, apiVersion: version))
+            version: KafkaHeaders.requestHeaderVersion(flexible: flexible, apiKey: Request.apiKey, apiVersion: version)
+        )
         request.encode(into: &frame, version: version)
         frame.setInteger(Int32(frame.readableBytes - 4), at: frame.readerIndex)
         return frame
