@@ -26,6 +26,9 @@ public enum Limits {
     /// Bytes appended to a segment after which its writeback is started (without waiting for
     /// it), so that dirty pages never pile up to where the kernel throttles writers.
     public static let writebackChunkBytes = 1 << 20
+    /// The most file blocks an active segment reserves ahead of its writes (see
+    /// `LogSegment.reserveBlocks`); at most this much disk is reserved and unused per partition.
+    public static let segmentReservationBytesMax = 4 << 20
     /// The longest a fetch may wait for `min.bytes` to arrive.
     public static let fetchWaitMillisecondsMax = 60_000
     /// Partitions one topic may have on this node.

@@ -1,5 +1,6 @@
 import KafkaProtocol
 import NIOCore
+import RafkaCore
 
 /// One segment of a partition log: `<baseOffset>.log` holding RecordBatch v2 bytes exactly as
 /// appended, with a sparse offset index and a time index.
@@ -43,6 +44,7 @@ final class LogSegment {
         self.logPath = logPath
         self.log = log
         self.size = size
+        self.reservedEnd = size
         self.nextOffset = baseOffset
         self.indexIntervalBytes = indexIntervalBytes
     }
@@ -76,6 +78,7 @@ final class LogSegment {
         precondition(!headers.isEmpty)
         assert(headers.first!.baseOffset >= self.nextOffset, "offsets must ascend")
         let position = self.size
+        self.reserveBlocks(upTo: position + parts.reduce(0) { $0 + $1.readableBytes })
         try self.log.write(parts, at: position)
         var batchPosition = position
         for header in headers {
@@ -83,6 +86,30 @@ final class LogSegment {
             batchPosition += header.totalBytes
         }
         self.size = batchPosition
+    }
+
+    /// Where the file's blocks are reserved up to (`FileHandle.preallocate`), and whether the
+    /// file system reserves them at all.
+    private var reservedEnd: Int
+    private var reserves = true
+
+    /// Reserves blocks ahead of a write ending at `end`: as much again as the segment holds,
+    /// between 64 KiB and `Limits.segmentReservationBytesMax`, so a busy segment asks rarely and
+    /// a small one (most of 10,000 partitions) keeps little unused. Rolling or closing the log
+    /// gives back what was not written (`releaseReservedBlocks`).
+    private func reserveBlocks(upTo end: Int) {
+        guard self.reserves, end > self.reservedEnd else { return }
+        let ahead = min(max(self.size, 64 * 1024), Limits.segmentReservationBytesMax)
+        let target = end + ahead
+        self.reserves = self.log.preallocate(offset: self.reservedEnd, length: target - self.reservedEnd)
+        self.reservedEnd = target
+    }
+
+    /// Gives back the blocks reserved past the file's end (the segment stops growing).
+    func releaseReservedBlocks() throws(StorageError) {
+        guard self.reservedEnd > self.size else { return }
+        try self.log.truncate(to: self.size)
+        self.reservedEnd = self.size
     }
 
     /// Where writeback was last started up to (see `FileHandle.startWriteback`), and below
@@ -255,6 +282,7 @@ final class LogSegment {
     func truncate(toBytes bytes: Int) throws(StorageError) {
         try self.log.truncate(to: bytes)
         self.size = bytes
+        self.reservedEnd = bytes
         self.offsetIndex?.truncate(toPosition: bytes)
     }
 
@@ -300,6 +328,7 @@ final class LogSegment {
     /// Writes the indexes (the segment becomes read-only). The time index gets a final entry for
     /// the segment's max timestamp so retention can read it without scanning.
     func close() throws(StorageError) {
+        try self.releaseReservedBlocks()
         guard let offsetIndex = self.offsetIndex else { return }
         if self.maxTimestamp >= 0 {
             self.timeIndex.append(timestamp: self.maxTimestamp, offset: self.offsetOfMaxTimestamp)

@@ -116,6 +116,7 @@ extension PartitionLog {
     public func close() throws(StorageError) {
         for file in self.unsyncedClosedSegments { try file.sync() }
         self.unsyncedClosedSegments.removeAll()
+        try self.activeSegment.releaseReservedBlocks()
         try self.activeSegment.log.sync()
         try self.writeProducerSnapshot()
         self.recoveryPoint = self.logEndOffset

@@ -383,6 +383,46 @@ extension PartitionLogTests {
         #expect(writebacks == 3)
     }
 
+    /// An active segment reserves file blocks ahead of its writes; a rolled or closed one gives
+    /// back what it did not write, and the log reopens with exactly what was written.
+    @Test func segmentsReserveBlocksAheadAndGiveTheRestBack() throws {
+        defer { self.directory.remove() }
+        let directory = self.directory.path + "/orders-0"
+        var reserves = false
+        do {
+            let (log, _) = try self.open(["segment.bytes": "100000"])
+            let probe = try FileHandle.open(self.directory.path + "/probe", create: true)
+            reserves = probe.preallocate(offset: 0, length: 1 << 20) && Self.allocatedBytes(probe.path) >= 1 << 20
+            for i in 0..<25 { _ = try self.append(log, Batches.make(count: 10, valueBytes: 1000, codec: .none, tag: "p\(i)")) }
+            #expect(log.segmentCount >= 2)
+            let files = try FileSystem.list(directory).filter { $0.hasSuffix(".log") }.sorted()
+            for closed in files.dropLast() {
+                let path = directory + "/" + closed
+                #expect(Self.allocatedBytes(path) <= Self.fileBytes(path) + 4096, "\(closed) gave its reservation back")
+            }
+            let active = directory + "/" + files.last!
+            if reserves {
+                #expect(Self.allocatedBytes(active) > Self.fileBytes(active) + 4096, "the active segment reserves ahead")
+            }
+            try log.close()
+            #expect(Self.allocatedBytes(active) <= Self.fileBytes(active) + 4096, "closing gives the reservation back")
+        }
+        let (log, report) = try self.open(["segment.bytes": "100000"])
+        #expect(report.truncatedBytes == 0)
+        #expect(log.logEndOffset == 250)
+        #expect(try Batches.values(log.read(from: 240, maxBytes: 1 << 20, minOneBatch: true)).last?.prefix(4) == "p24-")
+    }
+
+    static func allocatedBytes(_ path: String) -> Int {
+        var info = stat()
+        return stat(path, &info) == 0 ? Int(info.st_blocks) * 512 : -1
+    }
+
+    static func fileBytes(_ path: String) -> Int {
+        var info = stat()
+        return stat(path, &info) == 0 ? Int(info.st_size) : -1
+    }
+
     /// The type of the filesystem holding `path`: the longest mount point above it in /proc/mounts.
     static func filesystemType(of path: String) -> String? {
         guard let mounts = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8) else { return nil }
