@@ -154,7 +154,8 @@ public final class FileHandle: @unchecked Sendable {
     /// Reserves the file's blocks for `length` bytes at `offset` without changing its size
     /// (Linux fallocate with FALLOC_FL_KEEP_SIZE), so that later writes there find their blocks
     /// allocated: an ext4 write into reserved blocks skips the per-block delayed-allocation
-    /// bookkeeping (a 288 KiB pwrite took about a third less time in a measurement here).
+    /// bookkeeping (288 KiB pwrites paced like a partition's took 67–75 µs at p50 instead of
+    /// 91–115 in a measurement here; docs/benchmarks.md).
     /// Returns false where the file system or platform cannot: the caller stops asking. A failure
     /// is not an error (a full disk shows up in the write itself). `truncate(to: size)` gives the
     /// blocks reserved past the end back.
