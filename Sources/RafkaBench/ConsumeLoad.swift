@@ -90,7 +90,7 @@ struct ConsumeLoad: Sendable {
                         let positions = Dictionary(uniqueKeysWithValues: partitions.map { ($0, offsets[$0] ?? 0) })
                         let version = try connection.version(for: FetchRequest.self)
                         try await MonotonicClock.sleep(until: start)
-                        return try await connection.eventLoop.flatSubmit {
+                        let lane = connection.eventLoop.flatSubmit {
                             FetchLane(
                                 load: self,
                                 connection: connection,
@@ -100,7 +100,13 @@ struct ConsumeLoad: Sendable {
                                 stop: stop
                             )
                             .start()
-                        }.get()
+                        }
+                        // Another reader failed and the group is cancelled: stop at the next fetch.
+                        return try await withTaskCancellationHandler {
+                            try await lane.get()
+                        } onCancel: {
+                            stop.stopAt.store(0, ordering: .relaxed)
+                        }
                     }
                 }
             }

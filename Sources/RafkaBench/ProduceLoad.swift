@@ -76,33 +76,45 @@ struct ProduceLoad: Sendable {
     func run(_ schedule: Schedule) async throws -> LatencyHistogram {
         let claimed = SharedCounter()
         var lanes: [EventLoopFuture<LatencyHistogram>] = []
-        for producer in 0..<self.settings.producers {
-            let connections = try await self.topic.connect(
-                self.topic.partitions,
-                clientID: "rafka-bench-producer-\(producer)"
-            )
-            let versions = try Dictionary(
-                uniqueKeysWithValues: connections.map { try ($0.key, $0.value.version(for: ProduceRequest.self)) }
-            )
-            let loop = connections[self.topic.leaders[self.topic.partitions[producer % self.topic.partitions.count]]!]!
-                .eventLoop
-            lanes.append(
-                loop.flatSubmit {
-                    ProducerLane(
-                        load: self,
-                        producer: producer,
-                        connections: connections,
-                        versions: versions,
-                        claimed: claimed,
-                        schedule: schedule,
-                        loop: loop
-                    ).start()
-                }
-            )
+        do {
+            for producer in 0..<self.settings.producers {
+                lanes.append(try await self.startLane(producer, claimed: claimed, schedule))
+            }
+        } catch {
+            self.counters.finished.store(true, ordering: .relaxed)  // the lanes already started stop
+            throw error
         }
         var total = LatencyHistogram()
         for lane in lanes { total.add(try await lane.get()) }
         return total
+    }
+
+    /// Connects producer `producer` to every leader and starts its lane on one connection's loop.
+    private func startLane(
+        _ producer: Int,
+        claimed: SharedCounter,
+        _ schedule: Schedule
+    ) async throws -> EventLoopFuture<LatencyHistogram> {
+        let connections = try await self.topic.connect(
+            self.topic.partitions,
+            clientID: "rafka-bench-producer-\(producer)"
+        )
+        let versions = try Dictionary(
+            uniqueKeysWithValues: connections.map { try ($0.key, $0.value.version(for: ProduceRequest.self)) }
+        )
+        let loop = connections[self.topic.leaders[self.topic.partitions[producer % self.topic.partitions.count]]!]!
+            .eventLoop
+        return loop.flatSubmit {
+            ProducerLane(
+                load: self,
+                producer: producer,
+                connections: connections,
+                versions: versions,
+                claimed: claimed,
+                schedule: schedule,
+                loop: loop
+            ).start()
+        }
     }
 }
 
@@ -205,8 +217,9 @@ private final class ProducerLane {
                 self.ended = true
                 break
             }
-            self.send(first: self.next, intended: intended, measured: measured)
+            let first = self.next
             self.next += self.group
+            self.send(first: first, intended: intended, measured: measured)
         }
         self.completeIfDone()
     }
@@ -267,10 +280,12 @@ private final class ProducerLane {
             }
         }
         EventLoopFuture.whenAllComplete(answers, on: self.loop).whenSuccess { results in
-            let lane = lane.value
-            lane.inFlight -= 1
-            for case .failure(let error) in results { lane.fail(error) }
-            lane.pump()
+            let this = lane.value
+            this.inFlight -= 1
+            for case .failure(let error) in results { this.fail(error) }
+            // On the next turn of the loop: with acks=0 a write the socket takes at once completes
+            // here, inside `send`, and pumping from here would recurse for as long as it does.
+            this.loop.execute { lane.value.pump() }
         }
     }
 

@@ -161,7 +161,8 @@ public final class FileHandle: @unchecked Sendable {
     /// blocks reserved past the end back.
     public func preallocate(offset: Int, length: Int) -> Bool {
         guard let call = FileSystem.fallocate else { return false }
-        return call(self.descriptor, 1 /* FALLOC_FL_KEEP_SIZE */, Int64(offset), Int64(length)) == 0 || errno == ENOSPC
+        guard call(self.descriptor, 1 /* FALLOC_FL_KEEP_SIZE */, Int64(offset), Int64(length)) != 0 else { return true }
+        return errno == ENOSPC || errno == EINTR  // worth asking again later
     }
 
     /// Waits until `range` is written back (its writeback was started earlier, so this is

@@ -45,6 +45,7 @@ final class LogSegment {
         self.log = log
         self.size = size
         self.reservedEnd = size
+        self.reservedEndKnown = false
         self.nextOffset = baseOffset
         self.indexIntervalBytes = indexIntervalBytes
     }
@@ -58,6 +59,7 @@ final class LogSegment {
         try FileSystem.remove(Self.path(path, extension: "timeindex"))
         let segment = LogSegment(baseOffset: baseOffset, logPath: path, log: handle, size: 0, indexIntervalBytes: indexIntervalBytes)
         segment.offsetIndex = OffsetIndex()
+        segment.reservedEndKnown = true  // the truncation to 0 gave back whatever was there
         return segment
     }
 
@@ -89,8 +91,11 @@ final class LogSegment {
     }
 
     /// Where the file's blocks are reserved up to (`FileHandle.preallocate`), and whether the
-    /// file system reserves them at all.
+    /// file system reserves them at all. A segment opened from disk may hold a reservation made
+    /// before a crash, past its end: `reservedEnd` is not known then, so the first give-back
+    /// truncates anyway.
     private var reservedEnd: Int
+    private var reservedEndKnown: Bool
     private var reserves = true
 
     /// Reserves blocks ahead of a write ending at `end`: as much again as the segment holds,
@@ -107,9 +112,10 @@ final class LogSegment {
 
     /// Gives back the blocks reserved past the file's end (the segment stops growing).
     func releaseReservedBlocks() throws(StorageError) {
-        guard self.reservedEnd > self.size else { return }
+        guard self.reservedEnd > self.size || !self.reservedEndKnown else { return }
         try self.log.truncate(to: self.size)
         self.reservedEnd = self.size
+        self.reservedEndKnown = true
     }
 
     /// Where writeback was last started up to (see `FileHandle.startWriteback`), and below
@@ -283,6 +289,7 @@ final class LogSegment {
         try self.log.truncate(to: bytes)
         self.size = bytes
         self.reservedEnd = bytes
+        self.reservedEndKnown = true
         self.offsetIndex?.truncate(toPosition: bytes)
     }
 

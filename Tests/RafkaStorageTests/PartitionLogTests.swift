@@ -413,6 +413,22 @@ extension PartitionLogTests {
         #expect(try Batches.values(log.read(from: 240, maxBytes: 1 << 20, minOneBatch: true)).last?.prefix(4) == "p24-")
     }
 
+    /// A reservation left by a crash (the log never closed) is given back when the reopened log
+    /// closes, though the reopened segment did not reserve anything itself.
+    @Test func aReservationLeftByACrashIsGivenBack() throws {
+        defer { self.directory.remove() }
+        do {
+            let (log, _) = try self.open()
+            for i in 0..<5 { _ = try self.append(log, Batches.make(count: 10, valueBytes: 1000, codec: .none, tag: "c\(i)")) }
+        }  // no close(): as after kill -9
+        let directory = self.directory.path + "/orders-0"
+        let active = directory + "/" + (try FileSystem.list(directory).first { $0.hasSuffix(".log") }!)
+        let (log, _) = try self.open()
+        #expect(log.logEndOffset == 50)
+        try log.close()
+        #expect(Self.allocatedBytes(active) <= Self.fileBytes(active) + 4096)
+    }
+
     static func allocatedBytes(_ path: String) -> Int {
         var info = stat()
         return stat(path, &info) == 0 ? Int(info.st_blocks) * 512 : -1
