@@ -186,26 +186,20 @@ public final class FileHandle: @unchecked Sendable {
 
 /// Thin wrappers over the POSIX calls storage needs. Paths are plain strings.
 public enum FileSystem {
-    /// Linux's sync_file_range(2): a GNU extension Glibc's Swift module does not import, so it is
-    /// looked up by name once (nil elsewhere).
-    static let syncFileRange: (@convention(c) (Int32, Int64, Int64, UInt32) -> Int32)? = {
-        #if os(Linux)
-        guard let symbol = dlsym(nil, "sync_file_range") else { return nil }
-        return unsafeBitCast(symbol, to: (@convention(c) (Int32, Int64, Int64, UInt32) -> Int32).self)
-        #else
-        return nil
-        #endif
-    }()
+    /// Linux's sync_file_range(2) and fallocate(2): GNU extensions Glibc's Swift module does not
+    /// import, so they are looked up by name once (nil elsewhere).
+    static let syncFileRange = Self.linuxCall("sync_file_range", as: (@convention(c) (Int32, Int64, Int64, UInt32) -> Int32).self)
+    static let fallocate = Self.linuxCall("fallocate", as: (@convention(c) (Int32, Int32, Int64, Int64) -> Int32).self)
 
-    /// Linux's fallocate(2), likewise a GNU extension looked up by name (nil elsewhere).
-    static let fallocate: (@convention(c) (Int32, Int32, Int64, Int64) -> Int32)? = {
+    /// The C function `name` of the running process, as `Function`; nil if absent or not Linux.
+    private static func linuxCall<Function>(_ name: String, as _: Function.Type) -> Function? {
         #if os(Linux)
-        guard let symbol = dlsym(nil, "fallocate") else { return nil }
-        return unsafeBitCast(symbol, to: (@convention(c) (Int32, Int32, Int64, Int64) -> Int32).self)
+        guard let symbol = dlsym(nil, name) else { return nil }
+        return unsafeBitCast(symbol, to: Function.self)
         #else
         return nil
         #endif
-    }()
+    }
 
     /// The memory page size (a power of two).
     static let pageBytes = Int(sysconf(Int32(_SC_PAGESIZE)))
