@@ -93,19 +93,32 @@ final class PartitionShell: Sendable {
         onFailure: @escaping @Sendable (TopicPartition, String) -> Void
     ) -> EventLoopFuture<PartitionShell> {
         eventLoop.submit {
-            let (log, report) = try PartitionLog.open(directory: directory, topicPartition: topicPartition, config: config, cache: cache)
+            let (log, report) = try PartitionLog.open(
+                directory: directory,
+                topicPartition: topicPartition,
+                config: config,
+                cache: cache
+            )
             if let reason = report.truncationReason {
                 logger.warning(
                     "truncated torn tail of \(topicPartition)",
                     metadata: [
                         "bytes": "\(report.truncatedBytes)", "reason": "\(reason)",
                         "removedSegments": "\(report.removedSegments)",
-                    ])
+                    ]
+                )
             }
             return PartitionShell(
-                topicPartition: topicPartition, topicID: topicID, log: log, pageCacheTailBytes: pageCacheTailBytes,
-                eventLoop: eventLoop, threadPool: threadPool, writebackPool: writebackPool, logger: logger,
-                onFailure: onFailure)
+                topicPartition: topicPartition,
+                topicID: topicID,
+                log: log,
+                pageCacheTailBytes: pageCacheTailBytes,
+                eventLoop: eventLoop,
+                threadPool: threadPool,
+                writebackPool: writebackPool,
+                logger: logger,
+                onFailure: onFailure
+            )
         }
     }
 
@@ -135,7 +148,9 @@ final class PartitionShell: Sendable {
 
     private func withLog<T>(_ body: (PartitionLog, State) throws -> T) throws -> T {
         let state = self.state.value
-        guard let log = state.log else { throw BrokerError(.unknownTopicOrPartition, "\(self.topicPartition) was deleted") }
+        guard let log = state.log else {
+            throw BrokerError(.unknownTopicOrPartition, "\(self.topicPartition) was deleted")
+        }
         return try body(log, state)
     }
 
@@ -149,7 +164,11 @@ final class PartitionShell: Sendable {
     func append(validating records: ByteBuffer, config: LogConfig) -> EventLoopFuture<AppendOutcome> {
         self.eventLoop.flatSubmit {
             do {
-                let batches = try RecordBatchValidator.validate(records, config: config, nowMilliseconds: FileSystem.wallClockMilliseconds())
+                let batches = try RecordBatchValidator.validate(
+                    records,
+                    config: config,
+                    nowMilliseconds: FileSystem.wallClockMilliseconds()
+                )
                 return self.appendOnLoop(batches)
             } catch {
                 return self.eventLoop.makeFailedFuture(error)
@@ -165,7 +184,11 @@ final class PartitionShell: Sendable {
                 }
                 // Published even when the append threw part-way: readers must see the log as it is.
                 defer { self.publish(state) }
-                let outcome = try log.append(batches, leaderEpoch: state.leaderEpoch, nowMilliseconds: FileSystem.wallClockMilliseconds())
+                let outcome = try log.append(
+                    batches,
+                    leaderEpoch: state.leaderEpoch,
+                    nowMilliseconds: FileSystem.wallClockMilliseconds()
+                )
                 if case .appended = outcome { self.startWritebackIfDue(log, state) }
                 return (outcome, log.hasFlushPolicy)
             }
@@ -183,7 +206,9 @@ final class PartitionShell: Sendable {
     /// for it (`FileHandle.startWriteback`), and drops what earlier ones wrote back, beyond
     /// `pageCacheTailBytes`, from the page cache (`FileHandle.releasePages`).
     private func startWritebackIfDue(_ log: PartitionLog, _ state: State) {
-        guard !state.writebackInFlight, let due = log.writebackDue(pageCacheTailBytes: self.pageCacheTailBytes) else { return }
+        guard !state.writebackInFlight, let due = log.writebackDue(pageCacheTailBytes: self.pageCacheTailBytes) else {
+            return
+        }
         state.writebackInFlight = true
         self.writebackPool.runIfActive(eventLoop: self.eventLoop) {
             try due.run()
@@ -305,7 +330,13 @@ final class PartitionShell: Sendable {
         else { return nil }
         var records = ByteBuffer()
         if offset < offsets.logEnd {
-            guard let cached = self.cachedReader.read(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, end: offsets.logEnd)
+            guard
+                let cached = self.cachedReader.read(
+                    from: offset,
+                    maxBytes: maxBytes,
+                    minOneBatch: minOneBatch,
+                    end: offsets.logEnd
+                )
             else { return nil }
             records = cached
         }
@@ -400,7 +431,8 @@ final class PartitionShell: Sendable {
                 if deleted > 0 {
                     self.logger.info(
                         "retention deleted segments of \(self.topicPartition)",
-                        metadata: ["segments": "\(deleted)", "logStartOffset": "\(log.logStartOffset)"])
+                        metadata: ["segments": "\(deleted)", "logStartOffset": "\(log.logStartOffset)"]
+                    )
                 }
             }
             _ = self.flushIfDue(force: false)

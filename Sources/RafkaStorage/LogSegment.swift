@@ -51,13 +51,20 @@ final class LogSegment {
     }
 
     /// Creates a new empty segment (truncating any leftover file of the same name).
-    static func create(directory: String, baseOffset: Int64, indexIntervalBytes: Int) throws(StorageError) -> LogSegment {
+    static func create(directory: String, baseOffset: Int64, indexIntervalBytes: Int) throws(StorageError) -> LogSegment
+    {
         let path = directory + "/" + Self.fileName(baseOffset, extension: "log")
         let handle = try FileHandle.open(path, create: true)
         try handle.truncate(to: 0)
         try FileSystem.remove(Self.path(path, extension: "index"))
         try FileSystem.remove(Self.path(path, extension: "timeindex"))
-        let segment = LogSegment(baseOffset: baseOffset, logPath: path, log: handle, size: 0, indexIntervalBytes: indexIntervalBytes)
+        let segment = LogSegment(
+            baseOffset: baseOffset,
+            logPath: path,
+            log: handle,
+            size: 0,
+            indexIntervalBytes: indexIntervalBytes
+        )
         segment.offsetIndex = OffsetIndex()
         segment.reservedEndKnown = true  // the truncation to 0 gave back whatever was there
         return segment
@@ -69,7 +76,12 @@ final class LogSegment {
         let path = directory + "/" + Self.fileName(baseOffset, extension: "log")
         let handle = try FileHandle.open(path, create: false)
         return LogSegment(
-            baseOffset: baseOffset, logPath: path, log: handle, size: try handle.size(), indexIntervalBytes: indexIntervalBytes)
+            baseOffset: baseOffset,
+            logPath: path,
+            log: handle,
+            size: try handle.size(),
+            indexIntervalBytes: indexIntervalBytes
+        )
     }
 
     // MARK: Appending
@@ -150,7 +162,10 @@ final class LogSegment {
         }
         if self.offsetIndex!.count == 0 || self.bytesSinceIndexEntry >= self.indexIntervalBytes {
             // Entries point at batch starts, so a lookup always lands on a batch boundary.
-            self.offsetIndex!.append(relativeOffset: UInt32(header.baseOffset - self.baseOffset), position: UInt32(position))
+            self.offsetIndex!.append(
+                relativeOffset: UInt32(header.baseOffset - self.baseOffset),
+                position: UInt32(position)
+            )
             self.timeIndex.append(timestamp: self.maxTimestamp, offset: self.offsetOfMaxTimestamp)
             self.bytesSinceIndexEntry = 0
         }
@@ -210,7 +225,11 @@ final class LogSegment {
         var expectedOffset = self.baseOffset
         let chunkBytes = 1 << 20
         while position < fileSize {
-            var chunk = try self.log.read(at: position, length: min(chunkBytes, fileSize - position), allocator: self.allocator)
+            var chunk = try self.log.read(
+                at: position,
+                length: min(chunkBytes, fileSize - position),
+                allocator: self.allocator
+            )
             var consumed = 0
             while consumed < chunk.readableBytes {
                 let remainingInFile = fileSize - position - consumed
@@ -228,7 +247,10 @@ final class LogSegment {
                 guard header.batchLength >= Int32(RecordBatchHeader.size - RecordBatchHeader.logOverhead),
                     total <= remainingInFile
                 else {
-                    return ScanResult(validBytes: position + consumed, problem: "batch length \(header.batchLength) at byte \(position + consumed)")
+                    return ScanResult(
+                        validBytes: position + consumed,
+                        problem: "batch length \(header.batchLength) at byte \(position + consumed)"
+                    )
                 }
                 if chunk.readableBytes - consumed < total {
                     if consumed == 0 {
@@ -240,15 +262,19 @@ final class LogSegment {
                 }
                 if let problem = self.checkStructure(header, expectedOffset: expectedOffset) {
                     return ScanResult(
-                        validBytes: position + consumed, problem: "\(problem) at byte \(position + consumed)",
-                        problemIsAtTail: total == remainingInFile)
+                        validBytes: position + consumed,
+                        problem: "\(problem) at byte \(position + consumed)",
+                        problemIsAtTail: total == remainingInFile
+                    )
                 }
                 if validate {
                     let bytes = chunk.getSlice(at: chunk.readerIndex + consumed, length: total)!
                     if let problem = Self.check(header, bytes: bytes, expectedOffset: expectedOffset) {
                         return ScanResult(
-                            validBytes: position + consumed, problem: "\(problem) at byte \(position + consumed)",
-                            problemIsAtTail: total == remainingInFile)
+                            validBytes: position + consumed,
+                            problem: "\(problem) at byte \(position + consumed)",
+                            problemIsAtTail: total == remainingInFile
+                        )
                     }
                 }
                 body(position + consumed, header)
@@ -341,7 +367,10 @@ final class LogSegment {
             self.timeIndex.append(timestamp: self.maxTimestamp, offset: self.offsetOfMaxTimestamp)
         }
         try FileSystem.writeAtomically(self.indexPath, contents: offsetIndex.serialized())
-        try FileSystem.writeAtomically(self.timeIndexPath, contents: self.timeIndex.serialized(baseOffset: self.baseOffset))
+        try FileSystem.writeAtomically(
+            self.timeIndexPath,
+            contents: self.timeIndex.serialized(baseOffset: self.baseOffset)
+        )
     }
 
     func deleteFiles() throws(StorageError) {
@@ -368,7 +397,10 @@ final class LogSegment {
             guard header.batchLength >= Int32(RecordBatchHeader.size - RecordBatchHeader.logOverhead),
                 position + header.totalBytes <= self.size
             else {
-                throw StorageError(.corruptSegment, "\(self.logPath) at byte \(position): batch length \(header.batchLength)")
+                throw StorageError(
+                    .corruptSegment,
+                    "\(self.logPath) at byte \(position): batch length \(header.batchLength)"
+                )
             }
             if header.lastOffset >= offset { return (position, header) }
             position += header.totalBytes
@@ -378,7 +410,12 @@ final class LogSegment {
 
     /// Reads whole batches from `position`, at most `maxBytes` unless `minOneBatch` and the first
     /// batch alone is larger (KIP-74: a consumer must always make progress).
-    func read(from position: Int, firstBatchBytes: Int, maxBytes: Int, minOneBatch: Bool) throws(StorageError) -> ByteBuffer {
+    func read(
+        from position: Int,
+        firstBatchBytes: Int,
+        maxBytes: Int,
+        minOneBatch: Bool
+    ) throws(StorageError) -> ByteBuffer {
         let available = self.size - position
         if firstBatchBytes > maxBytes {
             guard minOneBatch else { return self.allocator.buffer(capacity: 0) }
@@ -390,7 +427,9 @@ final class LogSegment {
         while whole + RecordBatchHeader.logOverhead <= bytes.readableBytes {
             let length = Int(bytes.getInteger(at: bytes.readerIndex + whole + 8, endianness: .big, as: Int32.self)!)
             let total = length + RecordBatchHeader.logOverhead
-            if length < RecordBatchHeader.size - RecordBatchHeader.logOverhead || whole + total > bytes.readableBytes { break }
+            if length < RecordBatchHeader.size - RecordBatchHeader.logOverhead || whole + total > bytes.readableBytes {
+                break
+            }
             whole += total
         }
         bytes.moveWriterIndex(to: bytes.readerIndex + whole)

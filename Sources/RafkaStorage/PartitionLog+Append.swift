@@ -89,8 +89,13 @@ extension PartitionLog {
         self.unflushedMessages += Int64(recordCount)
         return .appended(
             AppendInfo(
-                firstOffset: firstOffset, lastOffset: next - 1, logAppendTime: appendTime,
-                logStartOffset: self.logStartOffset, recordCount: recordCount))
+                firstOffset: firstOffset,
+                lastOffset: next - 1,
+                logAppendTime: appendTime,
+                logStartOffset: self.logStartOffset,
+                recordCount: recordCount
+            )
+        )
     }
 
     /// Appends batches copied from another replica's log as they are: offsets, leader epochs
@@ -101,13 +106,20 @@ extension PartitionLog {
     public func appendReplicated(_ batches: [ValidatedBatch]) throws(StorageError) -> Int {
         guard let first = batches.first else { return 0 }
         if first.header.baseOffset != self.logEndOffset {
-            guard self.logEndOffset == self.logStartOffset, first.header.baseOffset > self.logEndOffset, self.segments.count == 1 else {
+            guard self.logEndOffset == self.logStartOffset, first.header.baseOffset > self.logEndOffset,
+                self.segments.count == 1
+            else {
                 throw StorageError(
-                    .offsetOutOfRange, "a copied batch at offset \(first.header.baseOffset) does not follow the log end \(self.logEndOffset)")
+                    .offsetOutOfRange,
+                    "a copied batch at offset \(first.header.baseOffset) does not follow the log end \(self.logEndOffset)"
+                )
             }
             // The new segment first: a failure leaves the log as it was.
             let start = try LogSegment.create(
-                directory: self.directory, baseOffset: first.header.baseOffset, indexIntervalBytes: self.config.indexIntervalBytes)
+                directory: self.directory,
+                baseOffset: first.header.baseOffset,
+                indexIntervalBytes: self.config.indexIntervalBytes
+            )
             let empty = self.segments[0]
             self.segments = [start]
             try? empty.deleteFiles()
@@ -117,13 +129,20 @@ extension PartitionLog {
         var next = self.logEndOffset
         for batch in batches {
             guard batch.header.baseOffset == next else {
-                throw StorageError(.offsetOutOfRange, "copied batches skip from offset \(next) to \(batch.header.baseOffset)")
+                throw StorageError(
+                    .offsetOutOfRange,
+                    "copied batches skip from offset \(next) to \(batch.header.baseOffset)"
+                )
             }
             next = batch.header.nextOffset
         }
         let totalBytes = batches.reduce(0) { $0 + $1.bytes.readableBytes }
         let recordCount = batches.reduce(0) { $0 + Int($1.header.recordCount) }
-        try self.maybeRoll(incomingBytes: totalBytes, recordCount: recordCount, incomingTimestamp: batches.map(\.header.maxTimestamp).max()!)
+        try self.maybeRoll(
+            incomingBytes: totalBytes,
+            recordCount: recordCount,
+            incomingTimestamp: batches.map(\.header.maxTimestamp).max()!
+        )
         try self.activeSegment.append(parts: batches.map(\.bytes), headers: batches.map(\.header))
         for batch in batches { self.producers.record(batch.header) }
         self.unflushedMessages += Int64(recordCount)
@@ -145,7 +164,10 @@ extension PartitionLog {
         var position = written.readerIndex
         let slices = headers.map { header in
             defer { position += header.totalBytes }
-            return (baseOffset: header.baseOffset, nextOffset: header.nextOffset, bytes: written.getSlice(at: position, length: header.totalBytes)!)
+            return (
+                baseOffset: header.baseOffset, nextOffset: header.nextOffset,
+                bytes: written.getSlice(at: position, length: header.totalBytes)!
+            )
         }
         assert(position == written.writerIndex)
         self.cache.put(self.cacheKey, batches: slices, nowMilliseconds: FileSystem.monotonicMilliseconds())
@@ -159,17 +181,25 @@ extension PartitionLog {
             case .duplicate(let original) where i == 0:
                 return .duplicate(
                     AppendInfo(
-                        firstOffset: original.firstOffset, lastOffset: original.lastOffset, logAppendTime: -1,
-                        logStartOffset: self.logStartOffset, recordCount: 0))
+                        firstOffset: original.firstOffset,
+                        lastOffset: original.lastOffset,
+                        logAppendTime: -1,
+                        logStartOffset: self.logStartOffset,
+                        recordCount: 0
+                    )
+                )
             case .duplicate(let original):
                 return .outOfOrderSequence(
-                    "batch \(i) repeats sequence \(original.firstSequence) of producer \(batch.header.producerID)")
+                    "batch \(i) repeats sequence \(original.firstSequence) of producer \(batch.header.producerID)"
+                )
             case .outOfOrder(let expected, let received):
                 return .outOfOrderSequence(
-                    "producer \(batch.header.producerID): expected sequence \(expected), received \(received)")
+                    "producer \(batch.header.producerID): expected sequence \(expected), received \(received)"
+                )
             case .fencedEpoch(let current, let received):
                 return .invalidProducerEpoch(
-                    "producer \(batch.header.producerID): epoch \(received) is older than \(current)")
+                    "producer \(batch.header.producerID): epoch \(received) is older than \(current)"
+                )
             }
         }
         return nil
@@ -185,9 +215,12 @@ extension PartitionLog {
         let active = self.activeSegment
         guard !active.isEmpty else { return }
         let full = active.size + incomingBytes > self.config.segmentBytes
-        let aged = active.firstBatchTimestamp.map {
-            $0 >= 0 && incomingTimestamp.subtractingReportingOverflow($0).partialValue >= self.config.segmentMilliseconds
-        } ?? false
+        let aged =
+            active.firstBatchTimestamp.map {
+                $0 >= 0
+                    && incomingTimestamp.subtractingReportingOverflow($0).partialValue
+                        >= self.config.segmentMilliseconds
+            } ?? false
         let overflow = !active.canHold(offset: self.logEndOffset + Int64(recordCount))
         if full || aged || overflow { try self.roll() }
     }
@@ -199,7 +232,10 @@ extension PartitionLog {
         guard !old.isEmpty else { return }
         try old.close()
         let next = try LogSegment.create(
-            directory: self.directory, baseOffset: old.nextOffset, indexIntervalBytes: self.config.indexIntervalBytes)
+            directory: self.directory,
+            baseOffset: old.nextOffset,
+            indexIntervalBytes: self.config.indexIntervalBytes
+        )
         self.segments.append(next)
         self.unsyncedClosedSegments.append(old.log)
         try self.writeProducerSnapshot()

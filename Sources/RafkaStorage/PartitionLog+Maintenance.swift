@@ -17,7 +17,8 @@ extension PartitionLog {
     /// before it started, and `throughOffset` only claims that.
     public func flushRequest(nowMonotonicMilliseconds now: Int64, force: Bool = false) -> FlushRequest? {
         let dueByCount = self.unflushedMessages >= self.config.flushMessages
-        let dueByTime = self.unflushedMessages > 0
+        let dueByTime =
+            self.unflushedMessages > 0
             && self.config.flushMilliseconds != Int64.max
             && now - self.lastFlushMonotonicMilliseconds >= self.config.flushMilliseconds
         let forced = force && self.logEndOffset > self.recoveryPoint
@@ -104,7 +105,11 @@ extension PartitionLog {
     /// the last one; unless `pageCacheTailBytes` is nil, pages written back more than that
     /// before it leave the page cache.
     public func writebackDue(pageCacheTailBytes: Int?) -> Writeback? {
-        guard let due = self.activeSegment.writebackDue(chunkBytes: Limits.writebackChunkBytes, keptBytes: pageCacheTailBytes)
+        guard
+            let due = self.activeSegment.writebackDue(
+                chunkBytes: Limits.writebackChunkBytes,
+                keptBytes: pageCacheTailBytes
+            )
         else { return nil }
         return Writeback(file: self.activeSegment.log, start: due.start, release: due.release)
     }

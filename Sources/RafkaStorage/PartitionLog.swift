@@ -59,7 +59,13 @@ public final class PartitionLog {
         self.cache.drop(self.cacheKey)
     }
 
-    private init(directory: String, topicPartition: TopicPartition, config: LogConfig, segments: [LogSegment], cache: HotCache) {
+    private init(
+        directory: String,
+        topicPartition: TopicPartition,
+        config: LogConfig,
+        segments: [LogSegment],
+        cache: HotCache
+    ) {
         self.cache = cache
         self.cacheKey = cache.makeKey()
         self.directory = directory
@@ -68,7 +74,9 @@ public final class PartitionLog {
         self.segments = segments
         self.logStartOffset = segments.first!.baseOffset
         self.producers = ProducerStateTable(
-            batchesRemembered: Limits.producerBatchesRemembered, producersMax: Limits.producerIdsPerPartitionMax)
+            batchesRemembered: Limits.producerBatchesRemembered,
+            producersMax: Limits.producerIdsPerPartitionMax
+        )
         self.recoveryPoint = 0
         self.lastFlushMonotonicMilliseconds = FileSystem.monotonicMilliseconds()
     }
@@ -104,7 +112,13 @@ public final class PartitionLog {
         if segments.isEmpty {
             segments.append(try LogSegment.create(directory: directory, baseOffset: 0, indexIntervalBytes: interval))
         }
-        let log = PartitionLog(directory: directory, topicPartition: topicPartition, config: config, segments: segments, cache: cache)
+        let log = PartitionLog(
+            directory: directory,
+            topicPartition: topicPartition,
+            config: config,
+            segments: segments,
+            cache: cache
+        )
         let report = try log.recover()
         return (log, report)
     }
@@ -146,16 +160,21 @@ public final class PartitionLog {
                 if shortOfNext && !unflushed {
                     throw StorageError(
                         .corruptSegment,
-                        "\(segment.logPath): ends at offset \(segment.nextOffset), the next segment starts at \(nextBase)")
+                        "\(segment.logPath): ends at offset \(segment.nextOffset), the next segment starts at \(nextBase)"
+                    )
                 }
                 report.truncatedBytes += segment.size - result.validBytes
-                report.truncationReason = result.problem ?? "offsets end at \(segment.nextOffset) before the next segment's base \(nextBase)"
+                report.truncationReason =
+                    result.problem ?? "offsets end at \(segment.nextOffset) before the next segment's base \(nextBase)"
                 try segment.truncate(toBytes: result.validBytes)
                 report.removedSegments = try self.removeSegments(after: index)
                 break
             }
             guard segment.nextOffset <= nextBase else {
-                throw StorageError(.corruptSegment, "\(segment.logPath): offsets run past the next segment's base \(nextBase)")
+                throw StorageError(
+                    .corruptSegment,
+                    "\(segment.logPath): offsets run past the next segment's base \(nextBase)"
+                )
             }
             segment.markClosed(nextOffset: nextBase)
             index += 1
@@ -236,4 +255,3 @@ public final class PartitionLog {
         self.config = config
     }
 }
-

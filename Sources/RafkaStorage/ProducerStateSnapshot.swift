@@ -52,14 +52,20 @@ enum ProducerStateSnapshot {
             else { return nil }
             for _ in 0..<max(0, Int(batchCount)) {
                 guard let first = reader.readInteger(as: Int32.self), let last = reader.readInteger(as: Int32.self),
-                    let firstOffset = reader.readInteger(as: Int64.self), let lastOffset = reader.readInteger(as: Int64.self),
+                    let firstOffset = reader.readInteger(as: Int64.self),
+                    let lastOffset = reader.readInteger(as: Int64.self),
                     let timestamp = reader.readInteger(as: Int64.self)
                 else { return nil }
                 // Replaying through `record` rebuilds exactly the entry that was saved.
                 fresh.record(
                     RecordBatchHeader(
-                        baseOffset: firstOffset, maxTimestamp: timestamp, producerID: id, producerEpoch: epoch,
-                        baseSequence: first).withLastOffset(lastOffset, lastSequence: last))
+                        baseOffset: firstOffset,
+                        maxTimestamp: timestamp,
+                        producerID: id,
+                        producerEpoch: epoch,
+                        baseSequence: first
+                    ).withLastOffset(lastOffset, lastSequence: last)
+                )
             }
         }
         table = fresh

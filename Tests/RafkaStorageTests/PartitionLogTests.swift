@@ -11,7 +11,11 @@ import Testing
     let tp = TopicPartition("orders", 0)
 
     func open(_ overrides: [String: String] = [:]) throws -> (PartitionLog, PartitionLog.RecoveryReport) {
-        try PartitionLog.open(directory: self.directory.path + "/orders-0", topicPartition: self.tp, config: LogConfig(overrides: overrides))
+        try PartitionLog.open(
+            directory: self.directory.path + "/orders-0",
+            topicPartition: self.tp,
+            config: LogConfig(overrides: overrides)
+        )
     }
 
     func append(_ log: PartitionLog, _ bytes: ByteBuffer, now: Int64 = 1_700_000_000_000) throws -> AppendOutcome {
@@ -40,7 +44,10 @@ import Testing
         let sourceDirectory = TemporaryDirectory()
         defer { sourceDirectory.remove() }
         let (source, _) = try PartitionLog.open(
-            directory: sourceDirectory.path, topicPartition: TopicPartition("t", 0), config: LogConfig())
+            directory: sourceDirectory.path,
+            topicPartition: TopicPartition("t", 0),
+            config: LogConfig()
+        )
         for tag in ["a", "b", "c"] { _ = try self.append(source, Batches.make(count: 2, tag: tag)) }
         let all = try Batches.validated(source.read(from: 0, maxBytes: 1 << 20, minOneBatch: true))
         let (copy, _) = try self.open()
@@ -52,7 +59,11 @@ import Testing
         try copy.close()
         let (reopened, _) = try self.open()
         #expect(reopened.logStartOffset == 2 && reopened.logEndOffset == 6)
-        #expect(try Batches.values(reopened.read(from: 2, maxBytes: 1 << 20, minOneBatch: true)).map { $0.prefix(3) } == ["b-0", "b-1", "c-0", "c-1"])
+        #expect(
+            try Batches.values(reopened.read(from: 2, maxBytes: 1 << 20, minOneBatch: true)).map { $0.prefix(3) } == [
+                "b-0", "b-1", "c-0", "c-1",
+            ]
+        )
     }
 
     @Test func maxBytesReturnsWholeBatchesButAlwaysOne() throws {
@@ -126,7 +137,10 @@ import Testing
         defer { self.directory.remove() }
         let (log, _) = try self.open(["segment.bytes": "600", "index.interval.bytes": "50"])
         for i in 0..<20 {
-            _ = try self.append(log, Batches.make(count: 5, valueBytes: 20, timestamp: 1_000 + Int64(i) * 100, codec: .lz4))
+            _ = try self.append(
+                log,
+                Batches.make(count: 5, valueBytes: 20, timestamp: 1_000 + Int64(i) * 100, codec: .lz4)
+            )
         }
         #expect(try log.offset(forTimestamp: 0)?.offset == 0)
         // Batch i holds offsets 5i…5i+4 with timestamps 1000+100i … +4.
@@ -219,9 +233,19 @@ import Testing
         let retry = Batches.make(count: 1, valueBytes: 200, producerID: 3, epoch: 0, sequence: 4)
         do {
             let (log, _) = try self.open(["segment.bytes": "1500"])
-            for i in 0..<4 { _ = try self.append(log, Batches.make(count: 1, valueBytes: 200, producerID: 3, epoch: 0, sequence: Int32(i))) }
+            for i in 0..<4 {
+                _ = try self.append(
+                    log,
+                    Batches.make(count: 1, valueBytes: 200, producerID: 3, epoch: 0, sequence: Int32(i))
+                )
+            }
             _ = try self.append(log, retry)
-            for i in 5..<20 { _ = try self.append(log, Batches.make(count: 1, valueBytes: 200, producerID: 3, epoch: 0, sequence: Int32(i))) }
+            for i in 5..<20 {
+                _ = try self.append(
+                    log,
+                    Batches.make(count: 1, valueBytes: 200, producerID: 3, epoch: 0, sequence: Int32(i))
+                )
+            }
         }
         // The first segment loses its last batch (offset 4), as if its pages never reached the disk.
         let first = self.directory.path + "/orders-0/00000000000000000000.log"
@@ -235,26 +259,49 @@ import Testing
         #expect(report.removedSegments.count == 3)
         #expect(report.truncationReason != nil)
         // The producer's retry of the lost batch is written again, not acknowledged as a duplicate.
-        #expect(try self.append(log, retry) == .appended(.init(firstOffset: 4, lastOffset: 4, logAppendTime: -1, logStartOffset: 0, recordCount: 1)))
+        #expect(
+            try self.append(log, retry)
+                == .appended(.init(firstOffset: 4, lastOffset: 4, logAppendTime: -1, logStartOffset: 0, recordCount: 1))
+        )
     }
 
     @Test func idempotentProducerDuplicatesAndGaps() throws {
         defer { self.directory.remove() }
         let (log, _) = try self.open()
         let first = Batches.make(count: 3, producerID: 7, epoch: 0, sequence: 0)
-        #expect(try self.append(log, first) == .appended(.init(firstOffset: 0, lastOffset: 2, logAppendTime: -1, logStartOffset: 0, recordCount: 3)))
+        #expect(
+            try self.append(log, first)
+                == .appended(.init(firstOffset: 0, lastOffset: 2, logAppendTime: -1, logStartOffset: 0, recordCount: 3))
+        )
         // The same batch again (a retry): acknowledged with its original offset, not written.
-        guard case .duplicate(let info) = try self.append(log, first) else { Issue.record("expected a duplicate"); return }
+        guard case .duplicate(let info) = try self.append(log, first) else {
+            Issue.record("expected a duplicate")
+            return
+        }
         #expect(info.firstOffset == 0 && log.logEndOffset == 3)
         // A gap in sequence numbers.
-        guard case .outOfOrderSequence = try self.append(log, Batches.make(count: 1, producerID: 7, epoch: 0, sequence: 5)) else {
-            Issue.record("expected out of order"); return
+        guard
+            case .outOfOrderSequence = try self.append(
+                log,
+                Batches.make(count: 1, producerID: 7, epoch: 0, sequence: 5)
+            )
+        else {
+            Issue.record("expected out of order")
+            return
         }
-        #expect(try self.append(log, Batches.make(count: 2, producerID: 7, epoch: 0, sequence: 3)).info?.firstOffset == 3)
+        #expect(
+            try self.append(log, Batches.make(count: 2, producerID: 7, epoch: 0, sequence: 3)).info?.firstOffset == 3
+        )
         // An older epoch is fenced once a newer one wrote.
         _ = try self.append(log, Batches.make(count: 1, producerID: 7, epoch: 1, sequence: 0))
-        guard case .invalidProducerEpoch = try self.append(log, Batches.make(count: 1, producerID: 7, epoch: 0, sequence: 5)) else {
-            Issue.record("expected a fenced epoch"); return
+        guard
+            case .invalidProducerEpoch = try self.append(
+                log,
+                Batches.make(count: 1, producerID: 7, epoch: 0, sequence: 5)
+            )
+        else {
+            Issue.record("expected a fenced epoch")
+            return
         }
     }
 
@@ -264,16 +311,21 @@ import Testing
         let retry = Batches.make(count: 2, producerID: 9, epoch: 0, sequence: 6)
         do {
             let (log, _) = try self.open(["segment.bytes": "400"])
-            for i in 0..<3 { _ = try self.append(log, Batches.make(count: 2, producerID: 9, epoch: 0, sequence: Int32(i * 2))) }
+            for i in 0..<3 {
+                _ = try self.append(log, Batches.make(count: 2, producerID: 9, epoch: 0, sequence: Int32(i * 2)))
+            }
             _ = try self.append(log, retry)
             if clean { try log.close() }
         }
         let (log, _) = try self.open(["segment.bytes": "400"])
         guard case .duplicate(let info) = try self.append(log, retry) else {
-            Issue.record("the retry was not recognised after restart"); return
+            Issue.record("the retry was not recognised after restart")
+            return
         }
         #expect(info.firstOffset == 6)
-        #expect(try self.append(log, Batches.make(count: 1, producerID: 9, epoch: 0, sequence: 8)).info?.firstOffset == 8)
+        #expect(
+            try self.append(log, Batches.make(count: 1, producerID: 9, epoch: 0, sequence: 8)).info?.firstOffset == 8
+        )
     }
 
     @Test func logAppendTimeStampsBatches() throws {
@@ -298,7 +350,10 @@ import Testing
         try log.flushed(through: request.throughOffset)
         #expect(log.recoveryPoint == 6)
         let (osLog, _) = try PartitionLog.open(
-            directory: self.directory.path + "/other-0", topicPartition: TopicPartition("other", 0), config: LogConfig())
+            directory: self.directory.path + "/other-0",
+            topicPartition: TopicPartition("other", 0),
+            config: LogConfig()
+        )
         _ = try osLog.append(Batches.validated(Batches.make(count: 100)), nowMilliseconds: 0)
         #expect(osLog.flushRequest(nowMonotonicMilliseconds: 1 << 40) == nil, "the OS decides by default")
     }
@@ -393,7 +448,9 @@ extension PartitionLogTests {
             let (log, _) = try self.open(["segment.bytes": "100000"])
             let probe = try FileHandle.open(self.directory.path + "/probe", create: true)
             reserves = probe.preallocate(offset: 0, length: 1 << 20) && Self.allocatedBytes(probe.path) >= 1 << 20
-            for i in 0..<25 { _ = try self.append(log, Batches.make(count: 10, valueBytes: 1000, codec: .none, tag: "p\(i)")) }
+            for i in 0..<25 {
+                _ = try self.append(log, Batches.make(count: 10, valueBytes: 1000, codec: .none, tag: "p\(i)"))
+            }
             #expect(log.segmentCount >= 2)
             let files = try FileSystem.list(directory).filter { $0.hasSuffix(".log") }.sorted()
             for closed in files.dropLast() {
@@ -402,7 +459,10 @@ extension PartitionLogTests {
             }
             let active = directory + "/" + files.last!
             if reserves {
-                #expect(Self.allocatedBytes(active) > Self.fileBytes(active) + 4096, "the active segment reserves ahead")
+                #expect(
+                    Self.allocatedBytes(active) > Self.fileBytes(active) + 4096,
+                    "the active segment reserves ahead"
+                )
             }
             try log.close()
             #expect(Self.allocatedBytes(active) <= Self.fileBytes(active) + 4096, "closing gives the reservation back")
@@ -419,7 +479,9 @@ extension PartitionLogTests {
         defer { self.directory.remove() }
         do {
             let (log, _) = try self.open()
-            for i in 0..<5 { _ = try self.append(log, Batches.make(count: 10, valueBytes: 1000, codec: .none, tag: "c\(i)")) }
+            for i in 0..<5 {
+                _ = try self.append(log, Batches.make(count: 10, valueBytes: 1000, codec: .none, tag: "c\(i)"))
+            }
         }  // no close(): as after kill -9
         let directory = self.directory.path + "/orders-0"
         let active = directory + "/" + (try FileSystem.list(directory).first { $0.hasSuffix(".log") }!)
