@@ -12,7 +12,9 @@ import Synchronization
 ///
 /// fsyncs (when `flush.messages`/`flush.ms` ask for them, and for rolled segments) run on the
 /// thread pool; appends that triggered one complete after it, and appends arriving meanwhile
-/// share the next one (group commit).
+/// share the next one (group commit). So does the file work a roll or a flush leaves (indexes,
+/// snapshots, the recovery point: `DeferredFileWork`), one batch after another; closing or
+/// deleting the log, and retention, wait for it.
 ///
 /// Fetches need no hop to this loop when the hot cache can answer: after every change of the
 /// log the loop publishes its offsets, and a fetch on any loop reads the cached batches below
@@ -65,6 +67,8 @@ final class PartitionShell: Sendable {
         /// covers it, so the thread pool never queues more than one per partition.
         var writebackInFlight = false
         var flushRequestedAgain = false
+        /// The last batch of deferred file work started, until it completes.
+        var fileWork: EventLoopFuture<Void>?
         var flushWaiters: [EventLoopPromise<Void>] = []
         var nextFlushWaiters: [EventLoopPromise<Void>] = []
 
@@ -183,7 +187,10 @@ final class PartitionShell: Sendable {
                     throw BrokerError(.notLeaderOrFollower, "\(self.topicPartition) is led by another node now")
                 }
                 // Published even when the append threw part-way: readers must see the log as it is.
-                defer { self.publish(state) }
+                defer {
+                    self.publish(state)
+                    self.startDeferredFileWork(log, state)
+                }
                 let outcome = try log.append(
                     batches,
                     leaderEpoch: state.leaderEpoch,
@@ -220,12 +227,40 @@ final class PartitionShell: Sendable {
         }
     }
 
+    /// Runs the file work the log left (`PartitionLog.takeDeferredFileWork`) on the thread pool,
+    /// after the batch before it. A failure costs only restart time (recovery rebuilds what is
+    /// missing), so it is logged, not fatal.
+    private func startDeferredFileWork(_ log: PartitionLog, _ state: State) {
+        let work = log.takeDeferredFileWork()
+        guard !work.isEmpty else { return }
+        let after = state.fileWork ?? self.eventLoop.makeSucceededVoidFuture()
+        let next = after.flatMap {
+            self.threadPool.runIfActive(eventLoop: self.eventLoop) { try work.run() }
+        }.flatMapErrorThrowing { error in
+            self.logger.warning("file work of \(self.topicPartition) failed (a restart rebuilds it): \(error)")
+        }
+        state.fileWork = next
+        next.whenComplete { _ in
+            let state = self.state.value
+            if state.fileWork === next { state.fileWork = nil }
+        }
+    }
+
+    /// Runs `body` on the loop once the file work started so far is done.
+    private func afterFileWork<T: Sendable>(_ body: @escaping () throws -> T) -> EventLoopFuture<T> {
+        let work = self.state.value.fileWork ?? self.eventLoop.makeSucceededVoidFuture()
+        return work.assumeIsolated().flatMapThrowing { _ in try body() }.nonisolated()
+    }
+
     /// Appends batches copied from the partition's previous leader, offsets kept (see
     /// `PartitionLog.appendReplicated`). Returns the records appended.
     func appendReplicated(_ batches: [ValidatedBatch]) -> EventLoopFuture<Int> {
         self.eventLoop.submit {
             try self.withLog { log, state in
-                defer { self.publish(state) }
+                defer {
+                    self.publish(state)
+                    self.startDeferredFileWork(log, state)
+                }
                 let count = try storage { () throws(StorageError) in try log.appendReplicated(batches) }
                 self.startWritebackIfDue(log, state)
                 return count
@@ -287,7 +322,10 @@ final class PartitionShell: Sendable {
         switch result {
         case .success:
             do {
-                try state.log?.flushed(through: offset)
+                if let log = state.log {
+                    try log.flushed(through: offset)
+                    self.startDeferredFileWork(log, state)
+                }
             } catch {
                 self.logger.error("recording flush of \(self.topicPartition) failed: \(error)")
             }
@@ -421,23 +459,32 @@ final class PartitionShell: Sendable {
     /// Retention, age-based rolls and `flush.ms` flushes; run by the loop's maintenance timer.
     func maintain(retention: Bool) {
         self.eventLoop.preconditionInEventLoop()
-        guard let log = self.state.value.log else { return }
+        guard self.state.value.log != nil else { return }
+        if retention {
+            // After the file work started so far, which may still write into a segment's indexes.
+            _ = self.afterFileWork { self.enforceRetention() }
+        }
+        _ = self.flushIfDue(force: false)
+    }
+
+    private func enforceRetention() {
+        let state = self.state.value
+        guard let log = state.log else { return }
+        // Published even when retention threw part-way (its start may have moved).
+        defer {
+            self.publish(state)
+            self.startDeferredFileWork(log, state)
+        }
         do {
-            let now = FileSystem.wallClockMilliseconds()
-            if retention {
-                // Published even when retention threw part-way (its start may have moved).
-                defer { self.publish(self.state.value) }
-                let deleted = try log.enforceRetention(nowMilliseconds: now)
-                if deleted > 0 {
-                    self.logger.info(
-                        "retention deleted segments of \(self.topicPartition)",
-                        metadata: ["segments": "\(deleted)", "logStartOffset": "\(log.logStartOffset)"]
-                    )
-                }
+            let deleted = try log.enforceRetention(nowMilliseconds: FileSystem.wallClockMilliseconds())
+            if deleted > 0 {
+                self.logger.info(
+                    "retention deleted segments of \(self.topicPartition)",
+                    metadata: ["segments": "\(deleted)", "logStartOffset": "\(log.logStartOffset)"]
+                )
             }
-            _ = self.flushIfDue(force: false)
         } catch {
-            self.logger.error("maintenance of \(self.topicPartition) failed: \(error)")
+            self.logger.error("retention of \(self.topicPartition) failed: \(error)")
         }
     }
 
@@ -445,25 +492,26 @@ final class PartitionShell: Sendable {
         self.eventLoop.execute { self.state.value.log?.update(config: config) }
     }
 
-    /// Flushes and closes the log (clean shutdown).
+    /// Flushes and closes the log (clean shutdown), after its deferred file work.
     func close() -> EventLoopFuture<Void> {
-        self.eventLoop.submit {
+        self.eventLoop.flatSubmit {
             let state = self.state.value
-            guard let log = state.log else { return }
+            guard let log = state.log else { return self.eventLoop.makeSucceededVoidFuture() }
             state.log = nil
             self.publish(state)
-            try log.close()
+            return self.afterFileWork { try log.close() }
         }
     }
 
-    /// Closes the log and removes its files (topic deletion).
+    /// Closes the log and removes its files (topic deletion), after its deferred file work (which
+    /// would otherwise write into the directory, or a new one of the same name).
     func delete() -> EventLoopFuture<Void> {
-        self.eventLoop.submit {
+        self.eventLoop.flatSubmit {
             let state = self.state.value
-            guard let log = state.log else { return }
+            guard let log = state.log else { return self.eventLoop.makeSucceededVoidFuture() }
             state.log = nil
             self.publish(state)
-            try log.deleteFiles()
+            return self.afterFileWork { try log.deleteFiles() }
         }
     }
 }

@@ -112,8 +112,8 @@ final class LogSegment {
 
     /// Reserves blocks ahead of a write ending at `end`: as much again as the segment holds,
     /// between 64 KiB and `Limits.segmentReservationBytesMax`, so a busy segment asks rarely and
-    /// a small one (most of 10,000 partitions) keeps little unused. Rolling or closing the log
-    /// gives back what was not written (`releaseReservedBlocks`).
+    /// a small one (most of 10,000 partitions) keeps little unused. Sealing the segment (a roll)
+    /// or closing the log gives back what was not written.
     private func reserveBlocks(upTo end: Int) {
         guard self.reserves, end > self.reservedEnd else { return }
         let ahead = min(max(self.size, 64 * 1024), Limits.segmentReservationBytesMax)
@@ -358,19 +358,27 @@ final class LogSegment {
         self.nextOffset = max(next, self.nextOffset)
     }
 
-    /// Writes the indexes (the segment becomes read-only). The time index gets a final entry for
-    /// the segment's max timestamp so retention can read it without scanning.
-    func close() throws(StorageError) {
-        try self.releaseReservedBlocks()
-        guard let offsetIndex = self.offsetIndex else { return }
+    /// Makes the segment read-only: returns the work of giving back its reserved blocks and
+    /// writing its indexes, for its log's owner to run off the loop. The time index gets a
+    /// final entry for the segment's max timestamp so retention can read it without scanning.
+    func seal() -> DeferredFileWork {
+        var work = DeferredFileWork()
+        if self.reservedEnd > self.size || !self.reservedEndKnown {
+            work.steps.append(.truncate(self.log, bytes: self.size))
+            self.reservedEnd = self.size
+            self.reservedEndKnown = true
+        }
+        guard let offsetIndex = self.offsetIndex else { return work }
         if self.maxTimestamp >= 0 {
             self.timeIndex.append(timestamp: self.maxTimestamp, offset: self.offsetOfMaxTimestamp)
         }
-        try FileSystem.writeAtomically(self.indexPath, contents: offsetIndex.serialized())
-        try FileSystem.writeAtomically(
-            self.timeIndexPath,
-            contents: self.timeIndex.serialized(baseOffset: self.baseOffset)
+        let timeIndex = self.timeIndex
+        let baseOffset = self.baseOffset
+        work.steps.append(.replace(path: self.indexPath, contents: { offsetIndex.serialized() }))
+        work.steps.append(
+            .replace(path: self.timeIndexPath, contents: { timeIndex.serialized(baseOffset: baseOffset) })
         )
+        return work
     }
 
     func deleteFiles() throws(StorageError) {

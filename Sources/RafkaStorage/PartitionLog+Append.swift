@@ -226,26 +226,38 @@ extension PartitionLog {
     }
 
     /// Closes the active segment and starts a new one at the log end. The closed segment's file
-    /// is queued for fsync so the recovery point can move past it.
+    /// is queued for fsync so the recovery point can move past it; its indexes, the producer
+    /// snapshot and the return of its reserved blocks are left as deferred file work, so a roll
+    /// waits on the device no longer than creating the new file takes.
     public func roll() throws(StorageError) {
         let old = self.activeSegment
         guard !old.isEmpty else { return }
-        try old.close()
         let next = try LogSegment.create(
             directory: self.directory,
             baseOffset: old.nextOffset,
             indexIntervalBytes: self.config.indexIntervalBytes
         )
+        self.deferredFileWork.append(old.seal())
         self.segments.append(next)
         self.unsyncedClosedSegments.append(old.log)
-        try self.writeProducerSnapshot()
+        self.deferredFileWork.append(self.producerSnapshotWork)
     }
 
-    /// Writes the producer-state snapshot at the log end and keeps the newest two.
-    func writeProducerSnapshot() throws(StorageError) {
+    /// Writing the producer-state snapshot at the log end, keeping the newest two.
+    var producerSnapshotWork: DeferredFileWork {
         let offset = self.logEndOffset
         let path = self.directory + "/" + ProducerStateSnapshot.fileName(offset)
-        try FileSystem.writeAtomically(path, contents: ProducerStateSnapshot.encode(self.producers, offset: offset))
-        try self.removeSnapshots(after: Int64.max, keepNewest: 2)
+        let producers = self.producers
+        return DeferredFileWork(steps: [
+            .replace(path: path, contents: { ProducerStateSnapshot.encode(producers, offset: offset) }),
+            .pruneSnapshots(directory: self.directory, keep: 2),
+        ])
+    }
+
+    /// The file work left since the last call (see `DeferredFileWork`): the caller runs it off
+    /// its loop, in order, and before `close` or `deleteFiles`.
+    public func takeDeferredFileWork() -> DeferredFileWork {
+        defer { self.deferredFileWork = DeferredFileWork() }
+        return self.deferredFileWork
     }
 }

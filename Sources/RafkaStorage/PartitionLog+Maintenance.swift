@@ -40,7 +40,7 @@ extension PartitionLog {
         guard offset > self.recoveryPoint else { return }
         let crossedSegment = self.segments.contains { $0.baseOffset > self.recoveryPoint && $0.baseOffset <= offset }
         self.recoveryPoint = offset
-        if crossedSegment { try self.writeRecoveryPoint() }
+        if crossedSegment { self.deferredFileWork.append(self.recoveryPointWork) }
     }
 
     /// Whether an fsync policy is in force (otherwise the OS decides, as in Kafka by default).
@@ -78,6 +78,7 @@ extension PartitionLog {
     private func deleteOldestSegment() throws(StorageError) {
         precondition(self.segments.count > 1, "the active segment is never deleted")
         let oldest = self.segments.removeFirst()
+        self.deferredFileWork.forget(oldest)
         try oldest.deleteFiles()
         self.logStartOffset = self.segments.first!.baseOffset
         self.cache.drop(self.cacheKey, below: self.logStartOffset)
@@ -119,13 +120,14 @@ extension PartitionLog {
     /// Flushes everything, writes indexes, the producer snapshot and the recovery point. After
     /// a clean close, the next open validates only the active segment.
     public func close() throws(StorageError) {
+        try self.takeDeferredFileWork().run()
         for file in self.unsyncedClosedSegments { try file.sync() }
         self.unsyncedClosedSegments.removeAll()
         try self.activeSegment.releaseReservedBlocks()
         try self.activeSegment.log.sync()
-        try self.writeProducerSnapshot()
+        try self.producerSnapshotWork.run()
         self.recoveryPoint = self.logEndOffset
-        try self.writeRecoveryPoint()
+        try self.recoveryPointWork.run()
         self.cache.drop(self.cacheKey)
     }
 
@@ -133,6 +135,7 @@ extension PartitionLog {
     public func deleteFiles() throws(StorageError) {
         self.cache.drop(self.cacheKey)
         self.unsyncedClosedSegments.removeAll()
+        self.deferredFileWork = DeferredFileWork()
         self.segments.removeAll()
         try FileSystem.removeTree(self.directory)
     }

@@ -27,6 +27,8 @@ public final class PartitionLog {
     var lastFlushMonotonicMilliseconds: Int64
     /// Segments rolled but not yet fsynced.
     var unsyncedClosedSegments: [FileHandle] = []
+    /// Left for the owner to run off its loop (`takeDeferredFileWork`).
+    var deferredFileWork = DeferredFileWork()
     let allocator = ByteBufferAllocator()
     /// The node's hot cache and this log's key in it: appends fill it, reads try it first.
     let cache: HotCache
@@ -182,10 +184,10 @@ public final class PartitionLog {
         self.recoveryPoint = min(checkpoint, self.logEndOffset)
         if let snapshotOffset, snapshotOffset > self.logEndOffset {
             // The log now ends before the snapshot: rebuild producer state from what remains.
-            try self.removeSnapshots(after: self.logEndOffset)
+            try ProducerStateSnapshot.prune(directory: self.directory, after: self.logEndOffset)
             report.producerStateFrom = try self.rebuildProducerState()
         }
-        try self.removeSnapshots(after: self.logEndOffset)
+        try ProducerStateSnapshot.prune(directory: self.directory, after: self.logEndOffset)
         return report
     }
 
@@ -228,14 +230,6 @@ public final class PartitionLog {
         return (nil, table)
     }
 
-    func removeSnapshots(after offset: Int64, keepNewest: Int = Int.max) throws(StorageError) {
-        let names = try FileSystem.list(self.directory)
-        let offsets = names.compactMap { $0.hasSuffix(".snapshot") ? Int64($0.dropLast(9)) : nil }.sorted(by: >)
-        for (rank, snapshot) in offsets.enumerated() where snapshot > offset || rank >= keepNewest {
-            try FileSystem.remove(self.directory + "/" + ProducerStateSnapshot.fileName(snapshot))
-        }
-    }
-
     static func readCheckpoint(_ path: String) -> Int64? {
         guard FileSystem.exists(path), var bytes = try? FileSystem.readAll(path),
             let text = bytes.readString(length: bytes.readableBytes)
@@ -243,8 +237,10 @@ public final class PartitionLog {
         return Int64(text.trimmingCharacters())
     }
 
-    func writeRecoveryPoint() throws(StorageError) {
-        try FileSystem.writeAtomically(self.recoveryPointPath, contents: ByteBuffer(string: "\(self.recoveryPoint)\n"))
+    /// Persisting the recovery point as it is now.
+    var recoveryPointWork: DeferredFileWork {
+        let text = "\(self.recoveryPoint)\n"
+        return DeferredFileWork(steps: [.replace(path: self.recoveryPointPath, contents: { ByteBuffer(string: text) })])
     }
 
     // MARK: Configuration

@@ -121,6 +121,12 @@ import Testing
         _ = try log.enforceRetention(nowMilliseconds: 1_000 + 61_000)
         #expect(log.segmentCount == 1)
         #expect(log.logStartOffset == 10 && log.logEndOffset == 10)
+        // The segments deleted leave no deferred work behind that would bring their indexes back.
+        try log.takeDeferredFileWork().run()
+        let names = try FileSystem.list(self.directory.path + "/orders-0")
+        let bases = Set(names.filter { $0.hasSuffix(".log") }.map { $0.dropLast(4) })
+        let orphans = names.filter { $0.hasSuffix("index") && !bases.contains($0.prefix(20)) }
+        #expect(orphans.isEmpty, "\(orphans)")
     }
 
     @Test func segmentMsRollsOnTheSpanOfRecordTimestamps() throws {
@@ -438,8 +444,45 @@ extension PartitionLogTests {
         #expect(writebacks == 3)
     }
 
-    /// An active segment reserves file blocks ahead of its writes; a rolled or closed one gives
-    /// back what it did not write, and the log reopens with exactly what was written.
+    /// A roll leaves the closed segment's indexes and the producer snapshot as deferred file
+    /// work: the log is right without them (a crash before they run costs a rebuild on open),
+    /// and running the work writes them.
+    @Test func aRollLeavesItsIndexesAsDeferredFileWork() throws {
+        defer { self.directory.remove() }
+        let directory = self.directory.path + "/orders-0"
+        let first = "00000000000000000000.index"
+        do {
+            let (log, _) = try self.open(["segment.bytes": "100000"])
+            for i in 0..<12 {
+                _ = try self.append(log, Batches.make(count: 10, valueBytes: 1000, codec: .none, tag: "a\(i)"))
+            }
+            #expect(log.segmentCount >= 2)
+            #expect(!FileSystem.exists(directory + "/" + first), "the roll itself writes no index")
+            #expect(!log.takeDeferredFileWork().isEmpty)
+            #expect(log.takeDeferredFileWork().isEmpty, "taken once")
+        }  // the work never ran and the log never closed: as after kill -9
+        let (log, report) = try self.open(["segment.bytes": "100000"])
+        #expect(report.truncatedBytes == 0)
+        #expect(log.logEndOffset == 120)
+        #expect(try Batches.values(log.read(from: 5, maxBytes: 1 << 20, minOneBatch: true)).first?.prefix(4) == "a0-0")
+        for i in 12..<24 {
+            _ = try self.append(log, Batches.make(count: 10, valueBytes: 1000, codec: .none, tag: "a\(i)"))
+        }
+        try log.takeDeferredFileWork().run()
+        let names = try FileSystem.list(directory)
+        let closedBases = names.filter { $0.hasSuffix(".log") }.sorted().dropLast().map { $0.dropLast(4) }
+        #expect(closedBases.count >= 2)
+        let rolledSinceReopen = closedBases.dropFirst(closedBases.count - 1)
+        for base in rolledSinceReopen {
+            #expect(names.contains(base + ".index") && names.contains(base + ".timeindex"), "\(base) indexed")
+        }
+        #expect(names.contains { $0.hasSuffix(".snapshot") })
+        try log.close()
+    }
+
+    /// An active segment reserves file blocks ahead of its writes; a rolled one (once its
+    /// deferred file work ran) or a closed one gives back what it did not write, and the log
+    /// reopens with exactly what was written.
     @Test func segmentsReserveBlocksAheadAndGiveTheRestBack() throws {
         defer { self.directory.remove() }
         let directory = self.directory.path + "/orders-0"
@@ -452,6 +495,7 @@ extension PartitionLogTests {
                 _ = try self.append(log, Batches.make(count: 10, valueBytes: 1000, codec: .none, tag: "p\(i)"))
             }
             #expect(log.segmentCount >= 2)
+            try log.takeDeferredFileWork().run()  // what the partition's owner runs off its loop
             let files = try FileSystem.list(directory).filter { $0.hasSuffix(".log") }.sorted()
             for closed in files.dropLast() {
                 let path = directory + "/" + closed
