@@ -72,4 +72,49 @@ public enum CRC32C {
     public static func checksum(_ bytes: [UInt8]) -> UInt32 {
         bytes.withUnsafeBytes { Self.checksum($0) }
     }
+
+    /// The CRC-32C of `A` followed by `B`, from the CRC-32C of each and the length of `B`,
+    /// without reading either again: a batch whose header changes but whose records do not is
+    /// checksummed by hashing the header alone.
+    ///
+    /// A CRC is a remainder modulo the polynomial P, so appending `B` multiplies `A`'s
+    /// remainder by x^(8·|B|) mod P and adds `B`'s own (the pre- and post-inversions cancel).
+    /// The power is found by squaring, O(log |B|) products of 32 steps each.
+    public static func combine(_ first: UInt32, _ second: UInt32, secondLength: Int) -> UInt32 {
+        precondition(secondLength >= 0 && secondLength < 1 << 28, "combine: length out of range")
+        var power: UInt32 = 1 << 31  // x^0, bit-reflected as the CRC is
+        var length = secondLength
+        var square = 0
+        while length != 0 {
+            if length & 1 != 0 { power = Self.multiply(Self.xToTwoToThe[square + 3], power) }
+            length >>= 1
+            square += 1
+        }
+        return Self.multiply(power, first) ^ second
+    }
+
+    /// `xToTwoToThe[k]` = x^(2^k) mod P. Bit i of a byte count stands for x^(2^(i+3)), so
+    /// counts below 2^28 bytes (256 MiB, more than any batch) stay inside the table.
+    private static let xToTwoToThe: [UInt32] = {
+        var table = [UInt32](repeating: 0, count: 32)
+        var power: UInt32 = 1 << 30  // x^1
+        for k in 0..<32 {
+            table[k] = power
+            power = Self.multiply(power, power)
+        }
+        return table
+    }()
+
+    /// a·b mod P for bit-reflected polynomials (bit 31 is x^0), P = 0x82F63B78 reflected.
+    private static func multiply(_ a: UInt32, _ b: UInt32) -> UInt32 {
+        var product: UInt32 = 0
+        var b = b
+        var bit: UInt32 = 1 << 31
+        while bit != 0 {
+            if a & bit != 0 { product ^= b }
+            bit >>= 1
+            b = (b & 1) != 0 ? (b >> 1) ^ 0x82F6_3B78 : b >> 1
+        }
+        return product
+    }
 }

@@ -30,6 +30,7 @@ public struct RecordBatchHeader: Hashable, Sendable {
     public static let leaderEpochPosition = 12
     public static let crcPosition = 17
     public static let attributesPosition = 21
+    public static let baseTimestampPosition = 27
     public static let maxTimestampPosition = 35
 
     public var baseOffset: Int64

@@ -143,6 +143,10 @@ private final class ProducerLane {
     /// Highest rate with consumers: their count and when it last moved (see `consumersAreBehind`).
     private var consumersSeen = (records: -1, at: Int64(0))
     private var histogram = LatencyHistogram()
+    /// A buffer per template variant that this lane stamps and sends again and again: it is
+    /// copied into each request frame, so it is the lane's alone again once `send` returns
+    /// (nil while in use, or before its first send).
+    private var spareBatches: [ByteBuffer?]
 
     init(
         load: ProduceLoad,
@@ -165,6 +169,7 @@ private final class ProducerLane {
         self.recordInterval = settings.targetRate.map { Int64(1e9 * Double(settings.producers) / $0) } ?? 0
         self.batchInterval = self.recordInterval * Int64(load.templates.recordsPerBatch)
         self.group = self.batchInterval > 0 ? 1 : load.topic.partitions.count
+        self.spareBatches = Array(repeating: nil, count: load.templates.assembled.count)
     }
 
     func start() -> EventLoopFuture<LatencyHistogram> {
@@ -249,12 +254,15 @@ private final class ProducerLane {
         let load = self.load
         let partitions = load.topic.partitions
         let timestamp = MonotonicClock.wallMilliseconds()
-        var byLeader: [BenchTopic.Leader: [(partition: Int32, batch: ByteBuffer)]] = [:]
+        var byLeader: [BenchTopic.Leader: [(partition: Int32, variant: Int, batch: ByteBuffer)]] = [:]
         for k in first..<(first + self.group) {
             let partition = partitions[(k + self.producer) % partitions.count]
-            byLeader[load.topic.leaders[partition]!, default: []].append(
-                (partition, load.templates.batch(k, timestampMilliseconds: timestamp))
-            )
+            let variant = load.templates.variant(k)
+            // Taken out of its slot before stamping, so that the stamp writes in place.
+            var batch = self.spareBatches[variant] ?? load.templates.assembled[variant]
+            self.spareBatches[variant] = nil
+            load.templates.stamp(&batch, variant: variant, timestampMilliseconds: timestamp)
+            byLeader[load.topic.leaders[partition]!, default: []].append((partition, variant, batch))
         }
         self.inFlight += 1
         let lane = self.bound
@@ -275,9 +283,13 @@ private final class ProducerLane {
                 load.settings.acks == 0
                 ? connection.requestWithoutResponse(request, version: version).map { nil }
                 : connection.request(request, version: version, timeout: .seconds(60)).map { $0 }
+            let sizes = batches.map { (partition: $0.partition, wireBytes: $0.batch.readableBytes) }
             return answered.hop(to: self.loop).map { response in
-                lane.value.acknowledged(response, batches: batches, intended: intended, sent: sent, measured: measured)
+                lane.value.acknowledged(response, batches: sizes, intended: intended, sent: sent, measured: measured)
             }
+        }
+        for batches in byLeader.values {
+            for (_, variant, batch) in batches { self.spareBatches[variant] = batch }
         }
         EventLoopFuture.whenAllComplete(answers, on: self.loop).whenSuccess { results in
             let this = lane.value
@@ -291,7 +303,7 @@ private final class ProducerLane {
 
     private func acknowledged(
         _ response: ProduceResponse?,
-        batches: [(partition: Int32, batch: ByteBuffer)],
+        batches: [(partition: Int32, wireBytes: Int)],
         intended: Int64,
         sent: Int64,
         measured: Bool
@@ -306,7 +318,7 @@ private final class ProducerLane {
                 self.load.counters.count(error: "\(KafkaErrorCode(rawValue: answer.errorCode))")
             }
         }
-        for (partition, batch) in batches {
+        for (partition, wireBytes) in batches {
             let baseOffset = baseOffsets[partition] ?? -1
             guard response == nil || baseOffset >= 0 else { continue }
             self.load.counters.records.add(perBatch, ordering: .relaxed)
@@ -323,7 +335,7 @@ private final class ProducerLane {
             self.load.counters.measured(
                 records: perBatch,
                 payloadBytes: self.load.templates.payloadBytes,
-                wireBytes: batch.readableBytes,
+                wireBytes: wireBytes,
                 at: done
             )
         }

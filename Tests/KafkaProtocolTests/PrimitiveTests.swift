@@ -87,4 +87,22 @@ import Testing
             }
         }
     }
+
+    /// Combining two CRCs gives the CRC of the joined bytes, for every split of a random
+    /// buffer at lengths around the powers of two the combination squares through.
+    @Test func combinedChecksumsEqualTheChecksumOfTheWhole() {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<70_000).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        bytes.withUnsafeBytes { all in
+            for split in [0, 1, 40, 61, 1000, 4096, 65_537, 70_000] {
+                let first = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: all[..<split]))
+                let second = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: all[split...]))
+                #expect(
+                    CRC32C.combine(first, second, secondLength: all.count - split) == CRC32C.checksum(all),
+                    "split at \(split)"
+                )
+            }
+        }
+        #expect(CRC32C.combine(0x1234_5678, 0, secondLength: 0) == 0x1234_5678)
+    }
 }

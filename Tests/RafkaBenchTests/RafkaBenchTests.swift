@@ -28,6 +28,15 @@ import Testing
             #expect(records.count == 100)
             #expect(records.allSatisfy { $0.key?.readableBytes == 8 && $0.value?.readableBytes == 100 })
         }
+        // A producer restamps one buffer per variant in place: each stamp leaves a valid batch.
+        var reused = templates.assembled[1]
+        for time in [Int64(5), 1_700_000_000_000, 1_800_000_000_123] {
+            templates.stamp(&reused, variant: 1, timestampMilliseconds: time)
+            let header = try RecordBatchHeader.peek(reused, at: reused.readerIndex)
+            try RecordBatch.validateHeader(header, bytes: reused)
+            #expect(header.baseTimestamp == time && header.maxTimestamp == time)
+            #expect(reused == templates.batch(4, timestampMilliseconds: time))
+        }
     }
 
     /// At a target rate a batch holds what one producer's share of the rate makes within the
