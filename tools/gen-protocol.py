@@ -389,8 +389,8 @@ def emit_write_value(f, value, w, ind, flexible, valid, buf="buffer"):
             w(f"{ind}{value}.encode(into: &{buf}, version: version)")
     else:
         if f.optional and f.elem in ("string", "bytes", "records"):
-            fn = "writeKafkaNullableString" if f.elem == "string" else "writeKafkaNullableBytes"
-            nn = "writeKafkaString" if f.elem == "string" else "writeKafkaBytes"
+            fn = {"string": "writeKafkaNullableString", "bytes": "writeKafkaNullableBytes"}.get(f.elem, "writeKafkaNullableRecords")
+            nn = {"string": "writeKafkaString", "bytes": "writeKafkaBytes"}.get(f.elem, "writeKafkaRecords")
             empty = '""' if f.elem == "string" else "ByteBuffer()"
             if nullable_cond == "true":
                 w(f"{ind}{buf}.{fn}({value}, compact: {compact})")
@@ -416,8 +416,10 @@ def emit_write_elem(f, value, w, ind, compact, buf):
 def emit_write_prim(elem, value, w, ind, compact, buf):
     if elem == "string":
         w(f"{ind}{buf}.writeKafkaString({value}, compact: {compact})")
-    elif elem in ("bytes", "records"):
+    elif elem == "bytes":
         w(f"{ind}{buf}.writeKafkaBytes({value}, compact: {compact})")
+    elif elem == "records":
+        w(f"{ind}{buf}.writeKafkaRecords({value}, compact: {compact})")
     else:
         w(f"{ind}{buf}.{WRITERS[elem]}({value})")
 

@@ -236,12 +236,17 @@ extension ByteBuffer {
     }
 
     public mutating func writeKafkaBytes(_ value: ByteBuffer, compact: Bool) {
-        if compact {
-            self.writeKafkaUnsignedVarint(UInt32(value.readableBytes + 1))
-        } else {
-            self.writeKafkaInt32(Int32(value.readableBytes))
-        }
+        self.writeKafkaBytesLength(value.readableBytes, compact: compact)
         self.writeImmutableBuffer(value)
+    }
+
+    /// The length prefix of a bytes field of `count` bytes.
+    mutating func writeKafkaBytesLength(_ count: Int, compact: Bool) {
+        if compact {
+            self.writeKafkaUnsignedVarint(UInt32(count + 1))
+        } else {
+            self.writeKafkaInt32(Int32(count))
+        }
     }
 
     public mutating func writeKafkaNullableBytes(_ value: ByteBuffer?, compact: Bool) {

@@ -176,29 +176,27 @@ public final class KafkaConnection: Sendable, CustomStringConvertible {
         )
     }
 
-    /// A request frame: size prefix, header, body.
+    /// A request frame: size prefix, header, body (large batches referenced, not copied).
     private static func frame<Request: KafkaRequestMessage>(
         _ request: Request,
         version: Int16,
         correlationID: Int32,
         clientID: String
-    ) -> ByteBuffer {
-        var frame = ByteBufferAllocator().buffer(capacity: 256)
-        frame.writeInteger(Int32(0))
-        let flexible = Request.isFlexible(version)
-        let header = RequestHeader(
-            requestApiKey: Request.apiKey.rawValue,
-            requestApiVersion: version,
-            correlationId: correlationID,
-            clientId: clientID
-        )
-        header.encode(
-            into: &frame,
-            version: KafkaHeaders.requestHeaderVersion(flexible: flexible, apiKey: Request.apiKey, apiVersion: version)
-        )
-        request.encode(into: &frame, version: version)
-        frame.setInteger(Int32(frame.readableBytes - 4), at: frame.readerIndex)
-        return frame
+    ) -> KafkaFrame {
+        KafkaFrame.encode { frame in
+            let flexible = Request.isFlexible(version)
+            let header = RequestHeader(
+                requestApiKey: Request.apiKey.rawValue,
+                requestApiVersion: version,
+                correlationId: correlationID,
+                clientId: clientID
+            )
+            header.encode(
+                into: &frame,
+                version: KafkaHeaders.requestHeaderVersion(flexible: flexible, apiKey: Request.apiKey, apiVersion: version)
+            )
+            request.encode(into: &frame, version: version)
+        }
     }
 
     public func close() {

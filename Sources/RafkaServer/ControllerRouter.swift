@@ -42,7 +42,7 @@ struct ControllerRouter: FrameRouter {
 
     static let supportedByKey: [KafkaAPIKey: ClosedRange<Int16>] = Dictionary(uniqueKeysWithValues: supported)
 
-    func handle(_ frame: ByteBuffer, on eventLoop: any EventLoop) -> EventLoopFuture<ByteBuffer?> {
+    func handle(_ frame: ByteBuffer, on eventLoop: any EventLoop) -> EventLoopFuture<KafkaFrame?> {
         guard let prefix = KafkaHeaders.peekPrefix(frame) else {
             return eventLoop.makeFailedFuture(ConnectionFailure(reason: "request header is truncated"))
         }
@@ -129,7 +129,7 @@ struct ControllerRouter: FrameRouter {
         _ prefix: (apiKey: KafkaAPIKey, apiVersion: Int16, correlationID: Int32),
         _ eventLoop: any EventLoop,
         _ handler: @escaping @Sendable (Request) async -> Response
-    ) -> EventLoopFuture<ByteBuffer?> {
+    ) -> EventLoopFuture<KafkaFrame?> {
         var reader = body
         let request: Request
         do {

@@ -21,7 +21,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     private let router: any FrameRouter
     private let memory: ConnectionMemory
     private var logger: Logger
-    private var sequencer = ResponseSequencer<ByteBuffer>()
+    private var sequencer = ResponseSequencer<KafkaFrame>()
     private var waiting = Deque<ByteBuffer>()
     private var readHeld = false
     private var closing = false
@@ -73,11 +73,11 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    private func finish(_ sequence: UInt64, response: ByteBuffer?, context: ChannelHandlerContext) {
+    private func finish(_ sequence: UInt64, response: KafkaFrame?, context: ChannelHandlerContext) {
         guard !self.closing else { return }
         let ready = self.sequencer.finish(sequence, response: response)
-        for buffer in ready {
-            context.write(Self.wrapOutboundOut(buffer), promise: nil)
+        for frame in ready {
+            for part in frame.parts { context.write(Self.wrapOutboundOut(part), promise: nil) }
         }
         if !ready.isEmpty { context.flush() }
         self.startWaiting(context: context)

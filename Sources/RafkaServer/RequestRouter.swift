@@ -23,7 +23,7 @@ struct ConnectionFailure: Error, CustomStringConvertible {
 /// Turns one request frame into the response frame to send back (nil: none is due). A failed
 /// future with `ConnectionFailure` means: log and close the connection.
 protocol FrameRouter: Sendable {
-    func handle(_ frame: ByteBuffer, on eventLoop: any EventLoop) -> EventLoopFuture<ByteBuffer?>
+    func handle(_ frame: ByteBuffer, on eventLoop: any EventLoop) -> EventLoopFuture<KafkaFrame?>
 }
 
 /// Decodes each request frame, dispatches it to `KafkaAPIs` and encodes the response with the
@@ -58,7 +58,7 @@ struct RequestRouter: FrameRouter {
 
     /// Handles one frame. The future's value is the encoded response frame, or nil when none is
     /// due (acks=0). A failed future with `ConnectionFailure` means: log and close.
-    func handle(_ frame: ByteBuffer, on eventLoop: any EventLoop) -> EventLoopFuture<ByteBuffer?> {
+    func handle(_ frame: ByteBuffer, on eventLoop: any EventLoop) -> EventLoopFuture<KafkaFrame?> {
         var body = frame
         let context: RequestContext
         do {
@@ -139,7 +139,7 @@ struct RequestRouter: FrameRouter {
         _ body: ByteBuffer,
         _ context: RequestContext,
         _ handler: (Request, RequestContext) -> EventLoopFuture<Response?>
-    ) -> EventLoopFuture<ByteBuffer?> {
+    ) -> EventLoopFuture<KafkaFrame?> {
         if context.apiKey == .apiVersions && context.apiVersion > Self.supportedByKey[.apiVersions]!.upperBound {
             // The body may be in a format we do not know: do not parse it. Answer in v0.
             let response = self.apis.apiVersionsTable(error: .unsupportedVersion)
@@ -156,7 +156,7 @@ struct RequestRouter: FrameRouter {
         _ context: RequestContext,
         logger: Logger,
         _ handler: (Request, RequestContext) -> EventLoopFuture<Response?>
-    ) -> EventLoopFuture<ByteBuffer?> {
+    ) -> EventLoopFuture<KafkaFrame?> {
         let request: Request
         do {
             // Bytes after the message are ignored, as Kafka does: librdkafka 2.16 sends Metadata
@@ -186,22 +186,21 @@ struct RequestRouter: FrameRouter {
 
     /// A whole response frame: size, header (v0 or v1), body, in a buffer of `sizeHint` bytes to
     /// start with (a fetch's records are known: its buffer is allocated once, not regrown).
+    /// Large record batches are not copied into it (`KafkaFrame`).
     static func encode<Response: KafkaResponseMessage>(
         _ response: Response,
         apiKey: KafkaAPIKey,
         version: Int16,
         correlationID: Int32,
         sizeHint: Int = 256
-    ) -> ByteBuffer {
-        var buffer = ByteBufferAllocator().buffer(capacity: sizeHint)
-        buffer.writeInteger(Int32(0))
-        buffer.writeInteger(correlationID)
-        let flexible = Response.isFlexible(version)
-        if KafkaHeaders.responseHeaderVersion(flexible: flexible, apiKey: apiKey) >= 1 {
-            buffer.writeKafkaUnsignedVarint(0)  // no tagged fields in the header
+    ) -> KafkaFrame {
+        KafkaFrame.encode(capacity: sizeHint) { buffer in
+            buffer.writeInteger(correlationID)
+            let flexible = Response.isFlexible(version)
+            if KafkaHeaders.responseHeaderVersion(flexible: flexible, apiKey: apiKey) >= 1 {
+                buffer.writeKafkaUnsignedVarint(0)  // no tagged fields in the header
+            }
+            response.encode(into: &buffer, version: version)
         }
-        response.encode(into: &buffer, version: version)
-        buffer.setInteger(Int32(buffer.readableBytes - 4), at: buffer.readerIndex)
-        return buffer
     }
 }

@@ -299,7 +299,7 @@ public struct FetchResponse: KafkaResponseMessage {
             if version >= 11 {
                 buffer.writeKafkaInt32(self.preferredReadReplica)
             }
-            buffer.writeKafkaNullableBytes(self.records, compact: flexible)
+            buffer.writeKafkaNullableRecords(self.records, compact: flexible)
             if flexible {
                 var tagCount: UInt32 = 0
                 if version >= 12 && !(self.divergingEpoch == EpochEndOffset()) { tagCount += 1 }

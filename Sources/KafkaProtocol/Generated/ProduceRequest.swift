@@ -169,7 +169,7 @@ public struct ProduceRequest: KafkaRequestMessage {
         public func encode(into buffer: inout ByteBuffer, version: Int16) {
             let flexible = version >= 9
             buffer.writeKafkaInt32(self.index)
-            buffer.writeKafkaNullableBytes(self.records, compact: flexible)
+            buffer.writeKafkaNullableRecords(self.records, compact: flexible)
             if flexible {
                 buffer.writeKafkaUnsignedVarint(0)
             }

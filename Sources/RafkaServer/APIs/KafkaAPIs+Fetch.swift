@@ -247,11 +247,15 @@ final class FetchOperation {
 extension FetchOperation: Sendable {}
 
 extension FetchResponse {
-    /// Bytes of record data plus room for each topic's and partition's fields, so the encoder
-    /// sizes its buffer once.
+    /// Bytes of the record data copied into the frame (batches under `KafkaFrame.spliceBytesMin`)
+    /// plus room for each topic's and partition's fields, so the encoder sizes its buffer once.
     var encodedSizeHint: Int {
         self.responses.reduce(0) {
-            $0 + 64 + $1.topic.utf8.count + $1.partitions.reduce(0) { $0 + 64 + ($1.records?.readableBytes ?? 0) }
+            $0 + 64 + $1.topic.utf8.count
+                + $1.partitions.reduce(0) {
+                    let records = $1.records?.readableBytes ?? 0
+                    return $0 + 64 + (records < KafkaFrame.spliceBytesMin ? records : 0)
+                }
         }
     }
 }
