@@ -143,9 +143,11 @@ private final class ProducerLane {
     /// Highest rate with consumers: their count and when it last moved (see `consumersAreBehind`).
     private var consumersSeen = (records: -1, at: Int64(0))
     private var histogram = LatencyHistogram()
-    /// A buffer per template variant that this lane stamps and sends again and again: it is
-    /// copied into each request frame, so it is the lane's alone again once `send` returns
-    /// (nil while in use, or before its first send).
+    /// A buffer per template variant that this lane stamps and sends again and again (nil
+    /// while being stamped, or before its first send). The request frame references it until
+    /// the socket has taken it, normally long before the variant's next turn; a stamp while it
+    /// is still referenced copies it first (ByteBuffer is copy-on-write), so bytes in flight
+    /// never change.
     private var spareBatches: [ByteBuffer?]
 
     init(
