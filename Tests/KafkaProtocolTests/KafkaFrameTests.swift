@@ -37,6 +37,28 @@ import Testing
         #expect(try ProduceRequest(from: &whole, version: version) == request)
     }
 
+    /// A fetch response (the broker's side) splices the same way, topic IDs and tagged fields
+    /// of flexible versions included.
+    @Test(arguments: [Int16(4), 11, 12, 13])
+    func splicedFetchResponsesEqualCopiedOnes(version: Int16) throws {
+        let large = ByteBuffer(repeating: 0x5A, count: 3 * KafkaFrame.spliceBytesMin)
+        var partition = FetchResponse.PartitionData()
+        partition.records = large
+        partition.highWatermark = 42
+        var other = FetchResponse.PartitionData()
+        other.partitionIndex = 1
+        other.records = ByteBuffer(repeating: 1, count: 10)
+        let response = FetchResponse(
+            responses: [.init(topic: "t", topicId: KafkaUUID(high: 1, low: 2), partitions: [partition, other])])
+        let frame = KafkaFrame.encode { response.encode(into: &$0, version: version) }
+        var copied = ByteBuffer()
+        copied.writeInteger(Int32(0))
+        response.encode(into: &copied, version: version)
+        copied.setInteger(Int32(copied.readableBytes - 4), at: 0)
+        #expect(frame.joined == copied)
+        #expect(frame.parts.count == 3 && frame.parts[1] == large)
+    }
+
     /// Outside `KafkaFrame.encode`, and for a frame without large batches, records are copied:
     /// one buffer, as before.
     @Test func recordsAreCopiedOutsideAFrame() {
