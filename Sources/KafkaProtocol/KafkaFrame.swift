@@ -96,10 +96,11 @@ extension ByteBuffer {
 extension Channel {
     /// Writes `frame`'s parts back to back and flushes; NIO hands them to the socket in one
     /// gathering write. From another thread, the parts are written in one task on the channel's
-    /// loop, so no other write comes between them.
-    public func writeAndFlush(_ frame: KafkaFrame) -> EventLoopFuture<Void> {
+    /// loop, so no other write comes between them. (A `KafkaFrame` given to NIO's own `write`
+    /// would reach the socket handler as an unknown type and fail there.)
+    public func writeFrame(_ frame: KafkaFrame) -> EventLoopFuture<Void> {
         guard self.eventLoop.inEventLoop else {
-            return self.eventLoop.flatSubmit { self.writeAndFlush(frame) }
+            return self.eventLoop.flatSubmit { self.writeFrame(frame) }
         }
         for part in frame.parts.dropLast() { self.write(part, promise: nil) }
         return self.writeAndFlush(frame.parts[frame.parts.count - 1])

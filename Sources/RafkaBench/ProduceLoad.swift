@@ -145,9 +145,9 @@ private final class ProducerLane {
     private var histogram = LatencyHistogram()
     /// A buffer per template variant that this lane stamps and sends again and again (nil
     /// while being stamped, or before its first send). The request frame references it until
-    /// the socket has taken it, normally long before the variant's next turn; a stamp while it
-    /// is still referenced copies it first (ByteBuffer is copy-on-write), so bytes in flight
-    /// never change.
+    /// the socket has taken all of it; a stamp while it is still referenced (or a variant used
+    /// twice in one request) copies it first (ByteBuffer is copy-on-write), so bytes in flight
+    /// never change and the copy is only paid when the socket lags.
     private var spareBatches: [ByteBuffer?]
 
     init(

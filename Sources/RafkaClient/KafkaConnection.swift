@@ -130,7 +130,7 @@ public final class KafkaConnection: Sendable, CustomStringConvertible {
         let channel = self.channel
         let write: @Sendable () -> Void = {
             handler.value.expect(correlationID, promise: promise)
-            channel.writeAndFlush(frame).whenFailure { promise.fail($0) }
+            channel.writeFrame(frame).whenFailure { promise.fail($0) }
             let deadline = loop.scheduleTask(in: timeout) {
                 guard let waiting = handler.value.cancel(correlationID) else { return }
                 waiting.fail(
@@ -171,7 +171,7 @@ public final class KafkaConnection: Sendable, CustomStringConvertible {
         version: Int16
     ) -> EventLoopFuture<Void> {
         let correlationID = self.correlation.add(1, ordering: .relaxed).newValue
-        return self.channel.writeAndFlush(
+        return self.channel.writeFrame(
             Self.frame(request, version: version, correlationID: correlationID, clientID: self.clientID)
         )
     }
