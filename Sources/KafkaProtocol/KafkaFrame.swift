@@ -59,7 +59,8 @@ public struct KafkaFrame: Sendable {
 
     /// The batches an encoding on this thread left in place, and the buffer positions they
     /// belong at. Generated encoders write `records` fields straight into the frame's buffer
-    /// (never into a scratch buffer, as tagged fields are), so positions are the frame's.
+    /// (never into a scratch buffer, as tagged fields are: tools/gen-protocol.py refuses a
+    /// schema with records inside a tagged field), so positions are the frame's.
     final class Splices {
         var entries: [(position: Int, bytes: ByteBuffer)] = []
 
