@@ -590,7 +590,6 @@ def gen_samples(schema, out):
     for common in schema.get("commonStructs", []):
         Struct(common["name"], common["fields"], Versions(common.get("versions", "0+")), registry)
     top = Struct(name, schema["fields"], valid, registry)
-    check_records_not_tagged(name, registry)
     w = out.append
     w(f"extension {name} {{")
     for sname, st in registry.items():
