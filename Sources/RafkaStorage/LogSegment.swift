@@ -124,10 +124,16 @@ final class LogSegment {
 
     /// Gives back the blocks reserved past the file's end (the segment stops growing).
     func releaseReservedBlocks() throws(StorageError) {
-        guard self.reservedEnd > self.size || !self.reservedEndKnown else { return }
-        try self.log.truncate(to: self.size)
+        try self.reservationRelease().run()
+    }
+
+    /// The truncation that gives back the blocks reserved past the end, if any are (or may be);
+    /// from here on the segment counts them as given back.
+    private func reservationRelease() -> DeferredFileWork {
+        guard self.reservedEnd > self.size || !self.reservedEndKnown else { return DeferredFileWork() }
         self.reservedEnd = self.size
         self.reservedEndKnown = true
+        return DeferredFileWork(steps: [.truncate(self.log, bytes: self.size)])
     }
 
     /// Where writeback was last started up to (see `FileHandle.startWriteback`), and below
@@ -362,12 +368,7 @@ final class LogSegment {
     /// writing its indexes, for its log's owner to run off the loop. The time index gets a
     /// final entry for the segment's max timestamp so retention can read it without scanning.
     func seal() -> DeferredFileWork {
-        var work = DeferredFileWork()
-        if self.reservedEnd > self.size || !self.reservedEndKnown {
-            work.steps.append(.truncate(self.log, bytes: self.size))
-            self.reservedEnd = self.size
-            self.reservedEndKnown = true
-        }
+        var work = self.reservationRelease()
         guard let offsetIndex = self.offsetIndex else { return work }
         if self.maxTimestamp >= 0 {
             self.timeIndex.append(timestamp: self.maxTimestamp, offset: self.offsetOfMaxTimestamp)
