@@ -50,13 +50,30 @@ public enum CompressionCodec: Int8, Sendable, CaseIterable, CustomStringConverti
         outputBytesMax: Int,
         allocator: ByteBufferAllocator = .init()
     ) throws(CompressionError) -> ByteBuffer {
+        if self == .none {
+            guard input.readableBytes <= outputBytesMax else { throw CompressionError(.outputTooLarge, "none") }
+            return input
+        }
+        var output = allocator.buffer(capacity: 0)
+        try self.decompress(input, outputBytesMax: outputBytesMax, into: &output)
+        return output
+    }
+
+    /// Decompresses `input` onto the end of `output` (which grows as needed), failing rather than
+    /// adding more than `outputBytesMax` bytes. A caller that keeps `output` and clears it between
+    /// calls decompresses without allocating once it is large enough.
+    public func decompress(
+        _ input: ByteBuffer,
+        outputBytesMax: Int,
+        into output: inout ByteBuffer
+    ) throws(CompressionError) {
         switch self {
         case .none:
             guard input.readableBytes <= outputBytesMax else { throw CompressionError(.outputTooLarge, "none") }
-            return input
-        case .gzip: return try Gzip.decompress(input, outputBytesMax: outputBytesMax, allocator: allocator)
-        case .lz4: return try LZ4Frame.decompress(input, outputBytesMax: outputBytesMax, allocator: allocator)
-        case .zstd: return try Zstd.decompress(input, outputBytesMax: outputBytesMax, allocator: allocator)
+            output.writeImmutableBuffer(input)
+        case .gzip: try Gzip.decompress(input, outputBytesMax: outputBytesMax, into: &output)
+        case .lz4: try LZ4Frame.decompress(input, outputBytesMax: outputBytesMax, into: &output)
+        case .zstd: try Zstd.decompress(input, outputBytesMax: outputBytesMax, into: &output)
         case .snappy: throw CompressionError(.unsupportedCodec, "snappy")
         }
     }

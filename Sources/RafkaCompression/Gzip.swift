@@ -34,20 +34,21 @@ enum Gzip {
     static func decompress(
         _ input: ByteBuffer,
         outputBytesMax: Int,
-        allocator: ByteBufferAllocator
-    ) throws(CompressionError) -> ByteBuffer {
+        into output: inout ByteBuffer
+    ) throws(CompressionError) {
         var stream = z_stream()
         guard inflateInit2_(&stream, Self.gzipWindowBits, zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK
         else { throw CompressionError(.libraryFailure, "inflateInit2") }
         defer { inflateEnd(&stream) }
-        var output = allocator.buffer(capacity: min(outputBytesMax, max(4096, input.readableBytes * 4)))
+        let limit = output.writerIndex + outputBytesMax
+        output.reserveCapacity(minimumWritableBytes: min(outputBytesMax, max(4096, input.readableBytes * 4)))
         var failure: CompressionError?
         var mutableInput = input
         mutableInput.withUnsafeMutableReadableBytes { source in
             stream.next_in = source.baseAddress?.assumingMemoryBound(to: Bytef.self)
             stream.avail_in = uInt(source.count)
             while true {
-                guard let room = output.decompressionRoom(limit: outputBytesMax) else {
+                guard let room = output.decompressionRoom(limit: limit) else {
                     failure = CompressionError(.outputTooLarge, "gzip")
                     return
                 }
@@ -75,6 +76,5 @@ enum Gzip {
             }
         }
         if let failure { throw failure }
-        return output
     }
 }

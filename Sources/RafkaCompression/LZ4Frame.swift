@@ -26,21 +26,22 @@ enum LZ4Frame {
     static func decompress(
         _ input: ByteBuffer,
         outputBytesMax: Int,
-        allocator: ByteBufferAllocator
-    ) throws(CompressionError) -> ByteBuffer {
+        into output: inout ByteBuffer
+    ) throws(CompressionError) {
         var context: OpaquePointer?
         guard LZ4F_isError(LZ4F_createDecompressionContext(&context, UInt32(LZ4F_VERSION))) == 0, let context else {
             throw CompressionError(.libraryFailure, "LZ4F_createDecompressionContext")
         }
         defer { LZ4F_freeDecompressionContext(context) }
+        let limit = output.writerIndex + outputBytesMax
         // Start near a typical ratio and grow; never beyond the bound.
-        var output = allocator.buffer(capacity: min(outputBytesMax, max(4096, input.readableBytes * 4)))
+        output.reserveCapacity(minimumWritableBytes: min(outputBytesMax, max(4096, input.readableBytes * 4)))
         var failure: CompressionError?
         input.withUnsafeReadableBytes { source in
             var consumed = 0
             var hint = 1  // LZ4F_decompress returns 0 once a frame is complete.
             while consumed < source.count {
-                guard let room = output.decompressionRoom(limit: outputBytesMax) else {
+                guard let room = output.decompressionRoom(limit: limit) else {
                     failure = CompressionError(.outputTooLarge, "lz4")
                     return
                 }
@@ -66,7 +67,7 @@ enum LZ4Frame {
             // Input ended; a frame that was not closed is truncated. The decoder may still hold
             // decoded bytes it could not place, so drain it while it makes progress.
             while hint != 0 {
-                guard let room = output.decompressionRoom(limit: outputBytesMax) else {
+                guard let room = output.decompressionRoom(limit: limit) else {
                     failure = CompressionError(.outputTooLarge, "lz4")
                     return
                 }
@@ -83,6 +84,5 @@ enum LZ4Frame {
             }
         }
         if let failure { throw failure }
-        return output
     }
 }

@@ -24,8 +24,8 @@ enum Zstd {
     static func decompress(
         _ input: ByteBuffer,
         outputBytesMax: Int,
-        allocator: ByteBufferAllocator
-    ) throws(CompressionError) -> ByteBuffer {
+        into output: inout ByteBuffer
+    ) throws(CompressionError) {
         guard let stream = ZSTD_createDStream() else { throw CompressionError(.libraryFailure, "ZSTD_createDStream") }
         defer { ZSTD_freeDStream(stream) }
         // Refuse frames whose windows would need more memory than the output bound allows.
@@ -37,13 +37,14 @@ enum Zstd {
             guard declared <= UInt64(outputBytesMax) else { throw CompressionError(.outputTooLarge, "zstd") }
             initialCapacity = max(1, Int(declared))
         }
-        var output = allocator.buffer(capacity: min(outputBytesMax, initialCapacity))
+        let limit = output.writerIndex + outputBytesMax
+        output.reserveCapacity(minimumWritableBytes: min(outputBytesMax, initialCapacity))
         var failure: CompressionError?
         input.withUnsafeReadableBytes { source in
             var inBuffer = ZSTD_inBuffer(src: source.baseAddress, size: source.count, pos: 0)
             var lastResult = 1
             while true {
-                guard let room = output.decompressionRoom(limit: outputBytesMax) else {
+                guard let room = output.decompressionRoom(limit: limit) else {
                     failure = CompressionError(.outputTooLarge, "zstd")
                     return
                 }
@@ -69,6 +70,5 @@ enum Zstd {
             }
         }
         if let failure { throw failure }
-        return output
     }
 }

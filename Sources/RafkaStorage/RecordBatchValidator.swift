@@ -1,5 +1,6 @@
 import KafkaProtocol
 import NIOCore
+import NIOPosix
 import RafkaCompression
 import RafkaCore
 
@@ -9,8 +10,9 @@ import RafkaCore
 /// `max.message.bytes`, timestamps against `message.timestamp.*.max.ms`, and recompression when
 /// the topic's `compression.type` names a codec.
 ///
-/// Pure and stateless, so it runs on the connection's event loop before the append hops to the
-/// partition's: validation work spreads over cores with the connections.
+/// Stateless but for one decompression buffer per thread, so it runs wherever it is called:
+/// `PartitionShell` calls it on the partition's event loop just before the append, so that a
+/// producer writing to partitions on several loops spreads the work over them.
 public enum RecordBatchValidator {
     /// A batch failed; `code` tells the Kafka error, `message` is sent back where the version allows.
     public struct Failure: Error, Sendable, Equatable {
@@ -77,13 +79,19 @@ public enum RecordBatchValidator {
             throw Failure(
                 .unsupportedCompression, "compression codec \(header.compressionCodecValue) is not supported", batchIndex: index)
         }
-        let payload: ByteBuffer
-        do {
-            payload = try codec.decompress(
-                RecordBatch.recordsSection(of: bytes), outputBytesMax: Limits.decompressedBatchBytesMax)
-        } catch {
-            throw Failure(.corruptMessage, "\(codec) batch does not decompress: \(error)", batchIndex: index)
+        var payload = RecordBatch.recordsSection(of: bytes)
+        let scratch = codec == .none ? nil : DecompressionScratch.current
+        if let scratch {
+            var output = scratch.take()
+            do {
+                try codec.decompress(payload, outputBytesMax: Limits.decompressedBatchBytesMax, into: &output)
+            } catch {
+                throw Failure(.corruptMessage, "\(codec) batch does not decompress: \(error)", batchIndex: index)
+            }
+            payload = output
         }
+        // The payload is read below only (records, recompression); nothing keeps it.
+        defer { scratch?.giveBack(payload) }
         let timestamps: RecordBatch.TimestampRange
         do {
             timestamps = try RecordBatch.validateRecords(payload, header: header)
@@ -116,6 +124,38 @@ public enum RecordBatchValidator {
             return recompressed
         }
         return ValidatedBatch(header: header, bytes: bytes)
+    }
+
+    /// The buffer a thread decompresses batches into to validate them, kept from one batch to
+    /// the next: a batch then costs no allocation of its decompressed size, whose fresh pages
+    /// faulted one by one on first touch (up to 4,800 faults a second on one event loop at
+    /// 750,000 records/s), and the records are walked while they are still in the CPU's cache.
+    private final class DecompressionScratch: @unchecked Sendable {  // touched by its own thread only
+        /// A buffer grown past this by a huge batch is let go rather than kept by the thread.
+        static let bytesKeptMax = 8 << 20
+        private static let perThread = ThreadSpecificVariable<DecompressionScratch>()
+
+        static var current: DecompressionScratch {
+            if let scratch = Self.perThread.currentValue { return scratch }
+            let scratch = DecompressionScratch()
+            Self.perThread.currentValue = scratch
+            return scratch
+        }
+
+        private var buffer: ByteBuffer?
+
+        /// The kept buffer, emptied (a new one the first time); the thread holds no other
+        /// reference while it is out, so writing to it copies nothing.
+        func take() -> ByteBuffer {
+            var buffer = self.buffer ?? ByteBufferAllocator().buffer(capacity: 0)
+            self.buffer = nil
+            buffer.clear()
+            return buffer
+        }
+
+        func giveBack(_ buffer: ByteBuffer) {
+            if buffer.capacity <= Self.bytesKeptMax { self.buffer = buffer }
+        }
     }
 
     /// Checks record timestamps (each base + delta must not overflow and must be ≥ -1, Kafka's

@@ -46,6 +46,33 @@ import Testing
         #expect(throws: CompressionError.self) { try codec.decompress(garbage, outputBytesMax: 1 << 20) }
     }
 
+    /// Decompressing into a kept buffer appends after what it holds, bounds only the bytes it
+    /// adds, and reuses the buffer's memory once it is large enough.
+    @Test(arguments: codecs)
+    func decompressIntoAKeptBuffer(codec: CompressionCodec) throws {
+        let first = Self.text(300_000)
+        let second = Self.text(5_000)
+        var output = ByteBuffer(string: "kept")
+        try codec.decompress(try codec.compress(first), outputBytesMax: first.readableBytes, into: &output)
+        #expect(output.readableBytes == 4 + first.readableBytes)
+        #expect(output.readString(length: 4) == "kept")
+        #expect(output == first)
+
+        let capacity = output.capacity
+        output.clear()
+        let address = output.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
+        try codec.decompress(try codec.compress(second), outputBytesMax: second.readableBytes, into: &output)
+        #expect(output == second)
+        #expect(output.capacity == capacity)
+        #expect(output.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) } == address)
+
+        output.clear()
+        output.writeString("kept")
+        #expect(throws: CompressionError.self) {
+            try codec.decompress(try codec.compress(second), outputBytesMax: second.readableBytes - 1, into: &output)
+        }
+    }
+
     @Test func snappyIsRefusedNotGuessed() {
         #expect(!CompressionCodec.snappy.isSupported)
         #expect(throws: CompressionError.self) { try CompressionCodec.snappy.compress(ByteBuffer(string: "x")) }

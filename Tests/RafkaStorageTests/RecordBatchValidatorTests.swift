@@ -43,6 +43,32 @@ import Testing
         #expect(try Batches.values(batches[0].bytes) == Batches.values(original))
     }
 
+    /// Batches of one request decompress one after another into the thread's kept buffer: each
+    /// is validated and recompressed from its own records only, the large one first.
+    @Test func batchesShareTheDecompressionBufferOneAtATime() throws {
+        let config = try LogConfig(overrides: ["compression.type": "gzip"])
+        let originals = [
+            Batches.make(count: 400, valueBytes: 1000, codec: .lz4, tag: "a"),
+            Batches.make(count: 3, valueBytes: 10, codec: .zstd, tag: "b"),
+            Batches.make(count: 50, valueBytes: 100, codec: .lz4, tag: "c"),
+        ]
+        var request = ByteBuffer()
+        for original in originals { request.writeImmutableBuffer(original) }
+        for _ in 0..<2 {
+            let batches = try RecordBatchValidator.validate(request, config: config, nowMilliseconds: 1_700_000_000_500)
+            #expect(batches.map(\.header.recordCount) == [400, 3, 50])
+            for (batch, original) in zip(batches, originals) {
+                #expect(batch.header.compressionCodecValue == CompressionCodec.gzip.rawValue)
+                #expect(try Batches.values(batch.bytes) == Batches.values(original))
+            }
+        }
+        var corrupt = Batches.make(count: 5, valueBytes: 100, codec: .lz4)
+        corrupt.setInteger(UInt8(0xFF), at: corrupt.writerIndex - 3)
+        corrupt.setInteger(RecordBatch.computeCRC(corrupt), at: RecordBatchHeader.crcPosition)
+        #expect(validationFailure { _ = try Batches.validated(corrupt) } == .corruptMessage)
+        #expect(try Batches.validated(originals[2])[0].header.recordCount == 50)
+    }
+
     @Test func keepsBatchesAsProducedByDefault() throws {
         let original = Batches.make(count: 30, valueBytes: 200, codec: .lz4)
         let batches = try Batches.validated(original)
