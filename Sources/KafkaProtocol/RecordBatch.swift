@@ -237,56 +237,118 @@ public enum RecordBatch {
     }
 
     /// Returns how many well-formed records `records` holds; throws at the first malformed one.
+    ///
+    /// Reads the bytes in place (`RecordReader`): a slice per record and ByteBuffer's checked
+    /// readers cost a reference count and an exclusivity check per field, which made this walk
+    /// 4% of the broker's CPU under a produce load of 1 KiB records.
     private static func walkRecords(
         _ records: ByteBuffer,
         count: Int32
     ) throws(KafkaDecodingError) -> (count: Int32, timestamps: TimestampRange) {
-        var buffer = records
+        try records.withUnsafeReadableBytes { bytes in
+            Result { () throws(KafkaDecodingError) in try Self.walkRecords(bytes, count: count) }
+        }.get()
+    }
+
+    private static func walkRecords(
+        _ bytes: UnsafeRawBufferPointer,
+        count: Int32
+    ) throws(KafkaDecodingError) -> (count: Int32, timestamps: TimestampRange) {
+        var reader = RecordReader(bytes: bytes)
         var expectedDelta: Int32 = 0
         var timestamps = TimestampRange(minDelta: Int64.max, maxDelta: Int64.min)
-        while buffer.readableBytes > 0 {
+        while reader.position < bytes.count {
             guard expectedDelta < count else {
                 throw KafkaDecodingError(.trailingBytes, "more records than the count \(count)")
             }
-            let length = try buffer.readKafkaVarint()
-            guard length > 0, Int(length) <= buffer.readableBytes else {
+            reader.end = bytes.count
+            let length = try reader.varint()
+            guard length > 0, Int(length) <= reader.remaining else {
                 throw KafkaDecodingError(.lengthExceedsBuffer, "record \(expectedDelta) length \(length)")
             }
-            var record = buffer.readSlice(length: Int(length))!
-            _ = try record.readKafkaInt8()  // attributes (unused in v2)
-            let timestampDelta = try record.readKafkaVarlong()
+            reader.end = reader.position + Int(length)
+            _ = try reader.byte()  // attributes (unused in v2)
+            let timestampDelta = try reader.varlong()
             timestamps.minDelta = min(timestamps.minDelta, timestampDelta)
             timestamps.maxDelta = max(timestamps.maxDelta, timestampDelta)
-            let offsetDelta = try record.readKafkaVarint()
+            let offsetDelta = try reader.varint()
             guard offsetDelta == expectedDelta else {
                 throw KafkaDecodingError(.unexpectedNull, "offset delta \(offsetDelta), expected \(expectedDelta)")
             }
-            try Self.skipVarBytes(&record, nullable: true)  // key
-            try Self.skipVarBytes(&record, nullable: true)  // value
-            let headerCount = try record.readKafkaVarint()
-            guard headerCount >= 0, Int(headerCount) <= record.readableBytes else {
+            try reader.skipVarBytes(nullable: true)  // key
+            try reader.skipVarBytes(nullable: true)  // value
+            let headerCount = try reader.varint()
+            guard headerCount >= 0, Int(headerCount) <= reader.remaining else {
                 throw KafkaDecodingError(.lengthExceedsBuffer, "record \(expectedDelta) header count \(headerCount)")
             }
             for _ in 0..<headerCount {
-                try Self.skipVarBytes(&record, nullable: false)  // header key
-                try Self.skipVarBytes(&record, nullable: true)  // header value
+                try reader.skipVarBytes(nullable: false)  // header key
+                try reader.skipVarBytes(nullable: true)  // header value
             }
-            guard record.readableBytes == 0 else {
-                throw KafkaDecodingError(.trailingBytes, "record \(offsetDelta) has \(record.readableBytes) extra bytes")
+            guard reader.remaining == 0 else {
+                throw KafkaDecodingError(.trailingBytes, "record \(offsetDelta) has \(reader.remaining) extra bytes")
             }
             expectedDelta += 1
         }
         return (expectedDelta, timestamps)
     }
 
-    private static func skipVarBytes(_ buffer: inout ByteBuffer, nullable: Bool) throws(KafkaDecodingError) {
-        let length = try buffer.readKafkaVarint()
-        if length < 0 {
-            guard nullable, length == -1 else { throw KafkaDecodingError(.negativeLength, "record field") }
-            return
+    /// A cursor over raw record bytes that never reads at or past `end` (the current record's
+    /// end, or the section's between records), with the varint rules of the ByteBuffer readers.
+    private struct RecordReader {
+        let bytes: UnsafeRawBufferPointer
+        var position = 0
+        var end: Int
+
+        init(bytes: UnsafeRawBufferPointer) {
+            self.bytes = bytes
+            self.end = bytes.count
         }
-        guard Int(length) <= buffer.readableBytes else { throw KafkaDecodingError(.lengthExceedsBuffer, "record field") }
-        buffer.moveReaderIndex(forwardBy: Int(length))
+
+        var remaining: Int { self.end - self.position }
+
+        mutating func byte() throws(KafkaDecodingError) -> UInt8 {
+            guard self.position < self.end else { throw KafkaDecodingError(.truncated, "record field") }
+            defer { self.position += 1 }
+            return self.bytes[self.position]
+        }
+
+        /// A zig-zag varint of at most 5 bytes.
+        mutating func varint() throws(KafkaDecodingError) -> Int32 {
+            var raw: UInt32 = 0
+            var shift: UInt32 = 0
+            while true {
+                let byte = try self.byte()
+                if shift == 28 && byte > 0x0F { throw KafkaDecodingError(.varintTooLong, "record varint") }
+                raw |= UInt32(byte & 0x7F) << shift
+                if byte & 0x80 == 0 { return Int32(bitPattern: (raw >> 1) ^ (0 &- (raw & 1))) }
+                shift += 7
+            }
+        }
+
+        /// A zig-zag varlong of at most 10 bytes.
+        mutating func varlong() throws(KafkaDecodingError) -> Int64 {
+            var raw: UInt64 = 0
+            var shift: UInt64 = 0
+            while true {
+                let byte = try self.byte()
+                if shift == 63 && byte > 1 { throw KafkaDecodingError(.varintTooLong, "record varlong") }
+                raw |= UInt64(byte & 0x7F) << shift
+                if byte & 0x80 == 0 { return Int64(bitPattern: (raw >> 1) ^ (0 &- (raw & 1))) }
+                shift += 7
+            }
+        }
+
+        /// Skips a varint-length byte field; -1 is null where `nullable`.
+        mutating func skipVarBytes(nullable: Bool) throws(KafkaDecodingError) {
+            let length = try self.varint()
+            if length < 0 {
+                guard nullable, length == -1 else { throw KafkaDecodingError(.negativeLength, "record field") }
+                return
+            }
+            guard Int(length) <= self.remaining else { throw KafkaDecodingError(.lengthExceedsBuffer, "record field") }
+            self.position += Int(length)
+        }
     }
 
     /// Sets the base offset (and, if given, the partition leader epoch) of the batch at `index`

@@ -111,3 +111,85 @@ import Testing
     }
 }
 
+
+/// `validateRecords` walks raw bytes; these compare it with a walk through ByteBuffer's checked
+/// readers (the implementation it replaced) on every one-byte change and every truncation of a
+/// records section, and on seeded multi-byte changes: both accept the same inputs with the same
+/// count and timestamps, and reject the same ones.
+extension RecordBatchTests {
+    @Test func recordWalkAgreesWithCheckedReadersOnDamagedInput() throws {
+        let bytes = Self.batch(12)
+        let header = try RecordBatch.split(bytes)[0].header
+        let section = RecordBatch.recordsSection(of: bytes)
+        var cases: [ByteBuffer] = []
+        for position in 0..<section.readableBytes {
+            let original = section.getInteger(at: section.readerIndex + position, as: UInt8.self)!
+            for value in Set([0x00, 0x01, 0x02, 0x0F, 0x10, 0x7F, 0x80, 0xFE, 0xFF, original ^ 0x01, original ^ 0x80]) {
+                var damaged = section
+                damaged.setInteger(value, at: section.readerIndex + position)
+                cases.append(damaged)
+            }
+        }
+        for length in 0..<section.readableBytes { cases.append(section.getSlice(at: section.readerIndex, length: length)!) }
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func next() -> Int {
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
+            return Int(truncatingIfNeeded: state >> 1)
+        }
+        for _ in 0..<3000 {
+            var damaged = section
+            for _ in 0...(next() % 4) {
+                damaged.setInteger(UInt8(truncatingIfNeeded: next()), at: section.readerIndex + next() % section.readableBytes)
+            }
+            cases.append(damaged)
+        }
+        var accepted = 0
+        for damaged in cases {
+            let walked = try? RecordBatch.validateRecords(damaged, header: header)
+            let reference = Self.referenceWalk(damaged, count: header.recordCount)
+            #expect(walked?.minDelta == reference?.minDelta && walked?.maxDelta == reference?.maxDelta)
+            #expect((walked == nil) == (reference == nil))
+            if walked != nil { accepted += 1 }
+        }
+        #expect(accepted > 12)  // values inside keys and payloads may change freely
+    }
+
+    /// The walk through ByteBuffer's readers, field by field, as `validateRecords` did before.
+    static func referenceWalk(_ records: ByteBuffer, count: Int32) -> (minDelta: Int64, maxDelta: Int64)? {
+        func skip(_ record: inout ByteBuffer, nullable: Bool) throws(KafkaDecodingError) -> Bool {
+            let length = try record.readKafkaVarint()
+            if length < 0 { return nullable && length == -1 }
+            guard Int(length) <= record.readableBytes else { return false }
+            record.moveReaderIndex(forwardBy: Int(length))
+            return true
+        }
+        var buffer = records
+        var delta: Int32 = 0
+        var range = (minDelta: Int64.max, maxDelta: Int64.min)
+        do throws(KafkaDecodingError) {
+            while buffer.readableBytes > 0 {
+                guard delta < count else { return nil }
+                let length = try buffer.readKafkaVarint()
+                guard length > 0, Int(length) <= buffer.readableBytes else { return nil }
+                var record = buffer.readSlice(length: Int(length))!
+                _ = try record.readKafkaInt8()
+                let timestamp = try record.readKafkaVarlong()
+                range = (min(range.minDelta, timestamp), max(range.maxDelta, timestamp))
+                guard try record.readKafkaVarint() == delta else { return nil }
+                guard try skip(&record, nullable: true), try skip(&record, nullable: true) else { return nil }
+                let headers = try record.readKafkaVarint()
+                guard headers >= 0, Int(headers) <= record.readableBytes else { return nil }
+                for _ in 0..<headers {
+                    guard try skip(&record, nullable: false), try skip(&record, nullable: true) else { return nil }
+                }
+                guard record.readableBytes == 0 else { return nil }
+                delta += 1
+            }
+        } catch {
+            return nil
+        }
+        return delta == count ? range : nil
+    }
+}
