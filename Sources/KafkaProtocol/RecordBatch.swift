@@ -308,6 +308,7 @@ public enum RecordBatch {
         var remaining: Int { self.end - self.position }
 
         mutating func byte() throws(KafkaDecodingError) -> UInt8 {
+            assert(self.end <= self.bytes.count, "a record's end past the section")
             guard self.position < self.end else { throw KafkaDecodingError(.truncated, "record field") }
             defer { self.position += 1 }
             return self.bytes[self.position]

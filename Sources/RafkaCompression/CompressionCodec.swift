@@ -60,7 +60,8 @@ public enum CompressionCodec: Int8, Sendable, CaseIterable, CustomStringConverti
     }
 
     /// Decompresses `input` onto the end of `output` (which grows as needed), failing rather than
-    /// adding more than `outputBytesMax` bytes. A caller that keeps `output` and clears it between
+    /// adding more than `outputBytesMax` bytes. The bound counts bytes added, not memory: the
+    /// buffer's capacity grows in powers of two. A caller that keeps `output` and clears it between
     /// calls decompresses without allocating once it is large enough.
     public func decompress(
         _ input: ByteBuffer,
@@ -104,6 +105,14 @@ public struct CompressionError: Error, Hashable, Sendable, CustomStringConvertib
 }
 
 extension ByteBuffer {
+    /// The writer index that adding `bytes` more may reach (saturating: a bound of `Int.max`
+    /// means none).
+    func decompressionLimit(adding bytes: Int) -> Int {
+        precondition(bytes >= 0, "a negative output bound")
+        let (limit, overflow) = self.writerIndex.addingReportingOverflow(bytes)
+        return overflow ? Int.max : limit
+    }
+
     /// Writable bytes to decompress into next, growing the buffer (doubling, never past
     /// `limit`) when it is full; nil once `limit` bytes have been written.
     mutating func decompressionRoom(limit: Int) -> Int? {

@@ -40,7 +40,7 @@ enum Gzip {
         guard inflateInit2_(&stream, Self.gzipWindowBits, zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK
         else { throw CompressionError(.libraryFailure, "inflateInit2") }
         defer { inflateEnd(&stream) }
-        let limit = output.writerIndex + outputBytesMax
+        let limit = output.decompressionLimit(adding: outputBytesMax)
         output.reserveCapacity(minimumWritableBytes: min(outputBytesMax, max(4096, input.readableBytes * 4)))
         var failure: CompressionError?
         var mutableInput = input

@@ -33,7 +33,7 @@ enum LZ4Frame {
             throw CompressionError(.libraryFailure, "LZ4F_createDecompressionContext")
         }
         defer { LZ4F_freeDecompressionContext(context) }
-        let limit = output.writerIndex + outputBytesMax
+        let limit = output.decompressionLimit(adding: outputBytesMax)
         // Start near a typical ratio and grow; never beyond the bound.
         output.reserveCapacity(minimumWritableBytes: min(outputBytesMax, max(4096, input.readableBytes * 4)))
         var failure: CompressionError?

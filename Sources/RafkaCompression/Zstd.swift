@@ -37,7 +37,7 @@ enum Zstd {
             guard declared <= UInt64(outputBytesMax) else { throw CompressionError(.outputTooLarge, "zstd") }
             initialCapacity = max(1, Int(declared))
         }
-        let limit = output.writerIndex + outputBytesMax
+        let limit = output.decompressionLimit(adding: outputBytesMax)
         output.reserveCapacity(minimumWritableBytes: min(outputBytesMax, initialCapacity))
         var failure: CompressionError?
         input.withUnsafeReadableBytes { source in

@@ -21,6 +21,9 @@ public enum Limits {
     /// How much a compressed batch may expand to while it is validated. A batch that claims more
     /// is rejected as corrupt rather than decompressed without bound.
     public static let decompressedBatchBytesMax = 128 * 1024 * 1024
+    /// The decompression buffer a thread keeps between batches it validates; one grown past this
+    /// by a larger batch is let go after it.
+    public static let decompressionBufferBytesKeptMax = 8 << 20
     /// Fetch responses are capped at this many bytes whatever the client asks.
     public static let fetchResponseBytesMax = 64 * 1024 * 1024
     /// Bytes appended to a segment after which its writeback is started (without waiting for

@@ -86,6 +86,7 @@ public enum RecordBatchValidator {
             do {
                 try codec.decompress(payload, outputBytesMax: Limits.decompressedBatchBytesMax, into: &output)
             } catch {
+                scratch.giveBack(output)
                 throw Failure(.corruptMessage, "\(codec) batch does not decompress: \(error)", batchIndex: index)
             }
             payload = output
@@ -131,8 +132,6 @@ public enum RecordBatchValidator {
     /// faulted one by one on first touch (up to 4,800 faults a second on one event loop at
     /// 750,000 records/s), and the records are walked while they are still in the CPU's cache.
     private final class DecompressionScratch: @unchecked Sendable {  // touched by its own thread only
-        /// A buffer grown past this by a huge batch is let go rather than kept by the thread.
-        static let bytesKeptMax = 8 << 20
         private static let perThread = ThreadSpecificVariable<DecompressionScratch>()
 
         static var current: DecompressionScratch {
@@ -154,7 +153,7 @@ public enum RecordBatchValidator {
         }
 
         func giveBack(_ buffer: ByteBuffer) {
-            if buffer.capacity <= Self.bytesKeptMax { self.buffer = buffer }
+            if buffer.capacity <= Limits.decompressionBufferBytesKeptMax { self.buffer = buffer }
         }
     }
 

@@ -111,7 +111,6 @@ import Testing
     }
 }
 
-
 /// `validateRecords` walks raw bytes; these compare it with a walk through ByteBuffer's checked
 /// readers (the implementation it replaced) on every one-byte change and every truncation of a
 /// records section, and on seeded multi-byte changes: both accept the same inputs with the same
@@ -154,6 +153,60 @@ extension RecordBatchTests {
             if walked != nil { accepted += 1 }
         }
         #expect(accepted > 12)  // values inside keys and payloads may change freely
+    }
+
+    /// Encodings one-byte changes do not reach: varints at their longest and one byte longer,
+    /// extreme lengths and timestamp deltas, a record past the count, counts that disagree.
+    @Test func recordWalkAgreesWithCheckedReadersOnEdgeEncodings() throws {
+        let bytes = Self.batch(12)
+        let header = try RecordBatch.split(bytes)[0].header
+        let section = Array(RecordBatch.recordsSection(of: bytes).readableBytesView)
+        // The first record: its length (one byte here), attributes, timestamp delta 0, offset delta 0.
+        #expect(section[0] < 0x80 && section[1...3] == [0, 0, 0])
+        let length = Int64(section[0] >> 1)
+        let body = Array(section[1...])
+        func padded(_ value: UInt64, to count: Int) -> [UInt8] {  // LEB128, padded with zero groups
+            var out: [UInt8] = []
+            var rest = value
+            repeat {
+                out.append(UInt8(rest & 0x7F) | 0x80)
+                rest >>= 7
+            } while rest != 0
+            while out.count < count { out.append(0x80) }
+            out[out.count - 1] &= 0x7F
+            return out
+        }
+        func zigzag(_ value: Int64) -> UInt64 { UInt64(bitPattern: (value << 1) ^ (value >> 63)) }
+        func withTimestamp(_ encoded: [UInt8]) -> [UInt8] {
+            padded(zigzag(length - 1 + Int64(encoded.count)), to: 1) + [0] + encoded + Array(section[3...])
+        }
+        var cases: [(bytes: [UInt8], count: Int32)] = [
+            (padded(zigzag(length), to: 5) + body, 12),  // longest varint: valid
+            (padded(zigzag(length), to: 6) + body, 12),  // one byte too long
+            ([0xFE, 0xFF, 0xFF, 0xFF, 0x0F] + body, 12),  // Int32.max
+            ([0xFE, 0xFF, 0xFF, 0xFF, 0x1F] + body, 12),  // past 32 bits
+            (padded(zigzag(length), to: 5).dropLast() + [0x10] + body, 12),  // past 32 bits, the rest valid
+            ([0x01] + body, 12), ([0x03] + body, 12), ([0x00] + body, 12),  // -1, -2, 0
+            (withTimestamp(padded(zigzag(.max), to: 10)), 12),
+            (withTimestamp(padded(zigzag(.min), to: 10)), 12),
+            (withTimestamp(padded(zigzag(5), to: 10)), 12),  // longest varlong: valid
+            (withTimestamp(padded(zigzag(5), to: 11)), 12),  // one byte too long
+            (withTimestamp([0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x03]), 12),  // past 64 bits
+            (section + section[..<(Int(length) + 1)], 12),  // a thirteenth record
+            ([], 12), ([], 0),
+        ]
+        for count: Int32 in [0, 11, 13, -1, .max] { cases.append((section, count)) }
+        var accepted = 0
+        for (bytes, count) in cases {
+            var header = header
+            header.recordCount = count
+            let walked = try? RecordBatch.validateRecords(ByteBuffer(bytes: bytes), header: header)
+            let reference = Self.referenceWalk(ByteBuffer(bytes: bytes), count: count)
+            #expect(walked?.minDelta == reference?.minDelta && walked?.maxDelta == reference?.maxDelta, "\(bytes.prefix(12))")
+            #expect((walked == nil) == (reference == nil), "\(bytes.prefix(12)), count \(count)")
+            if walked != nil { accepted += 1 }
+        }
+        #expect(accepted == 5)  // the longest length and delta, both extreme deltas, no records for a count of 0
     }
 
     /// The walk through ByteBuffer's readers, field by field, as `validateRecords` did before.
