@@ -1,9 +1,10 @@
 import NIOCore
 
-/// File work that a roll or a flush leaves behind and that the log does not need to stay
-/// correct: a closed segment's index files and the producer snapshot (recovery rebuilds them
-/// when they are missing), the recovery point (when it lags, recovery validates more), and the
-/// blocks reserved past a closed segment's end. Each step may wait on the device for long —
+/// File work that a roll, a flush or retention leaves behind and that the log does not need to
+/// stay correct: a closed segment's index files and the producer snapshot (recovery rebuilds
+/// them when they are missing), the recovery point (when it lags, recovery validates more), the
+/// blocks reserved past a closed segment's end, and the files of segments retention took out
+/// (renamed first, so a restart deletes them too). Each step may wait on the device for long —
 /// while writeback was busy here, an index file's fsync took 0.54 s and a truncation 0.25 s —
 /// so a log's owner takes the work
 /// (`PartitionLog.takeDeferredFileWork`) and runs it off its event loop, in the order it was
@@ -17,6 +18,10 @@ public struct DeferredFileWork: Sendable {
         case truncate(FileHandle, bytes: Int)
         /// Keeps the newest `keep` producer snapshots in `directory`.
         case pruneSnapshots(directory: String, keep: Int)
+        /// Unlinks a deleted segment's renamed files and lets go of its open file last: the
+        /// blocks of an unlinked file are freed when its last descriptor closes, which for a
+        /// gigabyte segment waits on the device.
+        case remove(paths: [String], file: FileHandle)
     }
 
     var steps: [Step] = []
@@ -34,7 +39,7 @@ public struct DeferredFileWork: Sendable {
             switch step {
             case .replace(let path, _): path == segment.indexPath || path == segment.timeIndexPath
             case .truncate(let file, _): file === segment.log
-            case .pruneSnapshots: false
+            case .pruneSnapshots, .remove: false
             }
         }
     }
@@ -52,6 +57,8 @@ public struct DeferredFileWork: Sendable {
                     try file.truncate(to: bytes)
                 case .pruneSnapshots(let directory, let keep):
                     try ProducerStateSnapshot.prune(directory: directory, after: Int64.max, keepNewest: keep)
+                case .remove(let paths, _):
+                    for path in paths { try FileSystem.remove(path) }
                 }
             } catch {
                 failure = failure ?? error

@@ -388,6 +388,21 @@ final class LogSegment {
         try FileSystem.remove(self.timeIndexPath)
     }
 
+    /// The suffix of a deleted segment's files until they are unlinked; a log being opened
+    /// unlinks any it finds.
+    static let deletedSuffix = ".deleted"
+
+    /// Takes the segment's files out of the log's directory listing at once (a rename costs no
+    /// block freeing) and returns the work that unlinks them and closes the file.
+    func renameForDeletion() throws(StorageError) -> DeferredFileWork {
+        var renamed: [String] = []
+        for path in [self.logPath, self.indexPath, self.timeIndexPath] where FileSystem.exists(path) {
+            try FileSystem.rename(path, to: path + Self.deletedSuffix)
+            renamed.append(path + Self.deletedSuffix)
+        }
+        return DeferredFileWork(steps: [.remove(paths: renamed, file: self.log)])
+    }
+
     // MARK: Reading
 
     /// The position of the first batch whose last offset is ≥ `offset`, or nil if none is.

@@ -75,11 +75,15 @@ extension PartitionLog {
         return deleted
     }
 
+    /// Takes the oldest segment out of the log: its files are renamed now and unlinked with the
+    /// deferred file work (off the partition's loop), so a large segment's blocks are not freed
+    /// on it; a restart in between unlinks them too.
     private func deleteOldestSegment() throws(StorageError) {
         precondition(self.segments.count > 1, "the active segment is never deleted")
         let oldest = self.segments.removeFirst()
         self.deferredFileWork.forget(oldest)
-        try oldest.deleteFiles()
+        self.unsyncedClosedSegments.removeAll { $0 === oldest.log }
+        self.deferredFileWork.append(try oldest.renameForDeletion())
         self.logStartOffset = self.segments.first!.baseOffset
         self.cache.drop(self.cacheKey, below: self.logStartOffset)
         self.producers.removeProducers(before: self.logStartOffset)

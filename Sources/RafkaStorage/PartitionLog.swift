@@ -99,7 +99,7 @@ public final class PartitionLog {
         try FileSystem.createDirectory(directory)
         var bases: [Int64] = []
         for name in try FileSystem.list(directory) {
-            if name.hasSuffix(".tmp") {
+            if name.hasSuffix(".tmp") || name.hasSuffix(LogSegment.deletedSuffix) {
                 try FileSystem.remove(directory + "/" + name)
             } else if name.hasSuffix(".log"), let base = Int64(name.dropLast(4)) {
                 bases.append(base)

@@ -129,6 +129,37 @@ import Testing
         #expect(orphans.isEmpty, "\(orphans)")
     }
 
+    /// Retention renames a segment's files on the log's thread and leaves their unlinking (and
+    /// the freeing of their blocks) to the deferred file work; files renamed before a crash are
+    /// unlinked when the log is opened again, and their records do not come back.
+    @Test func retentionUnlinksSegmentsWithTheDeferredWork() throws {
+        defer { self.directory.remove() }
+        let path = self.directory.path + "/orders-0"
+        var (log, _) = try self.open(["segment.bytes": "1000", "retention.bytes": "2500"])
+        for _ in 0..<20 { _ = try self.append(log, Batches.make(count: 1, valueBytes: 200)) }
+        try log.takeDeferredFileWork().run()
+        let before = try FileSystem.list(path).filter { $0.hasSuffix(".log") }.count
+        let deleted = try log.enforceRetention(nowMilliseconds: 1_700_000_000_000)
+        let start = log.logStartOffset
+        #expect(deleted > 0 && start > 0)
+        var names = try FileSystem.list(path)
+        #expect(names.filter { $0.hasSuffix(".log") }.count == before - deleted)
+        #expect(names.filter { $0.hasSuffix(".log.deleted") }.count == deleted)
+        try log.takeDeferredFileWork().run()
+        #expect(try FileSystem.list(path).allSatisfy { !$0.hasSuffix(".deleted") })
+
+        // Renamed, then the process dies before the deferred work runs.
+        for _ in 0..<10 { _ = try self.append(log, Batches.make(count: 1, valueBytes: 200)) }
+        #expect(try log.enforceRetention(nowMilliseconds: 1_700_000_000_000) > 0)
+        let startBeforeCrash = log.logStartOffset
+        #expect(try FileSystem.list(path).contains { $0.hasSuffix(".deleted") })
+        (log, _) = try self.open(["segment.bytes": "1000", "retention.bytes": "2500"])
+        names = try FileSystem.list(path)
+        #expect(names.allSatisfy { !$0.hasSuffix(".deleted") }, "\(names)")
+        #expect(log.logStartOffset == startBeforeCrash)
+        #expect(log.logEndOffset == 30)
+    }
+
     @Test func segmentMsRollsOnTheSpanOfRecordTimestamps() throws {
         defer { self.directory.remove() }
         let (log, _) = try self.open(["segment.ms": "1000"])

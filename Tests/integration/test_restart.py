@@ -131,3 +131,45 @@ def test_corrupt_closed_segment_keeps_its_partition_offline_and_names_the_file(r
     consumer = ck.Consumer({"bootstrap.servers": rafka.bootstrap, "group.id": "damaged"})
     assert consumer.get_watermark_offsets(ck.TopicPartition("damaged", 1), timeout=10) == (0, 201)
     consumer.close()
+
+
+def test_retention_deletes_old_segments_and_a_restart_keeps_the_start(make_rafka):
+    """Retention by size takes the oldest segments: their files go (renamed, then unlinked off
+    the partition's loop), the earliest offset moves past them, a consumer reading from the
+    beginning starts there, and a kill -9 and restart neither bring them back nor leave files."""
+    broker = make_rafka(config_text="retention-check-interval-ms: 200\n")
+    broker.admin("topics", "create", "aging", "--partitions", "1",
+                 "--config", "segment.bytes=65536", "--config", "retention.bytes=262144")
+    producer = ck.Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 5})
+    for i in range(2000):
+        producer.produce("aging", value=b"rec-%06d-" % i + os.urandom(1000), partition=0)
+        if i % 500 == 0:
+            producer.poll(0)
+    assert producer.flush(60) == 0
+    directory = os.path.join(broker.data_dir, "logs", "aging-0")
+
+    def watermarks():
+        consumer = ck.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "aging"})
+        try:
+            return consumer.get_watermark_offsets(ck.TopicPartition("aging", 0), timeout=10)
+        finally:
+            consumer.close()
+
+    def settled():
+        names = os.listdir(directory)
+        segments = [n for n in names if n.endswith(".log")]
+        return not any(n.endswith(".deleted") for n in names) and len(segments) <= 262144 // 65536 + 2
+
+    low, high = wait_for(lambda: (lambda w: w if w[0] > 0 else None)(watermarks()), timeout=30,
+                         what="retention moving the earliest offset")
+    wait_for(settled, timeout=30, what=f"deleted segments unlinked: {sorted(os.listdir(directory))}")
+    assert high == 2000
+    records = read_all(broker.bootstrap, "aging")
+    assert records[0][1] == low and len(records) == high - low
+    assert records[-1][3].startswith(b"rec-001999-")
+
+    broker.kill9()
+    broker.start()
+    low_after, high_after = watermarks()
+    assert low_after >= low and high_after == 2000
+    assert settled(), sorted(os.listdir(directory))
