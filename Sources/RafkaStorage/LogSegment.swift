@@ -393,10 +393,12 @@ final class LogSegment {
     static let deletedSuffix = ".deleted"
 
     /// Takes the segment's files out of the log's directory listing at once (a rename costs no
-    /// block freeing) and returns the work that unlinks them and closes the file.
+    /// block freeing) and returns the work that unlinks them and closes the file. The log file
+    /// goes last: until it is renamed, the segment is still the log's, and a restart rebuilds
+    /// indexes that went before it.
     func renameForDeletion() throws(StorageError) -> DeferredFileWork {
         var renamed: [String] = []
-        for path in [self.logPath, self.indexPath, self.timeIndexPath] where FileSystem.exists(path) {
+        for path in [self.indexPath, self.timeIndexPath, self.logPath] where FileSystem.exists(path) {
             try FileSystem.rename(path, to: path + Self.deletedSuffix)
             renamed.append(path + Self.deletedSuffix)
         }

@@ -77,13 +77,15 @@ extension PartitionLog {
 
     /// Takes the oldest segment out of the log: its files are renamed now and unlinked with the
     /// deferred file work (off the partition's loop), so a large segment's blocks are not freed
-    /// on it; a restart in between unlinks them too.
+    /// on it; a restart in between unlinks them too. A rename that fails leaves the log as it was.
     private func deleteOldestSegment() throws(StorageError) {
         precondition(self.segments.count > 1, "the active segment is never deleted")
-        let oldest = self.segments.removeFirst()
+        let oldest = self.segments[0]
+        let removal = try oldest.renameForDeletion()
+        self.segments.removeFirst()
         self.deferredFileWork.forget(oldest)
+        self.deferredFileWork.append(removal)
         self.unsyncedClosedSegments.removeAll { $0 === oldest.log }
-        self.deferredFileWork.append(try oldest.renameForDeletion())
         self.logStartOffset = self.segments.first!.baseOffset
         self.cache.drop(self.cacheKey, below: self.logStartOffset)
         self.producers.removeProducers(before: self.logStartOffset)
