@@ -382,10 +382,11 @@ final class LogSegment {
         return work
     }
 
+    /// The segment's files; the log file last (see `renameForDeletion`).
+    private var filePaths: [String] { [self.indexPath, self.timeIndexPath, self.logPath] }
+
     func deleteFiles() throws(StorageError) {
-        try FileSystem.remove(self.logPath)
-        try FileSystem.remove(self.indexPath)
-        try FileSystem.remove(self.timeIndexPath)
+        for path in self.filePaths { try FileSystem.remove(path) }
     }
 
     /// The suffix of a deleted segment's files until they are unlinked; a log being opened
@@ -398,7 +399,7 @@ final class LogSegment {
     /// indexes that went before it.
     func renameForDeletion() throws(StorageError) -> DeferredFileWork {
         var renamed: [String] = []
-        for path in [self.indexPath, self.timeIndexPath, self.logPath] where FileSystem.exists(path) {
+        for path in self.filePaths where FileSystem.exists(path) {
             try FileSystem.rename(path, to: path + Self.deletedSuffix)
             renamed.append(path + Self.deletedSuffix)
         }

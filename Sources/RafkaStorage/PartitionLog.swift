@@ -219,9 +219,7 @@ public final class PartitionLog {
 
     private func loadNewestSnapshot() -> (Int64?, ProducerStateTable) {
         var table = self.producers
-        let names = (try? FileSystem.list(self.directory)) ?? []
-        let offsets = names.compactMap { $0.hasSuffix(".snapshot") ? Int64($0.dropLast(9)) : nil }.sorted(by: >)
-        for offset in offsets {
+        for offset in (try? ProducerStateSnapshot.offsets(in: self.directory)) ?? [] {
             guard let bytes = try? FileSystem.readAll(self.directory + "/" + ProducerStateSnapshot.fileName(offset)),
                 let found = ProducerStateSnapshot.decode(bytes, into: &table)
             else { continue }

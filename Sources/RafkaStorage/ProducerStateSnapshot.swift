@@ -12,11 +12,15 @@ enum ProducerStateSnapshot {
 
     static func fileName(_ offset: Int64) -> String { LogSegment.fileName(offset, extension: "snapshot") }
 
+    /// The offsets of the snapshots in `directory`, newest first.
+    static func offsets(in directory: String) throws(StorageError) -> [Int64] {
+        let names = try FileSystem.list(directory)
+        return names.compactMap { $0.hasSuffix(".snapshot") ? Int64($0.dropLast(9)) : nil }.sorted(by: >)
+    }
+
     /// Removes the snapshots in `directory` past `offset`, and all but the newest `keepNewest`.
     static func prune(directory: String, after offset: Int64, keepNewest: Int = Int.max) throws(StorageError) {
-        let names = try FileSystem.list(directory)
-        let offsets = names.compactMap { $0.hasSuffix(".snapshot") ? Int64($0.dropLast(9)) : nil }.sorted(by: >)
-        for (rank, snapshot) in offsets.enumerated() where snapshot > offset || rank >= keepNewest {
+        for (rank, snapshot) in try Self.offsets(in: directory).enumerated() where snapshot > offset || rank >= keepNewest {
             try FileSystem.remove(directory + "/" + Self.fileName(snapshot))
         }
     }
