@@ -26,6 +26,11 @@ public enum Limits {
     public static let decompressionBufferBytesKeptMax = 8 << 20
     /// Fetch responses are capped at this many bytes whatever the client asks.
     public static let fetchResponseBytesMax = 64 * 1024 * 1024
+    /// How much larger than a produced batch the request frame it came in may be for the batch
+    /// to be appended and cached where it is, when that is more than a copy would take
+    /// (`PartitionLog.keepsInPlace`); beyond it the batch is copied, so that a cached batch
+    /// never keeps a much larger frame in memory.
+    public static let inPlaceSlackBytes = 4096
     /// Bytes appended to a segment after which its writeback is started (without waiting for
     /// it), so that dirty pages never pile up to where the kernel throttles writers.
     public static let writebackChunkBytes = 1 << 20

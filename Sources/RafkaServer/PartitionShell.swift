@@ -165,22 +165,37 @@ final class PartitionShell: Sendable {
     /// partitions on several loops spreads the validation's CPU (decompression, CRCs) over them
     /// instead of doing it all on its own loop. The future completes once the write is in the
     /// page cache, or after the fsync when the topic's flush policy makes this append due one.
+    ///
+    /// The records are handed over through `Handover`, so that once validated nothing here
+    /// references them but the batches appended (which `PartitionLog.append` may then set in place).
     func append(validating records: ByteBuffer, config: LogConfig) -> EventLoopFuture<AppendOutcome> {
-        self.eventLoop.flatSubmit {
+        let handover = Handover(records)
+        return self.eventLoop.flatSubmit {
             do {
                 let batches = try RecordBatchValidator.validate(
-                    records,
+                    handover.take(),
                     config: config,
                     nowMilliseconds: FileSystem.wallClockMilliseconds()
                 )
-                return self.appendOnLoop(batches)
+                return self.appendOnLoop(consume batches)
             } catch {
                 return self.eventLoop.makeFailedFuture(error)
             }
         }
     }
 
-    private func appendOnLoop(_ batches: [ValidatedBatch]) -> EventLoopFuture<AppendOutcome> {
+    /// A value passed to another loop and taken out there, leaving no reference behind in the
+    /// closure that carried it.
+    private final class Handover<Value>: @unchecked Sendable {
+        private var value: Value?
+        init(_ value: Value) { self.value = value }
+        /// Called once, on the receiving loop.
+        func take() -> Value { self.value.take()! }
+    }
+
+    private func appendOnLoop(_ batches: consuming [ValidatedBatch]) -> EventLoopFuture<AppendOutcome> {
+        // Moved into the closure below rather than captured: a captured array would be a second reference.
+        var pending = Optional(batches)
         do {
             let (outcome, needsFlush) = try self.withLog { log, state in
                 guard state.acceptsWrites else {
@@ -192,7 +207,7 @@ final class PartitionShell: Sendable {
                     self.startDeferredFileWork(log, state)
                 }
                 let outcome = try log.append(
-                    batches,
+                    pending.take()!,
                     leaderEpoch: state.leaderEpoch,
                     nowMilliseconds: FileSystem.wallClockMilliseconds()
                 )

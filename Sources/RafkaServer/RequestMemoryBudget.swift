@@ -86,6 +86,14 @@ extension ConnectionMemory: Sendable {}
 /// size prefix arrives; until the reservation succeeds, the connection's bytes wait here and the
 /// socket is not read. A frame that has begun but is not complete after `frameTimeout` closes
 /// the connection, so a peer cannot hold reserved memory by stalling mid-request.
+///
+/// Once reserved, the frame is gathered into a buffer of exactly its size (the prefix included)
+/// and passed on whole: the decoder then slices it without gathering reads itself (which grew
+/// its buffer by doubling, copying what it held at each step), and the frame's buffer belongs to
+/// that request alone, so a produced batch can be written and cached where it arrived
+/// (`PartitionLog.append`). The buffer's pages are touched only as bytes arrive, and no more
+/// than the budget reserved is ever allocated. A size the decoder will refuse is passed on
+/// alone, and nothing after it.
 final class RequestMemoryGate: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -96,7 +104,11 @@ final class RequestMemoryGate: ChannelDuplexHandler {
     private let frameBytesMax: Int
     private let frameTimeout: TimeAmount
     private var sizePrefix: [UInt8] = []
+    /// The frame being gathered, and the bytes it still lacks.
+    private var frame: ByteBuffer?
     private var frameRemaining = 0
+    /// A size the decoder refuses was passed on: the connection is closing, later bytes are dropped.
+    private var refused = false
     private var frameNumber = 0
     private var blocked: ByteBuffer?
     private var readHeld = false
@@ -118,11 +130,12 @@ final class RequestMemoryGate: ChannelDuplexHandler {
     }
 
     private func process(_ buffer: inout ByteBuffer, context: ChannelHandlerContext) {
-        while buffer.readableBytes > 0 {
+        while buffer.readableBytes > 0 && !self.refused {
             if self.frameRemaining > 0 {
-                let slice = buffer.readSlice(length: min(self.frameRemaining, buffer.readableBytes))!
-                self.frameRemaining -= slice.readableBytes
-                context.fireChannelRead(Self.wrapInboundOut(slice))
+                let part = buffer.readSlice(length: min(self.frameRemaining, buffer.readableBytes))!
+                self.frame!.writeImmutableBuffer(part)
+                self.frameRemaining -= part.readableBytes
+                if self.frameRemaining == 0 { self.passFrameOn(context: context) }
                 continue
             }
             // Collect the 4-byte size prefix, which may arrive split across reads.
@@ -135,28 +148,40 @@ final class RequestMemoryGate: ChannelDuplexHandler {
             }
             let prefix = self.sizePrefix + prefixPart
             let size = Int(Int32(bitPattern: UInt32(prefix[0]) << 24 | UInt32(prefix[1]) << 16 | UInt32(prefix[2]) << 8 | UInt32(prefix[3])))
-            if size >= 0 && size <= self.frameBytesMax {
-                // A size the decoder will reject passes through unreserved, to be refused there.
-                let loop = context.eventLoop
-                let loopBound = NIOLoopBound((self, context), eventLoop: loop)
-                let reserved = self.memory.budget.tryReserve(size + 4) {
-                    loop.execute {
-                        let (gate, context) = loopBound.value
-                        gate.retryBlocked(context: context)
-                    }
-                }
-                guard reserved else {
-                    self.blocked = buffer.readSlice(length: buffer.readableBytes)
-                    return
-                }
-                self.memory.reserved(size + 4)
-                self.startTimer(context: context)
+            guard size >= 0 && size <= self.frameBytesMax else {
+                // Unreserved, to be refused by the decoder, which closes the connection.
+                self.refused = true
+                context.fireChannelRead(Self.wrapInboundOut(ByteBuffer(bytes: prefix)))
+                return
             }
+            let loop = context.eventLoop
+            let loopBound = NIOLoopBound((self, context), eventLoop: loop)
+            let reserved = self.memory.budget.tryReserve(size + 4) {
+                loop.execute {
+                    let (gate, context) = loopBound.value
+                    gate.retryBlocked(context: context)
+                }
+            }
+            guard reserved else {
+                self.blocked = buffer.readSlice(length: buffer.readableBytes)
+                return
+            }
+            self.memory.reserved(size + 4)
+            self.startTimer(context: context)
             buffer.moveReaderIndex(forwardBy: prefixPart.count)
             self.sizePrefix = []
-            self.frameRemaining = max(0, size)
-            context.fireChannelRead(Self.wrapInboundOut(ByteBuffer(bytes: prefix)))
+            var frame = context.channel.allocator.buffer(capacity: 4 + size)
+            frame.writeBytes(prefix)
+            self.frame = frame
+            self.frameRemaining = size
+            if size == 0 { self.passFrameOn(context: context) }
         }
+    }
+
+    /// Passes the gathered frame on, keeping no reference to it.
+    private func passFrameOn(context: ChannelHandlerContext) {
+        let frame = self.frame.take()!
+        context.fireChannelRead(Self.wrapInboundOut(frame))
     }
 
     private func retryBlocked(context: ChannelHandlerContext) {
@@ -192,6 +217,7 @@ final class RequestMemoryGate: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         self.blocked = nil
+        self.frame = nil
         self.memory.releaseAll()
         context.fireChannelInactive()
     }

@@ -48,11 +48,14 @@ extension PartitionLog {
     /// Appends validated batches, assigning offsets from the log end. Checks idempotent-producer
     /// sequences first; rolls the active segment when size, age or offset range require.
     ///
-    /// The batches are copied once, into one buffer with their offsets and leader epoch set
-    /// (and, for LogAppendTime topics, the time and CRC), which is written with one call and
-    /// then kept by the hot cache as it is.
+    /// The batches get their offsets and leader epoch set (and, for LogAppendTime topics, the
+    /// time and CRC) in one buffer, which is written with one call and then kept by the hot cache
+    /// as it is. A lone batch whose buffer holds little else (`keepsInPlace`: a request frame of
+    /// one partition, as `RequestMemoryGate` gathers it) is that buffer: set where it arrived,
+    /// not copied, when nothing else references it (else ByteBuffer's copy-on-write copies just
+    /// the batch). Several batches, or one that shares a larger buffer, are copied into a new one.
     public func append(
-        _ batches: [ValidatedBatch],
+        _ batches: consuming [ValidatedBatch],
         leaderEpoch: Int32 = 0,
         nowMilliseconds: Int64
     ) throws(StorageError) -> AppendOutcome {
@@ -65,22 +68,30 @@ extension PartitionLog {
         try self.maybeRoll(incomingBytes: totalBytes, recordCount: recordCount, incomingTimestamp: incomingTimestamp)
         let firstOffset = self.logEndOffset
         var next = firstOffset
-        var written = self.allocator.buffer(capacity: totalBytes)
+        var written: ByteBuffer
+        if batches.count == 1 && Self.keepsInPlace(batches[0].bytes) {
+            // Taken out of the array, so that the array holds no second reference.
+            written = batches[0].bytes
+            batches[0].bytes = ByteBuffer()
+        } else {
+            written = self.allocator.buffer(capacity: totalBytes)
+            for index in batches.indices { written.writeImmutableBuffer(batches[index].bytes) }
+        }
         var headers: [RecordBatchHeader] = []
         headers.reserveCapacity(batches.count)
-        for batch in batches {
-            var header = batch.header
+        var position = written.readerIndex
+        for index in batches.indices {
+            var header = batches[index].header
             header.baseOffset = next
             header.partitionLeaderEpoch = leaderEpoch
-            let position = written.writerIndex
-            written.writeImmutableBuffer(batch.bytes)
             RecordBatch.setBaseOffset(next, leaderEpoch: leaderEpoch, in: &written, at: position)
             if appendTime >= 0 {
-                RecordBatch.setLogAppendTime(appendTime, in: &written, at: position, length: batch.bytes.readableBytes)
+                RecordBatch.setLogAppendTime(appendTime, in: &written, at: position, length: header.totalBytes)
                 header.maxTimestamp = appendTime
                 header.attributes |= 0x08
             }
             headers.append(header)
+            position += header.totalBytes
             next = header.nextOffset
         }
         try self.activeSegment.append(parts: [written], headers: headers)
@@ -150,6 +161,15 @@ extension PartitionLog {
     }
 
     var activeSegment: LogSegment { self.segments.last! }
+
+    /// Whether keeping a batch in the buffer it came in costs no more memory than a copy would:
+    /// ByteBufferAllocator rounds capacities up to a power of two, so a copy of a 430 KB batch
+    /// takes 512 KB, as does the request frame it came in. Up to `Limits.inPlaceSlackBytes`
+    /// more is allowed for small batches.
+    static func keepsInPlace(_ bytes: ByteBuffer) -> Bool {
+        let copyCapacity = bytes.readableBytes <= 1 ? bytes.readableBytes : 1 << (Int.bitWidth - (bytes.readableBytes - 1).leadingZeroBitCount)
+        return bytes.storageCapacity <= max(copyCapacity, bytes.readableBytes + Limits.inPlaceSlackBytes)
+    }
 
     /// Hands the hot cache one slice of `written` per batch. Copied batches
     /// (`appendReplicated`) are not cached: a takeover copies whole partitions, which would

@@ -365,6 +365,55 @@ import Testing
         )
     }
 
+    /// A lone batch in a buffer of its own (a request frame of one partition) is written and
+    /// cached where it is when nothing else references it. One whose buffer someone else still
+    /// holds is copied and the other holder's bytes stay as they were; one in a much larger
+    /// buffer is copied too, so that the cache does not keep that buffer.
+    @Test func aLoneBatchIsAppendedWhereItIsUnlessShared() throws {
+        defer { self.directory.remove() }
+        let cache = HotCache(bytesMax: 1 << 20, maxAgeMilliseconds: 600_000)
+        let (log, _) = try PartitionLog.open(
+            directory: self.directory.path + "/orders-0", topicPartition: self.tp, config: LogConfig(), cache: cache)
+        let now: Int64 = 1_700_000_000_000
+        func address(_ bytes: ByteBuffer) -> Int { bytes.withUnsafeReadableBytes { Int(bitPattern: $0.baseAddress) } }
+        func cachedAddress(at offset: Int64) -> Int? {
+            log.cachedReader.read(from: offset, maxBytes: 1 << 20, minOneBatch: true, end: .max).map(address)
+        }
+        /// The batch validated from a buffer of `capacity` bytes that nothing else references,
+        /// starting at `position`.
+        func alone(_ tag: String, capacity: Int? = nil, position: Int = 0) throws -> [ValidatedBatch] {
+            let batch = Batches.make(count: 3, valueBytes: 300, tag: tag)
+            var buffer = ByteBufferAllocator().buffer(capacity: capacity ?? batch.readableBytes)
+            buffer.moveWriterIndex(forwardBy: position)
+            buffer.moveReaderIndex(forwardBy: position)
+            buffer.writeImmutableBuffer(batch)
+            return try Batches.validated(buffer)
+        }
+
+        let own = try alone("a")
+        let ownAddress = address(own[0].bytes)
+        _ = try log.append(consume own, nowMilliseconds: now)
+        #expect(cachedAddress(at: 0) == ownAddress)
+
+        var held = Batches.make(count: 3, valueBytes: 300, tag: "b")
+        var heldBytes = ByteBufferAllocator().buffer(capacity: held.readableBytes)
+        heldBytes.writeBuffer(&held)
+        #expect(try log.append(Batches.validated(heldBytes), nowMilliseconds: now).info?.firstOffset == 3)
+        #expect(cachedAddress(at: 3) != address(heldBytes))
+        #expect(try Batches.offsets(heldBytes) == [0], "the other holder's copy was changed")
+
+        let large = try alone("c", capacity: 64 * 1024, position: 30_000)
+        let largeAddress = address(large[0].bytes)
+        _ = try log.append(consume large, nowMilliseconds: now)
+        #expect(cachedAddress(at: 6) != largeAddress)
+
+        let all = try log.read(from: 0, maxBytes: 1 << 20, minOneBatch: true)
+        #expect(try Batches.offsets(all) == [0, 3, 6])
+        #expect(try Batches.values(all).map { $0.prefix(3) } == ["a-0", "a-1", "a-2", "b-0", "b-1", "b-2", "c-0", "c-1", "c-2"])
+        let cached = try (0..<3).map { try Batches.offsets(log.cachedReader.read(from: Int64($0 * 3), maxBytes: 1, minOneBatch: true, end: .max)!) }
+        #expect(cached == [[0], [3], [6]])
+    }
+
     @Test func logAppendTimeStampsBatches() throws {
         defer { self.directory.remove() }
         let (log, _) = try self.open(["message.timestamp.type": "LogAppendTime"])

@@ -27,14 +27,19 @@ extension KafkaAPIs {
                 for name in topicsToCreate { _ = try? await broker.ensureTopic(name) }
             }
         }
+        // What waits for the answers keeps the topic names, not the request: a partition's
+        // records are then referenced by its append alone, which writes them where they are
+        // (`PartitionLog.append`).
+        let names = request.topicData.map(\.name)
+        let acks = request.acks
         return ready.flatMap {
             Self.perPartition(request.topicData, \.partitionData, on: context.eventLoop) { topic, partition in
                 self.produce(topic: topic.name, partition: partition, context: context)
             }.flatMapThrowing { grouped in
                 var response = ProduceResponse()
-                response.responses = zip(request.topicData, grouped).map { .init(name: $0.name, partitionResponses: $1) }
+                response.responses = zip(names, grouped).map { .init(name: $0, partitionResponses: $1) }
                 let results = grouped.joined()
-                if request.acks == 0 {
+                if acks == 0 {
                     if let failed = results.first(where: { $0.errorCode != 0 }) {
                         throw ConnectionFailure(reason: "acks=0 produce failed with error \(failed.errorCode)")
                     }
@@ -50,7 +55,8 @@ extension KafkaAPIs {
         partition: ProduceRequest.PartitionProduceData,
         context: RequestContext
     ) -> EventLoopFuture<ProduceResponse.PartitionProduceResponse> {
-        let tp = TopicPartition(topic, partition.index)
+        let index = partition.index
+        let tp = TopicPartition(topic, index)
         guard let shell = self.broker.replicas.shell(for: tp), let config = self.broker.replicas.config(topic: topic) else {
             return context.eventLoop.makeSucceededFuture(Self.partitionResponse(partition.index, self.missingPartitionError(tp)))
         }
@@ -60,26 +66,26 @@ extension KafkaAPIs {
         }
         return shell.append(validating: records, config: config).map { outcome in
             var response = ProduceResponse.PartitionProduceResponse()
-            response.index = partition.index
+            response.index = index
             switch outcome {
             case .appended(let info), .duplicate(let info):
                 response.baseOffset = info.firstOffset
                 response.logAppendTimeMs = info.logAppendTime
                 response.logStartOffset = info.logStartOffset
             case .outOfOrderSequence(let message):
-                response = Self.partitionResponse(partition.index, BrokerError(.outOfOrderSequenceNumber, message))
+                response = Self.partitionResponse(index, BrokerError(.outOfOrderSequenceNumber, message))
             case .invalidProducerEpoch(let message):
-                response = Self.partitionResponse(partition.index, BrokerError(.invalidProducerEpoch, message))
+                response = Self.partitionResponse(index, BrokerError(.invalidProducerEpoch, message))
             }
             return response
         }.recover { error in
             if let failure = error as? RecordBatchValidator.Failure {
                 self.logger.debug("rejected produce to \(tp): \(failure.message)")
-                var response = Self.partitionResponse(partition.index, BrokerError(failure))
+                var response = Self.partitionResponse(index, BrokerError(failure))
                 response.recordErrors = [.init(batchIndex: Int32(failure.batchIndex), batchIndexErrorMessage: failure.message)]
                 return response
             }
-            return Self.partitionResponse(partition.index, error as? BrokerError ?? BrokerError(.unknownServerError, "\(error)"))
+            return Self.partitionResponse(index, error as? BrokerError ?? BrokerError(.unknownServerError, "\(error)"))
         }.hop(to: context.eventLoop)
     }
 
