@@ -12,7 +12,9 @@ import Synchronization
 /// ending at its log end: an append that does not continue the run starts a new one.
 ///
 /// Bounded by bytes and by age: entries leave oldest first, across all partitions, once the
-/// cache holds more than `bytesMax` or an entry is older than `maxAgeMilliseconds`. Shared by
+/// cache holds more than `bytesMax` or an entry is older than `maxAgeMilliseconds`. The bytes
+/// counted are the memory the entries keep: the whole of the buffers their batches are in
+/// (ByteBufferAllocator sizes buffers in powers of two, so a 430 KB batch keeps 512 KB). Shared by
 /// every partition of the node (each on its own event loop), so its index sits behind one
 /// `Mutex`, held for deque operations only — never across I/O (docs/lock-ordering.md).
 public final class HotCache: Sendable {
@@ -20,6 +22,7 @@ public final class HotCache: Sendable {
     public struct Statistics: Sendable, Equatable {
         public var bytesMax: Int
         public var maxAgeMilliseconds: Int64
+        /// The memory the cached batches keep (the buffers they are in), against `bytesMax`.
         public var bytes: Int
         public var batches: Int
         public var partitions: Int
@@ -49,6 +52,9 @@ public final class HotCache: Sendable {
         var baseOffset: Int64
         var nextOffset: Int64
         var bytes: ByteBuffer
+        /// The memory it is counted for: its bytes, and for the first batch of a buffer the
+        /// rest of that buffer.
+        var heldBytes: Int
         var serial: UInt64
     }
 
@@ -108,14 +114,21 @@ public final class HotCache: Sendable {
     // MARK: Filling
 
     /// Records batches just appended to a log: `batches` are whole batches, in offset order,
-    /// as written (final offsets and epochs). Batches larger than a tenth of the cache are not
-    /// kept: one would push out every partition's tail.
-    public func put(_ key: LogKey, batches: [(baseOffset: Int64, nextOffset: Int64, bytes: ByteBuffer)], nowMilliseconds: Int64) {
+    /// as written (final offsets and epochs), all in one buffer of `bufferBytes` (its
+    /// `storageCapacity`), which they keep in memory. Batches larger than a tenth of the cache
+    /// are not kept: one would push out every partition's tail.
+    public func put(
+        _ key: LogKey,
+        batches: [(baseOffset: Int64, nextOffset: Int64, bytes: ByteBuffer)],
+        bufferBytes: Int,
+        nowMilliseconds: Int64
+    ) {
         guard self.isEnabled, let first = batches.first else { return }
         self.locked { state in
             if let last = state.runs[key]?.last, last.nextOffset != first.baseOffset {
                 Self.drop(key, from: &state)
             }
+            var unheld = max(0, bufferBytes - batches.reduce(0) { $0 + $1.bytes.readableBytes })
             for batch in batches {
                 guard batch.bytes.readableBytes <= self.batchBytesMax else {
                     Self.drop(key, from: &state)
@@ -123,11 +136,14 @@ public final class HotCache: Sendable {
                 }
                 let serial = state.nextSerial
                 state.nextSerial += 1
+                let held = batch.bytes.readableBytes + unheld
+                unheld = 0
                 state.runs[key, default: Deque()].append(
                     Entry(
-                        baseOffset: batch.baseOffset, nextOffset: batch.nextOffset, bytes: batch.bytes, serial: serial))
+                        baseOffset: batch.baseOffset, nextOffset: batch.nextOffset, bytes: batch.bytes, heldBytes: held,
+                        serial: serial))
                 state.order.append(Order(key: key, serial: serial, insertedMilliseconds: nowMilliseconds))
-                state.bytes += batch.bytes.readableBytes
+                state.bytes += held
                 state.batches += 1
             }
             self.evict(&state, nowMilliseconds: nowMilliseconds)
@@ -247,7 +263,7 @@ public final class HotCache: Sendable {
     private static func drop(_ key: LogKey, from state: inout State) {
         guard let run = state.runs.removeValue(forKey: key) else { return }
         for entry in run {
-            state.bytes -= entry.bytes.readableBytes
+            state.bytes -= entry.heldBytes
             state.released.append(entry.bytes)
         }
         state.batches -= run.count
@@ -274,7 +290,7 @@ public final class HotCache: Sendable {
         guard let head = state.runs[key]?.removeFirst() else { return }
         if state.runs[key]!.isEmpty { state.runs[key] = nil }
         state.released.append(head.bytes)
-        state.bytes -= head.bytes.readableBytes
+        state.bytes -= head.heldBytes
         state.batches -= 1
     }
 

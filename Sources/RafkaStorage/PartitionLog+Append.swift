@@ -190,7 +190,9 @@ extension PartitionLog {
             )
         }
         assert(position == written.writerIndex)
-        self.cache.put(self.cacheKey, batches: slices, nowMilliseconds: FileSystem.monotonicMilliseconds())
+        self.cache.put(
+            self.cacheKey, batches: slices, bufferBytes: written.storageCapacity,
+            nowMilliseconds: FileSystem.monotonicMilliseconds())
     }
 
     private func checkProducers(_ batches: [ValidatedBatch]) -> AppendOutcome? {

@@ -392,8 +392,10 @@ import Testing
 
         let own = try alone("a")
         let ownAddress = address(own[0].bytes)
+        let ownCapacity = own[0].bytes.storageCapacity
         _ = try log.append(consume own, nowMilliseconds: now)
         #expect(cachedAddress(at: 0) == ownAddress)
+        #expect(cache.describe().bytes == ownCapacity, "the cache counts the buffer it keeps")
 
         var held = Batches.make(count: 3, valueBytes: 300, tag: "b")
         var heldBytes = ByteBufferAllocator().buffer(capacity: held.readableBytes)
