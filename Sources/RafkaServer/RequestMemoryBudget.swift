@@ -88,9 +88,9 @@ extension ConnectionMemory: Sendable {}
 /// the connection, so a peer cannot hold reserved memory by stalling mid-request.
 ///
 /// Once reserved, the frame is gathered into a buffer of exactly its size (the prefix included)
-/// and passed on whole: the decoder then slices it without gathering reads itself (which grew
-/// its buffer by doubling, copying what it held at each step), and the frame's buffer belongs to
-/// that request alone, so a produced batch can be written and cached where it arrived
+/// and passed on whole, instead of the decoder gathering reads into a buffer it keeps growing
+/// and shares with the next frame's first bytes: the frame's buffer belongs to that request
+/// alone, so a produced batch can be written and cached where it arrived
 /// (`PartitionLog.append`). The buffer's pages are touched only as bytes arrive, and no more
 /// than the budget reserved is ever allocated. A size the decoder will refuse is passed on
 /// alone, and nothing after it.
