@@ -91,9 +91,9 @@ extension ConnectionMemory: Sendable {}
 /// and passed on whole, instead of the decoder gathering reads into a buffer it keeps growing
 /// and shares with the next frame's first bytes: the frame's buffer belongs to that request
 /// alone, so a produced batch can be written and cached where it arrived
-/// (`PartitionLog.append`). The buffer's pages are touched only as bytes arrive, and no more
-/// than the budget reserved is ever allocated. A size the decoder will refuse is passed on
-/// alone, and nothing after it.
+/// (`PartitionLog.append`). The buffer is allocated only once its size is reserved (NIO rounds
+/// it up to a power of two, as the decoder's growing buffer was), and its pages are touched
+/// only as bytes arrive. A size the decoder will refuse is passed on alone, and nothing after it.
 final class RequestMemoryGate: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer

@@ -167,8 +167,10 @@ extension PartitionLog {
     /// takes 512 KB, as does the request frame it came in. Up to `Limits.inPlaceSlackBytes`
     /// more is allowed for small batches.
     static func keepsInPlace(_ bytes: ByteBuffer) -> Bool {
-        let copyCapacity = bytes.readableBytes <= 1 ? bytes.readableBytes : 1 << (Int.bitWidth - (bytes.readableBytes - 1).leadingZeroBitCount)
-        return bytes.storageCapacity <= max(copyCapacity, bytes.readableBytes + Limits.inPlaceSlackBytes)
+        let length = bytes.readableBytes
+        // The smallest power of two at least `length`.
+        let copyCapacity = length <= 1 ? length : 1 << (Int.bitWidth - (length - 1).leadingZeroBitCount)
+        return bytes.storageCapacity <= max(copyCapacity, length + Limits.inPlaceSlackBytes)
     }
 
     /// Hands the hot cache one slice of `written` per batch. Copied batches
