@@ -16,7 +16,7 @@ import RafkaCore
 final class KafkaConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+    typealias OutboundOut = IOData
 
     private let router: any FrameRouter
     private let memory: ConnectionMemory
@@ -77,7 +77,14 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         guard !self.closing else { return }
         let ready = self.sequencer.finish(sequence, response: response)
         for frame in ready {
-            for part in frame.parts { context.write(Self.wrapOutboundOut(part), promise: nil) }
+            for part in frame.parts.dropLast() { context.write(Self.wrapOutboundOut(part), promise: nil) }
+            // Files a frame sends from stay open until NIO is done with them, written or failed.
+            var written: EventLoopPromise<Void>?
+            if !frame.leases.isEmpty {
+                written = context.eventLoop.makePromise()
+                written!.futureResult.whenComplete { _ in withExtendedLifetime(frame.leases) {} }
+            }
+            context.write(Self.wrapOutboundOut(frame.parts[frame.parts.count - 1]), promise: written)
         }
         if !ready.isEmpty { context.flush() }
         self.startWaiting(context: context)

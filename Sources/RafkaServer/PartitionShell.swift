@@ -77,7 +77,8 @@ final class PartitionShell: Sendable {
 
     /// What a read saw: the records and the partition's offsets at that moment.
     struct ReadResult: Sendable {
-        var records: ByteBuffer
+        /// From the hot cache, or a span of a segment the response sends from the file.
+        var records: LogRecords
         var highWatermark: Int64
         var logStartOffset: Int64
     }
@@ -381,7 +382,7 @@ final class PartitionShell: Sendable {
     func readCached(from offset: Int64, maxBytes: Int, minOneBatch: Bool) -> ReadResult? {
         guard let offsets = self.shared.withLock({ $0.offsets }), offset >= offsets.logStart, offset <= offsets.logEnd
         else { return nil }
-        var records = ByteBuffer()
+        var records = LogRecords.empty
         if offset < offsets.logEnd {
             guard
                 let cached = self.cachedReader.read(
@@ -391,17 +392,18 @@ final class PartitionShell: Sendable {
                     end: offsets.logEnd
                 )
             else { return nil }
-            records = cached
+            records = .memory(cached)
         }
         return ReadResult(records: records, highWatermark: offsets.logEnd, logStartOffset: offsets.logStart)
     }
 
-    /// Reads from `offset` on the partition's loop (see `PartitionLog.read`). Errors are `BrokerError`s.
+    /// Reads from `offset` on the partition's loop (see `PartitionLog.readRecords`): records
+    /// behind the hot cache come back as a span of a segment, not read. Errors are `BrokerError`s.
     func read(from offset: Int64, maxBytes: Int, minOneBatch: Bool) -> EventLoopFuture<ReadResult> {
         self.eventLoop.submit {
             try self.withLog { log, _ in
                 let records = try storage { () throws(StorageError) in
-                    try log.read(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch)
+                    try log.readRecords(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch)
                 }
                 return ReadResult(records: records, highWatermark: log.logEndOffset, logStartOffset: log.logStartOffset)
             }

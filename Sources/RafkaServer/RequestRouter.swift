@@ -70,7 +70,8 @@ struct RequestRouter: FrameRouter {
         }
         switch context.apiKey {
         case .produce: return self.serve(ProduceRequest.self, body, context, self.apis.produce)
-        case .fetch: return self.serve(FetchRequest.self, body, context, self.apis.fetch)
+        case .fetch:
+            return Self.serveEncoding(FetchRequest.self, body, context, logger: self.apis.logger, self.apis.fetch)
         case .listOffsets: return self.serve(ListOffsetsRequest.self, body, context, self.apis.listOffsets)
         case .metadata: return self.serve(MetadataRequest.self, body, context, self.apis.metadata)
         case .apiVersions: return self.serve(ApiVersionsRequest.self, body, context, self.apis.apiVersions)
@@ -151,11 +152,30 @@ struct RequestRouter: FrameRouter {
 
     /// Decodes a request body, runs `handler`, encodes its response with the right header.
     static func serve<Request: KafkaRequestMessage, Response: KafkaResponseMessage>(
-        _: Request.Type,
+        _ type: Request.Type,
         _ body: ByteBuffer,
         _ context: RequestContext,
         logger: Logger,
         _ handler: (Request, RequestContext) -> EventLoopFuture<Response?>
+    ) -> EventLoopFuture<KafkaFrame?> {
+        Self.serveEncoding(type, body, context, logger: logger) { request, context in
+            handler(request, context).map { response in
+                response.map {
+                    Self.encode(
+                        $0, apiKey: context.apiKey, version: context.apiVersion, correlationID: context.correlationID)
+                }
+            }
+        }
+    }
+
+    /// Decodes a request body and runs `handler`, which encodes its own response (`encode`): a
+    /// fetch's may send records from segment files.
+    static func serveEncoding<Request: KafkaRequestMessage>(
+        _: Request.Type,
+        _ body: ByteBuffer,
+        _ context: RequestContext,
+        logger: Logger,
+        _ handler: (Request, RequestContext) -> EventLoopFuture<KafkaFrame?>
     ) -> EventLoopFuture<KafkaFrame?> {
         let request: Request
         do {
@@ -175,26 +195,22 @@ struct RequestRouter: FrameRouter {
             return context.eventLoop.makeFailedFuture(
                 ConnectionFailure(reason: "malformed \(context.apiKey) v\(context.apiVersion) request: \(error)"))
         }
-        return handler(request, context).map { response in
-            response.map {
-                Self.encode(
-                    $0, apiKey: context.apiKey, version: context.apiVersion, correlationID: context.correlationID,
-                    sizeHint: 256 + (($0 as? FetchResponse)?.encodedSizeHint ?? 0))
-            }
-        }
+        return handler(request, context)
     }
 
     /// A whole response frame: size, header (v0 or v1), body, in a buffer of `sizeHint` bytes to
     /// start with (a fetch's records are known: its buffer is allocated once, not regrown).
-    /// Large record batches are not copied into it (`KafkaFrame`).
+    /// Large record batches are not copied into it, and the n-th `records` field is sent from
+    /// `fileRecords[n]` when that is given (`KafkaFrame.encode`).
     static func encode<Response: KafkaResponseMessage>(
         _ response: Response,
         apiKey: KafkaAPIKey,
         version: Int16,
         correlationID: Int32,
-        sizeHint: Int = 256
+        sizeHint: Int = 256,
+        fileRecords: [KafkaFrame.FileRecords?] = []
     ) -> KafkaFrame {
-        KafkaFrame.encode(capacity: sizeHint) { buffer in
+        KafkaFrame.encode(capacity: sizeHint, fileRecords: fileRecords) { buffer in
             buffer.writeInteger(correlationID)
             let flexible = Response.isFlexible(version)
             if KafkaHeaders.responseHeaderVersion(flexible: flexible, apiKey: apiKey) >= 1 {

@@ -435,32 +435,36 @@ final class LogSegment {
         return nil
     }
 
-    /// Reads whole batches from `position`, at most `maxBytes` unless `minOneBatch` and the first
-    /// batch alone is larger (KIP-74: a consumer must always make progress).
-    func read(
+    /// Whole batches from `position` (where a batch starts), at most `maxBytes` unless
+    /// `minOneBatch` and the first batch alone is larger (KIP-74: a consumer must always make
+    /// progress), as a span of the file: the bytes are not read here. Where the limit falls
+    /// inside a batch the span ends before it (clients accept a partial batch at the end, but
+    /// whole batches are kinder); the batch boundaries come from the offset index and the few
+    /// batch headers after its last entry below the limit.
+    func span(
         from position: Int,
         firstBatchBytes: Int,
         maxBytes: Int,
         minOneBatch: Bool
-    ) throws(StorageError) -> ByteBuffer {
-        let available = self.size - position
+    ) throws(StorageError) -> LogRecords {
+        precondition(position + firstBatchBytes <= self.size, "the first batch lies inside the segment")
         if firstBatchBytes > maxBytes {
-            guard minOneBatch else { return self.allocator.buffer(capacity: 0) }
-            return try self.log.read(at: position, length: firstBatchBytes, allocator: self.allocator)
+            guard minOneBatch else { return .empty }
+            return .file(SegmentSpan(file: self.log, position: position, length: firstBatchBytes))
         }
-        var bytes = try self.log.read(at: position, length: min(maxBytes, available), allocator: self.allocator)
-        // Trim a partial batch at the end: clients accept one, but whole batches are kinder.
-        var whole = 0
-        while whole + RecordBatchHeader.logOverhead <= bytes.readableBytes {
-            let length = Int(bytes.getInteger(at: bytes.readerIndex + whole + 8, endianness: .big, as: Int32.self)!)
-            let total = length + RecordBatchHeader.logOverhead
-            if length < RecordBatchHeader.size - RecordBatchHeader.logOverhead || whole + total > bytes.readableBytes {
-                break
-            }
-            whole += total
+        let limit = position + min(maxBytes, self.size - position)
+        try self.ensureOffsetIndex()
+        var end = max(position, self.offsetIndex!.position(atOrBeforePosition: limit))
+        while end + RecordBatchHeader.logOverhead <= limit {
+            let prefix = try self.log.read(at: end, length: RecordBatchHeader.logOverhead, allocator: self.allocator)
+            guard let length = prefix.getInteger(at: prefix.readerIndex + 8, endianness: .big, as: Int32.self),
+                length >= RecordBatchHeader.size - RecordBatchHeader.logOverhead,
+                end + Int(length) + RecordBatchHeader.logOverhead <= limit
+            else { break }
+            end += Int(length) + RecordBatchHeader.logOverhead
         }
-        bytes.moveWriterIndex(to: bytes.readerIndex + whole)
-        return bytes
+        assert(end >= position + firstBatchBytes, "the first batch fits under the limit")
+        return .file(SegmentSpan(file: self.log, position: position, length: end - position))
     }
 
     /// Every batch from `position` to the end, for record-level searches. Small segments only

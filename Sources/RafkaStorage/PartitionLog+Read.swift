@@ -5,30 +5,36 @@ import RafkaCore
 
 extension PartitionLog {
     /// Whole batches starting with the one that holds `offset`, up to `maxBytes` (at least one
-    /// batch when `minOneBatch`): from the hot cache when it holds `offset`, else from a single
-    /// segment. Empty at the log end.
+    /// batch when `minOneBatch`): from the hot cache when it holds `offset`, else a span of a
+    /// single segment, not read yet (`LogRecords`). Empty at the log end.
     /// Throws `.offsetOutOfRange` outside [log start, log end].
-    public func read(from offset: Int64, maxBytes: Int, minOneBatch: Bool) throws(StorageError) -> ByteBuffer {
+    public func readRecords(from offset: Int64, maxBytes: Int, minOneBatch: Bool) throws(StorageError) -> LogRecords {
         guard offset >= self.logStartOffset, offset <= self.logEndOffset else {
             throw StorageError(
                 .offsetOutOfRange, "offset \(offset) is outside [\(self.logStartOffset), \(self.logEndOffset)]")
         }
-        guard offset < self.logEndOffset else { return self.allocator.buffer(capacity: 0) }
+        guard offset < self.logEndOffset else { return .empty }
         if let cached = self.cache.read(self.cacheKey, from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch) {
-            return cached
+            return .memory(cached)
         }
         var index = self.segmentIndex(containing: offset)
         while index < self.segments.count {
             let segment = self.segments[index]
             if let (position, header) = try segment.position(of: offset) {
-                let bytes = try segment.read(
+                let records = try segment.span(
                     from: position, firstBatchBytes: header.totalBytes, maxBytes: maxBytes, minOneBatch: minOneBatch)
-                self.cache.recordMiss(bytes: bytes.readableBytes)
-                return bytes
+                self.cache.recordMiss(bytes: records.byteCount)
+                return records
             }
             index += 1
         }
-        return self.allocator.buffer(capacity: 0)
+        return .empty
+    }
+
+    /// `readRecords`, with a span of a segment read into memory.
+    public func read(from offset: Int64, maxBytes: Int, minOneBatch: Bool) throws(StorageError) -> ByteBuffer {
+        let records = try self.readRecords(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch)
+        return try records.bytes(allocator: self.allocator)
     }
 
     /// The index of the last segment whose base offset is ≤ `offset`.

@@ -30,6 +30,17 @@ struct OffsetIndex {
         return low == 0 ? 0 : Int(self.positions[low - 1])
     }
 
+    /// The greatest indexed batch position that is ≤ `position`, or 0.
+    func position(atOrBeforePosition position: Int) -> Int {
+        var low = 0
+        var high = self.positions.count
+        while low < high {
+            let mid = (low + high) / 2
+            if Int(self.positions[mid]) <= position { low = mid + 1 } else { high = mid }
+        }
+        return low == 0 ? 0 : Int(self.positions[low - 1])
+    }
+
     /// Drops entries at or beyond `position` (after truncation).
     mutating func truncate(toPosition position: Int) {
         while let last = self.positions.last, Int(last) >= position {

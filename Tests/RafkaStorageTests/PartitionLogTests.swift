@@ -77,6 +77,48 @@ import Testing
         #expect(try Batches.offsets(two) == [0, 1])
     }
 
+    /// Behind the cache a read is a span of one segment, not its bytes: whole batches up to the
+    /// limit, their boundaries found from the sparse index and the batch headers after its last
+    /// entry below the limit, and the bytes read through the span are the batches appended.
+    /// The span keeps its segment's file readable after retention deleted the segment.
+    @Test(arguments: ["100", "1000000"])
+    func readsBehindTheCacheAreSpansOfWholeBatches(indexIntervalBytes: String) throws {
+        defer { self.directory.remove() }
+        let (log, _) = try self.open([
+            "segment.bytes": "100000", "index.interval.bytes": indexIntervalBytes, "retention.bytes": "1",
+        ])
+        var sizes: [Int] = []
+        var offsets: [Int64] = []
+        for i in 0..<40 {
+            let batch = Batches.make(count: 1 + i % 3, valueBytes: 30 + 7 * i, tag: "s\(i)")
+            sizes.append(batch.readableBytes)
+            offsets.append(try #require(self.append(log, batch).info?.firstOffset))
+        }
+        let starts = sizes.indices.map { sizes[..<$0].reduce(0, +) }
+        for (first, maxBytes) in [(0, 1), (0, 200), (0, 1_000), (5, 2_345), (12, 100_000), (39, 50)] {
+            let records = try log.readRecords(from: offsets[first], maxBytes: maxBytes, minOneBatch: true)
+            guard case .file(let span) = records else {
+                Issue.record("read at batch \(first) was not a span: \(records)")
+                continue
+            }
+            let fitting = (first..<sizes.count).prefix { starts[$0] + sizes[$0] - starts[first] <= maxBytes }.count
+            #expect(span.position == starts[first])
+            let expected = sizes[first..<(first + max(1, fitting))].reduce(0, +)
+            #expect(span.length == expected, "batch \(first), \(maxBytes) bytes")
+            #expect(try RecordBatch.split(records.bytes()).count == max(1, fitting))
+        }
+        guard case .file(let held) = try log.readRecords(from: 0, maxBytes: 1 << 20, minOneBatch: true) else {
+            Issue.record("not a span")
+            return
+        }
+        let expected = try log.read(from: 0, maxBytes: 1 << 20, minOneBatch: true)
+        try log.roll()
+        _ = try self.append(log, Batches.make(count: 1))
+        #expect(try log.enforceRetention(nowMilliseconds: 1_700_000_000_000) > 0 && log.logStartOffset > 0)
+        try log.takeDeferredFileWork().run()
+        #expect(try LogRecords.file(held).bytes() == expected)
+    }
+
     @Test func rollsBySizeAndReadsAcrossSegments() throws {
         defer { self.directory.remove() }
         let (log, _) = try self.open(["segment.bytes": "2000", "index.interval.bytes": "100"])

@@ -7,9 +7,14 @@ import RafkaStorage
 extension KafkaAPIs {
     /// Fetch v4–13 without fetch sessions (the reply's session id 0 tells clients to send full
     /// fetches, which KIP-227 allows). Long-polls until `minBytes` arrived or `maxWaitMs` passed.
-    func fetch(_ request: FetchRequest, _ context: RequestContext) -> EventLoopFuture<FetchResponse?> {
+    /// The answer is encoded here: records behind the hot cache are sent from their segment.
+    func fetch(_ request: FetchRequest, _ context: RequestContext) -> EventLoopFuture<KafkaFrame?> {
         let operation = FetchOperation(request: request, context: context, broker: self.broker)
-        return operation.run().map { $0 }
+        return operation.run().map { response, fileRecords in
+            RequestRouter.encode(
+                response, apiKey: .fetch, version: context.apiVersion, correlationID: context.correlationID,
+                sizeHint: 256 + response.encodedSizeHint, fileRecords: fileRecords)
+        }
     }
 }
 
@@ -38,7 +43,7 @@ final class FetchOperation {
     private let broker: Broker
     private var targets: [Target] = []
     private let responseBytesMax: Int
-    private let promise: EventLoopPromise<FetchResponse>
+    private let promise: EventLoopPromise<(FetchResponse, [KafkaFrame.FileRecords?])>
     private var waiterIDs: [(PartitionShell, UInt64)] = []
     private var timeout: Scheduled<Void>?
     private var done = false
@@ -91,7 +96,9 @@ final class FetchOperation {
         }
     }
 
-    func run() -> EventLoopFuture<FetchResponse> {
+    /// The response, and for each partition in it (in order) the segment file its records are
+    /// sent from, if they are (else none is given, or nil).
+    func run() -> EventLoopFuture<(FetchResponse, [KafkaFrame.FileRecords?])> {
         let waitMilliseconds = min(Int64(max(0, self.request.maxWaitMs)), Int64(Limits.fetchWaitMillisecondsMax))
         self.readAll(final: waitMilliseconds == 0)
         if !self.done {
@@ -134,7 +141,7 @@ final class FetchOperation {
             let minOneBatch = remaining == self.responseBytesMax
             if let read = shell.readCached(from: partition.fetchOffset, maxBytes: maxBytes, minOneBatch: minOneBatch) {
                 self.collected.append(.success(read))
-                remaining = max(0, remaining - read.records.readableBytes)
+                remaining = max(0, remaining - read.records.byteCount)
                 continue
             }
             let this = self.onLoop
@@ -145,7 +152,7 @@ final class FetchOperation {
                 .hop(to: self.context.eventLoop)
                 .whenSuccess { result in
                     var after = left
-                    if case .success(let read) = result { after = max(0, left - read.records.readableBytes) }
+                    if case .success(let read) = result { after = max(0, left - read.records.byteCount) }
                     this.value.collected.append(result)
                     this.value.readNext(from: index + 1, remaining: after)
                 }
@@ -158,7 +165,7 @@ final class FetchOperation {
     private func consider(_ results: [PartitionResult], final: Bool) {
         guard !self.done else { return }
         let bytes = results.reduce(0) { total, result in
-            if case .success(let read) = result { return total + read.records.readableBytes }
+            if case .success(let read) = result { return total + read.records.byteCount }
             return total
         }
         let hasError = results.contains { if case .failure = $0 { return true } else { return false } }
@@ -208,8 +215,9 @@ final class FetchOperation {
         self.collected.removeAll()
     }
 
-    private func buildResponse(_ results: [PartitionResult]) -> FetchResponse {
+    private func buildResponse(_ results: [PartitionResult]) -> (FetchResponse, [KafkaFrame.FileRecords?]) {
         var response = FetchResponse()
+        var fileRecords: [KafkaFrame.FileRecords?] = []
         response.sessionId = 0
         let readCommitted = self.request.isolationLevel == 1
         var index = 0
@@ -226,7 +234,14 @@ final class FetchOperation {
                     data.highWatermark = read.highWatermark
                     data.lastStableOffset = read.highWatermark
                     data.logStartOffset = read.logStartOffset
-                    data.records = read.records
+                    switch read.records {
+                    case .memory(let bytes):
+                        data.records = bytes
+                    case .file(let span):
+                        if fileRecords.isEmpty { fileRecords = Array(repeating: nil, count: results.count) }
+                        fileRecords[index] = span.fileRecords()
+                        data.records = ByteBuffer()  // the encoder writes the file's bytes instead
+                    }
                 case .failure(let error):
                     data.errorCode = error.code.rawValue
                     data.highWatermark = -1
@@ -239,12 +254,44 @@ final class FetchOperation {
             }
             response.responses.append(topicResponse)
         }
-        return response
+        return (response, fileRecords)
     }
 }
 
 @available(*, unavailable)
 extension FetchOperation: Sendable {}
+
+extension SegmentSpan {
+    /// The span as a file region NIO writes with `sendfile`, and the lease that keeps the
+    /// segment's file open until then. The region's `NIOFileHandle` shares the segment's
+    /// descriptor rather than a `dup` of it (no system call per fetch); the lease gives it
+    /// back, unclosed, when released.
+    func fileRecords() -> KafkaFrame.FileRecords {
+        let lease = Lease(self.file)
+        let end = self.position + self.length
+        return KafkaFrame.FileRecords(
+            region: FileRegion(fileHandle: lease.handle, readerIndex: self.position, endIndex: end), lease: lease)
+    }
+
+    private final class Lease: Sendable {
+        let file: FileHandle
+        let handle: NIOFileHandle
+
+        init(_ file: FileHandle) {
+            self.file = file
+            self.handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: file.descriptor)
+        }
+
+        deinit {
+            // The descriptor is `file`'s, closed when the segment's last holder lets it go.
+            do {
+                _ = try self.handle.takeDescriptorOwnership()
+            } catch {
+                preconditionFailure("a segment's file region was released while in use: \(error)")
+            }
+        }
+    }
+}
 
 extension FetchResponse {
     /// Bytes of the record data copied into the frame (batches under `KafkaFrame.spliceBytesMin`)
