@@ -13,6 +13,9 @@ public enum Limits {
     public static let requestMemoryBytesMaxDefault = 512 * 1024 * 1024
     /// Open client connections per listener; connections past this are closed at accept.
     public static let connectionsMaxDefault = 10_000
+    /// How long a response sent from segment files may wait for the client to read it before
+    /// its connection is closed (`response-write-timeout-ms`): it holds the segments' files open.
+    public static let responseWriteTimeoutMillisecondsDefault: Int64 = 120_000
     /// The largest record batch a topic may accept unless `max.message.bytes` says otherwise
     /// (Kafka's default, 1 MiB + the batch overhead).
     public static let messageBytesMaxDefault = 1_048_588

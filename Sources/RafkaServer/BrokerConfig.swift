@@ -45,6 +45,10 @@ public struct BrokerConfig: Sendable {
     public var requestMemoryBytesMax = Limits.requestMemoryBytesMaxDefault
     /// A request frame that has begun must arrive whole within this long.
     public var requestFrameTimeoutMilliseconds: Int64 = 60_000
+    /// A response sent from segment files (records behind the hot cache) must be read by the
+    /// client within this long: it holds the segments' files open, so retention cannot give
+    /// their blocks back while a client that stopped reading keeps it.
+    public var responseWriteTimeoutMilliseconds = Limits.responseWriteTimeoutMillisecondsDefault
     /// Kafka's `auto.create.topics.enable`.
     public var autoCreateTopics = true
     /// Kafka's `num.partitions`, for auto-created topics and CreateTopics with -1.
@@ -129,6 +133,7 @@ public struct BrokerConfig: Sendable {
         var maxConnections: Int?
         var maxRequestMemoryBytes: Int?
         var requestFrameTimeoutMs: Int64?
+        var responseWriteTimeoutMs: Int64?
         var autoCreateTopics: Bool?
         var defaultPartitions: Int32?
         var defaultReplicationFactor: Int16?
@@ -153,6 +158,7 @@ public struct BrokerConfig: Sendable {
             case metricsListen = "metrics-listen"
             case maxRequestBytes = "max-request-bytes", maxConnections = "max-connections"
             case maxRequestMemoryBytes = "max-request-memory-bytes", requestFrameTimeoutMs = "request-frame-timeout-ms"
+            case responseWriteTimeoutMs = "response-write-timeout-ms"
             case autoCreateTopics = "auto-create-topics", defaultPartitions = "default-partitions"
             case defaultReplicationFactor = "default-replication-factor", eventLoopThreads = "event-loop-threads"
             case retentionCheckIntervalMs = "retention-check-interval-ms", topicDefaults = "topic-defaults"
@@ -231,6 +237,7 @@ public struct BrokerConfig: Sendable {
         if let v = file.maxConnections { self.connectionsMax = v }
         if let v = file.maxRequestMemoryBytes { self.requestMemoryBytesMax = v }
         if let v = file.requestFrameTimeoutMs { self.requestFrameTimeoutMilliseconds = v }
+        if let v = file.responseWriteTimeoutMs { self.responseWriteTimeoutMilliseconds = v }
         if let v = file.autoCreateTopics { self.autoCreateTopics = v }
         if let v = file.defaultPartitions { self.defaultPartitions = v }
         if let v = file.defaultReplicationFactor { self.defaultReplicationFactor = v }
@@ -271,6 +278,9 @@ public struct BrokerConfig: Sendable {
         }
         guard self.requestFrameTimeoutMilliseconds > 0 else {
             throw ConfigError("\(source): request-frame-timeout-ms must be positive")
+        }
+        guard self.responseWriteTimeoutMilliseconds > 0 else {
+            throw ConfigError("\(source): response-write-timeout-ms must be positive")
         }
         guard self.defaultPartitions > 0 else { throw ConfigError("\(source): default-partitions must be positive") }
         guard self.defaultReplicationFactor > 0 else {

@@ -26,17 +26,21 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     private var readHeld = false
     private var closing = false
     private let inFlightMax: Int
+    /// How long a response sent from files may wait to be written (`response-write-timeout-ms`).
+    private let writeTimeout: TimeAmount
 
     init(
         router: any FrameRouter,
         memory: ConnectionMemory,
         logger: Logger,
-        inFlightMax: Int = Limits.inFlightRequestsPerConnectionMax
+        inFlightMax: Int = Limits.inFlightRequestsPerConnectionMax,
+        writeTimeout: TimeAmount = .milliseconds(Limits.responseWriteTimeoutMillisecondsDefault)
     ) {
         self.router = router
         self.memory = memory
         self.logger = logger
         self.inFlightMax = inFlightMax
+        self.writeTimeout = writeTimeout
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -78,17 +82,30 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         let ready = self.sequencer.finish(sequence, response: response)
         for frame in ready {
             for part in frame.parts.dropLast() { context.write(Self.wrapOutboundOut(part), promise: nil) }
-            // Files a frame sends from stay open until NIO is done with them, written or failed.
-            var written: EventLoopPromise<Void>?
-            if !frame.leases.isEmpty {
-                written = context.eventLoop.makePromise()
-                written!.futureResult.whenComplete { _ in withExtendedLifetime(frame.leases) {} }
-            }
+            let written = frame.leases.isEmpty ? nil : self.holdLeases(of: frame, context: context)
             context.write(Self.wrapOutboundOut(frame.parts[frame.parts.count - 1]), promise: written)
         }
         if !ready.isEmpty { context.flush() }
         self.startWaiting(context: context)
         self.resumeReadingIfPossible(context: context)
+    }
+
+    /// The files a frame sends from stay open until NIO is done with them, written or failed;
+    /// a client that does not read the frame within `writeTimeout` is disconnected, so that it
+    /// cannot keep a deleted segment's blocks from being freed.
+    private func holdLeases(of frame: KafkaFrame, context: ChannelHandlerContext) -> EventLoopPromise<Void> {
+        let written = context.eventLoop.makePromise(of: Void.self)
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let timeout = self.writeTimeout
+        let deadline = context.eventLoop.scheduleTask(in: timeout) {
+            let (handler, context) = loopBound.value
+            handler.close(context: context, reason: "a response sent from segment files was not read within \(timeout)")
+        }
+        written.futureResult.whenComplete { _ in
+            deadline.cancel()
+            withExtendedLifetime(frame.leases) {}
+        }
+        return written
     }
 
     private func close(context: ChannelHandlerContext, reason: String) {

@@ -25,6 +25,7 @@ public final class KafkaListener: Sendable {
         let counter = ConnectionCounter(limit: broker.config.connectionsMax)
         let budget = RequestMemoryBudget(capacityBytes: broker.config.requestMemoryBytesMax)
         let frameTimeout = TimeAmount.milliseconds(broker.config.requestFrameTimeoutMilliseconds)
+        let writeTimeout = TimeAmount.milliseconds(broker.config.responseWriteTimeoutMilliseconds)
         let channel = try await ServerBootstrap(group: broker.group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -44,7 +45,9 @@ public final class KafkaListener: Sendable {
                     try operations.addHandler(
                         RequestMemoryGate(memory: memory, frameBytesMax: frameBytesMax, frameTimeout: frameTimeout))
                     try operations.addHandler(ByteToMessageHandler(KafkaFrameDecoder(frameBytesMax: frameBytesMax)))
-                    try operations.addHandler(KafkaConnectionHandler(router: router, memory: memory, logger: logger))
+                    let handler = KafkaConnectionHandler(
+                        router: router, memory: memory, logger: logger, writeTimeout: writeTimeout)
+                    try operations.addHandler(handler)
                 }
             }
             .bind(host: broker.config.listen.host, port: broker.config.listen.port)

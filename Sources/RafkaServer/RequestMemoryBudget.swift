@@ -97,8 +97,9 @@ extension ConnectionMemory: Sendable {}
 final class RequestMemoryGate: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+    /// Responses pass by untouched: bytes, and file regions of records behind the hot cache.
+    typealias OutboundIn = IOData
+    typealias OutboundOut = IOData
 
     private let memory: ConnectionMemory
     private let frameBytesMax: Int

@@ -20,7 +20,8 @@ public struct DeferredFileWork: Sendable {
         case pruneSnapshots(directory: String, keep: Int)
         /// Unlinks a deleted segment's renamed files and lets go of its open file last: the
         /// blocks of an unlinked file are freed when its last descriptor closes, which for a
-        /// gigabyte segment waits on the device.
+        /// gigabyte segment waits on the device. A fetch still sending a span of the segment
+        /// may hold the file longer; its close then goes to a blocking pool (`FileHandle`).
         case remove(paths: [String], file: FileHandle)
     }
 
@@ -57,8 +58,9 @@ public struct DeferredFileWork: Sendable {
                     try file.truncate(to: bytes)
                 case .pruneSnapshots(let directory, let keep):
                     try ProducerStateSnapshot.prune(directory: directory, after: Int64.max, keepNewest: keep)
-                case .remove(let paths, _):
+                case .remove(let paths, let file):
                     for path in paths { try FileSystem.remove(path) }
+                    file.markUnlinked()
                 }
             } catch {
                 failure = failure ?? error

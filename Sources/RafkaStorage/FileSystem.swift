@@ -4,14 +4,21 @@ import Glibc
 import Darwin
 #endif
 import NIOCore
+import NIOPosix
+import Synchronization
 
 /// An open file descriptor, closed when the last reference goes away.
 ///
-/// Immutable after creation, so it may be shared with the thread pool that runs `fsync` while
-/// the owning event loop keeps appending: Linux allows `fsync` and `pwrite` on one file at once.
+/// Immutable after creation (but for `markUnlinked`), so it may be shared with the thread pool
+/// that runs `fsync` while the owning event loop keeps appending: Linux allows `fsync` and
+/// `pwrite` on one file at once.
 public final class FileHandle: @unchecked Sendable {
     public let descriptor: Int32
     public let path: String
+    /// Set once the file's name is gone: its last close frees its blocks, which for a gigabyte
+    /// segment waits on the device, so that close runs on NIO's blocking thread pool rather
+    /// than on whichever thread lets go last (an event loop that just sent a span of it).
+    private let unlinked = Atomic<Bool>(false)
 
     init(descriptor: Int32, path: String) {
         self.descriptor = descriptor
@@ -19,7 +26,17 @@ public final class FileHandle: @unchecked Sendable {
     }
 
     deinit {
-        close(self.descriptor)
+        guard self.unlinked.load(ordering: .acquiring) else {
+            close(self.descriptor)
+            return
+        }
+        let descriptor = self.descriptor
+        NIOThreadPool.singleton.submit { _ in close(descriptor) }
+    }
+
+    /// Called once the file is unlinked (see `unlinked`).
+    func markUnlinked() {
+        self.unlinked.store(true, ordering: .releasing)
     }
 
     /// Opens (creating if asked) `path` for reading and writing.

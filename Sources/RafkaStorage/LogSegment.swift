@@ -439,8 +439,8 @@ final class LogSegment {
     /// `minOneBatch` and the first batch alone is larger (KIP-74: a consumer must always make
     /// progress), as a span of the file: the bytes are not read here. Where the limit falls
     /// inside a batch the span ends before it (clients accept a partial batch at the end, but
-    /// whole batches are kinder); the batch boundaries come from the offset index and the few
-    /// batch headers after its last entry below the limit.
+    /// whole batches are kinder); the batch boundaries come from the offset index and the batch
+    /// headers after its last entry below the limit, read a chunk at a time.
     func span(
         from position: Int,
         firstBatchBytes: Int,
@@ -455,17 +455,31 @@ final class LogSegment {
         let limit = position + min(maxBytes, self.size - position)
         try self.ensureOffsetIndex()
         var end = max(position, self.offsetIndex!.position(atOrBeforePosition: limit))
+        var chunk = ByteBuffer()
+        var chunkStart = end
         while end + RecordBatchHeader.logOverhead <= limit {
-            let prefix = try self.log.read(at: end, length: RecordBatchHeader.logOverhead, allocator: self.allocator)
-            guard let length = prefix.getInteger(at: prefix.readerIndex + 8, endianness: .big, as: Int32.self),
+            if end + RecordBatchHeader.logOverhead > chunkStart + chunk.readableBytes {
+                chunkStart = end
+                let length = min(limit - end, Self.headerChunkBytes)
+                chunk = try self.log.read(at: end, length: length, allocator: self.allocator)
+            }
+            let lengthAt = chunk.readerIndex + end - chunkStart + 8
+            guard let length = chunk.getInteger(at: lengthAt, endianness: .big, as: Int32.self),
                 length >= RecordBatchHeader.size - RecordBatchHeader.logOverhead,
                 end + Int(length) + RecordBatchHeader.logOverhead <= limit
             else { break }
             end += Int(length) + RecordBatchHeader.logOverhead
         }
-        assert(end >= position + firstBatchBytes, "the first batch fits under the limit")
+        guard end >= position + firstBatchBytes else {
+            throw StorageError(.corruptSegment, "\(self.logPath) ends inside the batch at byte \(position)")
+        }
         return .file(SegmentSpan(file: self.log, position: position, length: end - position))
     }
+
+    /// How much of the file one read takes while looking for batch boundaries: the headers
+    /// between an index entry and the limit are `index.interval.bytes` (4 KiB) apart at most,
+    /// unless a topic configures more.
+    static let headerChunkBytes = 64 * 1024
 
     /// Every batch from `position` to the end, for record-level searches. Small segments only
     /// would be read whole; this reads one batch at a time.

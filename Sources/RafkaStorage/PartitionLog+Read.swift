@@ -21,9 +21,14 @@ extension PartitionLog {
         while index < self.segments.count {
             let segment = self.segments[index]
             if let (position, header) = try segment.position(of: offset) {
-                let records = try segment.span(
+                var records = try segment.span(
                     from: position, firstBatchBytes: header.totalBytes, maxBytes: maxBytes, minOneBatch: minOneBatch)
                 self.cache.recordMiss(bytes: records.byteCount)
+                // A few kilobytes are read here: a frame copies batches that small anyway
+                // (`KafkaFrame.spliceBytesMin`), and sending them costs no system call of their own.
+                if case .file(let span) = records, span.length < KafkaFrame.spliceBytesMin {
+                    records = .memory(try span.read(allocator: self.allocator))
+                }
                 return records
             }
             index += 1

@@ -1,0 +1,121 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import KafkaProtocol
+import Logging
+import NIOCore
+import NIOEmbedded
+@testable import RafkaServer
+import Synchronization
+import Testing
+
+@Suite struct KafkaConnectionHandlerTests {
+    /// A file whose bytes responses send, and a count of the leases on it still alive.
+    final class SentFile: Sendable {
+        let handle: NIOFileHandle
+        let leases = Atomic<Int>(0)
+        let path = "/tmp/rafka-handler-test-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+
+        init() throws {
+            let descriptor = open(self.path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+            try #require(descriptor >= 0)
+            let bytes = [UInt8](repeating: 0x42, count: 100_000)
+            try #require(write(descriptor, bytes, bytes.count) == bytes.count)
+            self.handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: descriptor)
+        }
+
+        deinit {
+            try? self.handle.close()
+            unlink(self.path)
+        }
+
+        final class Lease: Sendable {
+            let file: SentFile
+            init(_ file: SentFile) {
+                self.file = file
+                file.leases.add(1, ordering: .relaxed)
+            }
+            deinit { self.file.leases.subtract(1, ordering: .relaxed) }
+        }
+    }
+
+    /// Answers every request with a frame whose records are the file's first 100,000 bytes.
+    struct FileRouter: FrameRouter {
+        let file: SentFile
+
+        func handle(_ frame: ByteBuffer, on eventLoop: any EventLoop) -> EventLoopFuture<KafkaFrame?> {
+            let records = KafkaFrame.FileRecords(
+                region: FileRegion(fileHandle: self.file.handle, readerIndex: 0, endIndex: 100_000),
+                lease: SentFile.Lease(self.file))
+            let response = KafkaFrame.encode(fileRecords: [records]) {
+                $0.writeInteger(Int32(7))  // a correlation id
+                $0.writeKafkaRecords(ByteBuffer(), compact: false)
+            }
+            return eventLoop.makeSucceededFuture(response)
+        }
+    }
+
+    /// A client that reads nothing: writes reach it but never complete, until the channel closes.
+    final class UnreadSocket: ChannelOutboundHandler {
+        typealias OutboundIn = IOData
+        private var pending: [EventLoopPromise<Void>] = []
+
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            if let promise { self.pending.append(promise) }
+        }
+
+        func flush(context: ChannelHandlerContext) {}
+
+        func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+            for promise in self.pending { promise.fail(ChannelError.ioOnClosedChannel) }
+            self.pending.removeAll()
+            context.close(mode: mode, promise: promise)
+        }
+    }
+
+    static func channel(_ file: SentFile, unread: Bool) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel()
+        if unread { try channel.pipeline.syncOperations.addHandler(UnreadSocket()) }
+        let memory = ConnectionMemory(budget: RequestMemoryBudget(capacityBytes: 1 << 20))
+        let handler = KafkaConnectionHandler(
+            router: FileRouter(file: file), memory: memory, logger: Logger(label: "test"), writeTimeout: .seconds(120))
+        try channel.pipeline.syncOperations.addHandler(handler)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9092)).wait()
+        return channel
+    }
+
+    /// A response sent from a file goes out as the file's region, and its lease on the file is
+    /// let go once written; the write deadline is then cancelled.
+    @Test func aWrittenResponseLetsItsFileGo() throws {
+        let file = try SentFile()
+        let channel = try Self.channel(file, unread: false)
+        try channel.writeInbound(ByteBuffer(bytes: [0, 0, 0, 0]))
+        var parts: [IOData] = []
+        while let part = try channel.readOutbound(as: IOData.self) { parts.append(part) }
+        #expect(parts.count == 2)
+        #expect(parts.last?.readableBytes == 100_000)
+        if case .fileRegion(let region) = parts.last {
+            #expect(region.endIndex == 100_000)
+        } else {
+            Issue.record("not a file region")
+        }
+        #expect(file.leases.load(ordering: .relaxed) == 0)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(300))
+        #expect(channel.isActive)
+        _ = try channel.finish()
+    }
+
+    /// A client that does not read a response sent from a file within the write timeout is
+    /// disconnected, and the file is let go: it cannot keep a deleted segment's blocks.
+    @Test func anUnreadResponseFromAFileClosesItsConnection() throws {
+        let file = try SentFile()
+        let channel = try Self.channel(file, unread: true)
+        try channel.writeInbound(ByteBuffer(bytes: [0, 0, 0, 0]))
+        #expect(file.leases.load(ordering: .relaxed) == 1)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(119))
+        #expect(channel.isActive && file.leases.load(ordering: .relaxed) == 1)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        #expect(!channel.isActive)
+        #expect(file.leases.load(ordering: .relaxed) == 0)
+    }
+}
