@@ -91,3 +91,54 @@ def test_a_cache_of_zero_bytes_is_off(make_rafka):
     consumer.close()
     (report,) = broker.admin_json("cache", "describe")
     assert report["bytes"] == 0 and report["hits"] == 0 and report["bytesMax"] == 0, report
+
+
+def test_every_client_reads_records_sent_from_the_segment_files(make_rafka):
+    """With the cache off every fetch is answered from the segment files (sendfile for spans of
+    16 KiB or more, a read for smaller ones): librdkafka (kcat), kafka-python and aiokafka read
+    every record, in order, from the start and from inside a batch."""
+    import asyncio
+    import subprocess
+
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition as AIOTopicPartition
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    broker = make_rafka(config_text="hot-cache-bytes: 0\n")
+    rng = random.Random(11)
+    values = [f"{i:06d}-".encode() + rng.randbytes(rng.randrange(10, 400)).hex().encode() for i in range(30_000)]
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, compression_type="lz4", batch_size=64_000,
+                             linger_ms=5)
+    for value in values:
+        producer.send("behind", value=value)
+    producer.flush()
+    producer.close()
+
+    out = subprocess.run(["kcat", "-b", broker.bootstrap, "-C", "-t", "behind", "-o", "beginning", "-e", "-q"],
+                         capture_output=True, timeout=60, check=True).stdout
+    assert out.split(b"\n")[:-1] == values
+
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, consumer_timeout_ms=5000,
+                             max_partition_fetch_bytes=100_000)
+    consumer.assign([TopicPartition("behind", 0)])
+    consumer.seek(TopicPartition("behind", 0), 12_345)
+    assert [m.value for m in consumer] == values[12_345:]
+    consumer.close()
+
+    async def aiokafka_reads():
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest")
+        await consumer.start()
+        consumer.assign([AIOTopicPartition("behind", 0)])
+        got = []
+        try:
+            while len(got) < len(values):
+                batch = await asyncio.wait_for(consumer.getmany(timeout_ms=1000), 30)
+                for records in batch.values():
+                    got += [r.value for r in records]
+        finally:
+            await consumer.stop()
+        return got
+
+    assert asyncio.run(aiokafka_reads()) == values
+    (report,) = broker.admin_json("cache", "describe")
+    assert report["hits"] == 0 and report["bytesMax"] == 0, report
