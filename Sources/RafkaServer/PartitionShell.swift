@@ -398,7 +398,11 @@ final class PartitionShell: Sendable {
     }
 
     /// Reads from `offset` on the partition's loop (see `PartitionLog.readRecords`): records
-    /// behind the hot cache come back as a span of a segment, not read. Errors are `BrokerError`s.
+    /// behind the hot cache come back as a span of a segment, not read, when the OS page cache
+    /// holds it; one it does not is read on NIO's blocking pool, so that neither this loop nor
+    /// the connection's (which would send it) waits for the device — a consumer catching up from
+    /// disk does not hold up the partitions and connections that share those loops, as it holds
+    /// up a Kafka broker's network thread. Errors are `BrokerError`s.
     func read(from offset: Int64, maxBytes: Int, minOneBatch: Bool) -> EventLoopFuture<ReadResult> {
         self.eventLoop.submit {
             try self.withLog { log, _ in
@@ -406,6 +410,16 @@ final class PartitionShell: Sendable {
                     try log.readRecords(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch)
                 }
                 return ReadResult(records: records, highWatermark: log.logEndOffset, logStartOffset: log.logStartOffset)
+            }
+        }.flatMap { read in
+            guard case .file(let span) = read.records, !span.isResident else {
+                return self.eventLoop.makeSucceededFuture(read)
+            }
+            return NIOThreadPool.singleton.runIfActive(eventLoop: self.eventLoop) {
+                var fromDevice = read
+                let bytes = try storage { () throws(StorageError) in try LogRecords.file(span).bytes() }
+                fromDevice.records = .memory(bytes)
+                return fromDevice
             }
         }
     }

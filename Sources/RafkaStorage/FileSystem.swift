@@ -203,10 +203,11 @@ public final class FileHandle: @unchecked Sendable {
 
 /// Thin wrappers over the POSIX calls storage needs. Paths are plain strings.
 public enum FileSystem {
-    /// Linux's sync_file_range(2) and fallocate(2): GNU extensions Glibc's Swift module does not
-    /// import, so they are looked up by name once (nil elsewhere).
+    /// Linux's sync_file_range(2), fallocate(2) and preadv2(2): GNU extensions Glibc's Swift
+    /// module does not import, so they are looked up by name once (nil elsewhere).
     static let syncFileRange = Self.linuxCall("sync_file_range", as: (@convention(c) (Int32, Int64, Int64, UInt32) -> Int32).self)
     static let fallocate = Self.linuxCall("fallocate", as: (@convention(c) (Int32, Int32, Int64, Int64) -> Int32).self)
+    static let preadv2 = Self.linuxCall("preadv2", as: (@convention(c) (Int32, UnsafePointer<iovec>?, Int32, Int64, Int32) -> Int).self)
 
     /// The C function `name` of the running process, as `Function`; nil if absent or not Linux.
     private static func linuxCall<Function>(_ name: String, as _: Function.Type) -> Function? {

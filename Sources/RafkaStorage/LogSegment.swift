@@ -476,10 +476,10 @@ final class LogSegment {
         return .file(SegmentSpan(file: self.log, position: position, length: end - position))
     }
 
-    /// How much of the file one read takes while looking for batch boundaries: the headers
-    /// between an index entry and the limit are `index.interval.bytes` (4 KiB) apart at most,
-    /// unless a topic configures more.
-    static let headerChunkBytes = 64 * 1024
+    /// How much of the file one read takes while looking for batch boundaries: a page, so that
+    /// a batch larger than that has only its header's page read here (`SegmentSpan.isResident`
+    /// looks at the others), and batches smaller share reads.
+    static let headerChunkBytes = 4096
 
     /// Every batch from `position` to the end, for record-level searches. Small segments only
     /// would be read whole; this reads one batch at a time.

@@ -310,6 +310,36 @@ extension BrokerProtocolTests {
         }
     }
 
+    /// Records behind the cache whose pages the OS page cache dropped are read off the event
+    /// loops and answered as they were written; ones it holds are sent from the file.
+    @Test func coldRecordsBehindTheCacheAreReadOffTheLoops() async throws {
+        try await TestBroker.with({ $0.hotCacheBytes = 0 }) { broker in
+            let client = try await broker.connect()
+            defer { client.close() }
+            let created = try await client.send(
+                CreateTopicsRequest(topics: [.init(name: "cold", numPartitions: 1, replicationFactor: 1)]))
+            let values = (0..<200).map { "cold-\($0)-" + String(repeating: "x", count: 300) }
+            _ = try await client.send(BrokerProtocolTests.produce("cold", values), version: 9)
+            let shell = try #require(broker.broker.replicas.shell(for: TopicPartition("cold", 0)))
+            let warm = try await shell.read(from: 0, maxBytes: 1 << 20, minOneBatch: true).get()
+            guard case .file(let span) = warm.records else {
+                Issue.record("a warm read is not a span: \(warm.records)")
+                return
+            }
+            try span.file.releasePages(0..<(span.position + span.length))
+            let cold = try await shell.read(from: 0, maxBytes: 1 << 20, minOneBatch: true).get()
+            guard case .memory(let bytes) = cold.records else {
+                Issue.record("a cold read was not read off the loop: \(cold.records)")
+                return
+            }
+            #expect(try bytes == LogRecords.file(span).bytes())
+            let fetch = BrokerProtocolTests.fetch(created.topics[0].topicId, offset: 0, maxWaitMs: 0)
+            let fetched = try await client.send(fetch, version: 13)
+            let records = try #require(fetched.responses.first?.partitions.first?.records)
+            #expect(records == bytes)
+        }
+    }
+
     /// A finished fetch — answered at once, a long-poll woken by an append, or one that reached
     /// its deadline — leaves memory with the records it read (a stored self-reference once kept
     /// every fetch, and its records, alive).

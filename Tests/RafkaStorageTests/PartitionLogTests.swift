@@ -121,6 +121,23 @@ import Testing
         #expect(try LogRecords.file(held).bytes() == expected)
     }
 
+    /// A span knows whether the OS page cache holds it: freshly written it does, once its pages
+    /// are written back and dropped it does not, and reading it brings them back.
+    @Test func aSpanTellsWhetherThePageCacheHoldsIt() throws {
+        defer { self.directory.remove() }
+        let (log, _) = try self.open()
+        for i in 0..<8 { _ = try self.append(log, Batches.make(count: 4, valueBytes: 1_000, tag: "p\(i)")) }
+        guard case .file(let span) = try log.readRecords(from: 0, maxBytes: 1 << 20, minOneBatch: true) else {
+            Issue.record("not a span")
+            return
+        }
+        #expect(span.isResident)
+        try span.file.releasePages(0..<(span.position + span.length))
+        #expect(!span.isResident)
+        _ = try LogRecords.file(span).bytes()
+        #expect(span.isResident)
+    }
+
     @Test func rollsBySizeAndReadsAcrossSegments() throws {
         defer { self.directory.remove() }
         let (log, _) = try self.open(["segment.bytes": "2000", "index.interval.bytes": "100"])
