@@ -13,9 +13,10 @@ public enum Limits {
     public static let requestMemoryBytesMaxDefault = 512 * 1024 * 1024
     /// Open client connections per listener; connections past this are closed at accept.
     public static let connectionsMaxDefault = 10_000
-    /// How long a response sent from segment files may wait for the client to read it before
-    /// its connection is closed (`response-write-timeout-ms`): it holds the segments' files open.
-    public static let responseWriteTimeoutMillisecondsDefault: Int64 = 120_000
+    /// How long a client may read nothing of a response sent from segment files before its
+    /// connection is closed (`response-write-timeout-ms`): the response holds the segments'
+    /// files open. Kafka's `connections.max.idle.ms`, so a client Kafka keeps, Rafka keeps.
+    public static let responseWriteTimeoutMillisecondsDefault: Int64 = 600_000
     /// The largest record batch a topic may accept unless `max.message.bytes` says otherwise
     /// (Kafka's default, 1 MiB + the batch overhead).
     public static let messageBytesMaxDefault = 1_048_588

@@ -45,9 +45,9 @@ public struct BrokerConfig: Sendable {
     public var requestMemoryBytesMax = Limits.requestMemoryBytesMaxDefault
     /// A request frame that has begun must arrive whole within this long.
     public var requestFrameTimeoutMilliseconds: Int64 = 60_000
-    /// A response sent from segment files (records behind the hot cache) must be read by the
-    /// client within this long: it holds the segments' files open, so retention cannot give
-    /// their blocks back while a client that stopped reading keeps it.
+    /// A client that reads nothing of a response sent from segment files (records behind the hot
+    /// cache) for this long is disconnected: the response holds the segments' files open, so
+    /// retention cannot give their blocks back while a client that stopped reading keeps it.
     public var responseWriteTimeoutMilliseconds = Limits.responseWriteTimeoutMillisecondsDefault
     /// Kafka's `auto.create.topics.enable`.
     public var autoCreateTopics = true

@@ -26,8 +26,21 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     private var readHeld = false
     private var closing = false
     private let inFlightMax: Int
-    /// How long a response sent from files may wait to be written (`response-write-timeout-ms`).
+    /// How long a client may read nothing of a response sent from files (`response-write-timeout-ms`).
     private let writeTimeout: TimeAmount
+    /// Frames sent from files handed to NIO and not yet written, and those written so far.
+    private var leasedFramesUnwritten = 0
+    private var leasedFramesWritten = 0
+    /// While such frames are unwritten: the check of the client's progress, what it last saw,
+    /// and how many checks in a row saw no more.
+    private var writeCheck: RepeatedTask?
+    private var progressAtLastCheck = WriteProgress(framesWritten: 0, bufferedBytes: 0)
+    private var checksWithoutProgress = 0
+
+    private struct WriteProgress: Equatable {
+        var framesWritten: Int
+        var bufferedBytes: Int
+    }
 
     init(
         router: any FrameRouter,
@@ -86,26 +99,62 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
             context.write(Self.wrapOutboundOut(frame.parts[frame.parts.count - 1]), promise: written)
         }
         if !ready.isEmpty { context.flush() }
+        if self.writeCheck != nil && self.checksWithoutProgress == 0 {
+            self.progressAtLastCheck = self.writeProgress(context: context)
+        }
         self.startWaiting(context: context)
         self.resumeReadingIfPossible(context: context)
     }
 
-    /// The files a frame sends from stay open until NIO is done with them, written or failed;
-    /// a client that does not read the frame within `writeTimeout` is disconnected, so that it
-    /// cannot keep a deleted segment's blocks from being freed.
+    /// The files a frame sends from stay open until NIO is done with them, written or failed.
+    /// While such frames are unwritten, the client's progress (frames written, NIO's buffered
+    /// bytes) is checked every quarter of `writeTimeout`: a client that read nothing for four
+    /// checks in a row is disconnected, so that it cannot keep a deleted segment's blocks from
+    /// being freed; one that reads, however slowly, is not.
     private func holdLeases(of frame: KafkaFrame, context: ChannelHandlerContext) -> EventLoopPromise<Void> {
         let written = context.eventLoop.makePromise(of: Void.self)
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        let timeout = self.writeTimeout
-        let deadline = context.eventLoop.scheduleTask(in: timeout) {
-            let (handler, context) = loopBound.value
-            handler.close(context: context, reason: "a response sent from segment files was not read within \(timeout)")
+        self.leasedFramesUnwritten += 1
+        if self.writeCheck == nil {
+            self.checksWithoutProgress = 0
+            let period = TimeAmount.nanoseconds(self.writeTimeout.nanoseconds / Int64(Self.writeChecks))
+            self.writeCheck = context.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
+                let (handler, context) = loopBound.value
+                handler.checkWriteProgress(context: context)
+            }
         }
         written.futureResult.whenComplete { _ in
-            deadline.cancel()
             withExtendedLifetime(frame.leases) {}
+            let (handler, _) = loopBound.value
+            handler.leasedFramesUnwritten -= 1
+            handler.leasedFramesWritten += 1
+            if handler.leasedFramesUnwritten == 0 {
+                handler.writeCheck?.cancel()
+                handler.writeCheck = nil
+            }
         }
         return written
+    }
+
+    /// Checks of a client's progress per `writeTimeout`.
+    private static let writeChecks = 4
+
+    private func writeProgress(context: ChannelHandlerContext) -> WriteProgress {
+        let buffered = (try? context.channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes)) ?? 0
+        return WriteProgress(framesWritten: self.leasedFramesWritten, bufferedBytes: buffered)
+    }
+
+    private func checkWriteProgress(context: ChannelHandlerContext) {
+        let progress = self.writeProgress(context: context)
+        if progress != self.progressAtLastCheck {
+            self.progressAtLastCheck = progress
+            self.checksWithoutProgress = 0
+            return
+        }
+        self.checksWithoutProgress += 1
+        guard self.checksWithoutProgress >= Self.writeChecks else { return }
+        let reason = "a response sent from segment files: nothing read for \(self.writeTimeout)"
+        self.close(context: context, reason: reason)
     }
 
     private func close(context: ChannelHandlerContext, reason: String) {
@@ -147,6 +196,8 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.writeCheck?.cancel()
+        self.writeCheck = nil
         self.closing = true
         self.waiting.removeAll()
         self.memory.releaseAll()

@@ -29,6 +29,11 @@ public struct DeferredFileWork: Sendable {
 
     public var isEmpty: Bool { self.steps.isEmpty }
 
+    /// The open files of deleted segments whose unlinking is still to come.
+    var filesToRemove: [FileHandle] {
+        self.steps.compactMap { if case .remove(_, let file) = $0 { file } else { nil } }
+    }
+
     mutating func append(_ other: DeferredFileWork) {
         self.steps.append(contentsOf: other.steps)
     }
@@ -59,8 +64,8 @@ public struct DeferredFileWork: Sendable {
                 case .pruneSnapshots(let directory, let keep):
                     try ProducerStateSnapshot.prune(directory: directory, after: Int64.max, keepNewest: keep)
                 case .remove(let paths, let file):
+                    defer { file.markUnlinked() }
                     for path in paths { try FileSystem.remove(path) }
-                    file.markUnlinked()
                 }
             } catch {
                 failure = failure ?? error

@@ -440,7 +440,7 @@ final class LogSegment {
     /// progress), as a span of the file: the bytes are not read here. Where the limit falls
     /// inside a batch the span ends before it (clients accept a partial batch at the end, but
     /// whole batches are kinder); the batch boundaries come from the offset index and the batch
-    /// headers after its last entry below the limit, read a chunk at a time.
+    /// headers after its last entry below the limit, read a page at a time.
     func span(
         from position: Int,
         firstBatchBytes: Int,
@@ -460,7 +460,8 @@ final class LogSegment {
         while end + RecordBatchHeader.logOverhead <= limit {
             if end + RecordBatchHeader.logOverhead > chunkStart + chunk.readableBytes {
                 chunkStart = end
-                let length = min(limit - end, Self.headerChunkBytes)
+                let toPageEnd = Self.pageBytes - end % Self.pageBytes
+                let length = min(limit - end, max(RecordBatchHeader.logOverhead, toPageEnd))
                 chunk = try self.log.read(at: end, length: length, allocator: self.allocator)
             }
             let lengthAt = chunk.readerIndex + end - chunkStart + 8
@@ -476,10 +477,11 @@ final class LogSegment {
         return .file(SegmentSpan(file: self.log, position: position, length: end - position))
     }
 
-    /// How much of the file one read takes while looking for batch boundaries: a page, so that
-    /// a batch larger than that has only its header's page read here (`SegmentSpan.isResident`
-    /// looks at the others), and batches smaller share reads.
-    static let headerChunkBytes = 4096
+    /// Looking for batch boundaries reads the file to the end of the page a header starts in
+    /// (and into the next only when the header crosses it): a batch larger than a page has only
+    /// its header's pages read here (`SegmentSpan.isResident` looks at the others), and smaller
+    /// ones share reads.
+    static let pageBytes = 4096
 
     /// Every batch from `position` to the end, for record-level searches. Small segments only
     /// would be read whole; this reads one batch at a time.

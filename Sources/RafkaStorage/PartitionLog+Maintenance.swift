@@ -140,9 +140,12 @@ extension PartitionLog {
     /// Removes the partition's directory and everything in it (topic deletion).
     public func deleteFiles() throws(StorageError) {
         self.cache.drop(self.cacheKey)
+        let files = self.segments.map(\.log) + self.deferredFileWork.filesToRemove
         self.unsyncedClosedSegments.removeAll()
         self.deferredFileWork = DeferredFileWork()
         self.segments.removeAll()
         try FileSystem.removeTree(self.directory)
+        // A fetch sending a span of one may hold it still: its last close frees the blocks.
+        for file in files { file.markUnlinked() }
     }
 }

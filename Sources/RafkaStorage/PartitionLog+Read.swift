@@ -24,9 +24,10 @@ extension PartitionLog {
                 var records = try segment.span(
                     from: position, firstBatchBytes: header.totalBytes, maxBytes: maxBytes, minOneBatch: minOneBatch)
                 self.cache.recordMiss(bytes: records.byteCount)
-                // A few kilobytes are read here: a frame copies batches that small anyway
-                // (`KafkaFrame.spliceBytesMin`), and sending them costs no system call of their own.
-                if case .file(let span) = records, span.length < KafkaFrame.spliceBytesMin {
+                // A few kilobytes the page cache holds are read here: a frame copies batches that
+                // small anyway (`KafkaFrame.spliceBytesMin`), and sending them costs no system
+                // call of their own. Ones it does not hold are left to the caller, not waited for.
+                if case .file(let span) = records, span.length < KafkaFrame.spliceBytesMin, span.isResident {
                     records = .memory(try span.read(allocator: self.allocator))
                 }
                 return records

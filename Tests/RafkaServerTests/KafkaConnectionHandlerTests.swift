@@ -60,6 +60,11 @@ import Testing
         typealias OutboundIn = IOData
         private var pending: [EventLoopPromise<Void>] = []
 
+        /// The client reads one more response.
+        func readOldest() {
+            self.pending.removeFirst().succeed()
+        }
+
         func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
             if let promise { self.pending.append(promise) }
         }
@@ -73,9 +78,9 @@ import Testing
         }
     }
 
-    static func channel(_ file: SentFile, unread: Bool) throws -> EmbeddedChannel {
+    static func channel(_ file: SentFile, unread: UnreadSocket?) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
-        if unread { try channel.pipeline.syncOperations.addHandler(UnreadSocket()) }
+        if let unread { try channel.pipeline.syncOperations.addHandler(unread) }
         let memory = ConnectionMemory(budget: RequestMemoryBudget(capacityBytes: 1 << 20))
         let handler = KafkaConnectionHandler(
             router: FileRouter(file: file), memory: memory, logger: Logger(label: "test"), writeTimeout: .seconds(120))
@@ -88,7 +93,7 @@ import Testing
     /// let go once written; the write deadline is then cancelled.
     @Test func aWrittenResponseLetsItsFileGo() throws {
         let file = try SentFile()
-        let channel = try Self.channel(file, unread: false)
+        let channel = try Self.channel(file, unread: nil)
         try channel.writeInbound(ByteBuffer(bytes: [0, 0, 0, 0]))
         var parts: [IOData] = []
         while let part = try channel.readOutbound(as: IOData.self) { parts.append(part) }
@@ -105,11 +110,11 @@ import Testing
         _ = try channel.finish()
     }
 
-    /// A client that does not read a response sent from a file within the write timeout is
+    /// A client that reads nothing of a response sent from a file for the write timeout is
     /// disconnected, and the file is let go: it cannot keep a deleted segment's blocks.
     @Test func anUnreadResponseFromAFileClosesItsConnection() throws {
         let file = try SentFile()
-        let channel = try Self.channel(file, unread: true)
+        let channel = try Self.channel(file, unread: UnreadSocket())
         try channel.writeInbound(ByteBuffer(bytes: [0, 0, 0, 0]))
         #expect(file.leases.load(ordering: .relaxed) == 1)
         channel.embeddedEventLoop.advanceTime(by: .seconds(119))
@@ -117,5 +122,24 @@ import Testing
         channel.embeddedEventLoop.advanceTime(by: .seconds(2))
         #expect(!channel.isActive)
         #expect(file.leases.load(ordering: .relaxed) == 0)
+    }
+
+    /// A client that reads, however slowly, is kept: each response it finishes starts the
+    /// timeout over, and it is disconnected only once it stops.
+    @Test func aSlowReaderIsKept() throws {
+        let file = try SentFile()
+        let socket = UnreadSocket()
+        let channel = try Self.channel(file, unread: socket)
+        for _ in 0..<3 { try channel.writeInbound(ByteBuffer(bytes: [0, 0, 0, 0])) }
+        #expect(file.leases.load(ordering: .relaxed) == 3)
+        for read in 1...2 {
+            channel.embeddedEventLoop.advanceTime(by: .seconds(100))
+            socket.readOldest()
+            #expect(channel.isActive && file.leases.load(ordering: .relaxed) == 3 - read)
+        }
+        channel.embeddedEventLoop.advanceTime(by: .seconds(100))
+        #expect(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(100))
+        #expect(!channel.isActive && file.leases.load(ordering: .relaxed) == 0)
     }
 }
