@@ -49,9 +49,12 @@ public struct KafkaFrame: Sendable {
                 whole.writeImmutableBuffer(bytes)
             case .fileRegion(let region):
                 whole.writeWithUnsafeMutableBytes(minimumWritableBytes: region.readableBytes) { target in
-                    (try? region.fileHandle.withUnsafeFileDescriptor { descriptor in
+                    let read = try? region.fileHandle.withUnsafeFileDescriptor { descriptor in
                         pread(descriptor, target.baseAddress!, region.readableBytes, off_t(region.readerIndex))
-                    }).map { max(0, $0) } ?? 0
+                    }
+                    // A frame's file stays open and as long as its region until the frame is written.
+                    precondition(read == region.readableBytes, "a frame's file region could not be read whole")
+                    return region.readableBytes
                 }
             }
         }
