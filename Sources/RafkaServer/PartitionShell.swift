@@ -412,7 +412,11 @@ final class PartitionShell: Sendable {
                 return ReadResult(records: records, highWatermark: log.logEndOffset, logStartOffset: log.logStartOffset)
             }
         }.flatMap { read in
-            guard case .file(let span) = read.records, !span.isResident else {
+            // A span under `KafkaFrame.spliceBytesMin` comes back as a file only when the log found
+            // it not resident (`PartitionLog.readRecords`): it is not asked again.
+            guard case .file(let span) = read.records,
+                span.length < KafkaFrame.spliceBytesMin || !span.isResident
+            else {
                 return self.eventLoop.makeSucceededFuture(read)
             }
             return NIOThreadPool.singleton.runIfActive(eventLoop: self.eventLoop) {
