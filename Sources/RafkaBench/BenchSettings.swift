@@ -1,3 +1,4 @@
+import KafkaProtocol
 import RafkaCompression
 
 /// What a `rafka-bench` run does. Defaults follow librdkafka's producer (1 MB batches, 5 ms
@@ -41,7 +42,9 @@ public struct BenchSettings: Sendable {
     /// 0, 1 or -1 (all).
     public var acks: Int16 = 1
     public var compression: CompressionCodec = .lz4
-    /// Largest batch, in bytes of record values before compression.
+    /// Largest batch before compression, in bytes: its header and records, each record's framing
+    /// included, as Kafka's `batch.size` bounds an uncompressed batch (so one of the default size
+    /// fits a broker's default `max.message.bytes` uncompressed too).
     public var batchBytes = 1_000_000
     /// How long a batch may wait to fill when a target rate is set.
     public var lingerMilliseconds = 5.0
@@ -68,12 +71,22 @@ public struct BenchSettings: Sendable {
 
     public init() {}
 
-    /// Records per batch: the batch size, or what the target rate produces within the linger.
+    /// Records per batch: as many as the batch size holds, or what the target rate produces within
+    /// the linger.
     public var recordsPerBatch: Int {
-        let bySize = max(1, self.batchBytes / max(1, self.recordBytes + self.keyBytes))
+        let bySize = max(1, (self.batchBytes - RecordBatchHeader.size) / self.encodedRecordBytes)
         guard let rate = self.targetRate else { return bySize }
         let perProducer = rate / Double(self.producers)
         return max(1, min(bySize, Int((perProducer * self.lingerMilliseconds / 1000).rounded(.down))))
+    }
+
+    /// Bytes one record takes in an uncompressed batch: key, value and framing (its offset delta
+    /// counted at the largest a batch of `batchBytes` reaches; timestamp delta 0, no headers).
+    var encodedRecordBytes: Int {
+        let key = self.keyBytes == 0 ? 1 : kafkaVarintSize(Int64(self.keyBytes)) + self.keyBytes
+        let value = kafkaVarintSize(Int64(self.recordBytes)) + self.recordBytes
+        let body = 1 + 1 + kafkaVarintSize(Int64(self.batchBytes)) + key + value + 1
+        return kafkaVarintSize(Int64(body)) + body
     }
 
     /// The first problem with these settings, if any.

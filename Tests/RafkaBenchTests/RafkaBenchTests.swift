@@ -7,16 +7,20 @@ import Testing
 
 @Suite struct RafkaBenchTests {
     /// The batches the producer sends are real batches: valid CRC, the codec asked for, the
-    /// record count and sizes asked for, stamped with the time given.
+    /// record count and sizes asked for, stamped with the time given; uncompressed, no larger
+    /// than the batch size (header and record framing included, as Kafka's `batch.size`).
     @Test(arguments: [CompressionCodec.none, .gzip, .lz4, .zstd])
     func templatesAreWholeValidBatches(codec: CompressionCodec) throws {
         var settings = BenchSettings()
         settings.recordBytes = 100
         settings.keyBytes = 8
-        settings.batchBytes = 10_800
+        settings.batchBytes = 12_000  // 61 bytes of header, 100 records of at most 119 bytes
         settings.compression = codec
         let templates = try BatchTemplates(settings: settings, variants: 3)
         #expect(templates.recordsPerBatch == 100)
+        if codec == .none {
+            #expect(templates.assembled.allSatisfy { $0.readableBytes <= settings.batchBytes })
+        }
         for index in 0..<4 {
             let bytes = templates.batch(index, timestampMilliseconds: 1_700_000_000_000 + Int64(index))
             let header = try RecordBatchHeader.peek(bytes, at: bytes.readerIndex)
@@ -44,7 +48,7 @@ import Testing
     @Test func recordsPerBatchFollowTheRateAndLinger() {
         var settings = BenchSettings()
         settings.recordBytes = 1000
-        #expect(settings.recordsPerBatch == 1000)
+        #expect(settings.recordsPerBatch == 989)  // 1,011 bytes each with their framing, in 1 MB
         settings.targetRate = 100_000
         settings.producers = 2
         settings.lingerMilliseconds = 5

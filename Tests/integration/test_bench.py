@@ -48,11 +48,22 @@ def test_open_loop_end_to_end_matches_every_record(rafka):
     assert 0 < result["endToEndLatency"]["p50"] <= result["endToEndLatency"]["p99"] <= result["endToEndLatency"]["max"]
 
 
+def test_uncompressed_batches_are_read_back_byte_for_byte(rafka):
+    result = bench(rafka, "produce", "--topic", "b4", "--compression", "none", "--records", "3000", "--warmup", "0",
+                   "--record-bytes", "100", "--payload", "zeros")
+    assert result["errors"] == {} and result["records"] >= 3000, result
+    out = subprocess.run(["kcat", "-C", "-b", rafka.bootstrap, "-t", "b4", "-e", "-q", "-c", "1", "-f", "%S %s\\n",
+                          "-X", "check.crcs=true"], capture_output=True, timeout=60)
+    assert out.stdout == b"100 " + bytes(100) + b"\n", out
+
+
 def test_acks_zero_and_refusals(rafka):
     result = bench(rafka, "produce", "--topic", "b3", "--acks", "0", "--records", "5000", "--warmup", "0")
     assert result["records"] >= 5000 and result["errors"] == {}
     missing = bench(rafka, "consume", "--topic", "no-such-topic", "--records", "1", check=False)
     assert missing.returncode != 0 and "does not exist" in missing.stderr
+    snappy = bench(rafka, "produce", "--topic", "b3", "--compression", "snappy", "--records", "1", check=False)
+    assert snappy.returncode != 0 and "must be none" in snappy.stderr
     e2e_without_acks = bench(rafka, "e2e", "--acks", "0", "--duration", "1", check=False)
     assert e2e_without_acks.returncode != 0 and "acknowledgements" in e2e_without_acks.stderr
 
