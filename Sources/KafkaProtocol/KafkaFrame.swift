@@ -20,8 +20,9 @@ public struct KafkaFrame: Sendable {
 
     /// The frame, in order.
     public let parts: [IOData]
-    /// What keeps the files of `parts` open and valid until the frame is written: the writer
-    /// holds the frame until the last part's write completes (or fails).
+    /// What keeps the files of `parts` open and valid until the frame is written (and whatever
+    /// else must last as long, such as the memory its records were read into): the writer holds
+    /// the frame until the last part's write completes (or fails).
     public let leases: [any Sendable & AnyObject]
 
     public var readableBytes: Int { self.parts.reduce(0) { $0 + $1.readableBytes } }
@@ -66,9 +67,11 @@ public struct KafkaFrame: Sendable {
     /// `encode` runs on this thread, `writeKafkaRecords` leaves batches of `spliceBytesMin` or
     /// more where they are and notes where they go, and writes the n-th `records` field it is
     /// given from `fileRecords[n]` when that is not nil (whatever bytes the message holds there).
+    /// The frame holds `leases` (with the file records' own) until it is written.
     public static func encode(
         capacity: Int = 256,
         fileRecords: [FileRecords?] = [],
+        leases extraLeases: [any Sendable & AnyObject] = [],
         _ encode: (inout ByteBuffer) -> Void
     ) -> KafkaFrame {
         var buffer = ByteBufferAllocator().buffer(capacity: capacity)
@@ -84,7 +87,7 @@ public struct KafkaFrame: Sendable {
             "\(fileRecords.count) records fields expected, \(splices.recordsFields) encoded")
         let spliced = splices.entries.reduce(0) { $0 + $1.part.readableBytes }
         buffer.setInteger(Int32(buffer.readableBytes + spliced - 4), at: buffer.readerIndex)
-        let leases = fileRecords.compactMap { $0?.lease }
+        let leases = fileRecords.compactMap { $0?.lease } + extraLeases
         guard !splices.entries.isEmpty else { return KafkaFrame(parts: [.byteBuffer(buffer)], leases: leases) }
         var parts: [IOData] = []
         parts.reserveCapacity(2 * splices.entries.count + 1)

@@ -11,6 +11,11 @@ public enum Limits {
     /// Request bytes held in memory across all connections at once; past it, connections stop
     /// reading until requests are answered.
     public static let requestMemoryBytesMaxDefault = 512 * 1024 * 1024
+    /// Records read from the device into memory for fetch responses, across all connections, until
+    /// the responses are written. Past it, records the page cache does not hold are sent from
+    /// their file instead (`sendfile` on the connection's loop, which may then wait for the
+    /// device): memory stays bounded however many fetches of cold records are pipelined.
+    public static let readMemoryBytesMaxDefault = 256 * 1024 * 1024
     /// Open client connections per listener; connections past this are closed at accept.
     public static let connectionsMaxDefault = 10_000
     /// How long a client may read nothing of a response sent from segment files before its

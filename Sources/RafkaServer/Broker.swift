@@ -28,6 +28,8 @@ public final class Broker: Sendable {
     /// Starts segment writeback and drops written-back pages (it waits on the device), apart
     /// from `threadPool` so that fsyncs never queue behind it.
     let writebackPool: NIOThreadPool
+    /// Records fetches read from the device into memory (`max-read-memory-bytes`).
+    let readMemory: MemoryBudget
     let cache: MetadataCache
     let control: BrokerControl
     let reconciler: MetadataReconciler
@@ -49,6 +51,7 @@ public final class Broker: Sendable {
         self.group = group
         self.threadPool = threadPool
         self.writebackPool = writebackPool
+        self.readMemory = MemoryBudget(capacityBytes: config.readMemoryBytesMax)
         self.cache = cache
         self.control = control
         self.reconciler = reconciler

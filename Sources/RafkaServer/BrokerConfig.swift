@@ -43,6 +43,9 @@ public struct BrokerConfig: Sendable {
     public var connectionsMax = Limits.connectionsMaxDefault
     /// Request bytes held in memory across all connections (Kafka's `queued.max.request.bytes`).
     public var requestMemoryBytesMax = Limits.requestMemoryBytesMaxDefault
+    /// Records read from the device into memory for fetch responses, across all connections
+    /// (`Limits.readMemoryBytesMaxDefault`).
+    public var readMemoryBytesMax = Limits.readMemoryBytesMaxDefault
     /// A request frame that has begun must arrive whole within this long.
     public var requestFrameTimeoutMilliseconds: Int64 = 60_000
     /// A client that reads nothing of a response sent from segment files (records behind the hot
@@ -132,6 +135,7 @@ public struct BrokerConfig: Sendable {
         var maxRequestBytes: Int?
         var maxConnections: Int?
         var maxRequestMemoryBytes: Int?
+        var maxReadMemoryBytes: Int?
         var requestFrameTimeoutMs: Int64?
         var responseWriteTimeoutMs: Int64?
         var autoCreateTopics: Bool?
@@ -158,6 +162,7 @@ public struct BrokerConfig: Sendable {
             case metricsListen = "metrics-listen"
             case maxRequestBytes = "max-request-bytes", maxConnections = "max-connections"
             case maxRequestMemoryBytes = "max-request-memory-bytes", requestFrameTimeoutMs = "request-frame-timeout-ms"
+            case maxReadMemoryBytes = "max-read-memory-bytes"
             case responseWriteTimeoutMs = "response-write-timeout-ms"
             case autoCreateTopics = "auto-create-topics", defaultPartitions = "default-partitions"
             case defaultReplicationFactor = "default-replication-factor", eventLoopThreads = "event-loop-threads"
@@ -236,6 +241,7 @@ public struct BrokerConfig: Sendable {
         if let v = file.maxRequestBytes { self.requestBytesMax = v }
         if let v = file.maxConnections { self.connectionsMax = v }
         if let v = file.maxRequestMemoryBytes { self.requestMemoryBytesMax = v }
+        if let v = file.maxReadMemoryBytes { self.readMemoryBytesMax = v }
         if let v = file.requestFrameTimeoutMs { self.requestFrameTimeoutMilliseconds = v }
         if let v = file.responseWriteTimeoutMs { self.responseWriteTimeoutMilliseconds = v }
         if let v = file.autoCreateTopics { self.autoCreateTopics = v }
@@ -276,6 +282,7 @@ public struct BrokerConfig: Sendable {
         guard self.requestMemoryBytesMax >= self.requestBytesMax else {
             throw ConfigError("\(source): max-request-memory-bytes must be at least max-request-bytes")
         }
+        guard self.readMemoryBytesMax > 0 else { throw ConfigError("\(source): max-read-memory-bytes must be positive") }
         guard self.requestFrameTimeoutMilliseconds > 0 else {
             throw ConfigError("\(source): request-frame-timeout-ms must be positive")
         }

@@ -322,7 +322,7 @@ public struct ControllerProcess: Service {
                     try channel.pipeline.syncOperations.addHandler(
                         KafkaConnectionHandler(
                             router: ControllerRouter(controller: controller),
-                            memory: ConnectionMemory(budget: RequestMemoryBudget(capacityBytes: self.config.requestMemoryBytesMax)),
+                            memory: ConnectionMemory(budget: MemoryBudget(capacityBytes: self.config.requestMemoryBytesMax)),
                             logger: self.logger, inFlightMax: 1))
                 }
             }

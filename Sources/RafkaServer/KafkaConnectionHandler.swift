@@ -26,9 +26,10 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     private var readHeld = false
     private var closing = false
     private let inFlightMax: Int
-    /// How long a client may read nothing of a response sent from files (`response-write-timeout-ms`).
+    /// How long a client may read nothing of a response with leases (sent from files, or holding
+    /// read memory) (`response-write-timeout-ms`).
     private let writeTimeout: TimeAmount
-    /// Frames sent from files handed to NIO and not yet written, and those written so far.
+    /// Frames with leases handed to NIO and not yet written, and those written so far.
     private var leasedFramesUnwritten = 0
     private var leasedFramesWritten = 0
     /// While such frames are unwritten: the check of the client's progress, what it last saw,
@@ -106,11 +107,12 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         self.resumeReadingIfPossible(context: context)
     }
 
-    /// The files a frame sends from stay open until NIO is done with them, written or failed.
-    /// While such frames are unwritten, the client's progress (frames written, NIO's buffered
-    /// bytes) is checked every quarter of `writeTimeout`: a client that read nothing for four
-    /// checks in a row is disconnected, so that it cannot keep a deleted segment's blocks from
-    /// being freed; one that reads, however slowly, is not.
+    /// A frame's leases (the files it sends from, the read memory its records hold) are kept
+    /// until NIO is done with it, written or failed. While such frames are unwritten, the
+    /// client's progress (frames written, NIO's buffered bytes) is checked every quarter of
+    /// `writeTimeout`: a client that read nothing for four checks in a row is disconnected, so
+    /// that it cannot keep a deleted segment's blocks from being freed, or the broker's read
+    /// memory spent; one that reads, however slowly, is not.
     private func holdLeases(of frame: KafkaFrame, context: ChannelHandlerContext) -> EventLoopPromise<Void> {
         let written = context.eventLoop.makePromise(of: Void.self)
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)

@@ -23,7 +23,7 @@ public final class KafkaListener: Sendable {
         let logger = broker.logger
         let frameBytesMax = broker.config.requestBytesMax
         let counter = ConnectionCounter(limit: broker.config.connectionsMax)
-        let budget = RequestMemoryBudget(capacityBytes: broker.config.requestMemoryBytesMax)
+        let budget = MemoryBudget(capacityBytes: broker.config.requestMemoryBytesMax)
         let frameTimeout = TimeAmount.milliseconds(broker.config.requestFrameTimeoutMilliseconds)
         let writeTimeout = TimeAmount.milliseconds(broker.config.responseWriteTimeoutMilliseconds)
         let channel = try await ServerBootstrap(group: broker.group)

@@ -81,6 +81,9 @@ final class PartitionShell: Sendable {
         var records: LogRecords
         var highWatermark: Int64
         var logStartOffset: Int64
+        /// The memory `records` were read into from the device, given back once the response
+        /// that carries them is written.
+        var reservation: MemoryReservation?
     }
 
     /// Opens the log on `eventLoop` (recovering it) and returns the running shell.
@@ -402,8 +405,11 @@ final class PartitionShell: Sendable {
     /// holds it; one it does not is read on NIO's blocking pool, so that neither this loop nor
     /// the connection's (which would send it) waits for the device — a consumer catching up from
     /// disk does not hold up the partitions and connections that share those loops, as it holds
-    /// up a Kafka broker's network thread. Errors are `BrokerError`s.
-    func read(from offset: Int64, maxBytes: Int, minOneBatch: Bool) -> EventLoopFuture<ReadResult> {
+    /// up a Kafka broker's network thread. What is read so takes its size from `memory` until
+    /// the response is written (`ReadResult.reservation`); when `memory` is spent, the span is
+    /// sent from the file after all, so pipelined fetches of cold records cannot take memory
+    /// without bound. Errors are `BrokerError`s.
+    func read(from offset: Int64, maxBytes: Int, minOneBatch: Bool, memory: MemoryBudget) -> EventLoopFuture<ReadResult> {
         self.eventLoop.submit {
             try self.withLog { log, _ in
                 let records = try storage { () throws(StorageError) in
@@ -415,7 +421,8 @@ final class PartitionShell: Sendable {
             // A span under `KafkaFrame.spliceBytesMin` comes back as a file only when the log found
             // it not resident (`PartitionLog.readRecords`): it is not asked again.
             guard case .file(let span) = read.records,
-                span.length < KafkaFrame.spliceBytesMin || !span.isResident
+                span.length < KafkaFrame.spliceBytesMin || !span.isResident,
+                let reservation = memory.reserve(span.length)
             else {
                 return self.eventLoop.makeSucceededFuture(read)
             }
@@ -423,6 +430,7 @@ final class PartitionShell: Sendable {
                 var fromDevice = read
                 let bytes = try storage { () throws(StorageError) in try LogRecords.file(span).bytes() }
                 fromDevice.records = .memory(bytes)
+                fromDevice.reservation = reservation
                 return fromDevice
             }
         }

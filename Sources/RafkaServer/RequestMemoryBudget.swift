@@ -1,14 +1,15 @@
 import NIOCore
 import Synchronization
 
-/// Bytes of request frames held in memory across every connection, against a maximum (the
-/// role of Kafka's `queued.max.request.bytes`, on by default here).
+/// Bytes held in memory against a maximum, shared by every connection: request frames (the
+/// role of Kafka's `queued.max.request.bytes`, on by default here: `max-request-memory-bytes`),
+/// and records read from the device into memory for fetch responses (`max-read-memory-bytes`).
 ///
 /// A connection reserves a frame's size when its size prefix arrives, before the body is read,
 /// and releases it when the request is answered. When the budget is spent, connections stop
-/// reading until memory comes back. A frame larger than the whole budget may still proceed
-/// when nothing else is reserved, so that no valid request waits forever.
-final class RequestMemoryBudget: Sendable {
+/// reading until memory comes back. A reservation larger than the whole budget may still
+/// proceed when nothing else is reserved, so that no valid request waits forever.
+final class MemoryBudget: Sendable {
     let capacityBytes: Int
     private struct State {
         var usedBytes = 0
@@ -27,19 +28,34 @@ final class RequestMemoryBudget: Sendable {
     /// Reserves `bytes`, or registers `retry` to be called once memory is released.
     func tryReserve(_ bytes: Int, retry: @escaping @Sendable () -> Void) -> Bool {
         self.state.withLock { state in
-            if state.usedBytes == 0 || state.usedBytes + bytes <= self.capacityBytes {
-                state.usedBytes += bytes
-                return true
+            guard self.fits(bytes, state) else {
+                state.waiters.append(retry)
+                return false
             }
-            state.waiters.append(retry)
-            return false
+            state.usedBytes += bytes
+            return true
         }
+    }
+
+    /// Reserves `bytes` until the reservation is released (deinitialised), or nil when they do
+    /// not fit now: for callers that have another way to go on than waiting.
+    func reserve(_ bytes: Int) -> MemoryReservation? {
+        let reserved = self.state.withLock { state in
+            guard self.fits(bytes, state) else { return false }
+            state.usedBytes += bytes
+            return true
+        }
+        return reserved ? MemoryReservation(budget: self, bytes: bytes) : nil
+    }
+
+    private func fits(_ bytes: Int, _ state: State) -> Bool {
+        state.usedBytes == 0 || state.usedBytes + bytes <= self.capacityBytes
     }
 
     func release(_ bytes: Int) {
         guard bytes > 0 else { return }
         let waiters = self.state.withLock { state in
-            precondition(state.usedBytes >= bytes, "released more request memory than reserved")
+            precondition(state.usedBytes >= bytes, "released more memory than reserved")
             state.usedBytes -= bytes
             defer { state.waiters.removeAll() }
             return state.waiters
@@ -49,14 +65,29 @@ final class RequestMemoryBudget: Sendable {
     }
 }
 
+/// Bytes reserved from a `MemoryBudget`, given back when the last holder lets go: a fetch
+/// response holds the reservation for the records it read into memory until it is written
+/// (`KafkaFrame.leases`), or dropped with its connection.
+final class MemoryReservation: Sendable {
+    let budget: MemoryBudget
+    let bytes: Int
+
+    fileprivate init(budget: MemoryBudget, bytes: Int) {
+        self.budget = budget
+        self.bytes = bytes
+    }
+
+    deinit { self.budget.release(self.bytes) }
+}
+
 /// One connection's reservations: what its gate reserved and its handler has not yet released.
 /// Loop-confined to the connection's event loop.
 final class ConnectionMemory {
-    let budget: RequestMemoryBudget
+    let budget: MemoryBudget
     private(set) var outstandingBytes = 0
     private var closed = false
 
-    init(budget: RequestMemoryBudget) {
+    init(budget: MemoryBudget) {
         self.budget = budget
     }
 

@@ -208,9 +208,10 @@ struct RequestRouter: FrameRouter {
         version: Int16,
         correlationID: Int32,
         sizeHint: Int = 256,
-        fileRecords: [KafkaFrame.FileRecords?] = []
+        fileRecords: [KafkaFrame.FileRecords?] = [],
+        leases: [any Sendable & AnyObject] = []
     ) -> KafkaFrame {
-        KafkaFrame.encode(capacity: sizeHint, fileRecords: fileRecords) { buffer in
+        KafkaFrame.encode(capacity: sizeHint, fileRecords: fileRecords, leases: leases) { buffer in
             buffer.writeInteger(correlationID)
             let flexible = Response.isFlexible(version)
             if KafkaHeaders.responseHeaderVersion(flexible: flexible, apiKey: apiKey) >= 1 {

@@ -18,7 +18,7 @@ import Testing
 
     @Test(arguments: [
         "listen: nowhere", "default-partitions: 0", "log-level: loud", "topic-defaults:\n  retention.ms: soon",
-        "unknown: [", "max-request-bytes: 10", "listn: 127.0.0.1:9092",
+        "unknown: [", "max-request-bytes: 10", "listn: 127.0.0.1:9092", "max-read-memory-bytes: 0",
     ])
     func badValuesAreRefusedWithTheKey(yaml: String) throws {
         let path = NSTemporaryDirectory() + "rafka-config-\(UUID().uuidString).yaml"
@@ -38,6 +38,8 @@ import Testing
         #expect(config.metadataSnapshotEveryEntries == defaults.metadataSnapshotEveryEntries)
         #expect(config.requestBytesMax == defaults.requestBytesMax)
         #expect(config.requestMemoryBytesMax == defaults.requestMemoryBytesMax)
+        #expect(config.readMemoryBytesMax == defaults.readMemoryBytesMax)
+        #expect(config.responseWriteTimeoutMilliseconds == defaults.responseWriteTimeoutMilliseconds)
         #expect(config.connectionsMax == defaults.connectionsMax)
         #expect(config.requestFrameTimeoutMilliseconds == defaults.requestFrameTimeoutMilliseconds)
         #expect(config.retentionCheckIntervalMilliseconds == defaults.retentionCheckIntervalMilliseconds)

@@ -311,7 +311,9 @@ extension BrokerProtocolTests {
     }
 
     /// Records behind the cache whose pages the OS page cache dropped are read off the event
-    /// loops and answered as they were written; ones it holds are sent from the file.
+    /// loops and answered as they were written; ones it holds are sent from the file. What is
+    /// read so holds its size of the broker's read memory until the response is gone; with that
+    /// memory spent, cold records are sent from the file too.
     @Test func coldRecordsBehindTheCacheAreReadOffTheLoops() async throws {
         try await TestBroker.with({ $0.hotCacheBytes = 0 }) { broker in
             let client = try await broker.connect()
@@ -321,22 +323,47 @@ extension BrokerProtocolTests {
             let values = (0..<200).map { "cold-\($0)-" + String(repeating: "x", count: 300) }
             _ = try await client.send(BrokerProtocolTests.produce("cold", values), version: 9)
             let shell = try #require(broker.broker.replicas.shell(for: TopicPartition("cold", 0)))
-            let warm = try await shell.read(from: 0, maxBytes: 1 << 20, minOneBatch: true).get()
-            guard case .file(let span) = warm.records else {
-                Issue.record("a warm read is not a span: \(warm.records)")
+            let memory = broker.broker.readMemory
+            func read() async throws -> PartitionShell.ReadResult {
+                try await shell.read(from: 0, maxBytes: 1 << 20, minOneBatch: true, memory: memory).get()
+            }
+            guard case .file(let span) = try await read().records else {
+                Issue.record("a warm read is not a span")
                 return
             }
+            #expect(memory.usedBytes == 0)
             try span.file.releasePages(0..<(span.position + span.length))
-            let cold = try await shell.read(from: 0, maxBytes: 1 << 20, minOneBatch: true).get()
-            guard case .memory(let bytes) = cold.records else {
-                Issue.record("a cold read was not read off the loop: \(cold.records)")
+            var cold: PartitionShell.ReadResult? = try await read()
+            guard case .memory(let bytes) = cold?.records else {
+                Issue.record("a cold read was not read off the loop: \(String(describing: cold?.records))")
                 return
             }
             #expect(try bytes == LogRecords.file(span).bytes())
+            #expect(memory.usedBytes == span.length)
+            cold = nil
+            #expect(memory.usedBytes == 0)
+
+            try span.file.releasePages(0..<(span.position + span.length))
+            do {
+                let spent = try #require(memory.reserve(memory.capacityBytes))
+                guard case .file(let sent) = try await read().records else {
+                    Issue.record("a cold read took memory past the budget")
+                    return
+                }
+                #expect(sent.position == span.position && sent.length == span.length)
+                withExtendedLifetime(spent) {}
+            }
+
+            #expect(memory.usedBytes == 0)
+            try span.file.releasePages(0..<(span.position + span.length))
             let fetch = BrokerProtocolTests.fetch(created.topics[0].topicId, offset: 0, maxWaitMs: 0)
             let fetched = try await client.send(fetch, version: 13)
             let records = try #require(fetched.responses.first?.partitions.first?.records)
             #expect(records == bytes)
+            // The response was written and dropped: its memory is back (on the connection's loop,
+            // just after the client had it).
+            for _ in 0..<100 where memory.usedBytes > 0 { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(memory.usedBytes == 0)
         }
     }
 
@@ -362,7 +389,7 @@ extension BrokerProtocolTests {
                     return operation.run()
                 }.get()
                 try await whileWaiting()
-                let (response, _) = try await answer.get()
+                let (response, _, _) = try await answer.get()
                 // The fetch's last callbacks have run: its waiters are removed on the partition's
                 // loop (a hop, then a task there), so every loop is drained three times over.
                 for _ in 0..<3 {

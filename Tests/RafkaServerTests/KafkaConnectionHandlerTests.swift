@@ -81,7 +81,7 @@ import Testing
     static func channel(_ file: SentFile, unread: UnreadSocket?) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
         if let unread { try channel.pipeline.syncOperations.addHandler(unread) }
-        let memory = ConnectionMemory(budget: RequestMemoryBudget(capacityBytes: 1 << 20))
+        let memory = ConnectionMemory(budget: MemoryBudget(capacityBytes: 1 << 20))
         let handler = KafkaConnectionHandler(
             router: FileRouter(file: file), memory: memory, logger: Logger(label: "test"), writeTimeout: .seconds(120))
         try channel.pipeline.syncOperations.addHandler(handler)

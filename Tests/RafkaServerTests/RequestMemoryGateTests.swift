@@ -11,8 +11,8 @@ import Testing
         return frame
     }
 
-    static func channel(frameBytesMax: Int = 1 << 20) throws -> (EmbeddedChannel, RequestMemoryBudget) {
-        let budget = RequestMemoryBudget(capacityBytes: 1 << 20)
+    static func channel(frameBytesMax: Int = 1 << 20) throws -> (EmbeddedChannel, MemoryBudget) {
+        let budget = MemoryBudget(capacityBytes: 1 << 20)
         let gate = RequestMemoryGate(
             memory: ConnectionMemory(budget: budget), frameBytesMax: frameBytesMax, frameTimeout: .seconds(60))
         let channel = EmbeddedChannel()

@@ -4,11 +4,14 @@ import os
 import random
 import socket
 import struct
+import subprocess
 import threading
 import time
 
 import confluent_kafka as ck
 from kafka.record.default_records import DefaultRecordBatchBuilder
+
+from conftest import BENCH_BIN
 
 
 def frame(body):
@@ -187,4 +190,43 @@ def test_300_concurrent_connections_with_bounded_memory(make_rafka):
     for sock in sockets:
         sock.close()
     assert growth_mib < 200, f"RSS grew {growth_mib:.0f} MiB with 300 connections"
+    assert still_serves(rafka)
+
+
+def fetch_v4(topic, offset, correlation, max_bytes):
+    body = header(1, 4, correlation) + struct.pack(">iiiib", -1, 0, 1, max_bytes, 0)
+    body += struct.pack(">ih", 1, len(topic)) + topic + struct.pack(">iiqi", 1, 0, offset, max_bytes)
+    return frame(body)
+
+
+def test_pipelined_fetches_of_cold_records_take_bounded_memory(make_rafka):
+    # Records behind the hot cache that the page cache does not hold are read into memory off the
+    # event loops; what such reads hold until their responses are written is bounded (32 MiB here).
+    rafka = make_rafka(config_text="hot-cache-bytes: 0\nmax-read-memory-bytes: 33554432\n")
+    subprocess.run([BENCH_BIN, "produce", "--bootstrap", rafka.bootstrap, "--topic", "cold", "--partitions", "1",
+                    "--compression", "none", "--records", "100000", "--warmup", "0", "--json"],
+                   check=True, capture_output=True, timeout=120)
+    if os.geteuid() == 0:
+        subprocess.run(["sync"], check=True)
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1\n")
+    baseline = rafka.rss_kib()
+    # 64 fetches of 64 MiB each from offset 0 at once, and nothing of their answers read: 4 GiB
+    # if each read its records into memory.
+    hostile = socket.create_connection(("127.0.0.1", rafka.port))
+    hostile.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hostile.sendall(b"".join(fetch_v4(b"cold", 0, i, 64 << 20) for i in range(64)))
+    peak = baseline
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        peak = max(peak, rafka.rss_kib())
+        time.sleep(0.1)
+    # Meanwhile a consumer reads every record.
+    out = subprocess.run(["kcat", "-C", "-b", rafka.bootstrap, "-t", "cold", "-e", "-q", "-f", "%o\n"],
+                         capture_output=True, text=True, timeout=120).stdout
+    peak = max(peak, rafka.rss_kib())
+    assert len(out.split()) >= 100000
+    hostile.close()
+    growth_mib = (peak - baseline) / 1024
+    assert growth_mib < 200, f"RSS grew {growth_mib:.0f} MiB with 64 pipelined fetches of cold records"
     assert still_serves(rafka)

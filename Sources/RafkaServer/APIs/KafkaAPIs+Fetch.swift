@@ -10,10 +10,10 @@ extension KafkaAPIs {
     /// The answer is encoded here: records behind the hot cache are sent from their segment.
     func fetch(_ request: FetchRequest, _ context: RequestContext) -> EventLoopFuture<KafkaFrame?> {
         let operation = FetchOperation(request: request, context: context, broker: self.broker)
-        return operation.run().map { response, fileRecords in
+        return operation.run().map { response, fileRecords, reservations in
             RequestRouter.encode(
                 response, apiKey: .fetch, version: context.apiVersion, correlationID: context.correlationID,
-                sizeHint: 256 + response.encodedSizeHint, fileRecords: fileRecords)
+                sizeHint: 256 + response.encodedSizeHint, fileRecords: fileRecords, leases: reservations)
         }
     }
 }
@@ -43,7 +43,7 @@ final class FetchOperation {
     private let broker: Broker
     private var targets: [Target] = []
     private let responseBytesMax: Int
-    private let promise: EventLoopPromise<(FetchResponse, [KafkaFrame.FileRecords?])>
+    private let promise: EventLoopPromise<(FetchResponse, [KafkaFrame.FileRecords?], [MemoryReservation])>
     private var waiterIDs: [(PartitionShell, UInt64)] = []
     private var timeout: Scheduled<Void>?
     private var done = false
@@ -96,9 +96,10 @@ final class FetchOperation {
         }
     }
 
-    /// The response, and for each partition in it (in order) the segment file its records are
-    /// sent from, if they are (else none is given, or nil).
-    func run() -> EventLoopFuture<(FetchResponse, [KafkaFrame.FileRecords?])> {
+    /// The response; for each partition in it (in order) the segment file its records are sent
+    /// from, if they are (else none is given, or nil); and the memory its records read from the
+    /// device hold until the response is written.
+    func run() -> EventLoopFuture<(FetchResponse, [KafkaFrame.FileRecords?], [MemoryReservation])> {
         let waitMilliseconds = min(Int64(max(0, self.request.maxWaitMs)), Int64(Limits.fetchWaitMillisecondsMax))
         self.readAll(final: waitMilliseconds == 0)
         if !self.done {
@@ -146,7 +147,7 @@ final class FetchOperation {
             }
             let this = self.onLoop
             let left = remaining
-            shell.read(from: partition.fetchOffset, maxBytes: maxBytes, minOneBatch: minOneBatch)
+            shell.read(from: partition.fetchOffset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: self.broker.readMemory)
                 .map { PartitionResult.success($0) }
                 .recover { PartitionResult.failure($0 as? BrokerError ?? BrokerError(.unknownServerError, "\($0)")) }
                 .hop(to: self.context.eventLoop)
@@ -215,9 +216,12 @@ final class FetchOperation {
         self.collected.removeAll()
     }
 
-    private func buildResponse(_ results: [PartitionResult]) -> (FetchResponse, [KafkaFrame.FileRecords?]) {
+    private func buildResponse(
+        _ results: [PartitionResult]
+    ) -> (FetchResponse, [KafkaFrame.FileRecords?], [MemoryReservation]) {
         var response = FetchResponse()
         var fileRecords: [KafkaFrame.FileRecords?] = []
+        var reservations: [MemoryReservation] = []
         response.sessionId = 0
         let readCommitted = self.request.isolationLevel == 1
         var index = 0
@@ -234,6 +238,7 @@ final class FetchOperation {
                     data.highWatermark = read.highWatermark
                     data.lastStableOffset = read.highWatermark
                     data.logStartOffset = read.logStartOffset
+                    if let reservation = read.reservation { reservations.append(reservation) }
                     switch read.records {
                     case .memory(let bytes):
                         data.records = bytes
@@ -254,7 +259,7 @@ final class FetchOperation {
             }
             response.responses.append(topicResponse)
         }
-        return (response, fileRecords)
+        return (response, fileRecords, reservations)
     }
 }
 
