@@ -400,40 +400,71 @@ final class PartitionShell: Sendable {
         return ReadResult(records: records, highWatermark: offsets.logEnd, logStartOffset: offsets.logStart)
     }
 
-    /// Reads from `offset` on the partition's loop (see `PartitionLog.readRecords`): records
-    /// behind the hot cache come back as a span of a segment, not read, when the OS page cache
-    /// holds it; one it does not is read on NIO's blocking pool, so that neither this loop nor
-    /// the connection's (which would send it) waits for the device — a consumer catching up from
+    /// Reads from `offset` (see `PartitionLog.readRecords`) without the partition's loop or the
+    /// connection's (which sends the answer) waiting for the device: a consumer catching up from
     /// disk does not hold up the partitions and connections that share those loops, as it holds
-    /// up a Kafka broker's network thread. What is read so takes its size from `memory` until
-    /// the response is written (`ReadResult.reservation`); when `memory` is spent, the span is
-    /// sent from the file after all, so pipelined fetches of cold records cannot take memory
-    /// without bound. Errors are `BrokerError`s.
+    /// up a Kafka broker's network thread.
+    ///
+    /// On the partition's loop: the hot cache, or where in the segments to look
+    /// (`PartitionLog.startRead`), and the batch headers that bound the span when the OS page
+    /// cache holds them (`SpanSearch.findInPageCache`). A span whose pages it holds comes back
+    /// as a span, not read: the response sends it from the file. The rest is done on NIO's
+    /// blocking pool: finding the span where a header's page was not cached, and reading a span
+    /// the page cache does not hold. What is read so takes its size from `memory` until the
+    /// response is written (`ReadResult.reservation`); when `memory` is spent, the span is sent
+    /// from the file after all, so pipelined fetches of cold records cannot take memory without
+    /// bound. Errors are `BrokerError`s.
     func read(from offset: Int64, maxBytes: Int, minOneBatch: Bool, memory: MemoryBudget) -> EventLoopFuture<ReadResult> {
-        self.eventLoop.submit {
+        self.eventLoop.submit { () -> (ReadResult, SpanSearch?) in
             try self.withLog { log, _ in
-                let records = try storage { () throws(StorageError) in
-                    try log.readRecords(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch)
+                var read = ReadResult(records: .empty, highWatermark: log.logEndOffset, logStartOffset: log.logStartOffset)
+                switch try storage({ () throws(StorageError) in
+                    try log.startRead(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch)
+                }) {
+                case .records(let records):
+                    read.records = records
+                    return (read, nil)
+                case .search(let search):
+                    let found = try storage { () throws(StorageError) in try search.findInPageCache() }
+                    read.records = found ?? .empty
+                    return (read, found == nil ? search : nil)
                 }
-                return ReadResult(records: records, highWatermark: log.logEndOffset, logStartOffset: log.logStartOffset)
             }
-        }.flatMap { read in
-            // A span under `KafkaFrame.spliceBytesMin` comes back as a file only when the log found
-            // it not resident (`PartitionLog.readRecords`): it is not asked again.
-            guard case .file(let span) = read.records,
-                span.length < KafkaFrame.spliceBytesMin || !span.isResident,
-                let reservation = memory.reserve(span.length)
-            else {
+        }.flatMap { read, search in
+            if let search {
+                return NIOThreadPool.singleton.runIfActive(eventLoop: self.eventLoop) {
+                    var found = read
+                    found.records = try storage { () throws(StorageError) in try search.find() }
+                    guard let reservation = Self.reservation(toRead: found.records, from: memory) else { return found }
+                    return try Self.readIntoMemory(found, reservation: reservation)
+                }
+            }
+            guard let reservation = Self.reservation(toRead: read.records, from: memory) else {
                 return self.eventLoop.makeSucceededFuture(read)
             }
             return NIOThreadPool.singleton.runIfActive(eventLoop: self.eventLoop) {
-                var fromDevice = read
-                let bytes = try storage { () throws(StorageError) in try LogRecords.file(span).bytes() }
-                fromDevice.records = .memory(bytes)
-                fromDevice.reservation = reservation
-                return fromDevice
+                try Self.readIntoMemory(read, reservation: reservation)
             }
         }
+    }
+
+    /// For a span the page cache does not hold, the memory to read it into, if `memory` has it.
+    /// A span under `KafkaFrame.spliceBytesMin` is a span only when the search found it not
+    /// resident (`SpanSearch.find`): it is not asked again.
+    private static func reservation(toRead records: LogRecords, from memory: MemoryBudget) -> MemoryReservation? {
+        guard case .file(let span) = records, span.length < KafkaFrame.spliceBytesMin || !span.isResident else {
+            return nil
+        }
+        return memory.reserve(span.length)
+    }
+
+    /// `read` with its span read into the memory reserved for it (on the blocking pool).
+    private static func readIntoMemory(_ read: ReadResult, reservation: MemoryReservation) throws -> ReadResult {
+        guard case .file(let span) = read.records else { return read }
+        var fromDevice = read
+        fromDevice.records = .memory(try storage { () throws(StorageError) in try LogRecords.file(span).bytes() })
+        fromDevice.reservation = reservation
+        return fromDevice
     }
 
     /// The bytes of the partition's segments.

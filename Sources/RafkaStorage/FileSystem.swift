@@ -124,17 +124,40 @@ public final class FileHandle: @unchecked Sendable {
         }
     }
 
-    /// Reads up to `length` bytes at `offset` into a new buffer; fewer at end of file.
-    public func read(at offset: Int, length: Int, allocator: ByteBufferAllocator) throws(StorageError) -> ByteBuffer {
+    /// Reads up to `length` bytes at `offset` into a new buffer; fewer at end of file. With
+    /// `waiting` false, reads only what the OS page cache holds (`preadv2` with `RWF_NOWAIT`) and
+    /// throws `.wouldWait` where the read would wait for the device (it reads normally where the
+    /// kernel cannot tell).
+    public func read(
+        at offset: Int,
+        length: Int,
+        allocator: ByteBufferAllocator,
+        waiting: Bool = true
+    ) throws(StorageError) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: length)
         var failure: StorageError?
+        var withoutWaiting = waiting ? nil : FileSystem.preadv2
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { bytes in
             var done = 0
             while done < length {
-                let n = pread(self.descriptor, bytes.baseAddress! + done, length - done, off_t(offset + done))
+                let target = bytes.baseAddress! + done
+                let n: Int
+                if let preadv2 = withoutWaiting {
+                    var vector = iovec(iov_base: target, iov_len: length - done)
+                    n = preadv2(self.descriptor, &vector, 1, Int64(offset + done), FileSystem.readWithoutWaiting)
+                } else {
+                    n = pread(self.descriptor, target, length - done, off_t(offset + done))
+                }
                 if n < 0 {
                     if errno == EINTR { continue }
-                    failure = FileSystem.error("pread", self.path)
+                    if errno == EOPNOTSUPP && withoutWaiting != nil {
+                        withoutWaiting = nil  // the kernel cannot tell for this file: read it
+                        continue
+                    }
+                    failure =
+                        errno == EAGAIN
+                        ? StorageError(.wouldWait, "\(self.path) at byte \(offset + done) is not in the page cache")
+                        : FileSystem.error("pread", self.path)
                     return done
                 }
                 if n == 0 { break }
@@ -208,6 +231,8 @@ public enum FileSystem {
     static let syncFileRange = Self.linuxCall("sync_file_range", as: (@convention(c) (Int32, Int64, Int64, UInt32) -> Int32).self)
     static let fallocate = Self.linuxCall("fallocate", as: (@convention(c) (Int32, Int32, Int64, Int64) -> Int32).self)
     static let preadv2 = Self.linuxCall("preadv2", as: (@convention(c) (Int32, UnsafePointer<iovec>?, Int32, Int64, Int32) -> Int).self)
+    /// `RWF_NOWAIT` (linux/fs.h): `preadv2` fails with EAGAIN rather than wait for the device.
+    static let readWithoutWaiting: Int32 = 0x8
 
     /// The C function `name` of the running process, as `Function`; nil if absent or not Linux.
     private static func linuxCall<Function>(_ name: String, as _: Function.Type) -> Function? {

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import NIOCore
 
 /// What a read of a partition found: whole batches in memory (from the hot cache), or a span of
@@ -47,28 +44,22 @@ public struct SegmentSpan: Sendable {
     }
 
     /// Whether the OS page cache holds the span, so that sending it is unlikely to wait for the
-    /// device: a one-byte `preadv2` with `RWF_NOWAIT` (EAGAIN where the read would have to wait)
-    /// a quarter, half and three quarters of the way in. Not its ends: finding the span read the
+    /// device: a one-byte read that may not wait (`FileHandle.read(…, waiting: false)`) a
+    /// quarter, half and three quarters of the way in. Not its ends: finding the span read the
     /// pages of its batch headers, which are now cached whatever the rest is. True where the
-    /// kernel cannot tell (EOPNOTSUPP).
+    /// kernel cannot tell.
     public var isResident: Bool {
-        var byte: UInt8 = 0
-        return withUnsafeMutablePointer(to: &byte) { pointer in
-            var vector = iovec(iov_base: UnsafeMutableRawPointer(pointer), iov_len: 1)
-            for quarter in 1...3 {
-                let offset = self.position + self.length * quarter / 4
-                guard let preadv2 = FileSystem.preadv2 else { return true }
-                while preadv2(self.file.descriptor, &vector, 1, Int64(offset), Self.readWithoutWaiting) < 0 {
-                    if errno == EINTR { continue }
-                    return errno != EAGAIN
-                }
+        let allocator = ByteBufferAllocator()
+        for quarter in 1...3 {
+            do {
+                _ = try self.file.read(
+                    at: self.position + self.length * quarter / 4, length: 1, allocator: allocator, waiting: false)
+            } catch {
+                if error.code == .wouldWait { return false }
             }
-            return true
         }
+        return true
     }
-
-    /// `RWF_NOWAIT` (linux/fs.h): fail with EAGAIN rather than wait for the device.
-    private static let readWithoutWaiting: Int32 = 0x8
 
     func read(allocator: ByteBufferAllocator) throws(StorageError) -> ByteBuffer {
         let bytes = try self.file.read(at: self.position, length: self.length, allocator: allocator)

@@ -410,78 +410,18 @@ final class LogSegment {
 
     /// The position of the first batch whose last offset is ≥ `offset`, or nil if none is.
     func position(of offset: Int64) throws(StorageError) -> (position: Int, header: RecordBatchHeader)? {
-        try self.ensureOffsetIndex()
-        let relative = UInt32(clamping: max(0, offset - self.baseOffset))
-        var position = self.offsetIndex!.position(atOrBefore: relative)
-        while position + RecordBatchHeader.size <= self.size {
-            let headerBytes = try self.log.read(at: position, length: RecordBatchHeader.size, allocator: self.allocator)
-            let header: RecordBatchHeader
-            do {
-                header = try RecordBatchHeader.peek(headerBytes, at: headerBytes.readerIndex)
-            } catch {
-                throw StorageError(.corruptSegment, "\(self.logPath) at byte \(position): \(error)")
-            }
-            guard header.batchLength >= Int32(RecordBatchHeader.size - RecordBatchHeader.logOverhead),
-                position + header.totalBytes <= self.size
-            else {
-                throw StorageError(
-                    .corruptSegment,
-                    "\(self.logPath) at byte \(position): batch length \(header.batchLength)"
-                )
-            }
-            if header.lastOffset >= offset { return (position, header) }
-            position += header.totalBytes
-        }
-        return nil
+        try self.searchStart(for: offset, maxBytes: 0).batch(holding: offset, waiting: true)
     }
 
-    /// Whole batches from `position` (where a batch starts), at most `maxBytes` unless
-    /// `minOneBatch` and the first batch alone is larger (KIP-74: a consumer must always make
-    /// progress), as a span of the file: the bytes are not read here. Where the limit falls
-    /// inside a batch the span ends before it (clients accept a partial batch at the end, but
-    /// whole batches are kinder); the batch boundaries come from the offset index and the batch
-    /// headers after its last entry below the limit, read a page at a time.
-    func span(
-        from position: Int,
-        firstBatchBytes: Int,
-        maxBytes: Int,
-        minOneBatch: Bool
-    ) throws(StorageError) -> LogRecords {
-        precondition(position + firstBatchBytes <= self.size, "the first batch lies inside the segment")
-        if firstBatchBytes > maxBytes {
-            guard minOneBatch else { return .empty }
-            return .file(SegmentSpan(file: self.log, position: position, length: firstBatchBytes))
-        }
-        let limit = position + min(maxBytes, self.size - position)
+    /// Where a search for `offset`, and for the end of a span of `maxBytes` from it, starts:
+    /// from the offset index, in memory (loaded first if it is not); no batch is read.
+    func searchStart(for offset: Int64, maxBytes: Int) throws(StorageError) -> SpanSearch.Segment {
         try self.ensureOffsetIndex()
-        var end = max(position, self.offsetIndex!.position(atOrBeforePosition: limit))
-        var chunk = ByteBuffer()
-        var chunkStart = end
-        while end + RecordBatchHeader.logOverhead <= limit {
-            if end + RecordBatchHeader.logOverhead > chunkStart + chunk.readableBytes {
-                chunkStart = end
-                let toPageEnd = Self.pageBytes - end % Self.pageBytes
-                let length = min(limit - end, max(RecordBatchHeader.logOverhead, toPageEnd))
-                chunk = try self.log.read(at: end, length: length, allocator: self.allocator)
-            }
-            let lengthAt = chunk.readerIndex + end - chunkStart + 8
-            guard let length = chunk.getInteger(at: lengthAt, endianness: .big, as: Int32.self),
-                length >= RecordBatchHeader.size - RecordBatchHeader.logOverhead,
-                end + Int(length) + RecordBatchHeader.logOverhead <= limit
-            else { break }
-            end += Int(length) + RecordBatchHeader.logOverhead
-        }
-        guard end >= position + firstBatchBytes else {
-            throw StorageError(.corruptSegment, "\(self.logPath) ends inside the batch at byte \(position)")
-        }
-        return .file(SegmentSpan(file: self.log, position: position, length: end - position))
+        let index = self.offsetIndex!
+        let from = index.position(atOrBefore: UInt32(clamping: max(0, offset - self.baseOffset)))
+        let endSearchFrom = index.position(atOrBeforePosition: min(self.size, from + maxBytes))
+        return SpanSearch.Segment(file: self.log, size: self.size, from: from, endSearchFrom: max(from, endSearchFrom))
     }
-
-    /// Looking for batch boundaries reads the file to the end of the page a header starts in
-    /// (and into the next only when the header crosses it): a batch larger than a page has only
-    /// its header's pages read here (`SegmentSpan.isResident` looks at the others), and smaller
-    /// ones share reads.
-    static let pageBytes = 4096
 
     /// Every batch from `position` to the end, for record-level searches. Small segments only
     /// would be read whole; this reads one batch at a time.

@@ -7,34 +7,43 @@ extension PartitionLog {
     /// Whole batches starting with the one that holds `offset`, up to `maxBytes` (at least one
     /// batch when `minOneBatch`): from the hot cache when it holds `offset`, else a span of a
     /// single segment, not read yet (`LogRecords`). Empty at the log end.
-    /// Throws `.offsetOutOfRange` outside [log start, log end].
+    /// Throws `.offsetOutOfRange` outside [log start, log end]. May wait for the device.
     public func readRecords(from offset: Int64, maxBytes: Int, minOneBatch: Bool) throws(StorageError) -> LogRecords {
+        switch try self.startRead(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch) {
+        case .records(let records): records
+        case .search(let search): try search.find()
+        }
+    }
+
+    /// Where a read starts (see `readRecords`).
+    public enum ReadStart: Sendable {
+        /// The hot cache's batches, or nothing at the log end.
+        case records(LogRecords)
+        /// Where in the segment files to look: `SpanSearch.find` may run on another thread.
+        case search(SpanSearch)
+    }
+
+    /// The start of `readRecords`, reading no file unless the segment's offset index must be
+    /// loaded first: the hot cache's batches, or where in the segments to look for the span.
+    public func startRead(from offset: Int64, maxBytes: Int, minOneBatch: Bool) throws(StorageError) -> ReadStart {
         guard offset >= self.logStartOffset, offset <= self.logEndOffset else {
             throw StorageError(
                 .offsetOutOfRange, "offset \(offset) is outside [\(self.logStartOffset), \(self.logEndOffset)]")
         }
-        guard offset < self.logEndOffset else { return .empty }
+        guard offset < self.logEndOffset else { return .records(.empty) }
         if let cached = self.cache.read(self.cacheKey, from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch) {
-            return .memory(cached)
+            return .records(.memory(cached))
         }
-        var index = self.segmentIndex(containing: offset)
-        while index < self.segments.count {
-            let segment = self.segments[index]
-            if let (position, header) = try segment.position(of: offset) {
-                var records = try segment.span(
-                    from: position, firstBatchBytes: header.totalBytes, maxBytes: maxBytes, minOneBatch: minOneBatch)
-                self.cache.recordMiss(bytes: records.byteCount)
-                // A few kilobytes the page cache holds are read here: a frame copies batches that
-                // small anyway (`KafkaFrame.spliceBytesMin`), and sending them costs no system
-                // call of their own. Ones it does not hold are left to the caller, not waited for.
-                if case .file(let span) = records, span.length < KafkaFrame.spliceBytesMin, span.isResident {
-                    records = .memory(try span.read(allocator: self.allocator))
-                }
-                return records
-            }
-            index += 1
+        // The segment whose base offset is ≤ `offset`; should `offset` lie past its last batch,
+        // the first batch of the next segment with any is the one that follows it.
+        let first = self.segmentIndex(containing: offset)
+        var segments = [try self.segments[first].searchStart(for: offset, maxBytes: maxBytes)]
+        for next in self.segments[(first + 1)...] {
+            segments.append(try next.searchStart(for: offset, maxBytes: maxBytes))
+            if !next.isEmpty { break }
         }
-        return .empty
+        return .search(
+            SpanSearch(offset: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, segments: segments, cache: self.cache))
     }
 
     /// `readRecords`, with a span of a segment read into memory.

@@ -3,7 +3,7 @@
 public struct StorageError: Error, Hashable, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: Hashable, Sendable {
-            case io, corruptSegment, offsetOutOfRange, invalidConfig, notFound, alreadyExists, database
+            case io, corruptSegment, offsetOutOfRange, invalidConfig, notFound, alreadyExists, database, wouldWait
         }
 
         private let base: Base
@@ -21,6 +21,9 @@ public struct StorageError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let alreadyExists = Code(.alreadyExists)
         /// SQLite reported an error.
         public static let database = Code(.database)
+        /// A read asked not to wait for the device found a page the OS page cache does not hold
+        /// (`FileHandle.read(…, waiting: false)`).
+        public static let wouldWait = Code(.wouldWait)
 
         public var description: String { "\(self.base)" }
     }

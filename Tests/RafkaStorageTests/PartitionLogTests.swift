@@ -138,6 +138,33 @@ import Testing
         #expect(span.isResident)
     }
 
+    /// Finding a span reads batch headers, which on a partition's loop must not wait for the
+    /// device: `findInPageCache` gives up where a header's page is not cached, `find` reads it,
+    /// and both find the same span; once `find` brought the pages back, the first finds it too.
+    @Test func findingASpanInThePageCacheGivesUpOnlyWhereAPageIsMissing() throws {
+        defer { self.directory.remove() }
+        let (log, _) = try self.open(["index.interval.bytes": "1000000"])
+        for i in 0..<8 { _ = try self.append(log, Batches.make(count: 4, valueBytes: 1_000, tag: "h\(i)")) }
+        guard case .search(let search) = try log.startRead(from: 4, maxBytes: 1 << 20, minOneBatch: true),
+            case .file(let warm) = try #require(try search.findInPageCache())
+        else {
+            Issue.record("a read behind the cache is not a span found in the page cache")
+            return
+        }
+        try warm.file.releasePages(0..<(warm.position + warm.length))
+        #expect(try search.findInPageCache() == nil)
+        guard case .file(let found) = try search.find() else {
+            Issue.record("find did not find the span")
+            return
+        }
+        #expect(found.position == warm.position && found.length == warm.length && warm.position > 0)
+        guard case .file(let again) = try #require(try search.findInPageCache()) else {
+            Issue.record("the span is no longer a span")
+            return
+        }
+        #expect(again.position == warm.position && again.length == warm.length)
+    }
+
     @Test func rollsBySizeAndReadsAcrossSegments() throws {
         defer { self.directory.remove() }
         let (log, _) = try self.open(["segment.bytes": "2000", "index.interval.bytes": "100"])
