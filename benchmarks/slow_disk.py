@@ -11,8 +11,8 @@ another topic (rafka-bench e2e) alone and while such a consumer reads:
 1. An ext4 file system on a loop device (a file under /var/tmp) holds the broker's data, and a
    cgroup limits reads from that device to --iops per second (cgroup v1 blkio throttling, or
    cgroup v2 io.max). The limit applies only to the broker, only once it is moved there.
-2. --records records of 1 KiB (uncompressed, 2 partitions) in topic `old`; the broker is
-   restarted, the OS page cache dropped, and the broker moved into the cgroup.
+2. --records records of 1 KiB (uncompressed, 2 partitions, 16 MiB segments) in topic `old`; the
+   broker is restarted, the OS page cache dropped, and the broker moved into the cgroup.
 3. rafka-bench e2e on topic `live0` (8 partitions, 50,000 records/s, 1 ms linger, --seconds
    after 2 s of warm-up) with nothing else running; then the same on topic `live`, with a
    consumer reading `old` from its earliest offset from 1.5 s into the run to its end.
@@ -105,7 +105,7 @@ def main():
     try:
         directory = tempfile.mkdtemp(dir=device.mount)
         with open(os.path.join(directory, "rafka.yaml"), "w") as f:
-            f.write("hot-cache-bytes: 67108864\n")
+            f.write("hot-cache-bytes: 67108864\ntopic-defaults:\n  segment.bytes: \"16777216\"\n")
         broker = start(directory)
         say(f"producing {args.records} records into `old`")
         bench("produce", broker.bootstrap, "--topic", "old", "--partitions", 2, "--compression", "none",

@@ -409,17 +409,35 @@ final class PartitionShell: Sendable {
     /// (`PartitionLog.startRead`), and the batch headers that bound the span when the OS page
     /// cache holds them (`SpanSearch.findInPageCache`). A span whose pages it holds comes back
     /// as a span, not read: the response sends it from the file. The rest is done on NIO's
-    /// blocking pool: finding the span where a header's page was not cached, and reading a span
-    /// the page cache does not hold. What is read so takes its size from `memory` until the
+    /// blocking pool: reading the offset indexes of segments not read since the log was opened,
+    /// finding the span where a header's page was not cached, and reading a span the page cache
+    /// does not hold. What is read so takes its size from `memory` until the
     /// response is written (`ReadResult.reservation`); when `memory` is spent, the span is sent
     /// from the file after all, so pipelined fetches of cold records cannot take memory without
     /// bound. Errors are `BrokerError`s.
     func read(from offset: Int64, maxBytes: Int, minOneBatch: Bool, memory: MemoryBudget) -> EventLoopFuture<ReadResult> {
-        self.eventLoop.submit { () -> (ReadResult, SpanSearch?) in
+        self.read(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: memory, loadingIndexes: false)
+    }
+
+    /// What a read leaves to the blocking pool.
+    private enum Pending: Sendable {
+        case search(SpanSearch)
+        /// Offset index files to read first (segments not read since the log was opened).
+        case indexes(PartitionLog.IndexLoad)
+    }
+
+    private func read(
+        from offset: Int64,
+        maxBytes: Int,
+        minOneBatch: Bool,
+        memory: MemoryBudget,
+        loadingIndexes: Bool
+    ) -> EventLoopFuture<ReadResult> {
+        self.eventLoop.submit { () -> (ReadResult, Pending?) in
             try self.withLog { log, _ in
                 var read = ReadResult(records: .empty, highWatermark: log.logEndOffset, logStartOffset: log.logStartOffset)
                 switch try storage({ () throws(StorageError) in
-                    try log.startRead(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch)
+                    try log.startRead(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, loadingIndexes: loadingIndexes)
                 }) {
                 case .records(let records):
                     read.records = records
@@ -427,23 +445,37 @@ final class PartitionShell: Sendable {
                 case .search(let search):
                     let found = try storage { () throws(StorageError) in try search.findInPageCache() }
                     read.records = found ?? .empty
-                    return (read, found == nil ? search : nil)
+                    return (read, found == nil ? .search(search) : nil)
+                case .loadIndexes(let load):
+                    return (read, .indexes(load))
                 }
             }
-        }.flatMap { read, search in
-            if let search {
+        }.flatMap { read, pending in
+            switch pending {
+            case .indexes(let load):
+                // Read on the pool, adopted on this loop (where the pool's answer arrives), then
+                // the read starts again; an index that could not be read is loaded then, here.
+                return NIOThreadPool.singleton.runIfActive(eventLoop: self.eventLoop) {
+                    try storage { () throws(StorageError) in try load.read() }
+                }.flatMapThrowing { loaded in
+                    try self.withLog { log, _ in log.adopt(loaded) }
+                }.flatMap {
+                    self.read(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: memory, loadingIndexes: true)
+                }
+            case .search(let search):
                 return NIOThreadPool.singleton.runIfActive(eventLoop: self.eventLoop) {
                     var found = read
                     found.records = try storage { () throws(StorageError) in try search.find() }
                     guard let reservation = Self.reservation(toRead: found.records, from: memory) else { return found }
                     return try Self.readIntoMemory(found, reservation: reservation)
                 }
-            }
-            guard let reservation = Self.reservation(toRead: read.records, from: memory) else {
-                return self.eventLoop.makeSucceededFuture(read)
-            }
-            return NIOThreadPool.singleton.runIfActive(eventLoop: self.eventLoop) {
-                try Self.readIntoMemory(read, reservation: reservation)
+            case nil:
+                guard let reservation = Self.reservation(toRead: read.records, from: memory) else {
+                    return self.eventLoop.makeSucceededFuture(read)
+                }
+                return NIOThreadPool.singleton.runIfActive(eventLoop: self.eventLoop) {
+                    try Self.readIntoMemory(read, reservation: reservation)
+                }
             }
         }
     }

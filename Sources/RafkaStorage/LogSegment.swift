@@ -350,18 +350,30 @@ final class LogSegment {
         self.nextOffset = nextOffset
     }
 
-    /// Loads the offset index of a closed segment on first use.
+    /// Loads the offset index of a closed segment on first use: from its file, or, where that is
+    /// missing or does not fit the segment, by scanning the segment's batches.
     private func ensureOffsetIndex() throws(StorageError) {
         if self.offsetIndex != nil { return }
-        if FileSystem.exists(self.indexPath),
-            let index = OffsetIndex.parse(try FileSystem.readAll(self.indexPath), segmentBytes: self.size)
-        {
+        if let index = try self.indexFile.read() {
             self.offsetIndex = index
             return
         }
         let next = self.nextOffset
         _ = try self.recover(validate: false) { _ in }
         self.nextOffset = max(next, self.nextOffset)
+    }
+
+    /// Whether the offset index is still to be loaded (a closed segment not read since it was opened).
+    var offsetIndexUnloaded: Bool { self.offsetIndex == nil }
+
+    /// The offset index's file, for reading it on another thread (`OffsetIndexFile.read`).
+    var indexFile: OffsetIndexFile {
+        OffsetIndexFile(baseOffset: self.baseOffset, path: self.indexPath, segmentBytes: self.size)
+    }
+
+    /// Takes an offset index read from `indexFile`, unless one was loaded meanwhile.
+    func adopt(_ index: OffsetIndex) {
+        if self.offsetIndex == nil { self.offsetIndex = index }
     }
 
     /// Makes the segment read-only: returns the work of giving back its reserved blocks and

@@ -12,6 +12,7 @@ extension PartitionLog {
         switch try self.startRead(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch) {
         case .records(let records): records
         case .search(let search): try search.find()
+        case .loadIndexes: preconditionFailure("startRead loads indexes itself unless asked not to")
         }
     }
 
@@ -21,11 +22,49 @@ extension PartitionLog {
         case records(LogRecords)
         /// Where in the segment files to look: `SpanSearch.find` may run on another thread.
         case search(SpanSearch)
+        /// The offset indexes of the segments to look in are not loaded yet: read them
+        /// (`IndexLoad.read`, on any thread), give them to `adopt`, and start again.
+        case loadIndexes(IndexLoad)
     }
 
-    /// The start of `readRecords`, reading no file unless the segment's offset index must be
-    /// loaded first: the hot cache's batches, or where in the segments to look for the span.
-    public func startRead(from offset: Int64, maxBytes: Int, minOneBatch: Bool) throws(StorageError) -> ReadStart {
+    /// Offset index files to read before a read can start.
+    public struct IndexLoad: Sendable {
+        let files: [OffsetIndexFile]
+
+        /// The indexes, read from their files; one whose file is missing or does not fit its
+        /// segment is left out (loading it scans the segment, on the partition's loop).
+        public func read() throws(StorageError) -> LoadedIndexes {
+            var loaded = LoadedIndexes()
+            for file in self.files {
+                if let index = try file.read() { loaded.indexes.append((file.baseOffset, index)) }
+            }
+            return loaded
+        }
+    }
+
+    /// Offset indexes read by `IndexLoad.read`, by segment base offset.
+    public struct LoadedIndexes: Sendable {
+        var indexes: [(baseOffset: Int64, index: OffsetIndex)] = []
+    }
+
+    /// Takes the indexes of segments that are still there and still without one.
+    public func adopt(_ loaded: LoadedIndexes) {
+        for (baseOffset, index) in loaded.indexes {
+            let segment = self.segments[self.segmentIndex(containing: baseOffset)]
+            if segment.baseOffset == baseOffset { segment.adopt(index) }
+        }
+    }
+
+    /// The start of `readRecords`, reading no file: the hot cache's batches, or where in the
+    /// segments to look for the span. A segment's offset index not loaded yet is loaded here
+    /// (a read of its file, or a scan of the segment) when `loadingIndexes`; otherwise the
+    /// answer is the index files to read first.
+    public func startRead(
+        from offset: Int64,
+        maxBytes: Int,
+        minOneBatch: Bool,
+        loadingIndexes: Bool = true
+    ) throws(StorageError) -> ReadStart {
         guard offset >= self.logStartOffset, offset <= self.logEndOffset else {
             throw StorageError(
                 .offsetOutOfRange, "offset \(offset) is outside [\(self.logStartOffset), \(self.logEndOffset)]")
@@ -37,11 +76,17 @@ extension PartitionLog {
         // The segment whose base offset is ≤ `offset`; should `offset` lie past its last batch,
         // the first batch of the next segment with any is the one that follows it.
         let first = self.segmentIndex(containing: offset)
-        var segments = [try self.segments[first].searchStart(for: offset, maxBytes: maxBytes)]
+        var chosen = [self.segments[first]]
         for next in self.segments[(first + 1)...] {
-            segments.append(try next.searchStart(for: offset, maxBytes: maxBytes))
+            chosen.append(next)
             if !next.isEmpty { break }
         }
+        let unloaded = chosen.filter(\.offsetIndexUnloaded)
+        if !loadingIndexes && !unloaded.isEmpty {
+            return .loadIndexes(IndexLoad(files: unloaded.map(\.indexFile)))
+        }
+        var segments: [SpanSearch.Segment] = []
+        for segment in chosen { segments.append(try segment.searchStart(for: offset, maxBytes: maxBytes)) }
         return .search(
             SpanSearch(offset: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, segments: segments, cache: self.cache))
     }

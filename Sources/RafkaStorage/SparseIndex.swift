@@ -80,6 +80,19 @@ struct OffsetIndex {
     }
 }
 
+/// A closed segment's offset index file, as a value any thread can read it from.
+public struct OffsetIndexFile: Sendable {
+    let baseOffset: Int64
+    let path: String
+    let segmentBytes: Int
+
+    /// The index, or nil if the file is missing or does not fit the segment.
+    func read() throws(StorageError) -> OffsetIndex? {
+        guard FileSystem.exists(self.path) else { return nil }
+        return OffsetIndex.parse(try FileSystem.readAll(self.path), segmentBytes: self.segmentBytes)
+    }
+}
+
 /// A segment's sparse time index: (max timestamp so far, offset of that timestamp) entries,
 /// ascending in timestamp. Written as `<base>.timeindex` (12-byte entries) on close.
 struct TimeIndex {

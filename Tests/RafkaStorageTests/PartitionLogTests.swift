@@ -165,6 +165,48 @@ import Testing
         #expect(again.position == warm.position && again.length == warm.length)
     }
 
+    /// After a restart the offset indexes of closed segments are loaded on first read; a read
+    /// that must not touch the files (a partition's loop) gets the index files to read instead,
+    /// adopts what was read, and starts again. An index file that is missing is left out, and
+    /// loading it there scans the segment.
+    @Test func indexesOfClosedSegmentsCanBeReadElsewhere() throws {
+        defer { self.directory.remove() }
+        let overrides = ["segment.bytes": "2000", "index.interval.bytes": "100"]
+        let (log, _) = try self.open(overrides)
+        for i in 0..<30 { _ = try self.append(log, Batches.make(count: 2, valueBytes: 100, tag: "i\(i)")) }
+        #expect(log.segmentCount > 3)
+        try log.close()
+        try FileManager.default.removeItem(atPath: self.directory.path + "/orders-0/00000000000000000000.index")
+        let (reopened, _) = try self.open(overrides)
+        for target in [Int64(0), 25] {
+            guard case .loadIndexes(let load) = try reopened.startRead(from: target, maxBytes: 700, minOneBatch: true, loadingIndexes: false)
+            else {
+                Issue.record("offset \(target) of a closed segment started without loading its index")
+                continue
+            }
+            reopened.adopt(try load.read())
+            let again = try reopened.startRead(from: target, maxBytes: 700, minOneBatch: true, loadingIndexes: false)
+            if target == 0 {
+                // Its index file is gone: only a scan on the partition's loop loads it.
+                guard case .loadIndexes = again else {
+                    Issue.record("a missing index file was adopted")
+                    continue
+                }
+            } else {
+                guard case .search = again else {
+                    Issue.record("an adopted index was asked for again")
+                    continue
+                }
+            }
+            let first = try RecordBatch.split(reopened.read(from: target, maxBytes: 1, minOneBatch: true))[0].header
+            #expect(first.baseOffset <= target && target <= first.lastOffset)
+        }
+        guard case .search = try reopened.startRead(from: 0, maxBytes: 700, minOneBatch: true, loadingIndexes: false) else {
+            Issue.record("the scanned index was not kept")
+            return
+        }
+    }
+
     @Test func rollsBySizeAndReadsAcrossSegments() throws {
         defer { self.directory.remove() }
         let (log, _) = try self.open(["segment.bytes": "2000", "index.interval.bytes": "100"])
