@@ -125,9 +125,7 @@ public final class FileHandle: @unchecked Sendable {
     }
 
     /// Reads up to `length` bytes at `offset` into a new buffer; fewer at end of file. With
-    /// `waiting` false, reads only what the OS page cache holds (`preadv2` with `RWF_NOWAIT`) and
-    /// throws `.wouldWait` where the read would wait for the device (it reads normally where the
-    /// kernel cannot tell).
+    /// `waiting` false, reads only what the OS page cache holds (see `read(into:at:waiting:)`).
     public func read(
         at offset: Int,
         length: Int,
@@ -136,37 +134,49 @@ public final class FileHandle: @unchecked Sendable {
     ) throws(StorageError) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: length)
         var failure: StorageError?
-        var withoutWaiting = waiting ? nil : FileSystem.preadv2
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { bytes in
-            var done = 0
-            while done < length {
-                let target = bytes.baseAddress! + done
-                let n: Int
-                if let preadv2 = withoutWaiting {
-                    var vector = iovec(iov_base: target, iov_len: length - done)
-                    n = preadv2(self.descriptor, &vector, 1, Int64(offset + done), FileSystem.readWithoutWaiting)
-                } else {
-                    n = pread(self.descriptor, target, length - done, off_t(offset + done))
-                }
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    if errno == EOPNOTSUPP && withoutWaiting != nil {
-                        withoutWaiting = nil  // the kernel cannot tell for this file: read it
-                        continue
-                    }
-                    failure =
-                        errno == EAGAIN
-                        ? StorageError(.wouldWait, "\(self.path) at byte \(offset + done) is not in the page cache")
-                        : FileSystem.error("pread", self.path)
-                    return done
-                }
-                if n == 0 { break }
-                done += n
+            do throws(StorageError) {
+                return try self.read(into: UnsafeMutableRawBufferPointer(rebasing: bytes[..<length]), at: offset, waiting: waiting)
+            } catch {
+                failure = error
+                return 0
             }
-            return done
         }
         if let failure { throw failure }
         return buffer
+    }
+
+    /// Reads up to `target.count` bytes at `offset` into `target`: how many were read (fewer at
+    /// end of file). With `waiting` false, reads only what the OS page cache holds (`preadv2`
+    /// with `RWF_NOWAIT`) and throws `.wouldWait` where the read would wait for the device (it
+    /// reads normally where the kernel cannot tell).
+    public func read(into target: UnsafeMutableRawBufferPointer, at offset: Int, waiting: Bool = true) throws(StorageError) -> Int {
+        var withoutWaiting = waiting ? nil : FileSystem.preadv2
+        var done = 0
+        while done < target.count {
+            let start = target.baseAddress! + done
+            let n: Int
+            if let preadv2 = withoutWaiting {
+                var vector = iovec(iov_base: start, iov_len: target.count - done)
+                n = preadv2(self.descriptor, &vector, 1, Int64(offset + done), FileSystem.readWithoutWaiting)
+            } else {
+                n = pread(self.descriptor, start, target.count - done, off_t(offset + done))
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EOPNOTSUPP && withoutWaiting != nil {
+                    withoutWaiting = nil  // the kernel cannot tell for this file: read it
+                    continue
+                }
+                if errno == EAGAIN {
+                    throw StorageError(.wouldWait, "\(self.path) at byte \(offset + done) is not in the page cache")
+                }
+                throw FileSystem.error("pread", self.path)
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return done
     }
 
     public func truncate(to size: Int) throws(StorageError) {

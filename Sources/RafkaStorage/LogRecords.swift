@@ -49,16 +49,17 @@ public struct SegmentSpan: Sendable {
     /// pages of its batch headers, which are now cached whatever the rest is. True where the
     /// kernel cannot tell.
     public var isResident: Bool {
-        let allocator = ByteBufferAllocator()
-        for quarter in 1...3 {
-            do {
-                _ = try self.file.read(
-                    at: self.position + self.length * quarter / 4, length: 1, allocator: allocator, waiting: false)
-            } catch {
-                if error.code == .wouldWait { return false }
+        var byte: UInt8 = 0
+        return withUnsafeMutableBytes(of: &byte) { one in
+            for quarter in 1...3 {
+                do throws(StorageError) {
+                    _ = try self.file.read(into: one, at: self.position + self.length * quarter / 4, waiting: false)
+                } catch {
+                    if error.code == .wouldWait { return false }
+                }
             }
+            return true
         }
-        return true
     }
 
     func read(allocator: ByteBufferAllocator) throws(StorageError) -> ByteBuffer {

@@ -75,20 +75,18 @@ extension PartitionLog {
         }
         // The segment whose base offset is ≤ `offset`; should `offset` lie past its last batch,
         // the first batch of the next segment with any is the one that follows it.
-        let first = self.segmentIndex(containing: offset)
-        var chosen = [self.segments[first]]
-        for next in self.segments[(first + 1)...] {
-            chosen.append(next)
-            if !next.isEmpty { break }
-        }
-        let unloaded = chosen.filter(\.offsetIndexUnloaded)
-        if !loadingIndexes && !unloaded.isEmpty {
+        let index = self.segmentIndex(containing: offset)
+        let holding = self.segments[index]
+        let next = self.segments[(index + 1)...].first { !$0.isEmpty }
+        if !loadingIndexes && (holding.offsetIndexUnloaded || next?.offsetIndexUnloaded == true) {
+            let unloaded = [holding, next].compactMap { $0 }.filter(\.offsetIndexUnloaded)
             return .loadIndexes(IndexLoad(files: unloaded.map(\.indexFile)))
         }
-        var segments: [SpanSearch.Segment] = []
-        for segment in chosen { segments.append(try segment.searchStart(for: offset, maxBytes: maxBytes)) }
         return .search(
-            SpanSearch(offset: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, segments: segments, cache: self.cache))
+            SpanSearch(
+                offset: offset, maxBytes: maxBytes, minOneBatch: minOneBatch,
+                holding: try holding.searchStart(for: offset, maxBytes: maxBytes),
+                next: try next?.searchStart(for: offset, maxBytes: maxBytes), cache: self.cache))
     }
 
     /// `readRecords`, with a span of a segment read into memory.

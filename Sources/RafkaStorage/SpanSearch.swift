@@ -24,9 +24,11 @@ public struct SpanSearch: Sendable {
     let offset: Int64
     let maxBytes: Int
     let minOneBatch: Bool
-    /// The segment whose base offset is ≤ `offset`, and the one after it: when `offset` lies
-    /// past the first's last batch, the next one's first batch holds the next records.
-    let segments: [Segment]
+    /// The segment whose base offset is ≤ `offset`, and the next one with any batches: when
+    /// `offset` lies past the first's last batch, the next one's first batch holds the next
+    /// records.
+    let holding: Segment
+    let next: Segment?
     let cache: HotCache
 
     /// The batches from the one holding `offset`, up to `maxBytes`, as a span of one segment
@@ -48,18 +50,21 @@ public struct SpanSearch: Sendable {
     }
 
     private func find(waiting: Bool) throws(StorageError) -> LogRecords {
-        for segment in self.segments {
-            guard let (position, header) = try segment.batch(holding: self.offset, waiting: waiting) else { continue }
-            var records = try segment.span(
-                from: position, firstBatchBytes: header.totalBytes, maxBytes: self.maxBytes,
-                minOneBatch: self.minOneBatch, waiting: waiting)
-            self.cache.recordMiss(bytes: records.byteCount)
-            if case .file(let span) = records, span.length < KafkaFrame.spliceBytesMin, span.isResident {
-                records = .memory(try span.read(allocator: ByteBufferAllocator()))
-            }
-            return records
-        }
+        if let records = try self.find(in: self.holding, waiting: waiting) { return records }
+        if let next = self.next, let records = try self.find(in: next, waiting: waiting) { return records }
         return .empty
+    }
+
+    private func find(in segment: Segment, waiting: Bool) throws(StorageError) -> LogRecords? {
+        guard let (position, header) = try segment.batch(holding: self.offset, waiting: waiting) else { return nil }
+        var records = try segment.span(
+            from: position, firstBatchBytes: header.totalBytes, maxBytes: self.maxBytes,
+            minOneBatch: self.minOneBatch, waiting: waiting)
+        self.cache.recordMiss(bytes: records.byteCount)
+        if case .file(let span) = records, span.length < KafkaFrame.spliceBytesMin, span.isResident {
+            records = .memory(try span.read(allocator: ByteBufferAllocator()))
+        }
+        return records
     }
 }
 
