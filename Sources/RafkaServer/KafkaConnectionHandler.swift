@@ -155,7 +155,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         }
         self.checksWithoutProgress += 1
         guard self.checksWithoutProgress >= Self.writeChecks else { return }
-        let reason = "a response sent from segment files: nothing read for \(self.writeTimeout)"
+        let reason = "a response holding segment files or read memory: nothing read for \(self.writeTimeout)"
         self.close(context: context, reason: reason)
     }
 

@@ -19,6 +19,14 @@ public final class FileHandle: @unchecked Sendable {
     /// segment waits on the device, so that close runs on NIO's blocking thread pool rather
     /// than on whichever thread lets go last (an event loop that just sent a span of it).
     private let unlinked = Atomic<Bool>(false)
+    /// Set once `preadv2` refused `RWF_NOWAIT` for this file (EOPNOTSUPP): the kernel cannot tell
+    /// whether a read would wait for the device.
+    private let waitingUnknowable = Atomic<Bool>(false)
+
+    /// Whether a read with `waiting` false can tell the page cache from the device here.
+    public var canTellResidency: Bool {
+        FileSystem.preadv2 != nil && !self.waitingUnknowable.load(ordering: .relaxed)
+    }
 
     init(descriptor: Int32, path: String) {
         self.descriptor = descriptor
@@ -151,7 +159,7 @@ public final class FileHandle: @unchecked Sendable {
     /// with `RWF_NOWAIT`) and throws `.wouldWait` where the read would wait for the device (it
     /// reads normally where the kernel cannot tell).
     public func read(into target: UnsafeMutableRawBufferPointer, at offset: Int, waiting: Bool = true) throws(StorageError) -> Int {
-        var withoutWaiting = waiting ? nil : FileSystem.preadv2
+        var withoutWaiting = waiting || !self.canTellResidency ? nil : FileSystem.preadv2
         var done = 0
         while done < target.count {
             let start = target.baseAddress! + done
@@ -165,6 +173,7 @@ public final class FileHandle: @unchecked Sendable {
             if n < 0 {
                 if errno == EINTR { continue }
                 if errno == EOPNOTSUPP && withoutWaiting != nil {
+                    self.waitingUnknowable.store(true, ordering: .relaxed)
                     withoutWaiting = nil  // the kernel cannot tell for this file: read it
                     continue
                 }

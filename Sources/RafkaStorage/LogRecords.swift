@@ -49,6 +49,7 @@ public struct SegmentSpan: Sendable {
     /// pages of its batch headers, which are now cached whatever the rest is. True where the
     /// kernel cannot tell.
     public var isResident: Bool {
+        guard self.file.canTellResidency else { return true }
         var byte: UInt8 = 0
         return withUnsafeMutableBytes(of: &byte) { one in
             for quarter in 1...3 {

@@ -429,9 +429,20 @@ final class LogSegment {
     /// from the offset index, in memory (loaded first if it is not); no batch is read.
     func searchStart(for offset: Int64, maxBytes: Int) throws(StorageError) -> SpanSearch.Segment {
         try self.ensureOffsetIndex()
-        let index = self.offsetIndex!
-        let from = index.position(atOrBefore: UInt32(clamping: max(0, offset - self.baseOffset)))
-        let endSearchFrom = index.position(atOrBeforePosition: min(self.size, from + maxBytes))
+        let from = self.offsetIndex!.position(atOrBefore: UInt32(clamping: max(0, offset - self.baseOffset)))
+        return self.searchStart(from: from, maxBytes: maxBytes)
+    }
+
+    /// Where a search from the segment's first batch starts, without loading the offset index:
+    /// it only shortens the walk to the span's end (for a read of an offset before this
+    /// segment's, which starts here only when the segment before has no batch at or after it).
+    func searchStartAtFirstBatch(maxBytes: Int) -> SpanSearch.Segment {
+        self.searchStart(from: 0, maxBytes: maxBytes)
+    }
+
+    private func searchStart(from: Int, maxBytes: Int) -> SpanSearch.Segment {
+        let limit = from + min(maxBytes, self.size - from)
+        let endSearchFrom = self.offsetIndex?.position(atOrBeforePosition: limit) ?? from
         return SpanSearch.Segment(file: self.log, size: self.size, from: from, endSearchFrom: max(from, endSearchFrom))
     }
 

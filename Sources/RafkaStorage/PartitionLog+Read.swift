@@ -78,15 +78,14 @@ extension PartitionLog {
         let index = self.segmentIndex(containing: offset)
         let holding = self.segments[index]
         let next = self.segments[(index + 1)...].first { !$0.isEmpty }
-        if !loadingIndexes && (holding.offsetIndexUnloaded || next?.offsetIndexUnloaded == true) {
-            let unloaded = [holding, next].compactMap { $0 }.filter(\.offsetIndexUnloaded)
-            return .loadIndexes(IndexLoad(files: unloaded.map(\.indexFile)))
+        if !loadingIndexes && holding.offsetIndexUnloaded {
+            return .loadIndexes(IndexLoad(files: [holding.indexFile]))
         }
         return .search(
             SpanSearch(
                 offset: offset, maxBytes: maxBytes, minOneBatch: minOneBatch,
                 holding: try holding.searchStart(for: offset, maxBytes: maxBytes),
-                next: try next?.searchStart(for: offset, maxBytes: maxBytes), cache: self.cache))
+                next: next?.searchStartAtFirstBatch(maxBytes: maxBytes), cache: self.cache))
     }
 
     /// `readRecords`, with a span of a segment read into memory.

@@ -86,10 +86,18 @@ public struct OffsetIndexFile: Sendable {
     let path: String
     let segmentBytes: Int
 
-    /// The index, or nil if the file is missing or does not fit the segment.
+    /// The index, or nil if the file is missing (retention or topic deletion may remove it while
+    /// this runs off the partition's loop) or does not fit the segment.
     func read() throws(StorageError) -> OffsetIndex? {
         guard FileSystem.exists(self.path) else { return nil }
-        return OffsetIndex.parse(try FileSystem.readAll(self.path), segmentBytes: self.segmentBytes)
+        let bytes: ByteBuffer
+        do {
+            bytes = try FileSystem.readAll(self.path)
+        } catch {
+            if !FileSystem.exists(self.path) { return nil }
+            throw error
+        }
+        return OffsetIndex.parse(bytes, segmentBytes: self.segmentBytes)
     }
 }
 
