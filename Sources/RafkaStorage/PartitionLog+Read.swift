@@ -22,8 +22,8 @@ extension PartitionLog {
         case records(LogRecords)
         /// Where in the segment files to look: `SpanSearch.find` may run on another thread.
         case search(SpanSearch)
-        /// The offset indexes of the segments to look in are not loaded yet: read them
-        /// (`IndexLoad.read`, on any thread), give them to `adopt`, and start again.
+        /// The offset index of the segment to look in is not loaded yet: read it
+        /// (`IndexLoad.read`, on any thread), give it to `adopt`, and start again.
         case loadIndexes(IndexLoad)
     }
 

@@ -16,8 +16,8 @@ public struct SpanSearch: Sendable {
         let size: Int
         /// The offset index's position at or before the offset sought (0 in a later segment).
         let from: Int
-        /// The offset index's position at or before `maxBytes` past `from` (at least `from`):
-        /// where looking for the span's end starts.
+        /// The offset index's position at or before `maxBytes` past `from` (at least `from`;
+        /// `from` itself where the index is not loaded): where looking for the span's end starts.
         let endSearchFrom: Int
     }
 
