@@ -27,32 +27,28 @@ extension PartitionLog {
         case loadIndexes(IndexLoad)
     }
 
-    /// Offset index files to read before a read can start.
+    /// The offset index file to read before a read can start.
     public struct IndexLoad: Sendable {
-        let files: [OffsetIndexFile]
+        let file: OffsetIndexFile
 
-        /// The indexes, read from their files; one whose file is missing or does not fit its
-        /// segment is left out (loading it scans the segment, on the partition's loop).
-        public func read() throws(StorageError) -> LoadedIndexes {
-            var loaded = LoadedIndexes()
-            for file in self.files {
-                if let index = try file.read() { loaded.indexes.append((file.baseOffset, index)) }
-            }
-            return loaded
+        /// The index, read from its file; none where the file is missing or does not fit its
+        /// segment (loading it then scans the segment, on the partition's loop).
+        public func read() throws(StorageError) -> LoadedIndex {
+            LoadedIndex(baseOffset: self.file.baseOffset, index: try self.file.read())
         }
     }
 
-    /// Offset indexes read by `IndexLoad.read`, by segment base offset.
-    public struct LoadedIndexes: Sendable {
-        var indexes: [(baseOffset: Int64, index: OffsetIndex)] = []
+    /// An offset index read by `IndexLoad.read`, and its segment's base offset.
+    public struct LoadedIndex: Sendable {
+        let baseOffset: Int64
+        let index: OffsetIndex?
     }
 
-    /// Takes the indexes of segments that are still there and still without one.
-    public func adopt(_ loaded: LoadedIndexes) {
-        for (baseOffset, index) in loaded.indexes {
-            let segment = self.segments[self.segmentIndex(containing: baseOffset)]
-            if segment.baseOffset == baseOffset { segment.adopt(index) }
-        }
+    /// Takes the index if its segment is still there and still without one.
+    public func adopt(_ loaded: LoadedIndex) {
+        guard let index = loaded.index else { return }
+        let segment = self.segments[self.segmentIndex(containing: loaded.baseOffset)]
+        if segment.baseOffset == loaded.baseOffset { segment.adopt(index) }
     }
 
     /// The start of `readRecords`, reading no file: the hot cache's batches, or where in the
@@ -79,7 +75,7 @@ extension PartitionLog {
         let holding = self.segments[index]
         let next = self.segments[(index + 1)...].first { !$0.isEmpty }
         if !loadingIndexes && holding.offsetIndexUnloaded {
-            return .loadIndexes(IndexLoad(files: [holding.indexFile]))
+            return .loadIndexes(IndexLoad(file: holding.indexFile))
         }
         return .search(
             SpanSearch(
