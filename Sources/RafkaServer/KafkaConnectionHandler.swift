@@ -7,10 +7,13 @@ import RafkaCore
 /// Serves Kafka requests on one client connection.
 ///
 /// Frames arrive from `KafkaFrameDecoder`. Up to `Limits.inFlightRequestsPerConnection` are
-/// handled concurrently; the rest wait in arrival order, and the socket is not read while the
-/// limit is reached or the client is not reading its responses — memory per connection stays
-/// bounded by what was already received. Responses leave in request order (`ResponseSequencer`).
-/// Any protocol violation closes the connection with one log line.
+/// handled concurrently; the rest wait in arrival order. While the limit is reached, or the
+/// client is not reading its responses (the channel is not writable), the socket is not read
+/// and no waiting request starts: a client that pipelines many small requests whose answers are
+/// large (Metadata of many partitions, fetches) and reads nothing holds the answers to those in
+/// flight at most, not to all it sent. Responses leave in request order (`ResponseSequencer`).
+/// A client that reads nothing of its responses for `response-write-timeout-ms` is
+/// disconnected. Any protocol violation closes the connection with one log line.
 ///
 /// Isolation: the channel's event loop.
 final class KafkaConnectionHandler: ChannelDuplexHandler {
@@ -26,14 +29,13 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     private var readHeld = false
     private var closing = false
     private let inFlightMax: Int
-    /// How long a client may read nothing of a response with leases (sent from files, or holding
-    /// read memory) (`response-write-timeout-ms`).
+    /// How long a client may read nothing of its responses (`response-write-timeout-ms`).
     private let writeTimeout: TimeAmount
     /// Frames with leases handed to NIO and not yet written, and those written so far.
     private var leasedFramesUnwritten = 0
     private var leasedFramesWritten = 0
-    /// While such frames are unwritten: the check of the client's progress, what it last saw,
-    /// and how many checks in a row saw no more.
+    /// While such frames are unwritten or the channel is not writable: the check of the
+    /// client's progress, what it last saw, and how many checks in a row saw no more.
     private var writeCheck: RepeatedTask?
     private var progressAtLastCheck = WriteProgress(framesWritten: 0, bufferedBytes: 0)
     private var checksWithoutProgress = 0
@@ -69,7 +71,9 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     }
 
     private func startWaiting(context: ChannelHandlerContext) {
-        while !self.closing, self.sequencer.inFlight < self.inFlightMax, let frame = self.waiting.popFirst() {
+        while !self.closing, self.sequencer.inFlight < self.inFlightMax, context.channel.isWritable,
+            let frame = self.waiting.popFirst()
+        {
             self.start(frame, context: context)
         }
     }
@@ -107,35 +111,38 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         self.resumeReadingIfPossible(context: context)
     }
 
-    /// A frame's leases (the files it sends from, the read memory its records hold) are kept
-    /// until NIO is done with it, written or failed. While such frames are unwritten, the
-    /// client's progress (frames written, NIO's buffered bytes) is checked every quarter of
-    /// `writeTimeout`: a client that read nothing for four checks in a row is disconnected, so
-    /// that it cannot keep a deleted segment's blocks from being freed, or the broker's read
-    /// memory spent; one that reads, however slowly, is not.
+    /// A frame's leases (the files it sends from, the memory its records hold) are kept until
+    /// NIO is done with it, written or failed, and the client's progress is watched meanwhile.
     private func holdLeases(of frame: KafkaFrame, context: ChannelHandlerContext) -> EventLoopPromise<Void> {
         let written = context.eventLoop.makePromise(of: Void.self)
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         self.leasedFramesUnwritten += 1
-        if self.writeCheck == nil {
-            self.checksWithoutProgress = 0
-            let period = TimeAmount.nanoseconds(self.writeTimeout.nanoseconds / Int64(Self.writeChecks))
-            self.writeCheck = context.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
-                let (handler, context) = loopBound.value
-                handler.checkWriteProgress(context: context)
-            }
-        }
+        self.watchWrites(context: context)
         written.futureResult.whenComplete { _ in
             withExtendedLifetime(frame.leases) {}
-            let (handler, _) = loopBound.value
+            let handler = loopBound.value
             handler.leasedFramesUnwritten -= 1
             handler.leasedFramesWritten += 1
-            if handler.leasedFramesUnwritten == 0 {
-                handler.writeCheck?.cancel()
-                handler.writeCheck = nil
-            }
         }
         return written
+    }
+
+    /// While frames with leases are unwritten or the channel is not writable, the client's
+    /// progress (frames written, NIO's buffered bytes) is checked every quarter of
+    /// `writeTimeout`: a client that read nothing for four checks in a row is disconnected, so
+    /// that it cannot keep a deleted segment's blocks from being freed, the broker's read memory
+    /// spent, or the responses it asked for in memory; one that reads, however slowly, is not.
+    /// The check stops itself once there is nothing to watch.
+    private func watchWrites(context: ChannelHandlerContext) {
+        guard self.writeCheck == nil else { return }
+        self.checksWithoutProgress = 0
+        self.progressAtLastCheck = self.writeProgress(context: context)
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let period = TimeAmount.nanoseconds(self.writeTimeout.nanoseconds / Int64(Self.writeChecks))
+        self.writeCheck = context.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
+            let (handler, context) = loopBound.value
+            handler.checkWriteProgress(context: context)
+        }
     }
 
     /// Checks of a client's progress per `writeTimeout`.
@@ -147,6 +154,11 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     }
 
     private func checkWriteProgress(context: ChannelHandlerContext) {
+        guard self.leasedFramesUnwritten > 0 || !context.channel.isWritable else {
+            self.writeCheck?.cancel()
+            self.writeCheck = nil
+            return
+        }
         let progress = self.writeProgress(context: context)
         if progress != self.progressAtLastCheck {
             self.progressAtLastCheck = progress
@@ -155,7 +167,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         }
         self.checksWithoutProgress += 1
         guard self.checksWithoutProgress >= Self.writeChecks else { return }
-        let reason = "a response holding segment files or read memory: nothing read for \(self.writeTimeout)"
+        let reason = "the client read nothing of its responses for \(self.writeTimeout)"
         self.close(context: context, reason: reason)
     }
 
@@ -188,6 +200,11 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            self.startWaiting(context: context)
+        } else {
+            self.watchWrites(context: context)
+        }
         self.resumeReadingIfPossible(context: context)
         context.fireChannelWritabilityChanged()
     }

@@ -55,6 +55,18 @@ import Testing
         }
     }
 
+    /// Answers every request with 100,000 bytes from memory (as Metadata of many partitions
+    /// does, from a few bytes asked), counting the requests it was given.
+    final class LargeAnswerRouter: FrameRouter, Sendable {
+        let handled = Atomic<Int>(0)
+
+        func handle(_ frame: ByteBuffer, on eventLoop: any EventLoop) -> EventLoopFuture<KafkaFrame?> {
+            self.handled.add(1, ordering: .relaxed)
+            let answer = KafkaFrame.encode { $0.writeRepeatingByte(0x42, count: 100_000) }
+            return eventLoop.makeSucceededFuture(answer)
+        }
+    }
+
     /// A client that reads nothing: writes reach it but never complete, until the channel closes.
     final class UnreadSocket: ChannelOutboundHandler {
         typealias OutboundIn = IOData
@@ -79,11 +91,15 @@ import Testing
     }
 
     static func channel(_ file: SentFile, unread: UnreadSocket?) throws -> EmbeddedChannel {
+        try Self.channel(router: FileRouter(file: file), unread: unread)
+    }
+
+    static func channel(router: any FrameRouter, unread: UnreadSocket?) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
         if let unread { try channel.pipeline.syncOperations.addHandler(unread) }
         let memory = ConnectionMemory(budget: MemoryBudget(capacityBytes: 1 << 20))
         let handler = KafkaConnectionHandler(
-            router: FileRouter(file: file), memory: memory, logger: Logger(label: "test"), writeTimeout: .seconds(120))
+            router: router, memory: memory, logger: Logger(label: "test"), writeTimeout: .seconds(120))
         try channel.pipeline.syncOperations.addHandler(handler)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9092)).wait()
         return channel
@@ -141,5 +157,49 @@ import Testing
         #expect(channel.isActive)
         channel.embeddedEventLoop.advanceTime(by: .seconds(100))
         #expect(!channel.isActive && file.leases.load(ordering: .relaxed) == 0)
+    }
+
+    /// Requests that arrived while the client reads none of its answers (the channel is not
+    /// writable) wait unstarted: their answers are not made and held. They start once it reads.
+    @Test func requestsWaitWhileTheClientReadsNothing() throws {
+        let router = LargeAnswerRouter()
+        let channel = try Self.channel(router: router, unread: UnreadSocket())
+        try channel.writeInbound(ByteBuffer(bytes: [0, 0, 0, 0]))
+        #expect(router.handled.load(ordering: .relaxed) == 1)
+        channel.isWritable = false
+        channel.pipeline.fireChannelWritabilityChanged()
+        for _ in 0..<5 { try channel.writeInbound(ByteBuffer(bytes: [0, 0, 0, 0])) }
+        #expect(router.handled.load(ordering: .relaxed) == 1)
+        channel.isWritable = true
+        channel.pipeline.fireChannelWritabilityChanged()
+        #expect(router.handled.load(ordering: .relaxed) == 6)
+        _ = try? channel.finish()
+    }
+
+    /// A client that reads nothing of answers held in memory is disconnected after the write
+    /// timeout too, as one that reads nothing of answers sent from files.
+    @Test func aClientThatReadsNothingIsDisconnected() throws {
+        let channel = try Self.channel(router: LargeAnswerRouter(), unread: UnreadSocket())
+        try channel.writeInbound(ByteBuffer(bytes: [0, 0, 0, 0]))
+        channel.isWritable = false
+        channel.pipeline.fireChannelWritabilityChanged()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(119))
+        #expect(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        #expect(!channel.isActive)
+    }
+
+    /// Once the client reads again, nothing is watched and the connection stays, however long.
+    @Test func aClientThatReadsAgainIsKept() throws {
+        let channel = try Self.channel(router: LargeAnswerRouter(), unread: UnreadSocket())
+        try channel.writeInbound(ByteBuffer(bytes: [0, 0, 0, 0]))
+        channel.isWritable = false
+        channel.pipeline.fireChannelWritabilityChanged()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(100))
+        channel.isWritable = true
+        channel.pipeline.fireChannelWritabilityChanged()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(600))
+        #expect(channel.isActive)
+        _ = try? channel.finish()
     }
 }

@@ -234,3 +234,37 @@ def test_pipelined_fetches_of_cold_records_take_bounded_memory(make_rafka):
     growth_mib = (peak - baseline) / 1024
     assert growth_mib < 200, f"RSS grew {growth_mib:.0f} MiB with 64 pipelined fetches of cold records"
     assert still_serves(rafka)
+
+
+def metadata_v1(correlation):
+    return frame(header(3, 1, correlation) + struct.pack(">i", -1))
+
+
+def test_pipelined_requests_with_large_answers_left_unread_take_bounded_memory(make_rafka):
+    # A few bytes ask for a Metadata answer of 50 KB here (2,000 partitions). A client that sends
+    # 3,000 such requests at once and reads nothing gets answers to those in flight when its
+    # socket fills, not to all it sent (150 MB): the rest wait unstarted.
+    rafka = make_rafka()
+    rafka.admin("topics", "create", "wide", "--partitions", "2000")
+    probe = socket.create_connection(("127.0.0.1", rafka.port))
+    probe.sendall(metadata_v1(0))
+    answer = read_frame(probe)
+    probe.close()
+    assert len(answer) > 40000
+    baseline = rafka.rss_kib()
+    hostile = []
+    for _ in range(2):
+        sock = socket.create_connection(("127.0.0.1", rafka.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"".join(metadata_v1(i) for i in range(3000)))
+        hostile.append(sock)
+    peak = baseline
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        peak = max(peak, rafka.rss_kib())
+        time.sleep(0.1)
+    assert still_serves(rafka)
+    for sock in hostile:
+        sock.close()
+    growth_mib = (peak - baseline) / 1024
+    assert growth_mib < 100, f"RSS grew {growth_mib:.0f} MiB with 6,000 pipelined Metadata requests left unread"
