@@ -11,16 +11,16 @@ public enum Limits {
     /// Request bytes held in memory across all connections at once; past it, connections stop
     /// reading until requests are answered.
     public static let requestMemoryBytesMaxDefault = 512 * 1024 * 1024
-    /// Records read from the device into memory for fetch responses, across all connections, until
-    /// the responses are written. Past it, records the page cache does not hold are sent from
-    /// their file instead (`sendfile` on the connection's loop, which may then wait for the
-    /// device): memory stays bounded however many fetches of cold records are pipelined.
+    /// Records held in memory for fetch responses, across all connections, until the responses
+    /// are written: read from the device, or the hot cache's batches. Past it, records are sent
+    /// from their file instead (`sendfile` on the connection's loop, which may then wait for the
+    /// device): memory stays bounded however many fetches are pipelined and left unread.
     public static let readMemoryBytesMaxDefault = 256 * 1024 * 1024
     /// Open client connections per listener; connections past this are closed at accept.
     public static let connectionsMaxDefault = 10_000
-    /// How long a client may read nothing of a response sent from segment files before its
-    /// connection is closed (`response-write-timeout-ms`): the response holds the segments'
-    /// files open. Kafka's `connections.max.idle.ms`, so a client Kafka keeps, Rafka keeps.
+    /// How long a client may read nothing of its responses before its connection is closed
+    /// (`response-write-timeout-ms`): they hold memory, or the segments' files open. Kafka's
+    /// `connections.max.idle.ms`, so a client Kafka keeps, Rafka keeps.
     public static let responseWriteTimeoutMillisecondsDefault: Int64 = 600_000
     /// The largest record batch a topic may accept unless `max.message.bytes` says otherwise
     /// (Kafka's default, 1 MiB + the batch overhead).

@@ -28,7 +28,8 @@ public final class Broker: Sendable {
     /// Starts segment writeback and drops written-back pages (it waits on the device), apart
     /// from `threadPool` so that fsyncs never queue behind it.
     let writebackPool: NIOThreadPool
-    /// Records fetches read from the device into memory (`max-read-memory-bytes`).
+    /// Records fetch responses hold in memory, read from the device or the hot cache's
+    /// (`max-read-memory-bytes`).
     let readMemory: MemoryBudget
     let cache: MetadataCache
     let control: BrokerControl

@@ -43,14 +43,14 @@ public struct BrokerConfig: Sendable {
     public var connectionsMax = Limits.connectionsMaxDefault
     /// Request bytes held in memory across all connections (Kafka's `queued.max.request.bytes`).
     public var requestMemoryBytesMax = Limits.requestMemoryBytesMaxDefault
-    /// Records read from the device into memory for fetch responses, across all connections
+    /// Records held in memory for fetch responses, across all connections
     /// (`Limits.readMemoryBytesMaxDefault`).
     public var readMemoryBytesMax = Limits.readMemoryBytesMaxDefault
     /// A request frame that has begun must arrive whole within this long.
     public var requestFrameTimeoutMilliseconds: Int64 = 60_000
-    /// A client that reads nothing of a response sent from segment files (records behind the hot
-    /// cache) for this long is disconnected: the response holds the segments' files open, so
-    /// retention cannot give their blocks back while a client that stopped reading keeps it.
+    /// A client that reads nothing of its responses for this long is disconnected: a response
+    /// with records holds the segments' files open (retention cannot give their blocks back) or
+    /// read memory; any other holds its own memory.
     public var responseWriteTimeoutMilliseconds = Limits.responseWriteTimeoutMillisecondsDefault
     /// Kafka's `auto.create.topics.enable`.
     public var autoCreateTopics = true

@@ -7,11 +7,13 @@ import RafkaStorage
 /// The broker's Prometheus metrics, served as text on `metrics-listen` (GET /metrics).
 ///
 /// Read at scrape time from what the broker already counts (the hot cache's statistics, the
-/// partitions it serves, the process's /proc entries) rather than updated on the hot path.
+/// read memory held for fetch responses, the partitions it serves, the process's /proc entries)
+/// rather than updated on the hot path.
 /// Counters advance by what the source counted since the previous scrape.
 final class BrokerMetrics: Sendable {
     private let registry = PrometheusCollectorRegistry()
     private let replicas: ReplicaManager
+    private let readMemory: MemoryBudget
 
     private let partitions: Gauge
     private let cacheBytes: Gauge
@@ -25,13 +27,18 @@ final class BrokerMetrics: Sendable {
     private let cacheMissBytes: Counter
     private let cacheEvictedForBytes: Counter
     private let cacheEvictedForAge: Counter
+    private let readMemoryHeld: Gauge
+    private let readMemoryBudget: Gauge
+    private let readMemoryRefusals: Counter
     private let residentBytes: Gauge
     private let cpuSeconds: Gauge
-    /// The hot cache's counters at the previous scrape (scrapes may overlap).
-    private let previous = NIOLockedValueBox(HotCache.Statistics?.none)
+    /// The hot cache's counters and the read memory's refusals at the previous scrape (scrapes
+    /// may overlap).
+    private let previous = NIOLockedValueBox((cache: HotCache.Statistics?.none, refusals: Int64(0)))
 
-    init(replicas: ReplicaManager) {
+    init(replicas: ReplicaManager, readMemory: MemoryBudget) {
         self.replicas = replicas
+        self.readMemory = readMemory
         let r = self.registry
         func name(_ namespace: String, _ subsystem: String?, _ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
             MetricNameDescriptor(namespace: namespace, subsystem: subsystem, metricName: metric, unitName: unit, helpText: help)
@@ -52,6 +59,14 @@ final class BrokerMetrics: Sendable {
         let evictions = name("rafka", cache, "evictions", "total", "Batches evicted from the hot cache, by reason.")
         self.cacheEvictedForBytes = r.makeCounter(descriptor: evictions, labels: [("reason", "budget")])
         self.cacheEvictedForAge = r.makeCounter(descriptor: evictions, labels: [("reason", "age")])
+        let read = "read_memory"
+        self.readMemoryHeld = r.makeGauge(
+            descriptor: name("rafka", read, "held", "bytes", "Bytes of records held in memory for fetch responses not yet written."))
+        self.readMemoryBudget = r.makeGauge(
+            descriptor: name("rafka", read, "budget", "bytes", "The budget for such records (max-read-memory-bytes)."))
+        self.readMemoryRefusals = r.makeCounter(
+            descriptor: name(
+                "rafka", read, "refusals", "total", "Records sent from their segment files because the read memory was spent."))
         self.residentBytes = r.makeGauge(descriptor: name("process", nil, "resident_memory", "bytes", "Resident memory size in bytes."))
         self.cpuSeconds = r.makeGauge(descriptor: name("process", nil, "cpu_seconds", "total", "User and system CPU time spent in seconds."))
     }
@@ -61,16 +76,20 @@ final class BrokerMetrics: Sendable {
         // Read inside the lock below: overlapping scrapes must not count backwards.
         let statistics = self.previous.withLockedValue { previous in
             let statistics = self.replicas.hotCache.describe()
-            let last = previous
+            let refusals = self.readMemory.refusals
+            self.readMemoryRefusals.increment(by: refusals - previous.refusals)
+            let last = previous.cache
             self.cacheHits.increment(by: statistics.hits - (last?.hits ?? 0))
             self.cacheMisses.increment(by: statistics.misses - (last?.misses ?? 0))
             self.cacheHitBytes.increment(by: statistics.hitBytes - (last?.hitBytes ?? 0))
             self.cacheMissBytes.increment(by: statistics.missBytes - (last?.missBytes ?? 0))
             self.cacheEvictedForBytes.increment(by: statistics.evictedForBytes - (last?.evictedForBytes ?? 0))
             self.cacheEvictedForAge.increment(by: statistics.evictedForAge - (last?.evictedForAge ?? 0))
-            previous = statistics
+            previous = (statistics, refusals)
             return statistics
         }
+        self.readMemoryHeld.set(to: Double(self.readMemory.usedBytes))
+        self.readMemoryBudget.set(to: Double(self.readMemory.capacityBytes))
         self.partitions.set(to: Double(self.replicas.partitionCount))
         self.cacheBytes.set(to: Double(statistics.bytes))
         self.cacheBytesMax.set(to: Double(statistics.bytesMax))

@@ -81,8 +81,8 @@ final class PartitionShell: Sendable {
         var records: LogRecords
         var highWatermark: Int64
         var logStartOffset: Int64
-        /// The memory `records` were read into from the device, given back once the response
-        /// that carries them is written.
+        /// The memory `records` take (read into from the device, or the hot cache's batches
+        /// they are), given back once the response that carries them is written.
         var reservation: MemoryReservation?
     }
 
@@ -381,11 +381,17 @@ final class PartitionShell: Sendable {
 
     /// Reads from the hot cache on the caller's thread, from the offsets last published: nil
     /// when the partition's loop must answer (`read`) — the offset is not cached or is outside
-    /// [log start, log end]. At the log end the answer is empty.
-    func readCached(from offset: Int64, maxBytes: Int, minOneBatch: Bool) -> ReadResult? {
+    /// [log start, log end], or `memory` cannot take the batches. At the log end the answer is
+    /// empty.
+    ///
+    /// The batches take their size from `memory` until the response is written, as records read
+    /// from the device do: they are the cache's, but a response a client does not read keeps
+    /// them after the cache lets them go, and a client could otherwise hold the cache's whole
+    /// budget once per connection.
+    func readCached(from offset: Int64, maxBytes: Int, minOneBatch: Bool, memory: MemoryBudget) -> ReadResult? {
         guard let offsets = self.shared.withLock({ $0.offsets }), offset >= offsets.logStart, offset <= offsets.logEnd
         else { return nil }
-        var records = LogRecords.empty
+        var read = ReadResult(records: .empty, highWatermark: offsets.logEnd, logStartOffset: offsets.logStart)
         if offset < offsets.logEnd {
             guard
                 let cached = self.cachedReader.read(
@@ -393,11 +399,13 @@ final class PartitionShell: Sendable {
                     maxBytes: maxBytes,
                     minOneBatch: minOneBatch,
                     end: offsets.logEnd
-                )
+                ),
+                let reservation = memory.reserve(cached.readableBytes)
             else { return nil }
-            records = .memory(cached)
+            read.records = .memory(cached)
+            read.reservation = reservation
         }
-        return ReadResult(records: records, highWatermark: offsets.logEnd, logStartOffset: offsets.logStart)
+        return read
     }
 
     /// Reads from `offset` (see `PartitionLog.readRecords`) without the partition's loop or the
@@ -411,12 +419,14 @@ final class PartitionShell: Sendable {
     /// as a span, not read: the response sends it from the file. The rest is done on NIO's
     /// blocking pool: reading the offset indexes of segments not read since the log was opened,
     /// finding the span where a header's page was not cached, and reading a span the page cache
-    /// does not hold. What is read so takes its size from `memory` until the
-    /// response is written (`ReadResult.reservation`); when `memory` is spent, the span is sent
-    /// from the file after all, so pipelined fetches of cold records cannot take memory without
-    /// bound. Errors are `BrokerError`s.
+    /// does not hold. What is read so, like the hot cache's batches, takes its size from
+    /// `memory` until the response is written (`ReadResult.reservation`); when `memory` is
+    /// spent, the span is sent from the file instead, so pipelined fetches cannot take memory
+    /// without bound. Errors are `BrokerError`s.
     func read(from offset: Int64, maxBytes: Int, minOneBatch: Bool, memory: MemoryBudget) -> EventLoopFuture<ReadResult> {
-        self.read(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: memory, loadingIndexes: false)
+        self.read(
+            from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: memory,
+            usingCache: true, loadingIndexes: false)
     }
 
     /// What a read leaves to the blocking pool.
@@ -431,14 +441,29 @@ final class PartitionShell: Sendable {
         maxBytes: Int,
         minOneBatch: Bool,
         memory: MemoryBudget,
+        usingCache: Bool,
         loadingIndexes: Bool
     ) -> EventLoopFuture<ReadResult> {
         self.eventLoop.submit { () -> (ReadResult, Pending?) in
             try self.withLog { log, _ in
                 var read = ReadResult(records: .empty, highWatermark: log.logEndOffset, logStartOffset: log.logStartOffset)
-                switch try storage({ () throws(StorageError) in
-                    try log.startRead(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, loadingIndexes: loadingIndexes)
-                }) {
+                var start = try storage { () throws(StorageError) in
+                    try log.startRead(
+                        from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, usingCache: usingCache,
+                        loadingIndexes: loadingIndexes)
+                }
+                if case .records(.memory(let cached)) = start, cached.readableBytes > 0 {
+                    // The hot cache's batches, if `memory` takes them; else their segment's.
+                    read.reservation = memory.reserve(cached.readableBytes)
+                    if read.reservation == nil {
+                        start = try storage { () throws(StorageError) in
+                            try log.startRead(
+                                from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, usingCache: false,
+                                loadingIndexes: loadingIndexes)
+                        }
+                    }
+                }
+                switch start {
                 case .records(let records):
                     read.records = records
                     return (read, nil)
@@ -460,7 +485,9 @@ final class PartitionShell: Sendable {
                 }.flatMapThrowing { loaded in
                     try self.withLog { log, _ in log.adopt(loaded) }
                 }.flatMap {
-                    self.read(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: memory, loadingIndexes: true)
+                    self.read(
+                        from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: memory,
+                        usingCache: usingCache, loadingIndexes: true)
                 }
             case .search(let search):
                 return NIOThreadPool.singleton.runIfActive(eventLoop: self.eventLoop) {

@@ -3,7 +3,8 @@ import Synchronization
 
 /// Bytes held in memory against a maximum, shared by every connection: request frames (the
 /// role of Kafka's `queued.max.request.bytes`, on by default here: `max-request-memory-bytes`),
-/// and records read from the device into memory for fetch responses (`max-read-memory-bytes`).
+/// and records held in memory for fetch responses, read from the device or the hot cache's
+/// (`max-read-memory-bytes`).
 ///
 /// A connection reserves a frame's size when its size prefix arrives, before the body is read,
 /// and releases it when the request is answered. When the budget is spent, connections stop
@@ -14,6 +15,7 @@ final class MemoryBudget: Sendable {
     private struct State {
         var usedBytes = 0
         var waiters: [@Sendable () -> Void] = []
+        var refusals: Int64 = 0
     }
 
     private let state = Mutex(State())
@@ -24,6 +26,9 @@ final class MemoryBudget: Sendable {
     }
 
     var usedBytes: Int { self.state.withLock { $0.usedBytes } }
+
+    /// Reservations `reserve` refused since the start.
+    var refusals: Int64 { self.state.withLock { $0.refusals } }
 
     /// Reserves `bytes`, or registers `retry` to be called once memory is released.
     func tryReserve(_ bytes: Int, retry: @escaping @Sendable () -> Void) -> Bool {
@@ -41,7 +46,10 @@ final class MemoryBudget: Sendable {
     /// not fit now: for callers that have another way to go on than waiting.
     func reserve(_ bytes: Int) -> MemoryReservation? {
         let reserved = self.state.withLock { state in
-            guard self.fits(bytes, state) else { return false }
+            guard self.fits(bytes, state) else {
+                state.refusals += 1
+                return false
+            }
             state.usedBytes += bytes
             return true
         }
@@ -66,7 +74,7 @@ final class MemoryBudget: Sendable {
 }
 
 /// Bytes reserved from a `MemoryBudget`, given back when the last holder lets go: a fetch
-/// response holds the reservation for the records it read into memory until it is written
+/// response holds the reservation for the records it carries from memory until it is written
 /// (`KafkaFrame.leases`), or dropped with its connection.
 final class MemoryReservation: Sendable {
     let budget: MemoryBudget

@@ -287,13 +287,14 @@ extension BrokerProtocolTests {
             _ = try await client.send(CreateTopicsRequest(topics: [.init(name: "published", numPartitions: 1, replicationFactor: 1)]))
             _ = try await client.send(BrokerProtocolTests.produce("published", ["a", "b"]), version: 9)
             let shell = try #require(broker.broker.replicas.shell(for: TopicPartition("published", 0)))
-            let read = try #require(shell.readCached(from: 0, maxBytes: 1 << 20, minOneBatch: true))
+            let memory = broker.broker.readMemory
+            let read = try #require(shell.readCached(from: 0, maxBytes: 1 << 20, minOneBatch: true, memory: memory))
             #expect(read.highWatermark == 2 && read.logStartOffset == 0)
             let batches = try RecordBatch.split(read.records.bytes(), allowPartialTail: false)
             #expect(batches.map(\.header.baseOffset) == [0])
-            let atEnd = try #require(shell.readCached(from: 2, maxBytes: 1 << 20, minOneBatch: true))
+            let atEnd = try #require(shell.readCached(from: 2, maxBytes: 1 << 20, minOneBatch: true, memory: memory))
             #expect(atEnd.records.byteCount == 0 && atEnd.highWatermark == 2)
-            #expect(shell.readCached(from: 3, maxBytes: 1 << 20, minOneBatch: true) == nil)
+            #expect(shell.readCached(from: 3, maxBytes: 1 << 20, minOneBatch: true, memory: memory) == nil)
             // A waiter registered at the end is woken by the next append, on any thread.
             let woken = broker.broker.group.next().makePromise(of: Void.self)
             #expect(shell.addWaiter(observedEnd: 2) { woken.succeed() } != nil)
@@ -304,9 +305,57 @@ extension BrokerProtocolTests {
             }
             try await woken.futureResult.get()
             deadline.cancel()
-            #expect(shell.readCached(from: 2, maxBytes: 1 << 20, minOneBatch: true)?.highWatermark == 3)
+            #expect(shell.readCached(from: 2, maxBytes: 1 << 20, minOneBatch: true, memory: memory)?.highWatermark == 3)
             try await shell.delete().get()
-            #expect(shell.readCached(from: 0, maxBytes: 1 << 20, minOneBatch: true) == nil)
+            #expect(shell.readCached(from: 0, maxBytes: 1 << 20, minOneBatch: true, memory: memory) == nil)
+        }
+    }
+
+    /// Whether all of the broker's read memory is back. What held a reservation (futures, a
+    /// written frame's leases) lets go of it on the loops, just after the caller has its
+    /// answer: every loop is drained three times over first.
+    static func readMemoryReleased(_ broker: TestBroker) async throws -> Bool {
+        for _ in 0..<3 {
+            for loop in broker.broker.group.makeIterator() { try await loop.submit {}.get() }
+        }
+        return broker.broker.readMemory.usedBytes == 0
+    }
+
+    /// The hot cache's batches in a response hold their size of the broker's read memory until
+    /// it is written, so that responses a client leaves unread cannot keep batches the cache has
+    /// let go without bound. With that memory spent, the same records are sent from the segment.
+    @Test func theCachesBatchesInAResponseHoldReadMemory() async throws {
+        try await TestBroker.with { broker in
+            let client = try await broker.connect()
+            defer { client.close() }
+            let created = try await client.send(
+                CreateTopicsRequest(topics: [.init(name: "held", numPartitions: 1, replicationFactor: 1)]))
+            let values = (0..<200).map { "held-\($0)-" + String(repeating: "y", count: 300) }
+            _ = try await client.send(BrokerProtocolTests.produce("held", values), version: 9)
+            let shell = try #require(broker.broker.replicas.shell(for: TopicPartition("held", 0)))
+            let memory = broker.broker.readMemory
+            var cached = shell.readCached(from: 0, maxBytes: 1 << 20, minOneBatch: true, memory: memory)
+            guard case .memory(let bytes) = cached?.records else {
+                Issue.record("the cache did not answer: \(String(describing: cached?.records))")
+                return
+            }
+            #expect(memory.usedBytes == bytes.readableBytes)
+            cached = nil
+            #expect(try await Self.readMemoryReleased(broker))
+
+            let spent = try #require(memory.reserve(memory.capacityBytes))
+            #expect(shell.readCached(from: 0, maxBytes: 1 << 20, minOneBatch: true, memory: memory) == nil)
+            let read = try await shell.read(from: 0, maxBytes: 1 << 20, minOneBatch: true, memory: memory).get()
+            guard case .file(let span) = read.records else {
+                Issue.record("the cache's batches were handed out past the read memory: \(read.records)")
+                return
+            }
+            #expect(try LogRecords.file(span).bytes() == bytes)
+            let fetch = BrokerProtocolTests.fetch(created.topics[0].topicId, offset: 0, maxWaitMs: 0)
+            let fetched = try await client.send(fetch, version: 13)
+            #expect(fetched.responses.first?.partitions.first?.records == bytes)
+            #expect(memory.usedBytes == memory.capacityBytes)
+            withExtendedLifetime(spent) {}
         }
     }
 
@@ -327,14 +376,7 @@ extension BrokerProtocolTests {
             func read() async throws -> PartitionShell.ReadResult {
                 try await shell.read(from: 0, maxBytes: 1 << 20, minOneBatch: true, memory: memory).get()
             }
-            // What held a reservation (futures, a written frame's leases) lets go of it on the
-            // loops, just after the caller has its answer: every loop is drained three times over.
-            func released() async throws -> Bool {
-                for _ in 0..<3 {
-                    for loop in broker.broker.group.makeIterator() { try await loop.submit {}.get() }
-                }
-                return memory.usedBytes == 0
-            }
+            func released() async throws -> Bool { try await Self.readMemoryReleased(broker) }
             guard case .file(let span) = try await read().records else {
                 Issue.record("a warm read is not a span")
                 return

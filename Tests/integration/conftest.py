@@ -4,10 +4,12 @@ starts them (the binary, --data-dir, --listen), on 127.0.0.1 with free ports.
 tools/dev test sets RAFKA_BIN, RAFKA_ADMIN_BIN and RAFKA_BENCH_BIN to the release binaries."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -21,6 +23,17 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def metrics(port):
+    """GET /metrics from `metrics-listen` on `port`, as {name{labels}: value}."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    values = {}
+    for line in text.splitlines():
+        match = re.match(r'^(\w+)(\{[^}]*\})? (\S+)$', line)
+        if match:
+            values[match.group(1) + (match.group(2) or "")] = float(match.group(3))
+    return values
 
 
 def wait_for(predicate, timeout=20.0, what="condition"):

@@ -11,7 +11,7 @@ import time
 import confluent_kafka as ck
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from conftest import BENCH_BIN
+from conftest import BENCH_BIN, free_port, metrics
 
 
 def frame(body):
@@ -233,6 +233,41 @@ def test_pipelined_fetches_of_cold_records_take_bounded_memory(make_rafka):
     hostile.close()
     growth_mib = (peak - baseline) / 1024
     assert growth_mib < 200, f"RSS grew {growth_mib:.0f} MiB with 64 pipelined fetches of cold records"
+    assert still_serves(rafka)
+
+
+def test_pipelined_fetches_left_unread_cannot_keep_the_hot_cache_s_batches(make_rafka):
+    # A response holds the hot cache's batches until it is written; one the client never reads
+    # keeps them after the cache has let them go. Connection after connection, each asking for
+    # the cache's newest 50 MB and reading nothing while producers replace them, would take
+    # 50 MB each: the batches in unwritten responses count against max-read-memory-bytes (32 MiB
+    # here), and past it the records are sent from their segment files.
+    metrics_port = free_port()
+    rafka = make_rafka(["--metrics-listen", f"127.0.0.1:{metrics_port}"],
+                       config_text="hot-cache-bytes: 67108864\nmax-read-memory-bytes: 33554432\n")
+    baseline = None
+    hostile = []
+    for round_ in range(6):
+        subprocess.run([BENCH_BIN, "produce", "--bootstrap", rafka.bootstrap, "--topic", "pinned", "--partitions", "1",
+                        "--compression", "none", "--records", "70000", "--warmup", "0", "--json"],
+                       check=True, capture_output=True, timeout=120)
+        if baseline is None:
+            baseline = rafka.rss_kib()
+        end = 70000 * (round_ + 1)
+        sock = socket.create_connection(("127.0.0.1", rafka.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"".join(fetch_v4(b"pinned", end - 50000, i, 64 << 20) for i in range(4)))
+        hostile.append(sock)
+    time.sleep(1)
+    growth_mib = (rafka.rss_kib() - baseline) / 1024
+    # Meanwhile a consumer reads the newest records.
+    out = subprocess.run(["kcat", "-C", "-b", rafka.bootstrap, "-t", "pinned", "-o", "-1000", "-e", "-q", "-f", "%o\n"],
+                         capture_output=True, text=True, timeout=60).stdout
+    assert len(out.split()) == 1000
+    for sock in hostile:
+        sock.close()
+    assert growth_mib < 150, f"RSS grew {growth_mib:.0f} MiB with six connections holding the cache's batches"
+    assert metrics(metrics_port)["rafka_read_memory_refusals_total"] > 0
     assert still_serves(rafka)
 
 

@@ -2,22 +2,10 @@
 from the beginning reads what the budget pushed out from the segment files, and both see every
 record; `rafka-admin cache describe` and GET /metrics report the same counters."""
 import random
-import re
-import urllib.request
 
 import confluent_kafka as ck
 
-from conftest import free_port
-
-
-def metrics(port):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    values = {}
-    for line in text.splitlines():
-        match = re.match(r'^(\w+)(\{[^}]*\})? (\S+)$', line)
-        if match:
-            values[match.group(1) + (match.group(2) or "")] = float(match.group(3))
-    return values
+from conftest import free_port, metrics
 
 
 def consume(consumer, want, timeout=30):
@@ -76,6 +64,7 @@ def test_tail_consumers_read_from_memory_and_the_rest_from_disk(make_rafka):
     assert scraped['rafka_hot_cache_evictions_total{reason="budget"}'] >= after["evictedForBytes"]
     assert scraped["rafka_hot_cache_budget_bytes"] == budget
     assert scraped["rafka_partitions_served"] >= 1
+    assert scraped["rafka_read_memory_budget_bytes"] == 256 << 20
     assert scraped["process_resident_memory_bytes"] > 0
 
 

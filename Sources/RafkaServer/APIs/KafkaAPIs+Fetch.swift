@@ -140,14 +140,17 @@ final class FetchOperation {
             let partition = self.targets[index].partition
             let maxBytes = min(Int(max(0, partition.partitionMaxBytes)), remaining)
             let minOneBatch = remaining == self.responseBytesMax
-            if let read = shell.readCached(from: partition.fetchOffset, maxBytes: maxBytes, minOneBatch: minOneBatch) {
+            let memory = self.broker.readMemory
+            if let read = shell.readCached(
+                from: partition.fetchOffset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: memory)
+            {
                 self.collected.append(.success(read))
                 remaining = max(0, remaining - read.records.byteCount)
                 continue
             }
             let this = self.onLoop
             let left = remaining
-            shell.read(from: partition.fetchOffset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: self.broker.readMemory)
+            shell.read(from: partition.fetchOffset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: memory)
                 .map { PartitionResult.success($0) }
                 .recover { PartitionResult.failure($0 as? BrokerError ?? BrokerError(.unknownServerError, "\($0)")) }
                 .hop(to: self.context.eventLoop)
