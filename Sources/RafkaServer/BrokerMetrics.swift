@@ -64,9 +64,8 @@ final class BrokerMetrics: Sendable {
             descriptor: name("rafka", read, "held", "bytes", "Bytes of records held in memory for fetch responses not yet written."))
         self.readMemoryBudget = r.makeGauge(
             descriptor: name("rafka", read, "budget", "bytes", "The budget for such records (max-read-memory-bytes)."))
-        self.readMemoryRefusals = r.makeCounter(
-            descriptor: name(
-                "rafka", read, "refusals", "total", "Records sent from their segment files because the read memory was spent."))
+        let refusals = "Times max-read-memory-bytes refused records a fetch response would hold (sent from segment files instead)."
+        self.readMemoryRefusals = r.makeCounter(descriptor: name("rafka", read, "refusals", "total", refusals))
         self.residentBytes = r.makeGauge(descriptor: name("process", nil, "resident_memory", "bytes", "Resident memory size in bytes."))
         self.cpuSeconds = r.makeGauge(descriptor: name("process", nil, "cpu_seconds", "total", "User and system CPU time spent in seconds."))
     }

@@ -201,6 +201,9 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
+            // The client read: the checks without progress start over.
+            self.checksWithoutProgress = 0
+            self.progressAtLastCheck = self.writeProgress(context: context)
             self.startWaiting(context: context)
         } else {
             self.watchWrites(context: context)

@@ -393,19 +393,25 @@ final class PartitionShell: Sendable {
         else { return nil }
         var read = ReadResult(records: .empty, highWatermark: offsets.logEnd, logStartOffset: offsets.logStart)
         if offset < offsets.logEnd {
+            // A refusal is not counted here: the partition's loop asks again.
             guard
                 let cached = self.cachedReader.read(
-                    from: offset,
-                    maxBytes: maxBytes,
-                    minOneBatch: minOneBatch,
-                    end: offsets.logEnd
-                ),
-                let reservation = memory.reserve(cached.readableBytes)
+                    from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, end: offsets.logEnd,
+                    admit: { Self.hold($0, from: memory, countingRefusal: false, in: &read.reservation) })
             else { return nil }
             read.records = .memory(cached)
-            read.reservation = reservation
         }
         return read
+    }
+
+    /// Reserves `bytes` of the hot cache's batches from `memory` into `reservation` (none for
+    /// none); false when `memory` refuses them.
+    private static func hold(
+        _ bytes: Int, from memory: MemoryBudget, countingRefusal: Bool, in reservation: inout MemoryReservation?
+    ) -> Bool {
+        guard bytes > 0 else { return true }
+        reservation = memory.reserve(bytes, countingRefusal: countingRefusal)
+        return reservation != nil
     }
 
     /// Reads from `offset` (see `PartitionLog.readRecords`) without the partition's loop or the
@@ -424,9 +430,7 @@ final class PartitionShell: Sendable {
     /// spent, the span is sent from the file instead, so pipelined fetches cannot take memory
     /// without bound. Errors are `BrokerError`s.
     func read(from offset: Int64, maxBytes: Int, minOneBatch: Bool, memory: MemoryBudget) -> EventLoopFuture<ReadResult> {
-        self.read(
-            from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: memory,
-            usingCache: true, loadingIndexes: false)
+        self.read(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: memory, loadingIndexes: false)
     }
 
     /// What a read leaves to the blocking pool.
@@ -441,27 +445,16 @@ final class PartitionShell: Sendable {
         maxBytes: Int,
         minOneBatch: Bool,
         memory: MemoryBudget,
-        usingCache: Bool,
         loadingIndexes: Bool
     ) -> EventLoopFuture<ReadResult> {
         self.eventLoop.submit { () -> (ReadResult, Pending?) in
             try self.withLog { log, _ in
                 var read = ReadResult(records: .empty, highWatermark: log.logEndOffset, logStartOffset: log.logStartOffset)
-                var start = try storage { () throws(StorageError) in
+                // The hot cache's batches if `memory` takes them, else their segment's.
+                let start = try storage { () throws(StorageError) in
                     try log.startRead(
-                        from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, usingCache: usingCache,
-                        loadingIndexes: loadingIndexes)
-                }
-                if case .records(.memory(let cached)) = start, cached.readableBytes > 0 {
-                    // The hot cache's batches, if `memory` takes them; else their segment's.
-                    read.reservation = memory.reserve(cached.readableBytes)
-                    if read.reservation == nil {
-                        start = try storage { () throws(StorageError) in
-                            try log.startRead(
-                                from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, usingCache: false,
-                                loadingIndexes: loadingIndexes)
-                        }
-                    }
+                        from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, loadingIndexes: loadingIndexes,
+                        admitCached: { Self.hold($0, from: memory, countingRefusal: true, in: &read.reservation) })
                 }
                 switch start {
                 case .records(let records):
@@ -485,9 +478,7 @@ final class PartitionShell: Sendable {
                 }.flatMapThrowing { loaded in
                     try self.withLog { log, _ in log.adopt(loaded) }
                 }.flatMap {
-                    self.read(
-                        from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: memory,
-                        usingCache: usingCache, loadingIndexes: true)
+                    self.read(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: memory, loadingIndexes: true)
                 }
             case .search(let search):
                 return NIOThreadPool.singleton.runIfActive(eventLoop: self.eventLoop) {

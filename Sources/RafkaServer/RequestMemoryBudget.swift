@@ -27,7 +27,7 @@ final class MemoryBudget: Sendable {
 
     var usedBytes: Int { self.state.withLock { $0.usedBytes } }
 
-    /// Reservations `reserve` refused since the start.
+    /// Reservations `reserve` refused (and counted) since the start.
     var refusals: Int64 { self.state.withLock { $0.refusals } }
 
     /// Reserves `bytes`, or registers `retry` to be called once memory is released.
@@ -43,11 +43,12 @@ final class MemoryBudget: Sendable {
     }
 
     /// Reserves `bytes` until the reservation is released (deinitialised), or nil when they do
-    /// not fit now: for callers that have another way to go on than waiting.
-    func reserve(_ bytes: Int) -> MemoryReservation? {
+    /// not fit now: for callers that have another way to go on than waiting. A refusal is
+    /// counted in `refusals` unless the caller will ask again.
+    func reserve(_ bytes: Int, countingRefusal: Bool = true) -> MemoryReservation? {
         let reserved = self.state.withLock { state in
             guard self.fits(bytes, state) else {
-                state.refusals += 1
+                if countingRefusal { state.refusals += 1 }
                 return false
             }
             state.usedBytes += bytes

@@ -175,11 +175,13 @@ public final class HotCache: Sendable {
 
     /// Whole cached batches of `key` starting with the one that holds `offset`, up to
     /// `maxBytes` (at least one batch when `minOneBatch`) and ending at or before `end`, or nil
-    /// when the cache does not hold `offset` (the caller reads the segments and reports it with
-    /// `recordMiss`). One batch is returned as the cached slice itself; several are copied into
-    /// one buffer.
+    /// when the cache does not hold `offset` or `admit` refuses their size (the caller reads the
+    /// segments and reports it with `recordMiss`). `admit` runs inside the cache's lock; only
+    /// admitted reads count as hits. One batch is returned as the cached slice itself; several
+    /// are copied into one buffer.
     public func read(
-        _ key: LogKey, from offset: Int64, maxBytes: Int, minOneBatch: Bool, end: Int64 = .max
+        _ key: LogKey, from offset: Int64, maxBytes: Int, minOneBatch: Bool, end: Int64 = .max,
+        admit: (_ bytes: Int) -> Bool = { _ in true }
     ) -> ByteBuffer? {
         guard self.isEnabled else { return nil }
         let found = self.state.withLock { state -> [ByteBuffer]? in
@@ -204,6 +206,7 @@ public final class HotCache: Sendable {
                 total += size
                 slices.append(entry.bytes)
             }
+            guard admit(total) else { return nil }
             state.hits += 1
             state.hitBytes += Int64(total)
             return slices
@@ -222,8 +225,11 @@ public final class HotCache: Sendable {
         let key: LogKey
 
         /// `HotCache.read` for this log.
-        public func read(from offset: Int64, maxBytes: Int, minOneBatch: Bool, end: Int64) -> ByteBuffer? {
-            self.cache.read(self.key, from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, end: end)
+        public func read(
+            from offset: Int64, maxBytes: Int, minOneBatch: Bool, end: Int64,
+            admit: (_ bytes: Int) -> Bool = { _ in true }
+        ) -> ByteBuffer? {
+            self.cache.read(self.key, from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, end: end, admit: admit)
         }
     }
 

@@ -51,25 +51,25 @@ extension PartitionLog {
         if segment.baseOffset == loaded.baseOffset { segment.adopt(index) }
     }
 
-    /// The start of `readRecords`, reading no file: the hot cache's batches (unless not
-    /// `usingCache`: every batch in the cache is in its segment too), or where in the segments
-    /// to look for the span. A segment's offset index not loaded yet is loaded here (a read of
-    /// its file, or a scan of the segment) when `loadingIndexes`; otherwise the answer is the
-    /// index file to read first.
+    /// The start of `readRecords`, reading no file: the hot cache's batches, if `admitCached`
+    /// takes their size (see `HotCache.read`; every batch in the cache is in its segment too),
+    /// or where in the segments to look for the span. A segment's offset index not loaded yet
+    /// is loaded here (a read of its file, or a scan of the segment) when `loadingIndexes`;
+    /// otherwise the answer is the index file to read first.
     public func startRead(
         from offset: Int64,
         maxBytes: Int,
         minOneBatch: Bool,
-        usingCache: Bool = true,
-        loadingIndexes: Bool = true
+        loadingIndexes: Bool = true,
+        admitCached: (_ bytes: Int) -> Bool = { _ in true }
     ) throws(StorageError) -> ReadStart {
         guard offset >= self.logStartOffset, offset <= self.logEndOffset else {
             throw StorageError(
                 .offsetOutOfRange, "offset \(offset) is outside [\(self.logStartOffset), \(self.logEndOffset)]")
         }
         guard offset < self.logEndOffset else { return .records(.empty) }
-        if usingCache,
-            let cached = self.cache.read(self.cacheKey, from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch)
+        if let cached = self.cache.read(
+            self.cacheKey, from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, admit: admitCached)
         {
             return .records(.memory(cached))
         }

@@ -323,7 +323,8 @@ extension BrokerProtocolTests {
 
     /// The hot cache's batches in a response hold their size of the broker's read memory until
     /// it is written, so that responses a client leaves unread cannot keep batches the cache has
-    /// let go without bound. With that memory spent, the same records are sent from the segment.
+    /// let go without bound. With that memory spent, the same records are sent from the segment
+    /// (a miss of the cache, and a refusal of the read memory).
     @Test func theCachesBatchesInAResponseHoldReadMemory() async throws {
         try await TestBroker.with { broker in
             let client = try await broker.connect()
@@ -342,19 +343,26 @@ extension BrokerProtocolTests {
             #expect(memory.usedBytes == bytes.readableBytes)
             cached = nil
             #expect(try await Self.readMemoryReleased(broker))
+            // A fetch the cache answers gives its memory back once its response is written.
+            let fetch = BrokerProtocolTests.fetch(created.topics[0].topicId, offset: 0, maxWaitMs: 0)
+            #expect(try await client.send(fetch, version: 13).responses.first?.partitions.first?.records == bytes)
+            #expect(try await Self.readMemoryReleased(broker))
 
+            let cache = broker.broker.replicas.hotCache
+            let before = cache.describe()
             let spent = try #require(memory.reserve(memory.capacityBytes))
             #expect(shell.readCached(from: 0, maxBytes: 1 << 20, minOneBatch: true, memory: memory) == nil)
+            #expect(memory.refusals == 0)
             let read = try await shell.read(from: 0, maxBytes: 1 << 20, minOneBatch: true, memory: memory).get()
             guard case .file(let span) = read.records else {
                 Issue.record("the cache's batches were handed out past the read memory: \(read.records)")
                 return
             }
             #expect(try LogRecords.file(span).bytes() == bytes)
-            let fetch = BrokerProtocolTests.fetch(created.topics[0].topicId, offset: 0, maxWaitMs: 0)
-            let fetched = try await client.send(fetch, version: 13)
-            #expect(fetched.responses.first?.partitions.first?.records == bytes)
-            #expect(memory.usedBytes == memory.capacityBytes)
+            #expect(memory.refusals == 1)
+            #expect(cache.describe().hits == before.hits && cache.describe().misses == before.misses + 1)
+            #expect(try await client.send(fetch, version: 13).responses.first?.partitions.first?.records == bytes)
+            #expect(cache.describe().hits == before.hits && cache.describe().misses == before.misses + 2)
             withExtendedLifetime(spent) {}
         }
     }

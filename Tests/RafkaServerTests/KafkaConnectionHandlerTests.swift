@@ -202,4 +202,23 @@ import Testing
         #expect(channel.isActive)
         _ = try? channel.finish()
     }
+
+    /// A client that reads in bursts, further apart than the write timeout's checks, is kept:
+    /// each time it reads (the channel turns writable), the checks without progress start over.
+    @Test func aClientThatReadsInBurstsIsKept() throws {
+        let channel = try Self.channel(router: LargeAnswerRouter(), unread: UnreadSocket())
+        try channel.writeInbound(ByteBuffer(bytes: [0, 0, 0, 0]))
+        channel.isWritable = false
+        channel.pipeline.fireChannelWritabilityChanged()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(100))
+        // It reads, and the next answers fill its socket again at once.
+        channel.isWritable = true
+        channel.pipeline.fireChannelWritabilityChanged()
+        channel.isWritable = false
+        channel.pipeline.fireChannelWritabilityChanged()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(100))
+        #expect(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(40))
+        #expect(!channel.isActive)
+    }
 }

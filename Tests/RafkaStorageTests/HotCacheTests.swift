@@ -81,6 +81,22 @@ import Testing
         #expect(cache.describe().hits == 2)
     }
 
+    /// A read whose size the caller does not admit (the broker's read memory is spent) is nil,
+    /// as for batches the cache does not hold, and no hit; `admit` is asked the size returned.
+    @Test func readsTheCallerDoesNotAdmitAreNoHits() throws {
+        defer { self.directory.remove() }
+        let cache = HotCache(bytesMax: 1 << 20, maxAgeMilliseconds: 60_000)
+        let log = try self.open("t", cache: cache)
+        for _ in 0..<3 { try self.append(log, Batches.make(count: 2, valueBytes: 100)) }
+        var asked: [Int] = []
+        #expect(log.cachedReader.read(from: 0, maxBytes: 1 << 20, minOneBatch: true, end: 6) { asked.append($0); return false } == nil)
+        #expect(cache.describe().hits == 0)
+        let all = try #require(log.cachedReader.read(from: 0, maxBytes: 1 << 20, minOneBatch: true, end: 6) { asked.append($0); return true })
+        #expect(try Batches.offsets(all) == [0, 2, 4])
+        #expect(asked == [all.readableBytes, all.readableBytes])
+        #expect(cache.describe().hits == 1)
+    }
+
     /// Over budget, the oldest batches of any partition leave first; reads behind the cache
     /// come from the segments, counted as misses.
     @Test func budgetEvictsOldestFirstAcrossPartitions() throws {
