@@ -105,6 +105,13 @@ import Testing
         return channel
     }
 
+    /// What NIO does when the bytes it holds for the socket cross its marks: the client stopped
+    /// reading (not writable), or read again.
+    static func setWritable(_ channel: EmbeddedChannel, _ writable: Bool) {
+        channel.isWritable = writable
+        channel.pipeline.fireChannelWritabilityChanged()
+    }
+
     /// A response sent from a file goes out as the file's region, and its lease on the file is
     /// let go once written; the write deadline is then cancelled.
     @Test func aWrittenResponseLetsItsFileGo() throws {
@@ -166,12 +173,10 @@ import Testing
         let channel = try Self.channel(router: router, unread: UnreadSocket())
         try channel.writeInbound(ByteBuffer(bytes: [0, 0, 0, 0]))
         #expect(router.handled.load(ordering: .relaxed) == 1)
-        channel.isWritable = false
-        channel.pipeline.fireChannelWritabilityChanged()
+        Self.setWritable(channel, false)
         for _ in 0..<5 { try channel.writeInbound(ByteBuffer(bytes: [0, 0, 0, 0])) }
         #expect(router.handled.load(ordering: .relaxed) == 1)
-        channel.isWritable = true
-        channel.pipeline.fireChannelWritabilityChanged()
+        Self.setWritable(channel, true)
         #expect(router.handled.load(ordering: .relaxed) == 6)
         _ = try? channel.finish()
     }
@@ -181,8 +186,7 @@ import Testing
     @Test func aClientThatReadsNothingIsDisconnected() throws {
         let channel = try Self.channel(router: LargeAnswerRouter(), unread: UnreadSocket())
         try channel.writeInbound(ByteBuffer(bytes: [0, 0, 0, 0]))
-        channel.isWritable = false
-        channel.pipeline.fireChannelWritabilityChanged()
+        Self.setWritable(channel, false)
         channel.embeddedEventLoop.advanceTime(by: .seconds(119))
         #expect(channel.isActive)
         channel.embeddedEventLoop.advanceTime(by: .seconds(2))
@@ -193,11 +197,9 @@ import Testing
     @Test func aClientThatReadsAgainIsKept() throws {
         let channel = try Self.channel(router: LargeAnswerRouter(), unread: UnreadSocket())
         try channel.writeInbound(ByteBuffer(bytes: [0, 0, 0, 0]))
-        channel.isWritable = false
-        channel.pipeline.fireChannelWritabilityChanged()
+        Self.setWritable(channel, false)
         channel.embeddedEventLoop.advanceTime(by: .seconds(100))
-        channel.isWritable = true
-        channel.pipeline.fireChannelWritabilityChanged()
+        Self.setWritable(channel, true)
         channel.embeddedEventLoop.advanceTime(by: .seconds(600))
         #expect(channel.isActive)
         _ = try? channel.finish()
@@ -208,14 +210,11 @@ import Testing
     @Test func aClientThatReadsInBurstsIsKept() throws {
         let channel = try Self.channel(router: LargeAnswerRouter(), unread: UnreadSocket())
         try channel.writeInbound(ByteBuffer(bytes: [0, 0, 0, 0]))
-        channel.isWritable = false
-        channel.pipeline.fireChannelWritabilityChanged()
+        Self.setWritable(channel, false)
         channel.embeddedEventLoop.advanceTime(by: .seconds(100))
         // It reads, and the next answers fill its socket again at once.
-        channel.isWritable = true
-        channel.pipeline.fireChannelWritabilityChanged()
-        channel.isWritable = false
-        channel.pipeline.fireChannelWritabilityChanged()
+        Self.setWritable(channel, true)
+        Self.setWritable(channel, false)
         channel.embeddedEventLoop.advanceTime(by: .seconds(100))
         #expect(channel.isActive)
         channel.embeddedEventLoop.advanceTime(by: .seconds(40))
