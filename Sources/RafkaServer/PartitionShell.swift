@@ -471,13 +471,7 @@ final class PartitionShell: Sendable {
         }.flatMap { read, pending in
             switch pending {
             case .indexes(let load):
-                // Read on the pool, adopted on this loop (where the pool's answer arrives), then
-                // the read starts again; an index that could not be read is loaded then, here.
-                return NIOThreadPool.singleton.runIfActive(eventLoop: self.eventLoop) {
-                    try storage { () throws(StorageError) in try load.read() }
-                }.flatMapThrowing { loaded in
-                    try self.withLog { log, _ in log.adopt(loaded) }
-                }.flatMap {
+                return self.adoptIndex(load).flatMap {
                     self.read(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: memory, loadingIndexes: true)
                 }
             case .search(let search):
@@ -531,19 +525,48 @@ final class PartitionShell: Sendable {
 
     /// ListOffsets by time: the first record at or after `timestamp`, or nil.
     func offset(forTimestamp timestamp: Int64) -> EventLoopFuture<(timestamp: Int64, offset: Int64)?> {
-        self.eventLoop.submit {
-            try self.withLog { log, _ -> (timestamp: Int64, offset: Int64)? in
-                try storage { () throws(StorageError) in try log.offset(forTimestamp: timestamp) }
-            }
+        self.searchByTime(loadingIndexes: false) { log, loadingIndexes throws(StorageError) in
+            try log.startTimeSearch(for: timestamp, loadingIndexes: loadingIndexes)
         }
     }
 
     /// ListOffsets MAX_TIMESTAMP.
     func maxTimestamp() -> EventLoopFuture<(timestamp: Int64, offset: Int64)?> {
+        self.searchByTime(loadingIndexes: false) { log, loadingIndexes throws(StorageError) in
+            try log.startMaxTimestampSearch(loadingIndexes: loadingIndexes)
+        }
+    }
+
+    /// A search by time planned on the partition's loop (`start`), from memory, and run on
+    /// NIO's blocking pool (`TimeSearch.find`: batch headers, and one batch decompressed), as
+    /// reads behind the hot cache are: the partition's loop waits neither for the device nor
+    /// for the decompression. An offset index not loaded yet is read on the pool first.
+    private func searchByTime(
+        loadingIndexes: Bool,
+        _ start: @escaping @Sendable (PartitionLog, Bool) throws(StorageError) -> PartitionLog.TimeSearchStart
+    ) -> EventLoopFuture<(timestamp: Int64, offset: Int64)?> {
         self.eventLoop.submit {
-            try self.withLog { log, _ -> (timestamp: Int64, offset: Int64)? in
-                try storage { () throws(StorageError) in try log.maxTimestampAndOffset() }
+            try self.withLog { log, _ in try storage { () throws(StorageError) in try start(log, loadingIndexes) } }
+        }.flatMap { started in
+            switch started {
+            case .loadIndexes(let load):
+                return self.adoptIndex(load).flatMap { self.searchByTime(loadingIndexes: true, start) }
+            case .search(let search):
+                return NIOThreadPool.singleton.runIfActive(eventLoop: self.eventLoop) {
+                    try storage { () throws(StorageError) in try search.find() }
+                }
             }
+        }
+    }
+
+    /// Reads an offset index file on the pool and gives it to the log on its loop (where the
+    /// pool's answer arrives); one that could not be read is loaded when the caller starts
+    /// again, there.
+    private func adoptIndex(_ load: PartitionLog.IndexLoad) -> EventLoopFuture<Void> {
+        NIOThreadPool.singleton.runIfActive(eventLoop: self.eventLoop) {
+            try storage { () throws(StorageError) in try load.read() }
+        }.flatMapThrowing { loaded in
+            try self.withLog { log, _ in log.adopt(loaded) }
         }
     }
 

@@ -420,11 +420,6 @@ final class LogSegment {
 
     // MARK: Reading
 
-    /// The position of the first batch whose last offset is ≥ `offset`, or nil if none is.
-    func position(of offset: Int64) throws(StorageError) -> (position: Int, header: RecordBatchHeader)? {
-        try self.searchStart(for: offset, maxBytes: 0).batch(holding: offset, waiting: true)
-    }
-
     /// Where a search for `offset`, and for the end of a span of `maxBytes` from it, starts:
     /// from the offset index, in memory (loaded first if it is not); no batch is read.
     func searchStart(for offset: Int64, maxBytes: Int) throws(StorageError) -> SpanSearch.Segment {
@@ -444,12 +439,6 @@ final class LogSegment {
         let limit = from + min(maxBytes, self.size - from)
         let endSearchFrom = self.offsetIndex?.position(atOrBeforePosition: limit) ?? from
         return SpanSearch.Segment(file: self.log, size: self.size, from: from, endSearchFrom: max(from, endSearchFrom))
-    }
-
-    /// Every batch from `position` to the end, for record-level searches. Small segments only
-    /// would be read whole; this reads one batch at a time.
-    func batch(at position: Int, header: RecordBatchHeader) throws(StorageError) -> ByteBuffer {
-        try self.log.read(at: position, length: header.totalBytes, allocator: self.allocator)
     }
 
     /// A starting point for a timestamp search: just after the last time-index entry whose

@@ -1,6 +1,5 @@
 import KafkaProtocol
 import NIOCore
-import RafkaCompression
 import RafkaCore
 
 extension PartitionLog {
@@ -103,66 +102,5 @@ extension PartitionLog {
             if self.segments[mid].baseOffset <= offset { low = mid + 1 } else { high = mid }
         }
         return max(0, low - 1)
-    }
-
-    /// The first record whose timestamp is ≥ `timestamp` (ListOffsets by time), as
-    /// (timestamp, offset), or nil if every record is older.
-    ///
-    /// Finds the first segment whose max timestamp reaches `timestamp`, starts from its time
-    /// index, then reads batches and, inside the first batch that qualifies, its records (which
-    /// means decompressing that one batch, as Kafka does).
-    public func offset(forTimestamp timestamp: Int64) throws(StorageError) -> (timestamp: Int64, offset: Int64)? {
-        for segment in self.segments where segment.maxTimestamp >= timestamp {
-            let start = max(try segment.searchStart(forTimestamp: timestamp), self.logStartOffset)
-            guard var found = try segment.position(of: start) else { continue }
-            while true {
-                if found.header.maxTimestamp >= timestamp {
-                    let bytes = try segment.batch(at: found.position, header: found.header)
-                    if let hit = try Self.firstRecord(in: bytes, header: found.header, atOrAfter: timestamp) {
-                        return hit
-                    }
-                }
-                let next = found.position + found.header.totalBytes
-                guard next < segment.size, let header = try segment.position(of: found.header.nextOffset) else { break }
-                found = header
-            }
-        }
-        return nil
-    }
-
-    /// The record with the largest timestamp (ListOffsets MAX_TIMESTAMP, KIP-734): the segments
-    /// know which batch holds it; the record itself is found inside that batch.
-    public func maxTimestampAndOffset() throws(StorageError) -> (timestamp: Int64, offset: Int64)? {
-        guard let best = self.segments.max(by: { $0.maxTimestamp < $1.maxTimestamp }), best.maxTimestamp >= 0,
-            best.offsetOfMaxTimestamp >= self.logStartOffset,
-            let found = try best.position(of: best.offsetOfMaxTimestamp)
-        else { return nil }
-        let bytes = try best.batch(at: found.position, header: found.header)
-        return try Self.firstRecord(in: bytes, header: found.header, atOrAfter: best.maxTimestamp)
-            ?? (best.maxTimestamp, best.offsetOfMaxTimestamp)
-    }
-
-    private static func firstRecord(
-        in batch: ByteBuffer,
-        header: RecordBatchHeader,
-        atOrAfter timestamp: Int64
-    ) throws(StorageError) -> (timestamp: Int64, offset: Int64)? {
-        if header.isLogAppendTime { return (header.maxTimestamp, header.baseOffset) }
-        guard let codec = CompressionCodec(rawValue: header.compressionCodecValue) else {
-            throw StorageError(.corruptSegment, "batch at offset \(header.baseOffset) has codec \(header.compressionCodecValue)")
-        }
-        do {
-            let payload = try codec.decompress(
-                RecordBatch.recordsSection(of: batch), outputBytesMax: Limits.decompressedBatchBytesMax)
-            for record in try RecordBatch.decodeRecords(payload) {
-                let recordTimestamp = header.baseTimestamp &+ record.timestampDelta
-                if recordTimestamp >= timestamp {
-                    return (recordTimestamp, header.baseOffset + Int64(record.offsetDelta))
-                }
-            }
-        } catch {
-            throw StorageError(.corruptSegment, "batch at offset \(header.baseOffset): \(error)")
-        }
-        return nil
     }
 }

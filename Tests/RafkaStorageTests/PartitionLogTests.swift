@@ -317,6 +317,44 @@ import Testing
         #expect(try log.maxTimestampAndOffset()! == (2_904, 99))
     }
 
+    /// A search by time is planned from memory and runs where the caller likes; after a
+    /// restart, a closed segment's offset index is asked for first (to be read elsewhere), and
+    /// the search then answers as before.
+    @Test func searchesByTimeRunFromAPlanAndLoadClosedIndexesFirst() throws {
+        defer { self.directory.remove() }
+        let overrides = ["segment.bytes": "600", "index.interval.bytes": "50"]
+        do {
+            let (log, _) = try self.open(overrides)
+            for i in 0..<20 {
+                _ = try self.append(
+                    log, Batches.make(count: 5, valueBytes: 20, timestamp: 1_000 + Int64(i) * 100, codec: .lz4))
+            }
+            #expect(log.segmentCount > 3)
+            try log.close()
+        }
+        let (log, _) = try self.open(overrides)
+        guard case .loadIndexes(let load) = try log.startTimeSearch(for: 1_302, loadingIndexes: false) else {
+            Issue.record("a closed segment's search by time started without loading its index")
+            return
+        }
+        log.adopt(try load.read())
+        guard case .search(let search) = try log.startTimeSearch(for: 1_302, loadingIndexes: false) else {
+            Issue.record("an adopted index was asked for again")
+            return
+        }
+        #expect(try search.find()! == (1_302, 17))
+        guard case .search(let latest) = try log.startMaxTimestampSearch(loadingIndexes: false) else {
+            Issue.record("the active segment's index is in memory")
+            return
+        }
+        #expect(try latest.find()! == (2_904, 99))
+        guard case .search(let none) = try log.startTimeSearch(for: 99_999, loadingIndexes: false) else {
+            Issue.record("nothing to search needs no index")
+            return
+        }
+        #expect(try none.find() == nil)
+    }
+
     @Test func cleanRestartKeepsEverything() throws {
         defer { self.directory.remove() }
         do {
