@@ -311,14 +311,32 @@ extension BrokerProtocolTests {
         }
     }
 
-    /// Whether all of the broker's read memory is back. What held a reservation (futures, a
-    /// written frame's leases) lets go of it on the loops, just after the caller has its
-    /// answer: every loop is drained three times over first.
+    /// Whether all of the broker's read memory comes back within 10 s. What held a reservation
+    /// (futures, a written frame's leases, a blocking-pool thread's read) lets go of it just
+    /// after the caller has its answer, on whichever thread: this waits for the budget's own
+    /// release callbacks (`MemoryBudget.tryReserve`), not for a clock, and gives up at the
+    /// deadline.
     static func readMemoryReleased(_ broker: TestBroker) async throws -> Bool {
-        for _ in 0..<3 {
-            for loop in broker.broker.group.makeIterator() { try await loop.submit {}.get() }
+        let memory = broker.broker.readMemory
+        let loop = broker.broker.group.next()
+        let released = loop.makePromise(of: Bool.self)
+        let done = try await loop.submit { NIOLoopBoundBox(false, eventLoop: loop) }.get()
+        @Sendable func attempt() {
+            guard !done.value else { return }
+            // The whole budget fits only when nothing else holds any of it.
+            guard memory.tryReserve(memory.capacityBytes, retry: { loop.execute { attempt() } }) else { return }
+            memory.release(memory.capacityBytes)
+            done.value = true
+            released.succeed(true)
         }
-        return broker.broker.readMemory.usedBytes == 0
+        loop.execute { attempt() }
+        let deadline = loop.scheduleTask(in: .seconds(10)) {
+            guard !done.value else { return }
+            done.value = true
+            released.succeed(false)
+        }
+        defer { deadline.cancel() }
+        return try await released.futureResult.get()
     }
 
     /// The hot cache's batches in a response hold their size of the broker's read memory until
