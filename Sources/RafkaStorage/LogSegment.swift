@@ -368,7 +368,9 @@ final class LogSegment {
 
     /// The offset index's file, for reading it on another thread (`OffsetIndexFile.read`).
     var indexFile: OffsetIndexFile {
-        OffsetIndexFile(baseOffset: self.baseOffset, path: self.indexPath, segmentBytes: self.size)
+        OffsetIndexFile(
+            baseOffset: self.baseOffset, path: self.indexPath, segmentBytes: self.size, log: self.log,
+            intervalBytes: self.indexIntervalBytes)
     }
 
     /// Takes an offset index read from `indexFile`, unless one was loaded meanwhile.

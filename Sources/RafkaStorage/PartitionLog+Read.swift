@@ -30,10 +30,11 @@ extension PartitionLog {
     public struct IndexLoad: Sendable {
         let file: OffsetIndexFile
 
-        /// The index, read from its file; none where the file is missing or does not fit its
-        /// segment (loading it then scans the segment, on the partition's loop).
+        /// The index, read from its file, or rebuilt from the segment where the file is
+        /// missing or does not fit it; none where the segment's batches do not walk (loading it
+        /// then scans the segment, on the partition's loop).
         public func read() throws(StorageError) -> LoadedIndex {
-            LoadedIndex(baseOffset: self.file.baseOffset, index: try self.file.read())
+            LoadedIndex(baseOffset: self.file.baseOffset, index: try self.file.readOrRebuild())
         }
     }
 

@@ -1,3 +1,4 @@
+import KafkaProtocol
 import NIOCore
 
 /// A segment's sparse offset index: (offset relative to the segment base, byte position)
@@ -80,11 +81,15 @@ struct OffsetIndex {
     }
 }
 
-/// A closed segment's offset index file, as a value any thread can read it from.
+/// A closed segment's offset index file, as a value any thread can read it from, with the
+/// segment's log file to rebuild it from.
 public struct OffsetIndexFile: Sendable {
     let baseOffset: Int64
     let path: String
     let segmentBytes: Int
+    let log: FileHandle
+    /// `index.interval.bytes`: how far apart a rebuilt index's entries are.
+    let intervalBytes: Int
 
     /// The index, or nil if the file is missing (retention or topic deletion may remove it while
     /// this runs off the partition's loop) or does not fit the segment.
@@ -98,6 +103,36 @@ public struct OffsetIndexFile: Sendable {
             throw error
         }
         return OffsetIndex.parse(bytes, segmentBytes: self.segmentBytes)
+    }
+
+    /// The index from its file, or, where that is missing or does not fit the segment (a crash
+    /// before it was written), rebuilt from the segment's batch headers, an entry at least
+    /// `intervalBytes` apart as appends make them. Nil where the segment's batches do not walk
+    /// (the partition's loop then scans it, as at recovery). May wait for the device.
+    func readOrRebuild() throws(StorageError) -> OffsetIndex? {
+        if let index = try self.read() { return index }
+        var index = OffsetIndex()
+        var bytesSinceEntry = 0
+        var segment = SpanSearch.Segment(file: self.log, size: self.segmentBytes, from: 0, endSearchFrom: 0)
+        while true {
+            let next: (position: Int, header: RecordBatchHeader)?
+            do {
+                next = try segment.batch(holding: .min, waiting: true)
+            } catch {
+                if error.code == .corruptSegment { return nil }
+                throw error
+            }
+            guard let (position, header) = next else { return index }
+            if index.count == 0 || bytesSinceEntry >= self.intervalBytes {
+                guard let relative = UInt32(exactly: header.baseOffset - self.baseOffset),
+                    index.relativeOffsets.last.map({ $0 < relative }) ?? true
+                else { return nil }
+                index.append(relativeOffset: relative, position: UInt32(position))
+                bytesSinceEntry = 0
+            }
+            bytesSinceEntry += header.totalBytes
+            segment = segment.starting(at: position + header.totalBytes)
+        }
     }
 }
 
