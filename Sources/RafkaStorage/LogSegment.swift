@@ -24,7 +24,6 @@ final class LogSegment {
     private var timeIndex = TimeIndex()
     private var bytesSinceIndexEntry = 0
     private let indexIntervalBytes: Int
-    private let allocator = ByteBufferAllocator()
 
     var indexPath: String { Self.path(self.logPath, extension: "index") }
     var timeIndexPath: String { Self.path(self.logPath, extension: "timeindex") }
@@ -180,7 +179,9 @@ final class LogSegment {
     }
 
     /// Whether the relative offset of `offset` still fits the index's 32 bits.
-    func canHold(offset: Int64) -> Bool { offset - self.baseOffset < Int64(UInt32.max) }
+    func canHold(offset: Int64) -> Bool { Self.canHold(offset: offset, baseOffset: self.baseOffset) }
+
+    private static func canHold(offset: Int64, baseOffset: Int64) -> Bool { offset - baseOffset < Int64(UInt32.max) }
 
     // MARK: Recovery
 
@@ -226,15 +227,28 @@ final class LogSegment {
         validate: Bool,
         _ body: (Int, RecordBatchHeader) -> Void
     ) throws(StorageError) -> ScanResult {
-        let fileSize = self.size
+        try Self.scan(self.log, size: self.size, baseOffset: self.baseOffset, from: start, validate: validate, body)
+    }
+
+    /// `scan` of a segment's file as a value: on any thread, for a file whose first `size`
+    /// bytes do not change meanwhile (a closed segment's, `OffsetIndexFile.readOrRebuild`).
+    static func scan(
+        _ file: FileHandle,
+        size fileSize: Int,
+        baseOffset: Int64,
+        from start: Int,
+        validate: Bool,
+        _ body: (Int, RecordBatchHeader) -> Void
+    ) throws(StorageError) -> ScanResult {
+        let allocator = ByteBufferAllocator()
         var position = start
-        var expectedOffset = self.baseOffset
+        var expectedOffset = baseOffset
         let chunkBytes = 1 << 20
         while position < fileSize {
-            var chunk = try self.log.read(
+            var chunk = try file.read(
                 at: position,
                 length: min(chunkBytes, fileSize - position),
-                allocator: self.allocator
+                allocator: allocator
             )
             var consumed = 0
             while consumed < chunk.readableBytes {
@@ -261,12 +275,12 @@ final class LogSegment {
                 if chunk.readableBytes - consumed < total {
                     if consumed == 0 {
                         // One batch larger than the chunk: read it whole.
-                        chunk = try self.log.read(at: position, length: total, allocator: self.allocator)
+                        chunk = try file.read(at: position, length: total, allocator: allocator)
                     } else {
                         break
                     }
                 }
-                if let problem = self.checkStructure(header, expectedOffset: expectedOffset) {
+                if let problem = Self.checkStructure(header, expectedOffset: expectedOffset, baseOffset: baseOffset) {
                     return ScanResult(
                         validBytes: position + consumed,
                         problem: "\(problem) at byte \(position + consumed)",
@@ -294,11 +308,11 @@ final class LogSegment {
 
     /// What every batch read from disk must satisfy before its fields are used, CRC or not:
     /// offsets ascend, stay within this segment's 32-bit range, and the count is sane.
-    private func checkStructure(_ header: RecordBatchHeader, expectedOffset: Int64) -> String? {
+    private static func checkStructure(_ header: RecordBatchHeader, expectedOffset: Int64, baseOffset: Int64) -> String? {
         guard header.baseOffset >= expectedOffset else {
             return "batch base offset \(header.baseOffset) below \(expectedOffset)"
         }
-        guard header.lastOffsetDelta >= 0, self.canHold(offset: header.lastOffset) else {
+        guard header.lastOffsetDelta >= 0, Self.canHold(offset: header.lastOffset, baseOffset: baseOffset) else {
             return "batch offsets \(header.baseOffset)+\(header.lastOffsetDelta) outside the segment's range"
         }
         return nil

@@ -106,33 +106,25 @@ public struct OffsetIndexFile: Sendable {
     }
 
     /// The index from its file, or, where that is missing or does not fit the segment (a crash
-    /// before it was written), rebuilt from the segment's batch headers, an entry at least
-    /// `intervalBytes` apart as appends make them. Nil where the segment's batches do not walk
-    /// (the partition's loop then scans it, as at recovery). May wait for the device.
+    /// before it was written), rebuilt from the segment's batch headers by the scan recovery
+    /// uses (`LogSegment.scan`), an entry at least `intervalBytes` apart as appends make them.
+    /// Nil where the scan finds a problem (the partition's loop then scans the segment, as at
+    /// recovery). May wait for the device.
     func readOrRebuild() throws(StorageError) -> OffsetIndex? {
         if let index = try self.read() { return index }
         var index = OffsetIndex()
         var bytesSinceEntry = 0
-        var segment = SpanSearch.Segment(file: self.log, size: self.segmentBytes, from: 0, endSearchFrom: 0)
-        while true {
-            let next: (position: Int, header: RecordBatchHeader)?
-            do {
-                next = try segment.batch(holding: .min, waiting: true)
-            } catch {
-                if error.code == .corruptSegment { return nil }
-                throw error
-            }
-            guard let (position, header) = next else { return index }
+        let scanned = try LogSegment.scan(
+            self.log, size: self.segmentBytes, baseOffset: self.baseOffset, from: 0, validate: false
+        ) { position, header in
             if index.count == 0 || bytesSinceEntry >= self.intervalBytes {
-                guard let relative = UInt32(exactly: header.baseOffset - self.baseOffset),
-                    index.relativeOffsets.last.map({ $0 < relative }) ?? true
-                else { return nil }
-                index.append(relativeOffset: relative, position: UInt32(position))
+                // The scan checked that offsets ascend and fit the segment's 32 bits.
+                index.append(relativeOffset: UInt32(header.baseOffset - self.baseOffset), position: UInt32(position))
                 bytesSinceEntry = 0
             }
             bytesSinceEntry += header.totalBytes
-            segment = segment.starting(at: position + header.totalBytes)
         }
+        return scanned.problem == nil ? index : nil
     }
 }
 
