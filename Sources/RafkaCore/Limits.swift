@@ -7,6 +7,7 @@ public enum Limits {
     public static let requestBytesMaxDefault = 100 * 1024 * 1024
     /// Requests decoded but not yet answered on one connection; past this the connection stops
     /// reading until responses drain (Kafka answers one at a time; librdkafka pipelines up to 5).
+    /// Only produce and fetch overlap others (`RequestRouter.overlapping`).
     public static let inFlightRequestsPerConnectionMax = 64
     /// Request bytes held in memory across all connections at once; past it, connections stop
     /// reading until requests are answered.

@@ -42,6 +42,9 @@ struct ControllerRouter: FrameRouter {
 
     static let supportedByKey: [KafkaAPIKey: ClosedRange<Int16>] = Dictionary(uniqueKeysWithValues: supported)
 
+    /// The controller's connections handle one request at a time anyway (Raft messages in order).
+    func overlaps(_ frame: ByteBuffer) -> Bool { false }
+
     func handle(_ frame: ByteBuffer, on eventLoop: any EventLoop) -> EventLoopFuture<KafkaFrame?> {
         guard let prefix = KafkaHeaders.peekPrefix(frame) else {
             return eventLoop.makeFailedFuture(ConnectionFailure(reason: "request header is truncated"))

@@ -7,11 +7,13 @@ import RafkaCore
 /// Serves Kafka requests on one client connection.
 ///
 /// Frames arrive from `KafkaFrameDecoder`. Up to `Limits.inFlightRequestsPerConnection` are
-/// handled concurrently; the rest wait in arrival order. While the limit is reached, or the
-/// client is not reading its responses (the channel is not writable), the socket is not read
-/// and no waiting request starts: a client that pipelines many small requests whose answers are
-/// large (Metadata of many partitions, fetches) and reads nothing holds the answers to those in
-/// flight at most, not to all it sent. Responses leave in request order (`ResponseSequencer`).
+/// handled concurrently, but of those the router does not let overlap (all but produce and
+/// fetch: `FrameRouter.overlaps`) one at a time, as Kafka handles every request; the rest wait
+/// in arrival order. While a request waits, or the client is not reading its responses (the
+/// channel is not writable), the socket is not read and no waiting request starts: a client
+/// that pipelines many small requests whose answers are large (Metadata of many partitions)
+/// and reads nothing holds one such answer beside what its socket holds, and fetches bounded by
+/// `max-read-memory-bytes`. Responses leave in request order (`ResponseSequencer`).
 /// A client that reads nothing of its responses for `response-write-timeout-ms` is
 /// disconnected. Any protocol violation closes the connection with one log line.
 ///
@@ -28,6 +30,8 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     private var waiting = Deque<ByteBuffer>()
     private var readHeld = false
     private var closing = false
+    /// A request the router does not let overlap is in flight.
+    private var aloneInFlight = false
     private let inFlightMax: Int
     /// How long a client may read nothing of its responses (`response-write-timeout-ms`).
     private let writeTimeout: TimeAmount
@@ -72,20 +76,25 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
 
     private func startWaiting(context: ChannelHandlerContext) {
         while !self.closing, self.sequencer.inFlight < self.inFlightMax, context.channel.isWritable,
-            let frame = self.waiting.popFirst()
+            let frame = self.waiting.first
         {
-            self.start(frame, context: context)
+            let overlaps = self.router.overlaps(frame)
+            if !overlaps && self.aloneInFlight { return }
+            self.waiting.removeFirst()
+            self.start(frame, alone: !overlaps, context: context)
         }
     }
 
-    private func start(_ frame: ByteBuffer, context: ChannelHandlerContext) {
+    private func start(_ frame: ByteBuffer, alone: Bool, context: ChannelHandlerContext) {
         let sequence = self.sequencer.begin()
         let frameBytes = frame.readableBytes + 4
+        if alone { self.aloneInFlight = true }
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         self.router.handle(frame, on: context.eventLoop).hop(to: context.eventLoop).whenComplete { result in
             let (handler, context) = loopBound.value
             // The request is answered: its frame's bytes go back to the shared budget.
             handler.memory.release(frameBytes)
+            if alone { handler.aloneInFlight = false }
             switch result {
             case .success(let response):
                 handler.finish(sequence, response: response, context: context)

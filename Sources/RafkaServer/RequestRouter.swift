@@ -24,6 +24,10 @@ struct ConnectionFailure: Error, CustomStringConvertible {
 /// future with `ConnectionFailure` means: log and close the connection.
 protocol FrameRouter: Sendable {
     func handle(_ frame: ByteBuffer, on eventLoop: any EventLoop) -> EventLoopFuture<KafkaFrame?>
+
+    /// Whether the request in `frame` may be handled while another of its connection for which
+    /// this is false is (see `KafkaConnectionHandler`).
+    func overlaps(_ frame: ByteBuffer) -> Bool
 }
 
 /// Decodes each request frame, dispatches it to `KafkaAPIs` and encodes the response with the
@@ -55,6 +59,20 @@ struct RequestRouter: FrameRouter {
     ]
 
     static let supportedByKey: [KafkaAPIKey: ClosedRange<Int16>] = Dictionary(uniqueKeysWithValues: supported)
+
+    /// The requests a connection may have in flight beside others: produce and fetch (the data
+    /// path, whose answers are small or bounded by `max-read-memory-bytes`), and the ring's
+    /// messages between nodes. Every other request waits for the one before it, as Kafka handles
+    /// every request of a connection: their answers can be far larger than what asked for them
+    /// (30 bytes of Metadata v1 for a topic of 10,000 partitions take 260 KB), and 64 at once
+    /// kept ~75 MiB per connection whose client read none of them.
+    static let overlapping: Set<KafkaAPIKey> = [.produce, .fetch, RafkaAPIKey.chordMessage, RafkaAPIKey.partitionHandoff]
+
+    func overlaps(_ frame: ByteBuffer) -> Bool { Self.overlaps(frame) }
+
+    static func overlaps(_ frame: ByteBuffer) -> Bool {
+        KafkaHeaders.peekPrefix(frame).map { Self.overlapping.contains($0.apiKey) } ?? false
+    }
 
     /// Handles one frame. The future's value is the encoded response frame, or nil when none is
     /// due (acks=0). A failed future with `ConnectionFailure` means: log and close.

@@ -53,6 +53,8 @@ import Testing
             }
             return eventLoop.makeSucceededFuture(response)
         }
+
+        func overlaps(_ frame: ByteBuffer) -> Bool { true }
     }
 
     /// Answers every request with 100,000 bytes from memory (as Metadata of many partitions
@@ -64,6 +66,29 @@ import Testing
             self.handled.add(1, ordering: .relaxed)
             let answer = KafkaFrame.encode { $0.writeRepeatingByte(0x42, count: 100_000) }
             return eventLoop.makeSucceededFuture(answer)
+        }
+
+        func overlaps(_ frame: ByteBuffer) -> Bool { true }
+    }
+
+    /// Answers when the test says so. Requests whose first byte is 1 may overlap others (as
+    /// produce and fetch do); the rest may not (as Metadata).
+    final class HeldAnswerRouter: FrameRouter, Sendable {
+        let held = Mutex<[(first: UInt8, answer: EventLoopPromise<KafkaFrame?>)]>([])
+
+        func handle(_ frame: ByteBuffer, on eventLoop: any EventLoop) -> EventLoopFuture<KafkaFrame?> {
+            let answer = eventLoop.makePromise(of: KafkaFrame?.self)
+            self.held.withLock { $0.append((frame.getInteger(at: frame.readerIndex)!, answer)) }
+            return answer.futureResult
+        }
+
+        func overlaps(_ frame: ByteBuffer) -> Bool { frame.getInteger(at: frame.readerIndex, as: UInt8.self) == 1 }
+
+        /// The first bytes of the requests started so far, in order.
+        var started: [UInt8] { self.held.withLock { $0.map(\.first) } }
+
+        func answer(_ index: Int) {
+            self.held.withLock { $0[index].answer }.succeed(KafkaFrame.encode { $0.writeInteger(Int32(index)) })
         }
     }
 
@@ -179,6 +204,43 @@ import Testing
         Self.setWritable(channel, true)
         #expect(router.handled.load(ordering: .relaxed) == 6)
         _ = try? channel.finish()
+    }
+
+    /// Requests that may not overlap start one after another, each once the one before it is
+    /// answered, and hold back those behind them (they start in the order they came); requests
+    /// that may overlap start at once beside them.
+    @Test func requestsThatMayNotOverlapStartOneAtATime() throws {
+        let router = HeldAnswerRouter()
+        let channel = try Self.channel(router: router, unread: nil)
+        for first: UInt8 in [1, 0, 1, 0, 1, 0] {
+            try channel.writeInbound(ByteBuffer(bytes: [first, 0, 0, 0, 0, 0, 0, 0]))
+        }
+        #expect(router.started == [1, 0, 1])
+        router.answer(0)
+        #expect(router.started == [1, 0, 1])
+        router.answer(1)
+        #expect(router.started == [1, 0, 1, 0, 1])
+        router.answer(3)
+        #expect(router.started == [1, 0, 1, 0, 1, 0])
+        for index in [2, 4, 5] { router.answer(index) }
+        var answers = 0
+        while try channel.readOutbound(as: IOData.self) != nil { answers += 1 }
+        #expect(answers == 6)
+        _ = try channel.finish()
+    }
+
+    /// Of the broker's requests only produce, fetch and the nodes' own messages overlap others.
+    @Test func onlyTheDataPathOverlaps() throws {
+        func frame(_ key: KafkaAPIKey) -> ByteBuffer {
+            var frame = ByteBuffer()
+            frame.writeInteger(key.rawValue)
+            frame.writeInteger(Int16(0))
+            frame.writeInteger(Int32(1))
+            return frame
+        }
+        let overlapping = RequestRouter.supported.map(\.0).filter { RequestRouter.overlaps(frame($0)) }
+        #expect(Set(overlapping) == [.produce, .fetch, RafkaAPIKey.chordMessage, RafkaAPIKey.partitionHandoff])
+        #expect(!RequestRouter.overlaps(ByteBuffer(bytes: [0])))
     }
 
     /// A client that reads nothing of answers held in memory is disconnected after the write
