@@ -430,14 +430,14 @@ final class PartitionShell: Sendable {
     /// spent, the span is sent from the file instead, so pipelined fetches cannot take memory
     /// without bound. Errors are `BrokerError`s.
     func read(from offset: Int64, maxBytes: Int, minOneBatch: Bool, memory: MemoryBudget) -> EventLoopFuture<ReadResult> {
-        self.read(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: memory, loadingIndexes: false)
+        self.read(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: memory, loadingIndex: false)
     }
 
     /// What a read leaves to the blocking pool.
     private enum Pending: Sendable {
         case search(SpanSearch)
         /// Offset index files to read first (segments not read since the log was opened).
-        case indexes(PartitionLog.IndexLoad)
+        case index(PartitionLog.IndexLoad)
     }
 
     private func read(
@@ -445,7 +445,7 @@ final class PartitionShell: Sendable {
         maxBytes: Int,
         minOneBatch: Bool,
         memory: MemoryBudget,
-        loadingIndexes: Bool
+        loadingIndex: Bool
     ) -> EventLoopFuture<ReadResult> {
         self.eventLoop.submit { () -> (ReadResult, Pending?) in
             try self.withLog { log, _ in
@@ -453,7 +453,7 @@ final class PartitionShell: Sendable {
                 // The hot cache's batches if `memory` takes them, else their segment's.
                 let start = try storage { () throws(StorageError) in
                     try log.startRead(
-                        from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, loadingIndexes: loadingIndexes,
+                        from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, loadingIndex: loadingIndex,
                         admitCached: { Self.hold($0, from: memory, countingRefusal: true, in: &read.reservation) })
                 }
                 switch start {
@@ -464,15 +464,15 @@ final class PartitionShell: Sendable {
                     let found = try storage { () throws(StorageError) in try search.findInPageCache() }
                     read.records = found ?? .empty
                     return (read, found == nil ? .search(search) : nil)
-                case .loadIndexes(let load):
-                    return (read, .indexes(load))
+                case .loadIndex(let load):
+                    return (read, .index(load))
                 }
             }
         }.flatMap { read, pending in
             switch pending {
-            case .indexes(let load):
+            case .index(let load):
                 return self.adoptIndex(load).flatMap {
-                    self.read(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: memory, loadingIndexes: true)
+                    self.read(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: memory, loadingIndex: true)
                 }
             case .search(let search):
                 return NIOThreadPool.singleton.runIfActive(eventLoop: self.eventLoop) {
@@ -525,15 +525,15 @@ final class PartitionShell: Sendable {
 
     /// ListOffsets by time: the first record at or after `timestamp`, or nil.
     func offset(forTimestamp timestamp: Int64) -> EventLoopFuture<(timestamp: Int64, offset: Int64)?> {
-        self.searchByTime(loadingIndexes: false) { log, loadingIndexes throws(StorageError) in
-            try log.startTimeSearch(for: timestamp, loadingIndexes: loadingIndexes)
+        self.searchByTime(loadingIndex: false) { log, loadingIndex throws(StorageError) in
+            try log.startTimeSearch(for: timestamp, loadingIndex: loadingIndex)
         }
     }
 
     /// ListOffsets MAX_TIMESTAMP.
     func maxTimestamp() -> EventLoopFuture<(timestamp: Int64, offset: Int64)?> {
-        self.searchByTime(loadingIndexes: false) { log, loadingIndexes throws(StorageError) in
-            try log.startMaxTimestampSearch(loadingIndexes: loadingIndexes)
+        self.searchByTime(loadingIndex: false) { log, loadingIndex throws(StorageError) in
+            try log.startMaxTimestampSearch(loadingIndex: loadingIndex)
         }
     }
 
@@ -542,15 +542,15 @@ final class PartitionShell: Sendable {
     /// reads behind the hot cache are: the partition's loop waits neither for the device nor
     /// for the decompression. An offset index not loaded yet is read on the pool first.
     private func searchByTime(
-        loadingIndexes: Bool,
+        loadingIndex: Bool,
         _ start: @escaping @Sendable (PartitionLog, Bool) throws(StorageError) -> PartitionLog.TimeSearchStart
     ) -> EventLoopFuture<(timestamp: Int64, offset: Int64)?> {
         self.eventLoop.submit {
-            try self.withLog { log, _ in try storage { () throws(StorageError) in try start(log, loadingIndexes) } }
+            try self.withLog { log, _ in try storage { () throws(StorageError) in try start(log, loadingIndex) } }
         }.flatMap { started in
             switch started {
-            case .loadIndexes(let load):
-                return self.adoptIndex(load).flatMap { self.searchByTime(loadingIndexes: true, start) }
+            case .loadIndex(let load):
+                return self.adoptIndex(load).flatMap { self.searchByTime(loadingIndex: true, start) }
             case .search(let search):
                 return NIOThreadPool.singleton.runIfActive(eventLoop: self.eventLoop) {
                     try storage { () throws(StorageError) in try search.find() }

@@ -11,7 +11,7 @@ extension PartitionLog {
         switch try self.startRead(from: offset, maxBytes: maxBytes, minOneBatch: minOneBatch) {
         case .records(let records): records
         case .search(let search): try search.find()
-        case .loadIndexes: preconditionFailure("startRead loads indexes itself unless asked not to")
+        case .loadIndex: preconditionFailure("startRead loads the index itself unless asked not to")
         }
     }
 
@@ -23,7 +23,7 @@ extension PartitionLog {
         case search(SpanSearch)
         /// The offset index of the segment to look in is not loaded yet: read it
         /// (`IndexLoad.read`, on any thread), give it to `adopt`, and start again.
-        case loadIndexes(IndexLoad)
+        case loadIndex(IndexLoad)
     }
 
     /// The offset index file to read before a read can start.
@@ -54,13 +54,13 @@ extension PartitionLog {
     /// The start of `readRecords`, reading no file: the hot cache's batches, if `admitCached`
     /// takes their size (see `HotCache.read`; every batch in the cache is in its segment too),
     /// or where in the segments to look for the span. A segment's offset index not loaded yet
-    /// is loaded here (a read of its file, or a scan of the segment) when `loadingIndexes`;
+    /// is loaded here (a read of its file, or a scan of the segment) when `loadingIndex`;
     /// otherwise the answer is the index file to read first.
     public func startRead(
         from offset: Int64,
         maxBytes: Int,
         minOneBatch: Bool,
-        loadingIndexes: Bool = true,
+        loadingIndex: Bool = true,
         admitCached: (_ bytes: Int) -> Bool = { _ in true }
     ) throws(StorageError) -> ReadStart {
         guard offset >= self.logStartOffset, offset <= self.logEndOffset else {
@@ -78,8 +78,8 @@ extension PartitionLog {
         let index = self.segmentIndex(containing: offset)
         let holding = self.segments[index]
         let next = self.segments[(index + 1)...].first { !$0.isEmpty }
-        if !loadingIndexes && holding.offsetIndexUnloaded {
-            return .loadIndexes(IndexLoad(file: holding.indexFile))
+        if !loadingIndex && holding.offsetIndexUnloaded {
+            return .loadIndex(IndexLoad(file: holding.indexFile))
         }
         return .search(
             SpanSearch(

@@ -75,7 +75,7 @@ extension PartitionLog {
     public enum TimeSearchStart: Sendable {
         case search(TimeSearch)
         /// Read it (`IndexLoad.read`, on any thread), give it to `adopt`, and start again.
-        case loadIndexes(IndexLoad)
+        case loadIndex(IndexLoad)
     }
 
     /// The first record whose timestamp is ≥ `timestamp` (ListOffsets by time), as
@@ -101,13 +101,13 @@ extension PartitionLog {
     /// timestamp reaches `timestamp`, from just after its last time-index entry below it; then,
     /// should no record there qualify (only records before the log start do), the later such
     /// segments from their first batch. The first segment's offset index is loaded here when
-    /// `loadingIndexes`; otherwise the answer is its file, to read first.
-    public func startTimeSearch(for timestamp: Int64, loadingIndexes: Bool = true) throws(StorageError) -> TimeSearchStart {
+    /// `loadingIndex`; otherwise the answer is its file, to read first.
+    public func startTimeSearch(for timestamp: Int64, loadingIndex: Bool = true) throws(StorageError) -> TimeSearchStart {
         guard let first = self.segments.firstIndex(where: { $0.maxTimestamp >= timestamp }) else {
             return .search(TimeSearch(timestamp: timestamp, segments: [], otherwise: nil))
         }
         let segment = self.segments[first]
-        if !loadingIndexes && segment.offsetIndexUnloaded { return .loadIndexes(IndexLoad(file: segment.indexFile)) }
+        if !loadingIndex && segment.offsetIndexUnloaded { return .loadIndex(IndexLoad(file: segment.indexFile)) }
         let from = max(try segment.searchStart(forTimestamp: timestamp), self.logStartOffset)
         var segments = [TimeSearch.Segment(segment: try segment.searchStart(for: from, maxBytes: 0), from: from)]
         for later in self.segments[(first + 1)...] where later.maxTimestamp >= timestamp {
@@ -120,11 +120,11 @@ extension PartitionLog {
     /// The start of `maxTimestampAndOffset`, reading no file: the batch the segment with the
     /// largest timestamp names, whose records tell which one has it (when none does, the
     /// batch's last offset is the answer). Indexes as for `startTimeSearch`.
-    public func startMaxTimestampSearch(loadingIndexes: Bool = true) throws(StorageError) -> TimeSearchStart {
+    public func startMaxTimestampSearch(loadingIndex: Bool = true) throws(StorageError) -> TimeSearchStart {
         guard let best = self.segments.max(by: { $0.maxTimestamp < $1.maxTimestamp }), best.maxTimestamp >= 0,
             best.offsetOfMaxTimestamp >= self.logStartOffset
         else { return .search(TimeSearch(timestamp: 0, segments: [], otherwise: nil)) }
-        if !loadingIndexes && best.offsetIndexUnloaded { return .loadIndexes(IndexLoad(file: best.indexFile)) }
+        if !loadingIndex && best.offsetIndexUnloaded { return .loadIndex(IndexLoad(file: best.indexFile)) }
         let from = best.offsetOfMaxTimestamp
         let start = TimeSearch.Segment(segment: try best.searchStart(for: from, maxBytes: 0), from: from)
         return .search(TimeSearch(timestamp: best.maxTimestamp, segments: [start], otherwise: (best.maxTimestamp, from)))

@@ -185,13 +185,13 @@ import Testing
         let (reopened, _) = try self.open(overrides)
         let third = Int64(indexes[2].prefix(20))!
         for target in [Int64(0), Int64(indexes[1].prefix(20))! + 1, third + 3] {
-            guard case .loadIndexes(let load) = try reopened.startRead(from: target, maxBytes: 700, minOneBatch: true, loadingIndexes: false)
+            guard case .loadIndex(let load) = try reopened.startRead(from: target, maxBytes: 700, minOneBatch: true, loadingIndex: false)
             else {
                 Issue.record("offset \(target) of a closed segment started without loading its index")
                 continue
             }
             reopened.adopt(try load.read())
-            guard case .search = try reopened.startRead(from: target, maxBytes: 700, minOneBatch: true, loadingIndexes: false)
+            guard case .search = try reopened.startRead(from: target, maxBytes: 700, minOneBatch: true, loadingIndex: false)
             else {
                 Issue.record("an adopted index was asked for again")
                 continue
@@ -327,22 +327,22 @@ import Testing
             try log.close()
         }
         let (log, _) = try self.open(overrides)
-        guard case .loadIndexes(let load) = try log.startTimeSearch(for: 1_302, loadingIndexes: false) else {
+        guard case .loadIndex(let load) = try log.startTimeSearch(for: 1_302, loadingIndex: false) else {
             Issue.record("a closed segment's search by time started without loading its index")
             return
         }
         log.adopt(try load.read())
-        guard case .search(let search) = try log.startTimeSearch(for: 1_302, loadingIndexes: false) else {
+        guard case .search(let search) = try log.startTimeSearch(for: 1_302, loadingIndex: false) else {
             Issue.record("an adopted index was asked for again")
             return
         }
         #expect(try search.find()! == (1_302, 17))
-        guard case .search(let latest) = try log.startMaxTimestampSearch(loadingIndexes: false) else {
+        guard case .search(let latest) = try log.startMaxTimestampSearch(loadingIndex: false) else {
             Issue.record("the active segment's index is in memory")
             return
         }
         #expect(try latest.find()! == (2_904, 99))
-        guard case .search(let none) = try log.startTimeSearch(for: 99_999, loadingIndexes: false) else {
+        guard case .search(let none) = try log.startTimeSearch(for: 99_999, loadingIndex: false) else {
             Issue.record("nothing to search needs no index")
             return
         }
