@@ -22,7 +22,6 @@ final class LogSegment {
     private(set) var firstBatchTimestamp: Int64?
     private var offsetIndex: OffsetIndex?
     private var timeIndex = TimeIndex()
-    private var bytesSinceIndexEntry = 0
     private let indexIntervalBytes: Int
 
     var indexPath: String { Self.path(self.logPath, extension: "index") }
@@ -165,16 +164,10 @@ final class LogSegment {
             self.maxTimestamp = header.maxTimestamp
             self.offsetOfMaxTimestamp = header.lastOffset
         }
-        if self.offsetIndex!.count == 0 || self.bytesSinceIndexEntry >= self.indexIntervalBytes {
-            // Entries point at batch starts, so a lookup always lands on a batch boundary.
-            self.offsetIndex!.append(
-                relativeOffset: UInt32(header.baseOffset - self.baseOffset),
-                position: UInt32(position)
-            )
-            self.timeIndex.append(timestamp: self.maxTimestamp, offset: self.offsetOfMaxTimestamp)
-            self.bytesSinceIndexEntry = 0
-        }
-        self.bytesSinceIndexEntry += header.totalBytes
+        let indexed = self.offsetIndex!.note(
+            relativeOffset: UInt32(header.baseOffset - self.baseOffset), position: position,
+            bytes: header.totalBytes, intervalBytes: self.indexIntervalBytes)
+        if indexed { self.timeIndex.append(timestamp: self.maxTimestamp, offset: self.offsetOfMaxTimestamp) }
         self.nextOffset = header.nextOffset
     }
 
@@ -201,7 +194,6 @@ final class LogSegment {
     func recover(validate: Bool, visit: (RecordBatchHeader) -> Void) throws(StorageError) -> ScanResult {
         self.offsetIndex = OffsetIndex()
         self.timeIndex = TimeIndex()
-        self.bytesSinceIndexEntry = 0
         self.maxTimestamp = -1
         self.offsetOfMaxTimestamp = -1
         self.firstBatchTimestamp = nil

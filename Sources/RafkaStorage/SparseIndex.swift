@@ -10,8 +10,23 @@ import NIOCore
 struct OffsetIndex {
     private(set) var relativeOffsets: [UInt32] = []
     private(set) var positions: [UInt32] = []
+    /// Bytes of the batches noted since the last entry.
+    private var bytesSinceEntry = 0
 
     var count: Int { self.relativeOffsets.count }
+
+    /// Notes the batch of `bytes` at `position`: it gets an entry when it is the first or
+    /// `intervalBytes` (`index.interval.bytes`) passed since the last one, so that entries point
+    /// at batch starts. Returns whether it got one.
+    mutating func note(relativeOffset: UInt32, position: Int, bytes: Int, intervalBytes: Int) -> Bool {
+        let due = self.count == 0 || self.bytesSinceEntry >= intervalBytes
+        if due {
+            self.append(relativeOffset: relativeOffset, position: UInt32(position))
+            self.bytesSinceEntry = 0
+        }
+        self.bytesSinceEntry += bytes
+        return due
+    }
 
     mutating func append(relativeOffset: UInt32, position: UInt32) {
         assert(self.relativeOffsets.last.map { $0 < relativeOffset } ?? true, "offset index must ascend")
@@ -113,16 +128,13 @@ public struct OffsetIndexFile: Sendable {
     func readOrRebuild() throws(StorageError) -> OffsetIndex? {
         if let index = try self.read() { return index }
         var index = OffsetIndex()
-        var bytesSinceEntry = 0
         let scanned = try LogSegment.scan(
             self.log, size: self.segmentBytes, baseOffset: self.baseOffset, from: 0, validate: false
         ) { position, header in
-            if index.count == 0 || bytesSinceEntry >= self.intervalBytes {
-                // The scan checked that offsets ascend and fit the segment's 32 bits.
-                index.append(relativeOffset: UInt32(header.baseOffset - self.baseOffset), position: UInt32(position))
-                bytesSinceEntry = 0
-            }
-            bytesSinceEntry += header.totalBytes
+            // The scan checked that offsets ascend and fit the segment's 32 bits.
+            _ = index.note(
+                relativeOffset: UInt32(header.baseOffset - self.baseOffset), position: position,
+                bytes: header.totalBytes, intervalBytes: self.intervalBytes)
         }
         return scanned.problem == nil ? index : nil
     }
