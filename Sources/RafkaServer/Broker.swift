@@ -31,6 +31,8 @@ public final class Broker: Sendable {
     /// Records fetch responses hold in memory, read from the device or the hot cache's
     /// (`max-read-memory-bytes`).
     let readMemory: MemoryBudget
+    /// How long the event loops could not run (logged past 100 ms; metrics).
+    let stalls: LoopStallWatch
     let cache: MetadataCache
     let control: BrokerControl
     let reconciler: MetadataReconciler
@@ -53,6 +55,8 @@ public final class Broker: Sendable {
         self.threadPool = threadPool
         self.writebackPool = writebackPool
         self.readMemory = MemoryBudget(capacityBytes: config.readMemoryBytesMax)
+        self.stalls = LoopStallWatch(logger: logger)
+        self.stalls.watch(group)
         self.cache = cache
         self.control = control
         self.reconciler = reconciler
@@ -267,6 +271,7 @@ public final class Broker: Sendable {
     /// Closes every partition (flushing it) and the metadata side, then stops the loops.
     public func shutdown() async {
         for task in self.maintenance.withLock({ $0 }) { task.cancel() }
+        self.stalls.stop()
         await self.reconciler.stop()
         await self.reconciler.mover?.close()
         await self.chord?.close()

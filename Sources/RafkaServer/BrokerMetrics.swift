@@ -7,13 +7,15 @@ import RafkaStorage
 /// The broker's Prometheus metrics, served as text on `metrics-listen` (GET /metrics).
 ///
 /// Read at scrape time from what the broker already counts (the hot cache's statistics, the
-/// read memory held for fetch responses, the partitions it serves, the process's /proc entries)
+/// read memory held for fetch responses, the partitions it serves, the event loops' stalls, the
+/// process's /proc entries)
 /// rather than updated on the hot path.
 /// Counters advance by what the source counted since the previous scrape.
 final class BrokerMetrics: Sendable {
     private let registry = PrometheusCollectorRegistry()
     private let replicas: ReplicaManager
     private let readMemory: MemoryBudget
+    private let stalls: LoopStallWatch
 
     private let partitions: Gauge
     private let cacheBytes: Gauge
@@ -30,15 +32,19 @@ final class BrokerMetrics: Sendable {
     private let readMemoryHeld: Gauge
     private let readMemoryBudget: Gauge
     private let readMemoryRefusals: Counter
+    private let loopStalls: Counter
+    private let loopStalledSeconds: Counter
+    private let loopLongestStall: Gauge
     private let residentBytes: Gauge
     private let cpuSeconds: Gauge
     /// The hot cache's counters and the read memory's refusals at the previous scrape (scrapes
     /// may overlap).
     private let previous = NIOLockedValueBox((cache: HotCache.Statistics?.none, refusals: Int64(0)))
 
-    init(replicas: ReplicaManager, readMemory: MemoryBudget) {
+    init(replicas: ReplicaManager, readMemory: MemoryBudget, stalls: LoopStallWatch) {
         self.replicas = replicas
         self.readMemory = readMemory
+        self.stalls = stalls
         let r = self.registry
         func name(_ namespace: String, _ subsystem: String?, _ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
             MetricNameDescriptor(namespace: namespace, subsystem: subsystem, metricName: metric, unitName: unit, helpText: help)
@@ -66,6 +72,13 @@ final class BrokerMetrics: Sendable {
             descriptor: name("rafka", read, "budget", "bytes", "The budget for such records (max-read-memory-bytes)."))
         let refusals = "Times max-read-memory-bytes refused records a fetch response would hold (sent from segment files instead)."
         self.readMemoryRefusals = r.makeCounter(descriptor: name("rafka", read, "refusals", "total", refusals))
+        let loop = "event_loop"
+        self.loopStalls = r.makeCounter(
+            descriptor: name("rafka", loop, "stalls", "total", "Times an event loop ran its check (every 100 ms) 10 ms or more late."))
+        self.loopStalledSeconds = r.makeCounter(
+            descriptor: name("rafka", loop, "stalled_seconds", "total", "How late those checks ran, in all."))
+        self.loopLongestStall = r.makeGauge(
+            descriptor: name("rafka", loop, "longest_stall", "seconds", "The longest such stall since the previous scrape."))
         self.residentBytes = r.makeGauge(descriptor: name("process", nil, "resident_memory", "bytes", "Resident memory size in bytes."))
         self.cpuSeconds = r.makeGauge(descriptor: name("process", nil, "cpu_seconds", "total", "User and system CPU time spent in seconds."))
     }
@@ -87,6 +100,10 @@ final class BrokerMetrics: Sendable {
             previous = (statistics, refusals)
             return statistics
         }
+        let stalls = self.stalls.take()
+        self.loopStalls.increment(by: Int64(stalls.count))
+        self.loopStalledSeconds.increment(by: Double(stalls.totalNanoseconds) / 1e9)
+        self.loopLongestStall.set(to: Double(stalls.longestNanoseconds) / 1e9)
         self.readMemoryHeld.set(to: Double(self.readMemory.usedBytes))
         self.readMemoryBudget.set(to: Double(self.readMemory.capacityBytes))
         self.partitions.set(to: Double(self.replicas.partitionCount))
