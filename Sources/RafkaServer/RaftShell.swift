@@ -279,8 +279,12 @@ extension RaftShell {
                 try await self.persist(ready)
             } catch {
                 // The log cannot be trusted to be durable: stop, as etcd does, rather than vote
-                // or acknowledge on state that may be gone.
-                self.logger.critical("metadata log write failed; stopping: \(error)")
+                // or acknowledge on state that may be gone. Cancelled is the process stopping.
+                if error is CancellationError {
+                    self.logger.info("metadata log write cancelled: stopping")
+                } else {
+                    self.logger.critical("metadata log write failed; stopping: \(error)")
+                }
                 self.failure = error as? StorageError ?? StorageError(.io, "\(error)")
                 self.failEverything(BrokerError(.kafkaStorageError, "metadata log write failed"))
                 return
