@@ -44,7 +44,7 @@ final class LoadCounters: Sendable {
 /// `inFlight` requests outstanding, writing batches round-robin over the topic's partitions
 /// (as Kafka's sticky partitioner does for records without keys). At the highest rate a
 /// request carries one batch for every partition of its leader, as Kafka producers send all
-/// ready batches at once.
+/// ready batches at once, up to 16 MiB (`ProducerLane.sendBytesMax`).
 ///
 /// With a target rate the schedule is open-loop: batch `k` of a producer is due at
 /// `start + k × batchInterval` whether or not earlier ones were answered, and latency counts
@@ -133,8 +133,14 @@ private final class ProducerLane {
     /// Open loop: nanoseconds between records and between batches of this producer (0: highest rate).
     private let recordInterval: Int64
     private let batchInterval: Int64
-    /// Batches per send: one on a schedule, one per partition at the highest rate.
+    /// Batches per send: one on a schedule; at the highest rate one per partition, as many as
+    /// fit `sendBytesMax`.
     private let group: Int
+    /// What one send carries at most at the highest rate. A Kafka producer sends every ready
+    /// batch at once up to its `max.request.size`; with thousands of partitions of megabyte
+    /// batches, one batch each would make a request of gigabytes (brokers refuse more than 100
+    /// MiB), so the next send goes on with the next partitions.
+    static let sendBytesMax = 16 << 20
     private var next = 0
     private var inFlight = 0
     private var ended = false
@@ -170,7 +176,9 @@ private final class ProducerLane {
         let settings = load.settings
         self.recordInterval = settings.targetRate.map { Int64(1e9 * Double(settings.producers) / $0) } ?? 0
         self.batchInterval = self.recordInterval * Int64(load.templates.recordsPerBatch)
-        self.group = self.batchInterval > 0 ? 1 : load.topic.partitions.count
+        let batchBytes = load.templates.assembled.map(\.readableBytes).max() ?? 1
+        self.group =
+            self.batchInterval > 0 ? 1 : max(1, min(load.topic.partitions.count, Self.sendBytesMax / batchBytes))
         self.spareBatches = Array(repeating: nil, count: load.templates.assembled.count)
     }
 

@@ -13,7 +13,8 @@ struct RafkaBenchCommand: AsyncParsableCommand {
             Works against any broker that speaks the Kafka protocol (Rafka, Kafka, Redpanda, Tansu, …). \
             With --rate the load is open-loop: records are due on a fixed schedule whatever the broker does, and \
             latency counts from when each was due, so a stall shows as latency, not as fewer requests. Without it, \
-            each of --in-flight requests per connection is sent as soon as the previous one is answered. \
+            each of --in-flight requests per connection is sent as soon as the previous one is answered, with a \
+            batch for each partition (up to 16 MiB a request). \
             Latencies come from HdrHistogram (µs resolution); MB is 10^6 bytes.
             """,
         subcommands: [Produce.self, Consume.self, EndToEnd.self]

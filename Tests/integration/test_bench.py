@@ -84,3 +84,11 @@ def test_a_cluster_of_two_data_nodes(cluster):  # noqa: F811
     assert sorted(report["node"] for report in caches) == sorted(
         p["id"] for p in c.info["processes"] if p["role"] == "node")
     assert sum(report["batches"] for report in caches) > 0
+
+
+def test_the_highest_rate_over_a_thousand_partitions(rafka):
+    """A request with a megabyte batch for each of 1,000 partitions would be half a gigabyte, which a
+    broker refuses: rafka-bench sends at most 16 MiB at once and goes on with the next partitions."""
+    result = bench(rafka, "produce", "--topic", "wide", "--partitions", "1000", "--records", "20000", "--warmup", "1",
+                   "--record-bytes", "200", "--compression", "none", "--in-flight", "2")
+    assert result["errors"] == {} and result["records"] >= 20000, result
