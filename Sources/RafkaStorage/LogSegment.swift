@@ -6,9 +6,10 @@ import RafkaCore
 /// appended, with a sparse offset index and a time index.
 ///
 /// Lifecycle: created empty (`create`) or opened from disk (`open`, then `recover` if it is the
-/// active segment or lies past the recovery point); appended to while active; `close()` writes
-/// its indexes when a newer segment takes over. Not thread-safe: its `PartitionLog` owner
-/// confines it to one thread.
+/// active segment or lies past the recovery point, `adoptCleanlyClosed` instead for an active
+/// segment a clean close left); appended to while active; `seal()` writes its indexes when a
+/// newer segment takes over (`sealForClose()` hands them to the log's checkpoint when the log
+/// closes). Not thread-safe: its `PartitionLog` owner confines it to one thread.
 final class LogSegment {
     let baseOffset: Int64
     let logPath: String
@@ -69,7 +70,7 @@ final class LogSegment {
     }
 
     /// Opens an existing segment without reading its batches. `nextOffset` is provisional until
-    /// `recover` or `adoptClosed(nextOffset:)` sets it.
+    /// `recover`, `adoptClosed(nextOffset:)` or `adoptCleanlyClosed(nextOffset:)` sets it.
     static func open(directory: String, baseOffset: Int64, indexIntervalBytes: Int) throws(StorageError) -> LogSegment {
         let path = directory + "/" + Self.fileName(baseOffset, extension: "log")
         let handle = try FileHandle.open(path, create: false)
@@ -120,14 +121,9 @@ final class LogSegment {
         self.reservedEnd = target
     }
 
-    /// Gives back the blocks reserved past the file's end (the segment stops growing).
-    func releaseReservedBlocks() throws(StorageError) {
-        try self.reservationRelease().run()
-    }
-
     /// The truncation that gives back the blocks reserved past the end, if any are (or may be);
     /// from here on the segment counts them as given back.
-    private func reservationRelease() -> DeferredFileWork {
+    func reservationRelease() -> DeferredFileWork {
         guard self.reservedEnd > self.size || !self.reservedEndKnown else { return DeferredFileWork() }
         self.reservedEnd = self.size
         self.reservedEndKnown = true
@@ -335,18 +331,42 @@ final class LogSegment {
     /// timestamps from the time index, rebuilding both indexes by scanning if the files are bad.
     func adoptClosed(nextOffset: Int64) throws(StorageError) {
         self.nextOffset = nextOffset
-        if FileSystem.exists(self.timeIndexPath),
-            let index = TimeIndex.parse(try FileSystem.readAll(self.timeIndexPath), baseOffset: self.baseOffset),
-            let last = index.last
-        {
-            self.timeIndex = index
-            self.maxTimestamp = last.timestamp
-            self.offsetOfMaxTimestamp = last.offset
-            self.firstBatchTimestamp = index.timestamps.first
-        } else {
+        guard let index = try self.readTimeIndex() else {
             _ = try self.recover(validate: false) { _ in }
             self.nextOffset = nextOffset
+            return
         }
+        self.adoptTimestamps(from: index)
+    }
+
+    /// Takes up the active segment where a clean close left it (`PartitionLog.CleanEnd`): its end
+    /// offset and both indexes, loaded now since appends extend them. False, with nothing
+    /// changed, where they do not parse or fit the segment: the caller then scans it.
+    func adoptCleanlyClosed(nextOffset: Int64, offsetIndex: ByteBuffer, timeIndex: ByteBuffer) -> Bool {
+        guard let offsets = OffsetIndex.parse(offsetIndex, segmentBytes: self.size),
+            let times = TimeIndex.parse(timeIndex, baseOffset: self.baseOffset), times.last != nil
+        else { return false }
+        self.adoptTimestamps(from: times)
+        self.offsetIndex = offsets
+        self.nextOffset = nextOffset
+        return true
+    }
+
+    /// The time index from its file, if that holds an entry and parses.
+    private func readTimeIndex() throws(StorageError) -> TimeIndex? {
+        guard FileSystem.exists(self.timeIndexPath),
+            let index = TimeIndex.parse(try FileSystem.readAll(self.timeIndexPath), baseOffset: self.baseOffset),
+            index.last != nil
+        else { return nil }
+        return index
+    }
+
+    private func adoptTimestamps(from index: TimeIndex) {
+        let last = index.last!
+        self.timeIndex = index
+        self.maxTimestamp = last.timestamp
+        self.offsetOfMaxTimestamp = last.offset
+        self.firstBatchTimestamp = index.timestamps.first
     }
 
     /// After a full scan of a closed segment, its end is the next segment's base (offsets may
@@ -385,21 +405,34 @@ final class LogSegment {
     }
 
     /// Makes the segment read-only: returns the work of giving back its reserved blocks and
-    /// writing its indexes, for its log's owner to run off the loop. The time index gets a
-    /// final entry for the segment's max timestamp so retention can read it without scanning.
+    /// writing its indexes, for its log's owner to run off the loop.
     func seal() -> DeferredFileWork {
         var work = self.reservationRelease()
         guard let offsetIndex = self.offsetIndex else { return work }
-        if self.maxTimestamp >= 0 {
-            self.timeIndex.append(timestamp: self.maxTimestamp, offset: self.offsetOfMaxTimestamp)
-        }
-        let timeIndex = self.timeIndex
+        let timeIndex = self.sealedTimeIndex()
         let baseOffset = self.baseOffset
         work.steps.append(.replace(path: self.indexPath, contents: { offsetIndex.serialized() }))
         work.steps.append(
             .replace(path: self.timeIndexPath, contents: { timeIndex.serialized(baseOffset: baseOffset) })
         )
         return work
+    }
+
+    /// Seals the active segment as its log closes: gives back the reserved blocks and returns
+    /// both indexes serialized, for the `CleanEnd` the log records; nil for an empty segment.
+    func sealForClose() throws(StorageError) -> (offsetIndex: ByteBuffer, timeIndex: ByteBuffer)? {
+        try self.reservationRelease().run()
+        guard !self.isEmpty, let offsetIndex = self.offsetIndex else { return nil }
+        return (offsetIndex.serialized(), self.sealedTimeIndex().serialized(baseOffset: self.baseOffset))
+    }
+
+    /// The time index with a final entry for the segment's max timestamp, so retention can read
+    /// it without scanning.
+    private func sealedTimeIndex() -> TimeIndex {
+        if self.maxTimestamp >= 0 {
+            self.timeIndex.append(timestamp: self.maxTimestamp, offset: self.offsetOfMaxTimestamp)
+        }
+        return self.timeIndex
     }
 
     /// The segment's files; the log file last (see `renameForDeletion`).

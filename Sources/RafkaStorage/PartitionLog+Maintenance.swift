@@ -40,7 +40,7 @@ extension PartitionLog {
         guard offset > self.recoveryPoint else { return }
         let crossedSegment = self.segments.contains { $0.baseOffset > self.recoveryPoint && $0.baseOffset <= offset }
         self.recoveryPoint = offset
-        if crossedSegment { self.deferredFileWork.append(self.recoveryPointWork) }
+        if crossedSegment { self.deferredFileWork.append(self.recoveryPointWork()) }
     }
 
     /// Whether an fsync policy is in force (otherwise the OS decides, as in Kafka by default).
@@ -123,17 +123,23 @@ extension PartitionLog {
 
     // MARK: Closing
 
-    /// Flushes everything, writes indexes, the producer snapshot and the recovery point. After
-    /// a clean close, the next open validates only the active segment.
+    /// Flushes everything, writes the producer snapshot, and the recovery point with where the
+    /// active segment ends and its indexes (`CleanEnd`): the next open then reads no segment.
     public func close() throws(StorageError) {
         try self.takeDeferredFileWork().run()
         for file in self.unsyncedClosedSegments { try file.sync() }
         self.unsyncedClosedSegments.removeAll()
-        try self.activeSegment.releaseReservedBlocks()
-        try self.activeSegment.log.sync()
+        let active = self.activeSegment
+        let indexes = try active.sealForClose()
+        try active.log.sync()
         try self.producerSnapshotWork.run()
         self.recoveryPoint = self.logEndOffset
-        try self.recoveryPointWork.run()
+        let end = indexes.map {
+            CleanEnd(
+                baseOffset: active.baseOffset, bytes: active.size, nextOffset: active.nextOffset,
+                offsetIndex: $0.offsetIndex, timeIndex: $0.timeIndex)
+        }
+        try self.recoveryPointWork(cleanEnd: end).run()
         self.cache.drop(self.cacheKey)
     }
 

@@ -8,7 +8,8 @@ import RafkaCore
 ///
 /// ```
 ///  open ──► recover (closed segments past the recovery point validated, active segment
-///           scanned and its torn tail cut) ──► serving ──► close (flush, checkpoints)
+///           scanned and its torn tail cut, unless a clean close left its end and indexes)
+///           ──► serving ──► close (flush, indexes, checkpoints)
 ///                                               │  append / read / offsetForTimestamp
 ///                                               │  enforceRetention / flushRequest + flushed
 /// ```
@@ -53,6 +54,8 @@ public final class PartitionLog {
         /// Segment files removed because the log ended (torn) in an earlier segment.
         public var removedSegments: [String] = []
         public var producerStateFrom: Int64
+        /// Bytes of segments recovery read through (none for the active segment after a clean close).
+        public var scannedBytes = 0
     }
 
     /// A log dropped without a clean close (taken offline after a failed fsync, a close that
@@ -131,9 +134,11 @@ public final class PartitionLog {
     /// the disk), a segment whose end is torn — a bad last batch, or fewer offsets than the next
     /// segment starts at — is where the log now ends: it is cut there and later segments are
     /// removed, as Kafka's recovery does, with a warning naming them. Damage anywhere else is
-    /// refused with the file named, never cut.
+    /// refused with the file named, never cut. The active segment is scanned too, unless a clean
+    /// close left it as it is now (`CleanEnd`).
     private func recover() throws(StorageError) -> RecoveryReport {
-        let checkpoint = Self.readCheckpoint(self.recoveryPointPath) ?? 0
+        let checkpointed = Self.readCheckpoint(self.recoveryPointPath)
+        let checkpoint = checkpointed?.recoveryPoint ?? 0
         let (snapshotOffset, table) = self.loadNewestSnapshot()
         self.producers = table
         let replayFrom = snapshotOffset ?? self.logStartOffset
@@ -149,6 +154,12 @@ public final class PartitionLog {
                 index += 1
                 continue
             }
+            if isActive, let end = checkpointed?.cleanEnd, end.fits(segment), replayFrom >= end.nextOffset,
+                segment.adoptCleanlyClosed(nextOffset: end.nextOffset, offsetIndex: end.offsetIndex, timeIndex: end.timeIndex)
+            {
+                break
+            }
+            report.scannedBytes += segment.size
             let result = try segment.recover(validate: unflushed) { header in
                 if header.baseOffset >= replayFrom { self.producers.record(header) }
             }
@@ -228,17 +239,70 @@ public final class PartitionLog {
         return (nil, table)
     }
 
-    static func readCheckpoint(_ path: String) -> Int64? {
-        guard FileSystem.exists(path), var bytes = try? FileSystem.readAll(path),
-            let text = bytes.readString(length: bytes.readableBytes)
-        else { return nil }
-        return Int64(text.trimmingCharacters())
+    /// Where the active segment ended when the log was closed cleanly, and its indexes then,
+    /// recorded with the recovery point. A segment's bytes below its end never change (appends
+    /// write past it, recovery only cuts a torn tail), so while the active segment still has
+    /// this base and size, these describe it and the next open need not read it (as Kafka skips
+    /// recovery after a clean shutdown). Kept in the checkpoint rather than in index files of
+    /// their own, which would cost two more file creations per partition at every shutdown.
+    struct CleanEnd: Equatable {
+        var baseOffset: Int64
+        var bytes: Int
+        var nextOffset: Int64
+        /// Serialized as in `<base>.index` and `<base>.timeindex`.
+        var offsetIndex: ByteBuffer
+        var timeIndex: ByteBuffer
+
+        func fits(_ segment: LogSegment) -> Bool {
+            segment.baseOffset == self.baseOffset && segment.size == self.bytes && self.bytes > 0
+        }
     }
 
-    /// Persisting the recovery point as it is now.
-    var recoveryPointWork: DeferredFileWork {
-        let text = "\(self.recoveryPoint)\n"
-        return DeferredFileWork(steps: [.replace(path: self.recoveryPointPath, contents: { ByteBuffer(string: text) })])
+    /// The `recovery-point` file: the offset on its first line; after a clean close a second
+    /// line `clean <active base> <active bytes> <next offset> <index bytes> <time index bytes>`
+    /// followed by the two indexes' bytes.
+    static func readCheckpoint(_ path: String) -> (recoveryPoint: Int64, cleanEnd: CleanEnd?)? {
+        guard FileSystem.exists(path), var bytes = try? FileSystem.readAll(path),
+            let first = Self.readLine(&bytes), let recoveryPoint = Int64(first)
+        else { return nil }
+        guard let second = Self.readLine(&bytes) else { return (recoveryPoint, nil) }
+        let fields = second.split(separator: " ")
+        guard fields.count == 6, fields[0] == "clean", let base = Int64(fields[1]), let size = Int(fields[2]),
+            let next = Int64(fields[3]), let offsetIndexBytes = Int(fields[4]), let timeIndexBytes = Int(fields[5]),
+            offsetIndexBytes >= 0, timeIndexBytes >= 0, offsetIndexBytes + timeIndexBytes == bytes.readableBytes,
+            let offsetIndex = bytes.readSlice(length: offsetIndexBytes), let timeIndex = bytes.readSlice(length: timeIndexBytes)
+        else { return (recoveryPoint, nil) }
+        let end = CleanEnd(
+            baseOffset: base, bytes: size, nextOffset: next, offsetIndex: offsetIndex, timeIndex: timeIndex)
+        return (recoveryPoint, end)
+    }
+
+    /// The next line, or what is left if no newline ends it.
+    private static func readLine(_ bytes: inout ByteBuffer) -> String? {
+        guard bytes.readableBytes > 0 else { return nil }
+        let newline = bytes.readableBytesView.firstIndex(of: UInt8(ascii: "\n"))
+        let line = bytes.readString(length: (newline ?? bytes.writerIndex) - bytes.readerIndex)
+        if newline != nil { bytes.moveReaderIndex(forwardBy: 1) }
+        return line?.trimmingCharacters()
+    }
+
+    /// Persisting the recovery point as it is now, and the active segment's end and indexes when
+    /// the log is closing cleanly.
+    func recoveryPointWork(cleanEnd: CleanEnd? = nil) -> DeferredFileWork {
+        let recoveryPoint = self.recoveryPoint
+        return DeferredFileWork(steps: [
+            .replace(path: self.recoveryPointPath) {
+                var contents = ByteBuffer(string: "\(recoveryPoint)\n")
+                if let end = cleanEnd {
+                    contents.writeString(
+                        "clean \(end.baseOffset) \(end.bytes) \(end.nextOffset) "
+                            + "\(end.offsetIndex.readableBytes) \(end.timeIndex.readableBytes)\n")
+                    contents.writeImmutableBuffer(end.offsetIndex)
+                    contents.writeImmutableBuffer(end.timeIndex)
+                }
+                return contents
+            }
+        ])
     }
 
     // MARK: Configuration

@@ -6,7 +6,8 @@ import NIOCore
 ///
 /// Held in memory while the segment is used; written as `<base>.index` (8-byte big-endian
 /// entries, Kafka's layout) when the segment closes, and read back lazily. The active segment's
-/// index is rebuilt from the log on startup, so it is never trusted from disk.
+/// goes into the recovery-point checkpoint when the log closes cleanly and is taken up at the
+/// next open if the segment is still as the close left it; otherwise it is rebuilt from the log.
 struct OffsetIndex {
     private(set) var relativeOffsets: [UInt32] = []
     private(set) var positions: [UInt32] = []
@@ -92,6 +93,8 @@ struct OffsetIndex {
             index.relativeOffsets.append(offset)
             index.positions.append(position)
         }
+        // As `note` left it: the batches from the last entry's to the segment's end.
+        if let last = index.positions.last { index.bytesSinceEntry = segmentBytes - Int(last) }
         return index
     }
 }

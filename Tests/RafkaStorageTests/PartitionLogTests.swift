@@ -364,6 +364,97 @@ import Testing
         #expect(try log.offset(forTimestamp: 0)?.offset == 0)
     }
 
+    /// What reads and time searches answer for every offset and timestamp of a log written by
+    /// `appendTimed` (through the offset and time indexes).
+    func answers(_ log: PartitionLog) throws -> [String] {
+        var answers: [String] = []
+        for offset in 0..<log.logEndOffset {
+            answers.append("\(offset): \(try Batches.offsets(log.read(from: offset, maxBytes: 7_000, minOneBatch: true)))")
+        }
+        for step in stride(from: -5, through: 2_100, by: 7) {
+            let found = try log.offset(forTimestamp: 1_700_000_000_000 + Int64(step))
+            answers.append("t\(step): \(found.map { "\($0.offset)@\($0.timestamp)" } ?? "none")")
+        }
+        return answers
+    }
+
+    /// Segments of 600,000 bytes, an index entry every 10,000 bytes.
+    static let cleanCloseConfig = ["segment.bytes": "600000", "index.interval.bytes": "10000"]
+
+    /// Batches `range` of two 3,000-byte records (6 KB), timestamps 10 ms apart: 150 of them fill
+    /// one segment and leave 300 KB in the active one, more than a clean close scans.
+    func appendTimed(_ log: PartitionLog, _ range: Range<Int>) throws {
+        for i in range {
+            _ = try self.append(log, Batches.make(count: 2, valueBytes: 3_000, timestamp: 1_700_000_000_000 + Int64(i * 10)))
+        }
+    }
+
+    /// After a clean close the active segment is not read again: its end and indexes come from
+    /// what the close wrote, and they answer every read and time search as a scan's rebuild does,
+    /// before and after further appends.
+    @Test func aCleanCloseLeavesTheActiveSegmentUnread() throws {
+        defer { self.directory.remove() }
+        let before: [String]
+        do {
+            let (log, _) = try self.open(Self.cleanCloseConfig)
+            try self.appendTimed(log, 0..<150)
+            #expect(log.segmentCount == 2)
+            before = try self.answers(log)
+            try log.close()
+        }
+        let checkpoint = self.directory.path + "/orders-0/recovery-point"
+        let written = try Data(contentsOf: URL(fileURLWithPath: checkpoint))
+        #expect(written.starts(with: Data("300\nclean ".utf8)))
+        do {
+            let (log, report) = try self.open(Self.cleanCloseConfig)
+            #expect(report.scannedBytes == 0)
+            #expect(try self.answers(log) == before)
+            try self.appendTimed(log, 150..<200)
+            let after = try self.answers(log)
+            try log.close()
+            // The same log opened by scanning (the checkpoint without its clean line) answers alike.
+            try "400\n".write(toFile: checkpoint, atomically: true, encoding: .utf8)
+            let (scanned, scanReport) = try self.open(Self.cleanCloseConfig)
+            #expect(scanReport.scannedBytes > 0)
+            #expect(try self.answers(scanned) == after)
+        }
+    }
+
+    /// A clean close's record is only trusted while the active segment is as it left it (one
+    /// written to since, by a start, appends, then a crash, is scanned), and only whole.
+    @Test(arguments: ["appended after", "torn tail", "record cut short"])
+    func aSegmentChangedSinceTheCleanCloseIsScanned(change: String) throws {
+        defer { self.directory.remove() }
+        let active: String
+        do {
+            let (log, _) = try self.open(Self.cleanCloseConfig)
+            try self.appendTimed(log, 0..<150)
+            active = self.directory.path + "/orders-0/" + String(format: "%020d", log.activeSegmentBaseOffset)
+            try log.close()
+        }
+        switch change {
+        case "appended after":
+            let (log, _) = try self.open(Self.cleanCloseConfig)
+            try self.appendTimed(log, 150..<151)
+            #expect(log.activeSegmentBaseOffset == Int64(active.suffix(20))!, "still the same segment")
+        // No close: as after kill -9.
+        case "torn tail":
+            let handle = try Foundation.FileHandle(forWritingTo: URL(fileURLWithPath: active + ".log"))
+            handle.seekToEndOfFile()
+            handle.write(Data(repeating: 7, count: 30))
+            try handle.close()
+        default:
+            // The indexes one time-index entry short: the lengths the record states do not add up.
+            let checkpoint = URL(fileURLWithPath: self.directory.path + "/orders-0/recovery-point")
+            try Data(contentsOf: checkpoint).dropLast(12).write(to: checkpoint)
+        }
+        let (log, report) = try self.open(Self.cleanCloseConfig)
+        #expect(report.scannedBytes > 0)
+        #expect(log.logEndOffset == (change == "appended after" ? 302 : 300))
+        #expect(report.truncatedBytes == (change == "torn tail" ? 30 : 0))
+        #expect(try Batches.offsets(log.read(from: 299, maxBytes: 1, minOneBatch: true)) == [298])
+    }
+
     /// A crash mid-write leaves a partial batch at the end of the active segment: recovery cuts
     /// it and keeps everything before it.
     @Test func tornTailIsTruncated() throws {
