@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(ROOT, ".build", "release")
@@ -106,15 +107,37 @@ class Broker:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def rafka(config_text=""):
-    """rafka standalone with `config_text` as its YAML configuration."""
+def rafka(config_text="", metrics=False):
+    """rafka standalone with `config_text` as its YAML configuration; with `metrics`, serving
+    Prometheus metrics too (read them with `scrape`)."""
+    metrics_port = free_port() if metrics else None
+
     def args(port, directory):
         config = os.path.join(directory, "rafka.yaml")
         with open(config, "w") as f:
             f.write(config_text)
         return [os.path.join(RELEASE, "rafka"), "standalone", "--data-dir", os.path.join(directory, "data"),
-                "--listen", f"127.0.0.1:{port}", "--config", config, "--log-level", "warning"]
-    return Broker("rafka", args)
+                "--listen", f"127.0.0.1:{port}", "--config", config, "--log-level", "warning",
+                *(["--metrics-listen", f"127.0.0.1:{metrics_port}"] if metrics_port else [])]
+    broker = Broker("rafka", args)
+    broker.metrics_port = metrics_port
+    return broker
+
+
+def scrape(broker):
+    """A Rafka broker's metrics, name → value (summed over labels), or None without a metrics port."""
+    port = getattr(broker, "metrics_port", None)
+    if port is None:
+        return None
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            name = name.split("{", 1)[0]
+            values[name] = values.get(name, 0.0) + float(value)
+    return values
 
 
 def bench(mode, bootstrap, *args, pid=None):
