@@ -163,7 +163,10 @@ final class LogSegment {
         let indexed = self.offsetIndex!.note(
             relativeOffset: UInt32(header.baseOffset - self.baseOffset), position: position,
             bytes: header.totalBytes, intervalBytes: self.indexIntervalBytes)
-        if indexed { self.timeIndex.append(timestamp: self.maxTimestamp, offset: self.offsetOfMaxTimestamp) }
+        // No entry while no batch had a timestamp (-1), as in Kafka: its offset would be -1 too.
+        if indexed && self.maxTimestamp >= 0 {
+            self.timeIndex.append(timestamp: self.maxTimestamp, offset: self.offsetOfMaxTimestamp)
+        }
         self.nextOffset = header.nextOffset
     }
 
@@ -340,13 +343,37 @@ final class LogSegment {
     }
 
     /// Takes up the active segment where a clean close left it (`PartitionLog.CleanEnd`): its end
-    /// offset and both indexes, loaded now since appends extend them. False, with nothing
-    /// changed, where they do not parse or fit the segment: the caller then scans it.
-    func adoptCleanlyClosed(nextOffset: Int64, offsetIndex: ByteBuffer, timeIndex: ByteBuffer) -> Bool {
-        guard let offsets = OffsetIndex.parse(offsetIndex, segmentBytes: self.size),
-            let times = TimeIndex.parse(timeIndex, baseOffset: self.baseOffset), times.last != nil
+    /// offset and both indexes, loaded now since appends extend them. The record is checked
+    /// against the segment where that costs little: every index entry must lie within it, and
+    /// the batches from the last offset-index entry to the end (about `index.interval.bytes`)
+    /// must be whole, pass their CRCs and end at `nextOffset`; the first batch's header gives its
+    /// timestamp, as a scan takes it. False, with nothing changed, where any of that fails: the
+    /// caller then scans the segment.
+    func adoptCleanlyClosed(nextOffset: Int64, offsetIndex: ByteBuffer, timeIndex: ByteBuffer) throws(StorageError)
+        -> Bool
+    {
+        let relativeEnd = nextOffset - self.baseOffset
+        guard relativeEnd > 0, Self.canHold(offset: nextOffset - 1, baseOffset: self.baseOffset),
+            let offsets = OffsetIndex.parse(offsetIndex, segmentBytes: self.size),
+            let lastRelative = offsets.relativeOffsets.last, Int64(lastRelative) < relativeEnd,
+            offsets.positions.first == 0, offsets.relativeOffsets.first == 0,
+            let times = TimeIndex.parse(timeIndex, baseOffset: self.baseOffset), times.last != nil,
+            times.offsets.allSatisfy({ $0 >= self.baseOffset && $0 < nextOffset })
+        else { return false }
+        let head = try self.log.read(at: 0, length: RecordBatchHeader.size, allocator: ByteBufferAllocator())
+        guard let first = try? RecordBatchHeader.peek(head, at: head.readerIndex) else { return false }
+        var tail: (first: RecordBatchHeader?, last: RecordBatchHeader?)
+        let checked = try Self.scan(
+            self.log, size: self.size, baseOffset: self.baseOffset, from: Int(offsets.positions.last!), validate: true
+        ) { _, header in
+            if tail.first == nil { tail.first = header }
+            tail.last = header
+        }
+        guard checked.problem == nil, checked.validBytes == self.size, first.baseOffset == self.baseOffset,
+            tail.first?.baseOffset == self.baseOffset + Int64(lastRelative), tail.last?.nextOffset == nextOffset
         else { return false }
         self.adoptTimestamps(from: times)
+        self.firstBatchTimestamp = first.maxTimestamp
         self.offsetIndex = offsets
         self.nextOffset = nextOffset
         return true

@@ -154,8 +154,11 @@ public final class PartitionLog {
                 index += 1
                 continue
             }
-            if isActive, let end = checkpointed?.cleanEnd, end.fits(segment), replayFrom >= end.nextOffset,
-                segment.adoptCleanlyClosed(nextOffset: end.nextOffset, offsetIndex: end.offsetIndex, timeIndex: end.timeIndex)
+            // A close writes the recovery point, the record's end and the producer snapshot at the same offset.
+            if isActive, let end = checkpointed?.cleanEnd, end.fits(segment), end.nextOffset == checkpoint,
+                replayFrom == end.nextOffset,
+                try segment.adoptCleanlyClosed(
+                    nextOffset: end.nextOffset, offsetIndex: end.offsetIndex, timeIndex: end.timeIndex)
             {
                 break
             }
@@ -269,7 +272,7 @@ public final class PartitionLog {
         let fields = second.split(separator: " ")
         guard fields.count == 6, fields[0] == "clean", let base = Int64(fields[1]), let size = Int(fields[2]),
             let next = Int64(fields[3]), let offsetIndexBytes = Int(fields[4]), let timeIndexBytes = Int(fields[5]),
-            offsetIndexBytes >= 0, timeIndexBytes >= 0, offsetIndexBytes + timeIndexBytes == bytes.readableBytes,
+            (0...bytes.readableBytes).contains(offsetIndexBytes), timeIndexBytes == bytes.readableBytes - offsetIndexBytes,
             let offsetIndex = bytes.readSlice(length: offsetIndexBytes), let timeIndex = bytes.readSlice(length: timeIndexBytes)
         else { return (recoveryPoint, nil) }
         let end = CleanEnd(

@@ -378,11 +378,10 @@ import Testing
         return answers
     }
 
-    /// Segments of 600,000 bytes, an index entry every 10,000 bytes.
-    static let cleanCloseConfig = ["segment.bytes": "600000", "index.interval.bytes": "10000"]
+    /// Segments of up to 1,000,000 bytes, an index entry every 10,000 bytes.
+    static let cleanCloseConfig = ["segment.bytes": "1000000", "index.interval.bytes": "10000"]
 
-    /// Batches `range` of two 3,000-byte records (6 KB), timestamps 10 ms apart: 150 of them fill
-    /// one segment and leave 300 KB in the active one, more than a clean close scans.
+    /// Batches `range` of two 3,000-byte records (6 KB), timestamps 10 ms apart.
     func appendTimed(_ log: PartitionLog, _ range: Range<Int>) throws {
         for i in range {
             _ = try self.append(log, Batches.make(count: 2, valueBytes: 3_000, timestamp: 1_700_000_000_000 + Int64(i * 10)))
@@ -391,20 +390,24 @@ import Testing
 
     /// After a clean close the active segment is not read again: its end and indexes come from
     /// what the close wrote, and they answer every read and time search as a scan's rebuild does,
-    /// before and after further appends.
+    /// before and after further appends. The active segment starts with a batch without
+    /// timestamps (-1), which gets no time-index entry.
     @Test func aCleanCloseLeavesTheActiveSegmentUnread() throws {
         defer { self.directory.remove() }
         let before: [String]
         do {
             let (log, _) = try self.open(Self.cleanCloseConfig)
-            try self.appendTimed(log, 0..<150)
+            try self.appendTimed(log, 0..<98)
+            try log.roll()
+            _ = try self.append(log, Batches.make(count: 1, valueBytes: 3_000, timestamp: -1))
+            try self.appendTimed(log, 99..<150)
             #expect(log.segmentCount == 2)
             before = try self.answers(log)
             try log.close()
         }
         let checkpoint = self.directory.path + "/orders-0/recovery-point"
         let written = try Data(contentsOf: URL(fileURLWithPath: checkpoint))
-        #expect(written.starts(with: Data("300\nclean ".utf8)))
+        #expect(written.starts(with: Data("299\nclean ".utf8)))
         do {
             let (log, report) = try self.open(Self.cleanCloseConfig)
             #expect(report.scannedBytes == 0)
@@ -413,7 +416,7 @@ import Testing
             let after = try self.answers(log)
             try log.close()
             // The same log opened by scanning (the checkpoint without its clean line) answers alike.
-            try "400\n".write(toFile: checkpoint, atomically: true, encoding: .utf8)
+            try "399\n".write(toFile: checkpoint, atomically: true, encoding: .utf8)
             let (scanned, scanReport) = try self.open(Self.cleanCloseConfig)
             #expect(scanReport.scannedBytes > 0)
             #expect(try self.answers(scanned) == after)
@@ -422,7 +425,10 @@ import Testing
 
     /// A clean close's record is only trusted while the active segment is as it left it (one
     /// written to since, by a start, appends, then a crash, is scanned), and only whole.
-    @Test(arguments: ["appended after", "torn tail", "record cut short"])
+    @Test(arguments: [
+        "appended after", "torn tail", "last batch damaged", "record cut short", "record claims another end",
+        "lengths overflow",
+    ])
     func aSegmentChangedSinceTheCleanCloseIsScanned(change: String) throws {
         defer { self.directory.remove() }
         let active: String
@@ -432,6 +438,7 @@ import Testing
             active = self.directory.path + "/orders-0/" + String(format: "%020d", log.activeSegmentBaseOffset)
             try log.close()
         }
+        let checkpoint = URL(fileURLWithPath: self.directory.path + "/orders-0/recovery-point")
         switch change {
         case "appended after":
             let (log, _) = try self.open(Self.cleanCloseConfig)
@@ -443,16 +450,40 @@ import Testing
             handle.seekToEndOfFile()
             handle.write(Data(repeating: 7, count: 30))
             try handle.close()
-        default:
+        case "last batch damaged":
+            // The same size, other bytes: the CRC check of the batches after the last index entry sees it.
+            let size = try FileManager.default.attributesOfItem(atPath: active + ".log")[.size] as! Int
+            try Self.flipByte(active + ".log", at: size - 100)
+        case "record cut short":
             // The indexes one time-index entry short: the lengths the record states do not add up.
-            let checkpoint = URL(fileURLWithPath: self.directory.path + "/orders-0/recovery-point")
             try Data(contentsOf: checkpoint).dropLast(12).write(to: checkpoint)
+        default:
+            // The record's text lines rewritten, its indexes kept.
+            let data = try Data(contentsOf: checkpoint)
+            let secondNewline = data.indices.filter { data[$0] == UInt8(ascii: "\n") }[1]
+            var fields = String(decoding: data[..<secondNewline], as: UTF8.self).split(separator: "\n")[1]
+                .split(separator: " ").map(String.init)
+            if change == "lengths overflow" {
+                fields[4] = String(Int.max)
+            } else {
+                fields[3] = "302"
+            }
+            let text = (change == "lengths overflow" ? "300" : "302") + "\n" + fields.joined(separator: " ")
+            try (Data(text.utf8) + data[secondNewline...]).write(to: checkpoint)
         }
         let (log, report) = try self.open(Self.cleanCloseConfig)
         #expect(report.scannedBytes > 0)
-        #expect(log.logEndOffset == (change == "appended after" ? 302 : 300))
-        #expect(report.truncatedBytes == (change == "torn tail" ? 30 : 0))
-        #expect(try Batches.offsets(log.read(from: 299, maxBytes: 1, minOneBatch: true)) == [298])
+        switch change {
+        case "appended after": #expect(log.logEndOffset == 302)
+        case "last batch damaged": #expect(log.logEndOffset == 298, "the damaged last batch is cut as a torn tail")
+        default: #expect(log.logEndOffset == 300)
+        }
+        switch change {
+        case "torn tail": #expect(report.truncatedBytes == 30)
+        case "last batch damaged": #expect(report.truncatedBytes > 6_000)
+        default: #expect(report.truncatedBytes == 0)
+        }
+        #expect(try Batches.offsets(log.read(from: 297, maxBytes: 1, minOneBatch: true)) == [296])
     }
 
     /// A crash mid-write leaves a partial batch at the end of the active segment: recovery cuts
