@@ -353,7 +353,8 @@ final class LogSegment {
         -> Bool
     {
         let relativeEnd = nextOffset - self.baseOffset
-        guard relativeEnd > 0, Self.canHold(offset: nextOffset - 1, baseOffset: self.baseOffset),
+        guard relativeEnd > 0, self.size >= RecordBatchHeader.size,
+            Self.canHold(offset: nextOffset - 1, baseOffset: self.baseOffset),
             let offsets = OffsetIndex.parse(offsetIndex, segmentBytes: self.size),
             let lastRelative = offsets.relativeOffsets.last, Int64(lastRelative) < relativeEnd,
             offsets.positions.first == 0, offsets.relativeOffsets.first == 0,
