@@ -345,10 +345,11 @@ final class LogSegment {
     /// Takes up the active segment where a clean close left it (`PartitionLog.CleanEnd`): its end
     /// offset and both indexes, loaded now since appends extend them. The record is checked
     /// against the segment where that costs little: every index entry must lie within it, and
-    /// the batches from the last offset-index entry to the end (about `index.interval.bytes`)
-    /// must be whole, pass their CRCs and end at `nextOffset`; the first batch's header gives its
-    /// timestamp, as a scan takes it. False, with nothing changed, where any of that fails: the
-    /// caller then scans the segment.
+    /// the batch headers from the last offset-index entry on (about `index.interval.bytes`, one
+    /// small read per batch, not the batches) must follow each other to the segment's end and
+    /// end at `nextOffset`; the first batch's header gives its timestamp, as a scan takes it.
+    /// Their CRCs are not checked: after a clean close Kafka does not check them either.
+    /// False, with nothing changed, where any of that fails: the caller then scans the segment.
     func adoptCleanlyClosed(nextOffset: Int64, offsetIndex: ByteBuffer, timeIndex: ByteBuffer) throws(StorageError)
         -> Bool
     {
@@ -361,23 +362,44 @@ final class LogSegment {
             let times = TimeIndex.parse(timeIndex, baseOffset: self.baseOffset), times.last != nil,
             times.offsets.allSatisfy({ $0 >= self.baseOffset && $0 < nextOffset })
         else { return false }
-        let head = try self.log.read(at: 0, length: RecordBatchHeader.size, allocator: ByteBufferAllocator())
-        guard let first = try? RecordBatchHeader.peek(head, at: head.readerIndex) else { return false }
-        var tail: (first: RecordBatchHeader?, last: RecordBatchHeader?)
-        let checked = try Self.scan(
-            self.log, size: self.size, baseOffset: self.baseOffset, from: Int(offsets.positions.last!), validate: true
-        ) { _, header in
-            if tail.first == nil { tail.first = header }
-            tail.last = header
-        }
-        guard checked.problem == nil, checked.validBytes == self.size, first.baseOffset == self.baseOffset,
-            tail.first?.baseOffset == self.baseOffset + Int64(lastRelative), tail.last?.nextOffset == nextOffset
+        guard let first = try self.header(at: 0), first.baseOffset == self.baseOffset,
+            let last = try self.lastHeader(from: Int(offsets.positions.last!), baseOffset: self.baseOffset + Int64(lastRelative)),
+            last.nextOffset == nextOffset
         else { return false }
         self.adoptTimestamps(from: times)
         self.firstBatchTimestamp = first.maxTimestamp
         self.offsetIndex = offsets
         self.nextOffset = nextOffset
         return true
+    }
+
+    /// The header of the batch at `position`, if one is there.
+    private func header(at position: Int) throws(StorageError) -> RecordBatchHeader? {
+        let bytes = try self.log.read(at: position, length: RecordBatchHeader.size, allocator: ByteBufferAllocator())
+        guard bytes.readableBytes == RecordBatchHeader.size else { return nil }
+        return try? RecordBatchHeader.peek(bytes, at: bytes.readerIndex)
+    }
+
+    /// Hops from batch header to batch header from `position`, where a batch at `baseOffset`
+    /// starts, to the segment's end: the last header, if the batches follow each other there,
+    /// offsets ascending, and the last ends exactly at the end. Nil beyond 1,024 hops (an index
+    /// far sparser than `index.interval.bytes` makes): a scan reads faster then.
+    private func lastHeader(from position: Int, baseOffset: Int64) throws(StorageError) -> RecordBatchHeader? {
+        var position = position
+        var expected = baseOffset
+        var last: RecordBatchHeader?
+        for _ in 0..<1_024 {
+            if position == self.size { return last }
+            guard let header = try self.header(at: position),
+                header.batchLength >= Int32(RecordBatchHeader.size - RecordBatchHeader.logOverhead),
+                header.totalBytes <= self.size - position, last != nil || header.baseOffset == expected,
+                Self.checkStructure(header, expectedOffset: expected, baseOffset: self.baseOffset) == nil
+            else { return nil }
+            expected = header.nextOffset
+            position += header.totalBytes
+            last = header
+        }
+        return nil
     }
 
     /// The time index from its file, if that holds an entry and parses.
