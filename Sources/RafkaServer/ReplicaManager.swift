@@ -336,7 +336,8 @@ final class ReplicaManager: Sendable {
         }
     }
 
-    /// Closes every partition cleanly (flush, indexes, checkpoints).
+    /// Closes every partition cleanly (flush, indexes, checkpoints), all at once: each loop
+    /// closes its own partitions one after another, both loops at the same time.
     func closeAll() async {
         let all =
             self.partitions.withLock { partitions in
@@ -347,9 +348,10 @@ final class ReplicaManager: Sendable {
                 defer { held.removeAll() }
                 return Array(held.values)
             }
-        for shell in all {
+        let closing = all.map { shell in (shell, shell.close()) }
+        for (shell, closed) in closing {
             do {
-                try await shell.close().get()
+                try await closed.get()
             } catch {
                 self.logger.error("closing \(shell.topicPartition) failed: \(error)")
             }
