@@ -86,7 +86,10 @@ final class PartitionShell: Sendable {
         var reservation: MemoryReservation?
     }
 
-    /// Opens the log on `eventLoop` (recovering it) and returns the running shell.
+    /// Opens the log (creating or recovering it) on the thread pool, where its file work and any
+    /// recovery scan wait for the device without holding up the partitions `eventLoop` serves
+    /// (a topic created, or a copy taken over, while the node serves), and returns the shell
+    /// running it on `eventLoop`.
     static func open(
         topicPartition: TopicPartition,
         topicID: KafkaUUID,
@@ -100,13 +103,17 @@ final class PartitionShell: Sendable {
         logger: Logger,
         onFailure: @escaping @Sendable (TopicPartition, String) -> Void
     ) -> EventLoopFuture<PartitionShell> {
-        eventLoop.submit {
+        threadPool.runIfActive(eventLoop: eventLoop) {
             let (log, report) = try PartitionLog.open(
                 directory: directory,
                 topicPartition: topicPartition,
                 config: config,
                 cache: cache
             )
+            // Handed to the loop: nothing on this thread keeps a reference.
+            return Handover((log, report))
+        }.map { (opened: Handover<(PartitionLog, PartitionLog.RecoveryReport)>) in
+            let (log, report) = opened.take()
             if let reason = report.truncationReason {
                 logger.warning(
                     "truncated torn tail of \(topicPartition)",
