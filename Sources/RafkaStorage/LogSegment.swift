@@ -362,8 +362,9 @@ final class LogSegment {
             let times = TimeIndex.parse(timeIndex, baseOffset: self.baseOffset), times.last != nil,
             times.offsets.allSatisfy({ $0 >= self.baseOffset && $0 < nextOffset })
         else { return false }
+        let lastEntry = (position: Int(offsets.positions.last!), baseOffset: self.baseOffset + Int64(lastRelative))
         guard let first = try self.header(at: 0), first.baseOffset == self.baseOffset,
-            let last = try self.lastHeader(from: Int(offsets.positions.last!), baseOffset: self.baseOffset + Int64(lastRelative)),
+            let last = try self.lastHeader(from: lastEntry.position, baseOffset: lastEntry.baseOffset),
             last.nextOffset == nextOffset
         else { return false }
         self.adoptTimestamps(from: times)
@@ -383,7 +384,7 @@ final class LogSegment {
     /// Hops from batch header to batch header from `position`, where a batch at `baseOffset`
     /// starts, to the segment's end: the last header, if the batches follow each other there,
     /// offsets ascending, and the last ends exactly at the end. Nil beyond 1,024 hops (an index
-    /// far sparser than `index.interval.bytes` makes): a scan reads faster then.
+    /// much sparser than `index.interval.bytes` makes, or tiny batches): the caller scans instead.
     private func lastHeader(from position: Int, baseOffset: Int64) throws(StorageError) -> RecordBatchHeader? {
         var position = position
         var expected = baseOffset

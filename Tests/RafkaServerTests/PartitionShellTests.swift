@@ -20,9 +20,10 @@ import Testing
         let pool = NIOThreadPool(numberOfThreads: 1)
         pool.start()
         let loop = group.next()
-        let release = NIOLockedValueBox(false)
+        let released = ConditionLock(value: false)
         let held = pool.runIfActive(eventLoop: loop) {
-            while !release.withLockedValue({ $0 }) { usleep(1_000) }
+            released.lock(whenValue: true)
+            released.unlock()
         }
         let opening = PartitionShell.open(
             topicPartition: TopicPartition("orders", 0), topicID: KafkaUUID.random(), directory: directory + "/orders-0",
@@ -30,7 +31,8 @@ import Testing
             writebackPool: pool, logger: Logger(label: "test"), onFailure: { _, _ in })
         for _ in 0..<20 { try await loop.submit {}.get() }
         #expect(!FileManager.default.fileExists(atPath: directory + "/orders-0"), "nothing opened while the pool is held")
-        release.withLockedValue { $0 = true }
+        released.lock()
+        released.unlock(withValue: true)
         try await held.get()
         let shell = try await opening.get()
         #expect(shell.eventLoop === loop)
