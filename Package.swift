@@ -142,6 +142,7 @@ let package = Package(
             dependencies: [
                 "RafkaServer", "RafkaClient", "KafkaProtocol", "RafkaStorage", "ChordCore", "RafkaCore", nioCore, nioPosix,
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strict
         ),

@@ -125,7 +125,9 @@ def rafka(config_text="", metrics=False):
 
 
 def scrape(broker):
-    """A Rafka broker's metrics, name → value (summed over labels), or None without a metrics port."""
+    """A Rafka broker's metrics, or None without a metrics port: each series by its name and
+    labels as written (`rafka_requests_total{api="Produce"}`), and each name alone → the sum over
+    its labels."""
     port = getattr(broker, "metrics_port", None)
     if port is None:
         return None
@@ -134,10 +136,31 @@ def scrape(broker):
     values = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            name = name.split("{", 1)[0]
+            series, value = line.rsplit(" ", 1)
+            name = series.split("{", 1)[0]
+            if name != series:
+                values[series] = float(value)
             values[name] = values.get(name, 0.0) + float(value)
     return values
+
+
+def histogram_quantile(before, after, metric, labels, q):
+    """The q-quantile of what a histogram of Rafka's metrics observed between two scrapes,
+    interpolated linearly within its bucket (as PromQL's histogram_quantile); None if nothing was."""
+    prefix = f'{metric}_bucket{{{labels},le="'
+    buckets = sorted((float(series[len(prefix):-2]), after[series] - before.get(series, 0.0))
+                     for series in after if series.startswith(prefix))
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower, below = 0.0, 0.0
+    for upper, count in buckets:
+        if count >= rank:
+            if upper == float("inf"):
+                return lower
+            return lower + (upper - lower) * (rank - below) / max(count - below, 1e-9)
+        lower, below = upper, count
+    return lower
 
 
 def bench(mode, bootstrap, *args, pid=None):

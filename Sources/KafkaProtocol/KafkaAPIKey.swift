@@ -1,12 +1,26 @@
 /// A Kafka API key (the first field of every request header).
 ///
-/// Every key Kafka defines has a `static let` (generated); `name` gives Kafka's name for logs.
+/// Every key Kafka defines has a `static let` (generated); `name` gives Kafka's name (or, for
+/// Rafka's own keys, Rafka's) for logs and metrics.
 public struct KafkaAPIKey: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: Int16
 
     public init(rawValue: Int16) { self.rawValue = rawValue }
 
-    public var name: String { Self.names[self.rawValue] ?? "Unknown(\(self.rawValue))" }
+    public var name: String { Self.names[self.rawValue] ?? Self.rafkaNames[self.rawValue] ?? "Unknown(\(self.rawValue))" }
+
+    /// Rafka's own keys (10000 and up, declared beside their messages), by name.
+    static let rafkaNames: [Int16: String] = [
+        10001: "RafkaRaftMessage",
+        10003: "RafkaRegisterNode",
+        10004: "RafkaNodeHeartbeat",
+        10005: "RafkaFetchMetadata",
+        10006: "RafkaDescribeNodes",
+        10007: "RafkaDescribeRing",
+        10008: "RafkaPartitionHandoff",
+        10009: "RafkaChordMessage",
+        10010: "RafkaDescribeCache",
+    ]
 
     public var description: String { self.name }
 

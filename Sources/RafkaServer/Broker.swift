@@ -2,6 +2,7 @@ import KafkaProtocol
 import Logging
 import NIOCore
 import NIOPosix
+import Prometheus
 import RafkaCore
 import RafkaStorage
 import Synchronization
@@ -33,6 +34,10 @@ public final class Broker: Sendable {
     let readMemory: MemoryBudget
     /// How long the event loops could not run (logged past 100 ms; metrics).
     let stalls: LoopStallWatch
+    /// Where the node's Prometheus metrics are kept (`BrokerMetrics` serves them).
+    let metricsRegistry = PrometheusCollectorRegistry()
+    /// Client requests and connections, as they happen.
+    let requestMetrics: RequestMetrics
     let cache: MetadataCache
     let control: BrokerControl
     let reconciler: MetadataReconciler
@@ -57,6 +62,7 @@ public final class Broker: Sendable {
         self.readMemory = MemoryBudget(capacityBytes: config.readMemoryBytesMax)
         self.stalls = LoopStallWatch(logger: logger)
         self.stalls.watch(group)
+        self.requestMetrics = RequestMetrics(registry: self.metricsRegistry)
         self.cache = cache
         self.control = control
         self.reconciler = reconciler

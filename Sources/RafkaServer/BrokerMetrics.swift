@@ -8,11 +8,11 @@ import RafkaStorage
 ///
 /// Read at scrape time from what the broker already counts (the hot cache's statistics, the
 /// read memory held for fetch responses, the partitions it serves, the event loops' stalls, the
-/// process's /proc entries)
-/// rather than updated on the hot path.
-/// Counters advance by what the source counted since the previous scrape.
+/// process's /proc entries) rather than updated on the hot path; such counters advance by what
+/// the source counted since the previous scrape. Requests and connections (`RequestMetrics`)
+/// are recorded into the same registry as they end.
 final class BrokerMetrics: Sendable {
-    private let registry = PrometheusCollectorRegistry()
+    private let registry: PrometheusCollectorRegistry
     private let replicas: ReplicaManager
     private let readMemory: MemoryBudget
     private let stalls: LoopStallWatch
@@ -41,7 +41,8 @@ final class BrokerMetrics: Sendable {
     /// may overlap).
     private let previous = NIOLockedValueBox((cache: HotCache.Statistics?.none, refusals: Int64(0)))
 
-    init(replicas: ReplicaManager, readMemory: MemoryBudget, stalls: LoopStallWatch) {
+    init(registry: PrometheusCollectorRegistry, replicas: ReplicaManager, readMemory: MemoryBudget, stalls: LoopStallWatch) {
+        self.registry = registry
         self.replicas = replicas
         self.readMemory = readMemory
         self.stalls = stalls

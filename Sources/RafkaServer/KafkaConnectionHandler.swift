@@ -15,7 +15,8 @@ import RafkaCore
 /// and reads nothing holds one such answer beside what its socket holds, and fetches bounded by
 /// `max-read-memory-bytes`. Responses leave in request order (`ResponseSequencer`).
 /// A client that reads nothing of its responses for `response-write-timeout-ms` is
-/// disconnected. Any protocol violation closes the connection with one log line.
+/// disconnected. Any protocol violation closes the connection with one log line. Each request
+/// answered is counted in `metrics` once its response is written (`RequestMetrics`).
 ///
 /// Isolation: the channel's event loop.
 final class KafkaConnectionHandler: ChannelDuplexHandler {
@@ -25,9 +26,11 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
 
     private let router: any FrameRouter
     private let memory: ConnectionMemory
+    private let metrics: RequestMetrics?
     private var logger: Logger
-    private var sequencer = ResponseSequencer<KafkaFrame>()
-    private var waiting = Deque<ByteBuffer>()
+    private var sequencer = ResponseSequencer<Answer>()
+    /// Frames read and not started yet, with when they were read.
+    private var waiting = Deque<(frame: ByteBuffer, read: NIODeadline)>()
     private var readHeld = false
     private var closing = false
     /// A request the router does not let overlap is in flight.
@@ -44,6 +47,24 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     private var progressAtLastCheck = WriteProgress(framesWritten: 0, bufferedBytes: 0)
     private var checksWithoutProgress = 0
 
+    /// A response to write, and what the metrics need of its request.
+    private struct Answer {
+        var frame: KafkaFrame
+        var request: RequestFacts
+    }
+
+    private struct RequestFacts {
+        var api: KafkaAPIKey?
+        var bytes: Int
+        var read: NIODeadline
+
+        func record(into metrics: RequestMetrics?, responseBytes: Int) {
+            guard let metrics, let api = self.api else { return }
+            let nanoseconds = (NIODeadline.now() - self.read).nanoseconds
+            metrics.record(api, requestBytes: self.bytes, responseBytes: responseBytes, nanoseconds: nanoseconds)
+        }
+    }
+
     private struct WriteProgress: Equatable {
         var framesWritten: Int
         var bufferedBytes: Int
@@ -54,10 +75,12 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         memory: ConnectionMemory,
         logger: Logger,
         inFlightMax: Int = Limits.inFlightRequestsPerConnectionMax,
-        writeTimeout: TimeAmount = .milliseconds(Limits.responseWriteTimeoutMillisecondsDefault)
+        writeTimeout: TimeAmount = .milliseconds(Limits.responseWriteTimeoutMillisecondsDefault),
+        metrics: RequestMetrics? = nil
     ) {
         self.router = router
         self.memory = memory
+        self.metrics = metrics
         self.logger = logger
         self.inFlightMax = inFlightMax
         self.writeTimeout = writeTimeout
@@ -70,24 +93,25 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.closing else { return }
-        self.waiting.append(Self.unwrapInboundIn(data))
+        self.waiting.append((Self.unwrapInboundIn(data), .now()))
         self.startWaiting(context: context)
     }
 
     private func startWaiting(context: ChannelHandlerContext) {
         while !self.closing, self.sequencer.inFlight < self.inFlightMax, context.channel.isWritable,
-            let frame = self.waiting.first
+            let (frame, read) = self.waiting.first
         {
             let overlaps = self.router.overlaps(frame)
             if !overlaps && self.aloneInFlight { return }
             self.waiting.removeFirst()
-            self.start(frame, alone: !overlaps, context: context)
+            self.start(frame, read: read, alone: !overlaps, context: context)
         }
     }
 
-    private func start(_ frame: ByteBuffer, alone: Bool, context: ChannelHandlerContext) {
+    private func start(_ frame: ByteBuffer, read: NIODeadline, alone: Bool, context: ChannelHandlerContext) {
         let sequence = self.sequencer.begin()
         let frameBytes = frame.readableBytes + 4
+        let request = RequestFacts(api: KafkaHeaders.peekPrefix(frame)?.apiKey, bytes: frameBytes, read: read)
         if alone { self.aloneInFlight = true }
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         self.router.handle(frame, on: context.eventLoop).hop(to: context.eventLoop).whenComplete { result in
@@ -97,19 +121,27 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
             if alone { handler.aloneInFlight = false }
             switch result {
             case .success(let response):
-                handler.finish(sequence, response: response, context: context)
+                if response == nil { request.record(into: handler.metrics, responseBytes: 0) }
+                handler.finish(sequence, answer: response.map { Answer(frame: $0, request: request) }, context: context)
             case .failure(let error):
                 handler.close(context: context, reason: "\(error)")
             }
         }
     }
 
-    private func finish(_ sequence: UInt64, response: KafkaFrame?, context: ChannelHandlerContext) {
+    private func finish(_ sequence: UInt64, answer: Answer?, context: ChannelHandlerContext) {
         guard !self.closing else { return }
-        let ready = self.sequencer.finish(sequence, response: response)
-        for frame in ready {
+        let ready = self.sequencer.finish(sequence, response: answer)
+        for answer in ready {
+            let frame = answer.frame
             for part in frame.parts.dropLast() { context.write(Self.wrapOutboundOut(part), promise: nil) }
-            let written = frame.leases.isEmpty ? nil : self.holdLeases(of: frame, context: context)
+            let written = frame.leases.isEmpty && self.metrics == nil ? nil : context.eventLoop.makePromise(of: Void.self)
+            if let written {
+                if !frame.leases.isEmpty { self.holdLeases(of: frame, until: written.futureResult, context: context) }
+                if let metrics = self.metrics {
+                    written.futureResult.whenSuccess { answer.request.record(into: metrics, responseBytes: frame.readableBytes) }
+                }
+            }
             context.write(Self.wrapOutboundOut(frame.parts[frame.parts.count - 1]), promise: written)
         }
         if !ready.isEmpty { context.flush() }
@@ -122,18 +154,16 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
 
     /// A frame's leases (the files it sends from, the memory its records hold) are kept until
     /// NIO is done with it, written or failed, and the client's progress is watched meanwhile.
-    private func holdLeases(of frame: KafkaFrame, context: ChannelHandlerContext) -> EventLoopPromise<Void> {
-        let written = context.eventLoop.makePromise(of: Void.self)
+    private func holdLeases(of frame: KafkaFrame, until written: EventLoopFuture<Void>, context: ChannelHandlerContext) {
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         self.leasedFramesUnwritten += 1
         self.watchWrites(context: context)
-        written.futureResult.whenComplete { _ in
+        written.whenComplete { _ in
             withExtendedLifetime(frame.leases) {}
             let handler = loopBound.value
             handler.leasedFramesUnwritten -= 1
             handler.leasedFramesWritten += 1
         }
-        return written
     }
 
     /// While frames with leases are unwritten or the channel is not writable, the client's

@@ -26,6 +26,7 @@ public final class KafkaListener: Sendable {
         let budget = MemoryBudget(capacityBytes: broker.config.requestMemoryBytesMax)
         let frameTimeout = TimeAmount.milliseconds(broker.config.requestFrameTimeoutMilliseconds)
         let writeTimeout = TimeAmount.milliseconds(broker.config.responseWriteTimeoutMilliseconds)
+        let metrics = broker.requestMetrics
         let channel = try await ServerBootstrap(group: broker.group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -35,10 +36,15 @@ public final class KafkaListener: Sendable {
             .childChannelOption(.autoRead, value: true)
             .childChannelInitializer { channel in
                 guard counter.tryAcquire() else {
+                    metrics.connectionRefused()
                     logger.warning("refusing connection: max-connections reached", metadata: ["peer": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"])
                     return channel.close()
                 }
-                channel.closeFuture.whenComplete { _ in counter.release() }
+                metrics.connectionAccepted()
+                channel.closeFuture.whenComplete { _ in
+                    counter.release()
+                    metrics.connectionClosed()
+                }
                 return channel.eventLoop.makeCompletedFuture {
                     let memory = ConnectionMemory(budget: budget)
                     let operations = channel.pipeline.syncOperations
@@ -46,7 +52,7 @@ public final class KafkaListener: Sendable {
                         RequestMemoryGate(memory: memory, frameBytesMax: frameBytesMax, frameTimeout: frameTimeout))
                     try operations.addHandler(ByteToMessageHandler(KafkaFrameDecoder(frameBytesMax: frameBytesMax)))
                     let handler = KafkaConnectionHandler(
-                        router: router, memory: memory, logger: logger, writeTimeout: writeTimeout)
+                        router: router, memory: memory, logger: logger, writeTimeout: writeTimeout, metrics: metrics)
                     try operations.addHandler(handler)
                 }
             }

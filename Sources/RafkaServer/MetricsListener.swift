@@ -12,7 +12,8 @@ public final class MetricsListener: Sendable {
     public var localAddress: SocketAddress? { self.channel.localAddress }
 
     public static func bind(broker: Broker, address: HostPort) async throws -> MetricsListener {
-        let metrics = BrokerMetrics(replicas: broker.replicas, readMemory: broker.readMemory, stalls: broker.stalls)
+        let metrics = BrokerMetrics(
+            registry: broker.metricsRegistry, replicas: broker.replicas, readMemory: broker.readMemory, stalls: broker.stalls)
         let channel = try await ServerBootstrap(group: broker.group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in

@@ -5,6 +5,7 @@ import KafkaProtocol
 import Logging
 import NIOCore
 import NIOEmbedded
+import Prometheus
 @testable import RafkaServer
 import Synchronization
 import Testing
@@ -90,6 +91,11 @@ import Testing
         func answer(_ index: Int) {
             self.held.withLock { $0[index].answer }.succeed(KafkaFrame.encode { $0.writeInteger(Int32(index)) })
         }
+
+        /// Answers with no response, as a produce with acks=0.
+        func answerNothing(_ index: Int) {
+            self.held.withLock { $0[index].answer }.succeed(nil)
+        }
     }
 
     /// A client that reads nothing: writes reach it but never complete, until the channel closes.
@@ -119,12 +125,14 @@ import Testing
         try Self.channel(router: FileRouter(file: file), unread: unread)
     }
 
-    static func channel(router: any FrameRouter, unread: UnreadSocket?) throws -> EmbeddedChannel {
+    static func channel(
+        router: any FrameRouter, unread: UnreadSocket?, metrics: RequestMetrics? = nil
+    ) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
         if let unread { try channel.pipeline.syncOperations.addHandler(unread) }
         let memory = ConnectionMemory(budget: MemoryBudget(capacityBytes: 1 << 20))
         let handler = KafkaConnectionHandler(
-            router: router, memory: memory, logger: Logger(label: "test"), writeTimeout: .seconds(120))
+            router: router, memory: memory, logger: Logger(label: "test"), writeTimeout: .seconds(120), metrics: metrics)
         try channel.pipeline.syncOperations.addHandler(handler)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9092)).wait()
         return channel
@@ -281,5 +289,40 @@ import Testing
         #expect(channel.isActive)
         channel.embeddedEventLoop.advanceTime(by: .seconds(40))
         #expect(!channel.isActive)
+    }
+
+    /// A request is counted under its API once its response is written (the socket took it):
+    /// with its bytes, its response's, and the time from its last byte read to then. One
+    /// answered with no response (acks=0) is counted once handled.
+    @Test func requestsAreCountedOnceTheirResponsesAreWritten() throws {
+        let registry = PrometheusCollectorRegistry()
+        let router = HeldAnswerRouter()
+        let socket = UnreadSocket()
+        let channel = try Self.channel(router: router, unread: socket, metrics: RequestMetrics(registry: registry))
+        func scraped(_ series: String) -> Double? {
+            for line in registry.emitToString().split(separator: "\n") where line.hasPrefix(series + " ") {
+                return Double(line.dropFirst(series.count + 1))
+            }
+            return nil
+        }
+        // Produce (key 0) v9, correlation id 1; then Fetch (key 1).
+        try channel.writeInbound(ByteBuffer(bytes: [0, 0, 0, 9, 0, 0, 0, 1]))
+        try channel.writeInbound(ByteBuffer(bytes: [0, 1, 0, 12, 0, 0, 0, 2]))
+        router.answer(0)
+        #expect(scraped(#"rafka_requests_total{api="Produce"}"#) == nil)
+        let held = ContinuousClock.now
+        while ContinuousClock.now - held < .milliseconds(20) { usleep(1_000) }
+        socket.readOldest()
+        #expect(scraped(#"rafka_requests_total{api="Produce"}"#) == 1)
+        #expect(scraped(#"rafka_request_bytes_total{api="Produce"}"#) == 12)
+        #expect(scraped(#"rafka_response_bytes_total{api="Produce"}"#) == 8)
+        #expect(scraped(#"rafka_request_duration_seconds_count{api="Produce"}"#) == 1)
+        #expect(try #require(scraped(#"rafka_request_duration_seconds_sum{api="Produce"}"#)) >= 0.02)
+        #expect(scraped(#"rafka_request_duration_seconds_bucket{api="Produce",le="0.01"}"#) == 0)
+        #expect(scraped(#"rafka_requests_total{api="Fetch"}"#) == nil)
+        router.answerNothing(1)
+        #expect(scraped(#"rafka_requests_total{api="Fetch"}"#) == 1)
+        #expect(scraped(#"rafka_response_bytes_total{api="Fetch"}"#) == 0)
+        _ = try? channel.finish()
     }
 }
