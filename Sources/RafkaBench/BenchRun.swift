@@ -24,6 +24,9 @@ public struct BenchResult: Sendable, Codable {
     public var wireMegabytesPerSecond: Double
     /// Produce: from when each record was due (open loop) or sent to its acknowledgement.
     public var produceLatency: LatencySummary?
+    /// Open loop: how late each batch left after it was due to leave (its last record's due
+    /// time): the benchmark's own share of the latencies above, per batch.
+    public var sendLag: LatencySummary?
     /// Consume: from a fetch request to its response, for fetches that brought records.
     public var fetchLatency: LatencySummary?
     /// e2e: from when each record was due to when a consumer received it.
@@ -73,7 +76,7 @@ public struct BenchRun: Sendable {
             if let records = self.settings.records { stop.measuredRecords.store(records, ordering: .relaxed) }
         }
         var cpuBefore: Double?
-        var produceLatency = LatencyHistogram()
+        var produceLatency = ProduceLoad.Latencies()
         var fetchLatency = LatencyHistogram()
         try await withThrowingTaskGroup(of: Void.self) { group in
             let counters = producing ? produced : consumed
@@ -144,7 +147,9 @@ public struct BenchRun: Sendable {
             recordsPerBatch: templates?.recordsPerBatch ?? 0, seconds: seconds, records: records,
             recordsPerSecond: Double(records) / seconds, megabytesPerSecond: Double(payloadBytes) / seconds / 1e6,
             wireMegabytesPerSecond: Double(counters.measuredWireBytes.load(ordering: .relaxed)) / seconds / 1e6,
-            produceLatency: producing ? produceLatency.summary : nil, fetchLatency: consuming ? fetchLatency.summary : nil,
+            produceLatency: producing ? produceLatency.acknowledgements.summary : nil,
+            sendLag: self.settings.targetRate == nil ? nil : produceLatency.sendLag.summary,
+            fetchLatency: consuming ? fetchLatency.summary : nil,
             endToEndLatency: ledger?.latencies.summary,
             errors: produced.errors.withLock { $0 }.merging(consumed.errors.withLock { $0 }) { $0 + $1 },
             unmatchedBatches: ledger?.unmatched)

@@ -71,11 +71,24 @@ struct ProduceLoad: Sendable {
         var stopAt: Int64
     }
 
-    /// Runs every producer to the end of the schedule (or `settings.records`); returns the
-    /// acknowledgement latencies of the measured records.
-    func run(_ schedule: Schedule) async throws -> LatencyHistogram {
+    /// What the producers measured of the measured phase.
+    struct Latencies: Sendable {
+        /// Each record's acknowledgement latency.
+        var acknowledgements = LatencyHistogram()
+        /// Open loop: how late each batch left after it was due to (its last record's due time):
+        /// the producer's own share of the latency, which counts in it.
+        var sendLag = LatencyHistogram()
+
+        mutating func add(_ other: Latencies) {
+            self.acknowledgements.add(other.acknowledgements)
+            self.sendLag.add(other.sendLag)
+        }
+    }
+
+    /// Runs every producer to the end of the schedule (or `settings.records`).
+    func run(_ schedule: Schedule) async throws -> Latencies {
         let claimed = SharedCounter()
-        var lanes: [EventLoopFuture<LatencyHistogram>] = []
+        var lanes: [EventLoopFuture<Latencies>] = []
         do {
             for producer in 0..<self.settings.producers {
                 lanes.append(try await self.startLane(producer, claimed: claimed, schedule))
@@ -84,7 +97,7 @@ struct ProduceLoad: Sendable {
             self.counters.finished.store(true, ordering: .relaxed)  // the lanes already started stop
             throw error
         }
-        var total = LatencyHistogram()
+        var total = Latencies()
         for lane in lanes { total.add(try await lane.get()) }
         return total
     }
@@ -94,7 +107,7 @@ struct ProduceLoad: Sendable {
         _ producer: Int,
         claimed: SharedCounter,
         _ schedule: Schedule
-    ) async throws -> EventLoopFuture<LatencyHistogram> {
+    ) async throws -> EventLoopFuture<ProduceLoad.Latencies> {
         let connections = try await self.topic.connect(
             self.topic.partitions,
             clientID: "rafka-bench-producer-\(producer)"
@@ -129,7 +142,7 @@ private final class ProducerLane {
     private let claimed: SharedCounter
     private let schedule: ProduceLoad.Schedule
     private let loop: any EventLoop
-    private let promise: EventLoopPromise<LatencyHistogram>
+    private let promise: EventLoopPromise<ProduceLoad.Latencies>
     /// Open loop: nanoseconds between records and between batches of this producer (0: highest rate).
     private let recordInterval: Int64
     private let batchInterval: Int64
@@ -148,7 +161,7 @@ private final class ProducerLane {
     private var wakeAt: Int64?
     /// Highest rate with consumers: their count and when it last moved (see `consumersAreBehind`).
     private var consumersSeen = (records: -1, at: Int64(0))
-    private var histogram = LatencyHistogram()
+    private var latencies = ProduceLoad.Latencies()
     /// A buffer per template variant that this lane stamps and sends again and again (nil
     /// while being stamped, or before its first send). The request frame references it until
     /// the socket has taken all of it; a stamp while it is still referenced (or a variant used
@@ -182,7 +195,7 @@ private final class ProducerLane {
         self.spareBatches = Array(repeating: nil, count: load.templates.assembled.count)
     }
 
-    func start() -> EventLoopFuture<LatencyHistogram> {
+    func start() -> EventLoopFuture<ProduceLoad.Latencies> {
         self.wake(at: self.schedule.start)
         return self.promise.futureResult
     }
@@ -219,6 +232,7 @@ private final class ProducerLane {
                 // The batch leaves when its last record is due (it filled up) or the linger ran out.
                 let leaves = intended + self.recordInterval * Int64(perBatch - 1)
                 if leaves > now + 20_000 { return self.wake(at: leaves) }
+                if intended >= self.schedule.measureFrom { self.latencies.sendLag.record(nanoseconds: now - leaves) }
             } else {
                 guard now < self.schedule.stopAt else {
                     self.ended = true
@@ -341,7 +355,7 @@ private final class ProducerLane {
             self.load.ledger?.acknowledged(.init(partition: partition, baseOffset: baseOffset), record)
             self.load.counters.worstLatency.max(done - record.intendedNanoseconds, ordering: .relaxed)
             guard measured else { continue }
-            record.latencies(arrivedAt: done, into: &self.histogram)
+            record.latencies(arrivedAt: done, into: &self.latencies.acknowledgements)
             self.load.counters.measured(
                 records: perBatch,
                 payloadBytes: self.load.templates.payloadBytes,
@@ -362,6 +376,6 @@ private final class ProducerLane {
     private func completeIfDone() {
         guard self.ended, self.inFlight == 0, !self.completed else { return }
         self.completed = true
-        self.promise.succeed(self.histogram)
+        self.promise.succeed(self.latencies)
     }
 }

@@ -187,6 +187,7 @@ func describe(_ result: BenchResult) -> String {
                 + "p99.9 \(number(summary.p999, 3))  max \(number(summary.max, 3))  (\(summary.count) samples)")
     }
     latency("produce latency", result.produceLatency)
+    latency("send lag (batches leaving late)", result.sendLag)
     latency("fetch latency", result.fetchLatency)
     latency("end-to-end latency", result.endToEndLatency)
     if let cpu = result.brokerCPUSeconds {

@@ -30,6 +30,7 @@ def test_produce_then_consume_everything(rafka):
                      "--record-bytes", "200", "--compression", "zstd")
     assert produced["errors"] == {} and produced["records"] >= 200000, produced
     assert produced["produceLatency"]["count"] == produced["records"]
+    assert produced.get("sendLag") is None  # no schedule to be late for
     assert produced["brokerCPUSeconds"] > 0 and produced["brokerResidentBytes"] > 0
     assert kcat_count(rafka, "b1") == produced["records"]
     consumed = bench(rafka, "consume", "--topic", "b1", "--from", "earliest", "--records", str(produced["records"]),
@@ -46,6 +47,9 @@ def test_open_loop_end_to_end_matches_every_record(rafka):
     assert abs(result["records"] - 40_000) <= 200, result
     assert result["endToEndLatency"]["count"] == result["records"]
     assert 0 < result["endToEndLatency"]["p50"] <= result["endToEndLatency"]["p99"] <= result["endToEndLatency"]["max"]
+    # How late each measured batch left, a part of every latency above.
+    assert result["sendLag"]["count"] * result["recordsPerBatch"] == result["records"], result
+    assert result["sendLag"]["p50"] <= result["endToEndLatency"]["p50"]
 
 
 def test_uncompressed_batches_are_read_back_byte_for_byte(rafka):
