@@ -11,8 +11,9 @@ import Synchronization
 /// needs no lock. Other loops reach it through futures.
 ///
 /// fsyncs (when `flush.messages`/`flush.ms` ask for them, and for rolled segments) run on the
-/// thread pool; appends that triggered one complete after it, and appends arriving meanwhile
-/// share the next one (group commit). So does the file work a roll or a flush leaves (indexes,
+/// thread pool. As in Kafka, an append that reaches `flush.messages` completes after an fsync
+/// that covers it, and such appends arriving while one runs share the next (group commit);
+/// `flush.ms` fsyncs run beside appends without holding their acknowledgements. So does the file work a roll or a flush leaves (indexes,
 /// snapshots, the recovery point: `DeferredFileWork`), one batch after another; closing or
 /// deleting the log, and retention, wait for it.
 ///
@@ -312,13 +313,19 @@ final class PartitionShell: Sendable {
         self.eventLoop.flatSubmit { self.flushIfDue(force: true) }
     }
 
-    /// Starts an fsync if the policy says one is due (or `force`), returning a future for the
-    /// durability of everything appended so far.
+    /// Starts an fsync if the policy says one is due (or `force`). The future completes once
+    /// everything appended so far is durable when `force` or `flush.messages` asks for that, and
+    /// at once otherwise: an fsync that `flush.ms` made due does not hold acknowledgements, as in
+    /// Kafka, whose time-based flushes run on a scheduler beside the appends. (Holding them made
+    /// fsyncs run back to back under load: every ack waited for one, p99 2.2–2.4 ms at the broker
+    /// against 0.75 ms without, and up to 19 ms on a slow disk.)
     func flushIfDue(force: Bool) -> EventLoopFuture<Void> {
         self.eventLoop.preconditionInEventLoop()
         let state = self.state.value
         guard let log = state.log else { return self.eventLoop.makeSucceededVoidFuture() }
+        let waits = force || log.flushDueByCount
         if state.flushInFlight {
+            guard waits else { return self.eventLoop.makeSucceededVoidFuture() }
             // Group commit: everything appended now rides on the next fsync.
             state.flushRequestedAgain = true
             let promise = self.eventLoop.makePromise(of: Void.self)
@@ -336,7 +343,7 @@ final class PartitionShell: Sendable {
         }.whenComplete { result in
             self.flushCompleted(result, through: request.throughOffset)
         }
-        return promise.futureResult
+        return waits ? promise.futureResult : self.eventLoop.makeSucceededVoidFuture()
     }
 
     private func flushCompleted(_ result: Result<Void, any Error>, through offset: Int64) {

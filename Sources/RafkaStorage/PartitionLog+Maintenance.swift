@@ -16,7 +16,7 @@ extension PartitionLog {
     /// calls `flushed(through:)`. Appends may continue meanwhile: fsync covers what was written
     /// before it started, and `throughOffset` only claims that.
     public func flushRequest(nowMonotonicMilliseconds now: Int64, force: Bool = false) -> FlushRequest? {
-        let dueByCount = self.unflushedMessages >= self.config.flushMessages
+        let dueByCount = self.flushDueByCount
         let dueByTime =
             self.unflushedMessages > 0
             && self.config.flushMilliseconds != Int64.max
@@ -42,6 +42,9 @@ extension PartitionLog {
         self.recoveryPoint = offset
         if crossedSegment { self.deferredFileWork.append(self.recoveryPointWork()) }
     }
+
+    /// Whether `flush.messages` messages were appended since the last fsync began.
+    public var flushDueByCount: Bool { self.unflushedMessages >= self.config.flushMessages }
 
     /// Whether an fsync policy is in force (otherwise the OS decides, as in Kafka by default).
     public var hasFlushPolicy: Bool { !self.config.flushesOnlyByOS }

@@ -41,4 +41,55 @@ import Testing
         try await pool.shutdownGracefully()
         try await group.shutdownGracefully()
     }
+
+    /// As in Kafka, an fsync that `flush.ms` makes due does not hold the acknowledgement of the
+    /// append that started it (nor of those arriving while it runs), while an append that reaches
+    /// `flush.messages` waits for an fsync that covers it. With the fsync pool's only thread held,
+    /// the first append completes at once and the second only once the thread is free.
+    @Test func onlyFlushMessagesHoldsAnAppendForItsFsync() async throws {
+        let directory = NSTemporaryDirectory() + "rafka-shell-test-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let fsyncPool = NIOThreadPool(numberOfThreads: 1)
+        let writebackPool = NIOThreadPool(numberOfThreads: 1)
+        fsyncPool.start()
+        writebackPool.start()
+        let loop = group.next()
+        let byTime = try LogConfig(overrides: ["flush.ms": "0"])
+        let shell = try await PartitionShell.open(
+            topicPartition: TopicPartition("orders", 0), topicID: KafkaUUID.random(), directory: directory + "/orders-0",
+            config: byTime, cache: .disabled, pageCacheTailBytes: nil, on: loop, threadPool: fsyncPool,
+            writebackPool: writebackPool, logger: Logger(label: "test"), onFailure: { _, _ in }
+        ).get()
+        let released = ConditionLock(value: false)
+        let held = fsyncPool.runIfActive(eventLoop: loop) {
+            released.lock(whenValue: true)
+            released.unlock()
+        }
+        let first = shell.append(validating: BrokerProtocolTests.batch(["a"]), config: byTime)
+        let firstDone = NIOLockedValueBox(false)
+        first.whenComplete { _ in firstDone.withLockedValue { $0 = true } }
+        let byCount = try LogConfig(overrides: ["flush.messages": "1"])
+        shell.update(config: byCount)
+        let second = shell.append(validating: BrokerProtocolTests.batch(["b"]), config: byCount)
+        let secondDone = NIOLockedValueBox(false)
+        second.whenComplete { _ in secondDone.withLockedValue { $0 = true } }
+        for _ in 0..<20 { try await loop.submit {}.get() }
+        #expect(firstDone.withLockedValue { $0 }, "the flush.ms append is acknowledged while its fsync waits")
+        #expect(!secondDone.withLockedValue { $0 }, "the flush.messages append waits for an fsync")
+        released.lock()
+        released.unlock(withValue: true)
+        try await held.get()
+        let outcome = try await second.get()
+        if case .appended(let info) = outcome {
+            #expect(info.firstOffset == 1)
+        } else {
+            Issue.record("the second append was not appended: \(outcome)")
+        }
+        try await shell.close().get()
+        try await fsyncPool.shutdownGracefully()
+        try await writebackPool.shutdownGracefully()
+        try await group.shutdownGracefully()
+    }
 }
+
