@@ -66,21 +66,23 @@ import Testing
             released.lock(whenValue: true)
             released.unlock()
         }
-        let first = shell.append(validating: BrokerProtocolTests.batch(["a"]), config: byTime)
         let firstDone = NIOLockedValueBox(false)
-        first.whenComplete { _ in firstDone.withLockedValue { $0 = true } }
+        shell.append(validating: BrokerProtocolTests.batch(["a"]), config: byTime) { _ in
+            firstDone.withLockedValue { $0 = true }
+        }
         let byCount = try LogConfig(overrides: ["flush.messages": "1"])
         shell.update(config: byCount)
-        let second = shell.append(validating: BrokerProtocolTests.batch(["b"]), config: byCount)
+        let second = loop.makePromise(of: AppendOutcome.self)
+        shell.append(validating: BrokerProtocolTests.batch(["b"]), config: byCount) { second.completeWith($0) }
         let secondDone = NIOLockedValueBox(false)
-        second.whenComplete { _ in secondDone.withLockedValue { $0 = true } }
+        second.futureResult.whenComplete { _ in secondDone.withLockedValue { $0 = true } }
         for _ in 0..<20 { try await loop.submit {}.get() }
         #expect(firstDone.withLockedValue { $0 }, "the flush.ms append is acknowledged while its fsync waits")
         #expect(!secondDone.withLockedValue { $0 }, "the flush.messages append waits for an fsync")
         released.lock()
         released.unlock(withValue: true)
         try await held.get()
-        let outcome = try await second.get()
+        let outcome = try await second.futureResult.get()
         if case .appended(let info) = outcome {
             #expect(info.firstOffset == 1)
         } else {

@@ -64,29 +64,39 @@ extension KafkaAPIs {
             return context.eventLoop.makeSucceededFuture(
                 Self.partitionResponse(partition.index, BrokerError(.invalidRecord, "records are null")))
         }
-        return shell.append(validating: records, config: config).map { outcome in
+        // One promise on the connection's loop, completed from the partition's (NIO hops).
+        let answer = context.eventLoop.makePromise(of: ProduceResponse.PartitionProduceResponse.self)
+        shell.append(validating: records, config: config) { result in
+            answer.succeed(self.partitionResponse(index, tp, result))
+        }
+        return answer.futureResult
+    }
+
+    private func partitionResponse(
+        _ index: Int32,
+        _ tp: TopicPartition,
+        _ result: Result<AppendOutcome, any Error>
+    ) -> ProduceResponse.PartitionProduceResponse {
+        switch result {
+        case .success(.appended(let info)), .success(.duplicate(let info)):
             var response = ProduceResponse.PartitionProduceResponse()
             response.index = index
-            switch outcome {
-            case .appended(let info), .duplicate(let info):
-                response.baseOffset = info.firstOffset
-                response.logAppendTimeMs = info.logAppendTime
-                response.logStartOffset = info.logStartOffset
-            case .outOfOrderSequence(let message):
-                response = Self.partitionResponse(index, BrokerError(.outOfOrderSequenceNumber, message))
-            case .invalidProducerEpoch(let message):
-                response = Self.partitionResponse(index, BrokerError(.invalidProducerEpoch, message))
-            }
+            response.baseOffset = info.firstOffset
+            response.logAppendTimeMs = info.logAppendTime
+            response.logStartOffset = info.logStartOffset
             return response
-        }.recover { error in
-            if let failure = error as? RecordBatchValidator.Failure {
-                self.logger.debug("rejected produce to \(tp): \(failure.message)")
-                var response = Self.partitionResponse(index, BrokerError(failure))
-                response.recordErrors = [.init(batchIndex: Int32(failure.batchIndex), batchIndexErrorMessage: failure.message)]
-                return response
-            }
+        case .success(.outOfOrderSequence(let message)):
+            return Self.partitionResponse(index, BrokerError(.outOfOrderSequenceNumber, message))
+        case .success(.invalidProducerEpoch(let message)):
+            return Self.partitionResponse(index, BrokerError(.invalidProducerEpoch, message))
+        case .failure(let failure as RecordBatchValidator.Failure):
+            self.logger.debug("rejected produce to \(tp): \(failure.message)")
+            var response = Self.partitionResponse(index, BrokerError(failure))
+            response.recordErrors = [.init(batchIndex: Int32(failure.batchIndex), batchIndexErrorMessage: failure.message)]
+            return response
+        case .failure(let error):
             return Self.partitionResponse(index, error as? BrokerError ?? BrokerError(.unknownServerError, "\(error)"))
-        }.hop(to: context.eventLoop)
+        }
     }
 
     static func partitionResponse(_ index: Int32, _ error: BrokerError) -> ProduceResponse.PartitionProduceResponse {
