@@ -11,11 +11,11 @@ import Synchronization
 /// needs no lock. Other loops reach it through futures.
 ///
 /// fsyncs (when `flush.messages`/`flush.ms` ask for them, and for rolled segments) run on the
-/// thread pool. As in Kafka, an append that reaches `flush.messages` completes after an fsync
-/// that covers it, and such appends arriving while one runs share the next (group commit);
-/// `flush.ms` fsyncs run beside appends without holding their acknowledgements. So does the file work a roll or a flush leaves (indexes,
-/// snapshots, the recovery point: `DeferredFileWork`), one batch after another; closing or
-/// deleting the log, and retention, wait for it.
+/// thread pool, as does the file work a roll or a flush leaves (indexes, snapshots, the recovery
+/// point: `DeferredFileWork`), one batch after another; closing or deleting the log, and
+/// retention, wait for it. As in Kafka, an append that reaches `flush.messages` completes after
+/// an fsync that covers it, and such appends arriving while one runs share the next (group
+/// commit); `flush.ms` fsyncs run beside appends without holding their acknowledgements.
 ///
 /// Fetches need no hop to this loop when the hot cache can answer: after every change of the
 /// log the loop publishes its offsets, and a fetch on any loop reads the cached batches below
