@@ -33,9 +33,16 @@ extension KafkaAPIs {
         let names = request.topicData.map(\.name)
         let acks = request.acks
         return ready.flatMap {
-            Self.perPartition(request.topicData, \.partitionData, on: context.eventLoop) { topic, partition in
-                self.produce(topic: topic.name, partition: partition, context: context)
-            }.flatMapThrowing { grouped in
+            let answers = PartitionAnswers(counts: request.topicData.map(\.partitionData.count), loop: context.eventLoop)
+            var slot = 0
+            for topic in request.topicData {
+                for partition in topic.partitionData {
+                    let index = slot
+                    self.produce(topic: topic.name, partition: partition) { answers.set(index, $0) }
+                    slot += 1
+                }
+            }
+            return answers.grouped.flatMapThrowing { grouped in
                 var response = ProduceResponse()
                 response.responses = zip(names, grouped).map { .init(name: $0, partitionResponses: $1) }
                 let results = grouped.joined()
@@ -50,26 +57,24 @@ extension KafkaAPIs {
         }
     }
 
+    /// Appends one partition's records; `answer` gets its response, on the partition's loop or
+    /// (when it cannot be served) at once.
     private func produce(
         topic: String,
         partition: ProduceRequest.PartitionProduceData,
-        context: RequestContext
-    ) -> EventLoopFuture<ProduceResponse.PartitionProduceResponse> {
+        answer: @escaping @Sendable (ProduceResponse.PartitionProduceResponse) -> Void
+    ) {
         let index = partition.index
         let tp = TopicPartition(topic, index)
         guard let shell = self.broker.replicas.shell(for: tp), let config = self.broker.replicas.config(topic: topic) else {
-            return context.eventLoop.makeSucceededFuture(Self.partitionResponse(partition.index, self.missingPartitionError(tp)))
+            return answer(Self.partitionResponse(partition.index, self.missingPartitionError(tp)))
         }
         guard let records = partition.records else {
-            return context.eventLoop.makeSucceededFuture(
-                Self.partitionResponse(partition.index, BrokerError(.invalidRecord, "records are null")))
+            return answer(Self.partitionResponse(partition.index, BrokerError(.invalidRecord, "records are null")))
         }
-        // One promise on the connection's loop, completed from the partition's (NIO hops).
-        let answer = context.eventLoop.makePromise(of: ProduceResponse.PartitionProduceResponse.self)
         shell.append(validating: records, config: config) { result in
-            answer.succeed(self.partitionResponse(index, tp, result))
+            answer(self.partitionResponse(index, tp, result))
         }
-        return answer.futureResult
     }
 
     private func partitionResponse(
@@ -116,5 +121,52 @@ extension KafkaAPIs {
             .init(name: topic.name, partitionResponses: topic.partitionData.map { Self.partitionResponse($0.index, error) })
         }
         return response
+    }
+}
+
+/// A produce's partition responses, gathered on the connection's loop in request order: one
+/// promise for the request instead of a future per partition (`whenAllSucceed`), whose
+/// allocations and generic look-ups were most of the broker's CPU per small batch.
+private final class PartitionAnswers: @unchecked Sendable {  // its state is touched on `loop` only
+    private let loop: any EventLoop
+    private let counts: [Int]
+    private var answers: [ProduceResponse.PartitionProduceResponse?]
+    private var missing: Int
+    private let promise: EventLoopPromise<[[ProduceResponse.PartitionProduceResponse]]>
+
+    /// `counts`: the partitions of each topic of the request, in order.
+    init(counts: [Int], loop: any EventLoop) {
+        self.loop = loop
+        self.counts = counts
+        self.missing = counts.reduce(0, +)
+        self.answers = Array(repeating: nil, count: self.missing)
+        self.promise = loop.makePromise()
+        if self.missing == 0 { self.promise.succeed(counts.map { _ in [] }) }
+    }
+
+    /// The responses grouped by topic, once every partition has answered.
+    var grouped: EventLoopFuture<[[ProduceResponse.PartitionProduceResponse]]> { self.promise.futureResult }
+
+    /// The response of the request's partition number `slot` (counting across topics), from any thread.
+    func set(_ slot: Int, _ answer: ProduceResponse.PartitionProduceResponse) {
+        if self.loop.inEventLoop {
+            self.store(slot, answer)
+        } else {
+            self.loop.execute { self.store(slot, answer) }
+        }
+    }
+
+    private func store(_ slot: Int, _ answer: ProduceResponse.PartitionProduceResponse) {
+        precondition(self.answers[slot] == nil, "partition \(slot) answered twice")
+        self.answers[slot] = answer
+        self.missing -= 1
+        guard self.missing == 0 else { return }
+        var grouped: [[ProduceResponse.PartitionProduceResponse]] = []
+        var cursor = 0
+        for count in self.counts {
+            grouped.append(self.answers[cursor..<cursor + count].map { $0! })
+            cursor += count
+        }
+        self.promise.succeed(grouped)
     }
 }
