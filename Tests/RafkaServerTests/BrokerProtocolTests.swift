@@ -167,6 +167,39 @@ import Testing
             client.close()
         }
     }
+
+    /// A produce to several topics and partitions (spread over the event loops, one that does not
+    /// exist, one batch corrupt) answers every partition, grouped by topic, in request order.
+    @Test func aProduceToManyPartitionsAnswersEachInRequestOrder() async throws {
+        try await TestBroker.with({ $0.autoCreateTopics = false }) { broker in
+            let client = try await broker.connect()
+            _ = try await client.send(CreateTopicsRequest(topics: [
+                .init(name: "left", numPartitions: 4, replicationFactor: 1, configs: []),
+                .init(name: "right", numPartitions: 4, replicationFactor: 1, configs: []),
+            ]))
+            var corrupt = Self.batch(["bad"])
+            corrupt.setInteger(UInt32(1), at: 17)
+            let right: [ProduceRequest.PartitionProduceData] =
+                [3, 0, 2].map { .init(index: $0, records: Self.batch(["r\($0)"])) } + [.init(index: 9, records: Self.batch(["x"]))]
+            let request = ProduceRequest(acks: 1, timeoutMs: 5000, topicData: [
+                .init(name: "right", partitionData: right),
+                .init(name: "left", partitionData: [.init(index: 1, records: corrupt), .init(index: 2, records: Self.batch(["l", "m"]))]),
+            ])
+            for round in 0..<2 {
+                let response = try await client.send(request, version: 9)
+                #expect(response.responses.map(\.name) == ["right", "left"])
+                let rights = response.responses[0].partitionResponses
+                #expect(rights.map(\.index) == [3, 0, 2, 9])
+                #expect(rights.map(\.errorCode) == [0, 0, 0, KafkaErrorCode.unknownTopicOrPartition.rawValue])
+                #expect(rights.prefix(3).map(\.baseOffset) == [Int64(round), Int64(round), Int64(round)])
+                let lefts = response.responses[1].partitionResponses
+                #expect(lefts.map(\.index) == [1, 2])
+                #expect(lefts.map(\.errorCode) == [KafkaErrorCode.corruptMessage.rawValue, 0])
+                #expect(lefts[1].baseOffset == Int64(2 * round))
+            }
+            client.close()
+        }
+    }
 }
 
 @Suite(.tags(.integration), .serialized) struct RequestMemoryTests {
