@@ -27,6 +27,8 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     private let router: any FrameRouter
     private let memory: ConnectionMemory
     private let metrics: RequestMetrics?
+    /// What request durations are measured with (a test's own clock instead of NIO's).
+    private let clock: @Sendable () -> NIODeadline
     private var logger: Logger
     private var sequencer = ResponseSequencer<Answer>()
     /// Frames read and not started yet, with when they were read.
@@ -58,9 +60,9 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         var bytes: Int
         var read: NIODeadline
 
-        func record(into metrics: RequestMetrics?, responseBytes: Int) {
+        func record(into metrics: RequestMetrics?, responseBytes: Int, at now: NIODeadline) {
             guard let metrics, let api = self.api else { return }
-            let nanoseconds = (NIODeadline.now() - self.read).nanoseconds
+            let nanoseconds = (now - self.read).nanoseconds
             metrics.record(api, requestBytes: self.bytes, responseBytes: responseBytes, nanoseconds: nanoseconds)
         }
     }
@@ -76,11 +78,13 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         logger: Logger,
         inFlightMax: Int = Limits.inFlightRequestsPerConnectionMax,
         writeTimeout: TimeAmount = .milliseconds(Limits.responseWriteTimeoutMillisecondsDefault),
-        metrics: RequestMetrics? = nil
+        metrics: RequestMetrics? = nil,
+        clock: @escaping @Sendable () -> NIODeadline = { .now() }
     ) {
         self.router = router
         self.memory = memory
         self.metrics = metrics
+        self.clock = clock
         self.logger = logger
         self.inFlightMax = inFlightMax
         self.writeTimeout = writeTimeout
@@ -93,7 +97,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.closing else { return }
-        self.waiting.append((Self.unwrapInboundIn(data), .now()))
+        self.waiting.append((Self.unwrapInboundIn(data), self.clock()))
         self.startWaiting(context: context)
     }
 
@@ -121,7 +125,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
             if alone { handler.aloneInFlight = false }
             switch result {
             case .success(let response):
-                if response == nil { request.record(into: handler.metrics, responseBytes: 0) }
+                if response == nil { request.record(into: handler.metrics, responseBytes: 0, at: handler.clock()) }
                 handler.finish(sequence, answer: response.map { Answer(frame: $0, request: request) }, context: context)
             case .failure(let error):
                 handler.close(context: context, reason: "\(error)")
@@ -139,7 +143,10 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
             if let written {
                 if !frame.leases.isEmpty { self.holdLeases(of: frame, until: written.futureResult, context: context) }
                 if let metrics = self.metrics {
-                    written.futureResult.whenSuccess { answer.request.record(into: metrics, responseBytes: frame.readableBytes) }
+                    let clock = self.clock
+                    written.futureResult.whenSuccess {
+                        answer.request.record(into: metrics, responseBytes: frame.readableBytes, at: clock())
+                    }
                 }
             }
             context.write(Self.wrapOutboundOut(frame.parts[frame.parts.count - 1]), promise: written)
