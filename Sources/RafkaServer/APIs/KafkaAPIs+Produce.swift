@@ -141,7 +141,7 @@ private final class PartitionAnswers: @unchecked Sendable {  // its state is tou
         self.missing = counts.reduce(0, +)
         self.answers = Array(repeating: nil, count: self.missing)
         self.promise = loop.makePromise()
-        if self.missing == 0 { self.promise.succeed(counts.map { _ in [] }) }
+        if self.missing == 0 { self.promise.succeed(KafkaAPIs.grouped([], counts: counts)) }
     }
 
     /// The responses grouped by topic, once every partition has answered.
@@ -161,12 +161,6 @@ private final class PartitionAnswers: @unchecked Sendable {  // its state is tou
         self.answers[slot] = answer
         self.missing -= 1
         guard self.missing == 0 else { return }
-        var grouped: [[ProduceResponse.PartitionProduceResponse]] = []
-        var cursor = 0
-        for count in self.counts {
-            grouped.append(self.answers[cursor..<cursor + count].map { $0! })
-            cursor += count
-        }
-        self.promise.succeed(grouped)
+        self.promise.succeed(KafkaAPIs.grouped(self.answers.map { $0! }, counts: self.counts))
     }
 }

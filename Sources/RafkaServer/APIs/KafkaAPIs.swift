@@ -83,15 +83,19 @@ struct KafkaAPIs: Sendable {
             for partition in list { futures.append(body(topic, partition)) }
         }
         let sizes = counts
-        return EventLoopFuture.whenAllSucceed(futures, on: eventLoop).map { results in
-            var grouped: [[Result]] = []
-            var cursor = 0
-            for count in sizes {
-                grouped.append(Array(results[cursor..<cursor + count]))
-                cursor += count
-            }
-            return grouped
+        return EventLoopFuture.whenAllSucceed(futures, on: eventLoop).map { Self.grouped($0, counts: sizes) }
+    }
+
+    /// `results` of every partition of a request, in order, grouped per topic (`counts`: each
+    /// topic's partitions).
+    static func grouped<Result>(_ results: [Result], counts: [Int]) -> [[Result]] {
+        var grouped: [[Result]] = []
+        var cursor = 0
+        for count in counts {
+            grouped.append(Array(results[cursor..<cursor + count]))
+            cursor += count
         }
+        return grouped
     }
 
     /// Whether auto-creation applies (broker setting and, v4+, the client's wish).
