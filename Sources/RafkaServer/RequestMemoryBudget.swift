@@ -150,7 +150,16 @@ final class RequestMemoryGate: ChannelDuplexHandler {
     private var frameRemaining = 0
     /// A size the decoder refuses was passed on: the connection is closing, later bytes are dropped.
     private var refused = false
-    private var frameNumber = 0
+    /// When the frame being gathered began (its size reserved), and the one check of frame
+    /// timeouts this connection has scheduled, if any. One check per connection, not one per
+    /// frame: a task per frame, left in the loop's heap for `frameTimeout` (a minute by
+    /// default), piled up to 120,000 at 2,000 requests a second, and NIO searches that heap
+    /// linearly to cancel any task (a fetch's wait). It cost about 10% of the broker's CPU at
+    /// 840,000 records/s and 240 MB of memory at 55,000 small produces a second.
+    private var frameStarted = NIODeadline.uptimeNanoseconds(0)
+    private var frameCheck: Scheduled<Void>?
+    /// How many times a check was scheduled, for tests.
+    private(set) var frameChecksScheduled = 0
     private var blocked: ByteBuffer?
     private var readHeld = false
 
@@ -208,7 +217,7 @@ final class RequestMemoryGate: ChannelDuplexHandler {
                 return
             }
             self.memory.reserved(size + 4)
-            self.startTimer(context: context)
+            self.frameBegan(context: context)
             buffer.moveReaderIndex(forwardBy: prefixPart.count)
             self.sizePrefix = []
             var frame = context.channel.allocator.buffer(capacity: 4 + size)
@@ -236,16 +245,28 @@ final class RequestMemoryGate: ChannelDuplexHandler {
         }
     }
 
-    private func startTimer(context: ChannelHandlerContext) {
-        self.frameNumber += 1
-        let number = self.frameNumber
+    /// Notes when a frame began, and arms the connection's check unless it is armed already:
+    /// a check finding a younger frame in progress re-arms itself for that frame.
+    private func frameBegan(context: ChannelHandlerContext) {
+        self.frameStarted = context.eventLoop.now
+        if self.frameCheck == nil { self.armFrameCheck(at: self.frameStarted + self.frameTimeout, context: context) }
+    }
+
+    private func armFrameCheck(at deadline: NIODeadline, context: ChannelHandlerContext) {
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        context.eventLoop.scheduleTask(in: self.frameTimeout) {
+        self.frameChecksScheduled += 1
+        self.frameCheck = context.eventLoop.scheduleTask(deadline: deadline) {
             let (gate, context) = loopBound.value
-            if gate.frameNumber == number && gate.frameRemaining > 0 && context.channel.isActive {
-                context.fireErrorCaught(FrameTimeout(seconds: gate.frameTimeout.nanoseconds / 1_000_000_000))
-            }
+            gate.checkFrameTimeout(context: context)
         }
+    }
+
+    private func checkFrameTimeout(context: ChannelHandlerContext) {
+        self.frameCheck = nil
+        guard self.frameRemaining > 0 && context.channel.isActive else { return }
+        let due = self.frameStarted + self.frameTimeout
+        guard due <= context.eventLoop.now else { return self.armFrameCheck(at: due, context: context) }
+        context.fireErrorCaught(FrameTimeout(seconds: self.frameTimeout.nanoseconds / 1_000_000_000))
     }
 
     func read(context: ChannelHandlerContext) {
@@ -257,6 +278,8 @@ final class RequestMemoryGate: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.frameCheck?.cancel()
+        self.frameCheck = nil
         self.blocked = nil
         self.frame = nil
         self.memory.releaseAll()

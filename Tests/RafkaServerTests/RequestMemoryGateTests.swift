@@ -12,12 +12,18 @@ import Testing
     }
 
     static func channel(frameBytesMax: Int = 1 << 20) throws -> (EmbeddedChannel, MemoryBudget) {
+        let (channel, budget, _) = try Self.gated(frameBytesMax: frameBytesMax)
+        return (channel, budget)
+    }
+
+    static func gated(frameBytesMax: Int = 1 << 20) throws -> (EmbeddedChannel, MemoryBudget, RequestMemoryGate) {
         let budget = MemoryBudget(capacityBytes: 1 << 20)
         let gate = RequestMemoryGate(
             memory: ConnectionMemory(budget: budget), frameBytesMax: frameBytesMax, frameTimeout: .seconds(60))
         let channel = EmbeddedChannel()
         try channel.pipeline.syncOperations.addHandler(gate)
-        return (channel, budget)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9092)).wait()  // active, as a client's
+        return (channel, budget, gate)
     }
 
     /// Frames cut anywhere across reads, or several in one read, come out whole, one per
@@ -59,6 +65,44 @@ import Testing
         #expect(try channel.readInbound(as: ByteBuffer.self) == nil)
         #expect(budget.usedBytes == 0)
         _ = try channel.finish()
+    }
+}
+
+extension RequestMemoryGateTests {
+    /// A frame is given `frameTimeout` from its start to arrive whole, however many frames came
+    /// before it: the one check a connection keeps, armed for an earlier frame, waits on for a
+    /// younger one in progress instead of closing the connection early.
+    @Test func aFrameInProgressTimesOutAMinuteAfterItBegan() throws {
+        let (channel, _, _) = try Self.gated()
+        try channel.writeInbound(Self.frame(bodyBytes: 100, fill: 1))  // whole, at 0 s
+        channel.embeddedEventLoop.advanceTime(by: .seconds(50))
+        var second = Self.frame(bodyBytes: 100, fill: 2)
+        try channel.writeInbound(second.readSlice(length: 50)!)  // begun at 50 s
+        channel.embeddedEventLoop.advanceTime(by: .seconds(59))  // the check due at 60 s found it 10 s old
+        try channel.throwIfErrorCaught()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(throws: FrameTimeout.self) { try channel.throwIfErrorCaught() }
+        _ = try? channel.finish()
+    }
+
+    /// A frame arriving whole leaves nothing behind: ten thousand frames schedule one check, which
+    /// ends itself when it finds no frame in progress.
+    @Test func framesShareOneTimeoutCheck() throws {
+        let (channel, _, gate) = try Self.gated()
+        for round in 0..<10_000 {
+            var frame = Self.frame(bodyBytes: 64, fill: UInt8(truncatingIfNeeded: round))
+            try channel.writeInbound(frame.readSlice(length: 30)!)
+            try channel.writeInbound(frame)
+            var received = try #require(try channel.readInbound(as: ByteBuffer.self))
+            received.moveReaderIndex(forwardBy: 4)
+            #expect(received.readableBytes == 64)
+        }
+        #expect(gate.frameChecksScheduled == 1)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(120))
+        try channel.throwIfErrorCaught()
+        try channel.writeInbound(Self.frame(bodyBytes: 8, fill: 0).getSlice(at: 0, length: 6)!)
+        #expect(gate.frameChecksScheduled == 2)
+        _ = try? channel.finish()
     }
 }
 
