@@ -27,8 +27,6 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     private let router: any FrameRouter
     private let memory: ConnectionMemory
     private let metrics: RequestMetrics?
-    /// What request durations are measured with (a test's own clock instead of NIO's).
-    private let clock: @Sendable () -> NIODeadline
     private var logger: Logger
     private var sequencer = ResponseSequencer<Answer>()
     /// Frames read and not started yet, with when they were read.
@@ -78,13 +76,11 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         logger: Logger,
         inFlightMax: Int = Limits.inFlightRequestsPerConnectionMax,
         writeTimeout: TimeAmount = .milliseconds(Limits.responseWriteTimeoutMillisecondsDefault),
-        metrics: RequestMetrics? = nil,
-        clock: @escaping @Sendable () -> NIODeadline = { .now() }
+        metrics: RequestMetrics? = nil
     ) {
         self.router = router
         self.memory = memory
         self.metrics = metrics
-        self.clock = clock
         self.logger = logger
         self.inFlightMax = inFlightMax
         self.writeTimeout = writeTimeout
@@ -97,7 +93,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.closing else { return }
-        self.waiting.append((Self.unwrapInboundIn(data), self.clock()))
+        self.waiting.append((Self.unwrapInboundIn(data), context.eventLoop.now))
         self.startWaiting(context: context)
     }
 
@@ -125,7 +121,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
             if alone { handler.aloneInFlight = false }
             switch result {
             case .success(let response):
-                if response == nil { request.record(into: handler.metrics, responseBytes: 0, at: handler.clock()) }
+                if response == nil { request.record(into: handler.metrics, responseBytes: 0, at: context.eventLoop.now) }
                 handler.finish(sequence, answer: response.map { Answer(frame: $0, request: request) }, context: context)
             case .failure(let error):
                 handler.close(context: context, reason: "\(error)")
@@ -143,9 +139,10 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
             if let written {
                 if !frame.leases.isEmpty { self.holdLeases(of: frame, until: written.futureResult, context: context) }
                 if let metrics = self.metrics {
-                    let clock = self.clock
+                    // The loop's clock, which a test's embedded loop moves by hand.
+                    let loop = context.eventLoop
                     written.futureResult.whenSuccess {
-                        answer.request.record(into: metrics, responseBytes: frame.readableBytes, at: clock())
+                        answer.request.record(into: metrics, responseBytes: frame.readableBytes, at: loop.now)
                     }
                 }
             }

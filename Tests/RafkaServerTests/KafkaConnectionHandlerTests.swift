@@ -126,15 +126,13 @@ import Testing
     }
 
     static func channel(
-        router: any FrameRouter, unread: UnreadSocket?, metrics: RequestMetrics? = nil,
-        clock: @escaping @Sendable () -> NIODeadline = { .now() }
+        router: any FrameRouter, unread: UnreadSocket?, metrics: RequestMetrics? = nil
     ) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
         if let unread { try channel.pipeline.syncOperations.addHandler(unread) }
         let memory = ConnectionMemory(budget: MemoryBudget(capacityBytes: 1 << 20))
         let handler = KafkaConnectionHandler(
-            router: router, memory: memory, logger: Logger(label: "test"), writeTimeout: .seconds(120), metrics: metrics,
-            clock: clock)
+            router: router, memory: memory, logger: Logger(label: "test"), writeTimeout: .seconds(120), metrics: metrics)
         try channel.pipeline.syncOperations.addHandler(handler)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9092)).wait()
         return channel
@@ -300,9 +298,7 @@ import Testing
         let registry = PrometheusCollectorRegistry()
         let router = HeldAnswerRouter()
         let socket = UnreadSocket()
-        let now = Mutex(NIODeadline.uptimeNanoseconds(1_000_000_000))
-        let channel = try Self.channel(
-            router: router, unread: socket, metrics: RequestMetrics(registry: registry), clock: { now.withLock { $0 } })
+        let channel = try Self.channel(router: router, unread: socket, metrics: RequestMetrics(registry: registry))
         func scraped(_ series: String) -> Double? {
             for line in registry.emitToString().split(separator: "\n") where line.hasPrefix(series + " ") {
                 return Double(line.dropFirst(series.count + 1))
@@ -314,7 +310,7 @@ import Testing
         try channel.writeInbound(ByteBuffer(bytes: [0, 1, 0, 12, 0, 0, 0, 2]))
         router.answer(0)
         #expect(scraped(#"rafka_requests_total{api="Produce"}"#) == nil)
-        now.withLock { $0 = $0 + .milliseconds(20) }
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(20))
         socket.readOldest()
         #expect(scraped(#"rafka_requests_total{api="Produce"}"#) == 1)
         #expect(scraped(#"rafka_request_bytes_total{api="Produce"}"#) == 12)
