@@ -68,6 +68,8 @@ final class PartitionShell: Sendable {
         /// covers it, so the thread pool never queues more than one per partition.
         var writebackInFlight = false
         var flushRequestedAgain = false
+        /// The one `flush.ms` timer (`armTimedFlush`), while armed.
+        var timedFlush: Scheduled<Void>?
         /// The last batch of deferred file work started, until it completes.
         var fileWork: EventLoopFuture<Void>?
         var flushWaiters: [EventLoopPromise<Void>] = []
@@ -241,6 +243,7 @@ final class PartitionShell: Sendable {
             }
             guard needsFlush, case .appended = outcome else { return done(.success(outcome)) }
             self.flushIfDue(force: false).whenComplete { done($0.map { outcome }) }
+            self.armTimedFlush()
         } catch let error as StorageError {
             self.logger.error("append to \(self.topicPartition) failed: \(error)")
             done(.failure(BrokerError(error)))
@@ -303,6 +306,7 @@ final class PartitionShell: Sendable {
                 }
                 let count = try storage { () throws(StorageError) in try log.appendReplicated(batches) }
                 self.startWritebackIfDue(log, state)
+                self.armTimedFlush()
                 return count
             }
         }
@@ -402,6 +406,28 @@ final class PartitionShell: Sendable {
                 pending.forEach { $0.completeWith(result) }
             }
         }
+        self.armTimedFlush()
+    }
+
+    /// Arms the partition's one `flush.ms` timer for when what was appended since the last fsync
+    /// began falls due, unless it is armed already or an fsync is running (whose completion arms
+    /// it): a partition whose appends stop has its last ones fsynced `flush.ms` after the fsync
+    /// before them, not at the next maintenance pass up to a second later. Appends that keep
+    /// coming start their fsyncs themselves (`flushIfDue`), so the timer rarely fires for them.
+    private func armTimedFlush() {
+        let state = self.state.value
+        guard state.timedFlush == nil, !state.flushInFlight, let due = state.log?.timedFlushDue else { return }
+        let delay = max(0, due - FileSystem.monotonicMilliseconds())
+        state.timedFlush = self.eventLoop.scheduleTask(in: .milliseconds(delay)) {
+            self.state.value.timedFlush = nil
+            _ = self.flushIfDue(force: false)
+            self.armTimedFlush()
+        }
+    }
+
+    private func cancelTimedFlush(_ state: State) {
+        state.timedFlush?.cancel()
+        state.timedFlush = nil
     }
 
     // MARK: Reading
@@ -550,6 +576,11 @@ final class PartitionShell: Sendable {
         }
     }
 
+    /// The offset below which every record is on stable storage (the log's recovery point).
+    func durableEnd() -> EventLoopFuture<Int64> {
+        self.eventLoop.submit { try self.withLog { log, _ in log.recoveryPoint } }
+    }
+
     /// ListOffsets by time: the first record at or after `timestamp`, or nil.
     func offset(forTimestamp timestamp: Int64) -> EventLoopFuture<(timestamp: Int64, offset: Int64)?> {
         self.searchByTime(loadingIndex: false) { log, loadingIndex throws(StorageError) in
@@ -662,8 +693,14 @@ final class PartitionShell: Sendable {
         }
     }
 
+    /// Takes a topic's new configuration; a `flush.ms` timer armed under the old one is armed again.
     func update(config: LogConfig) {
-        self.eventLoop.execute { self.state.value.log?.update(config: config) }
+        self.eventLoop.execute {
+            let state = self.state.value
+            state.log?.update(config: config)
+            self.cancelTimedFlush(state)
+            self.armTimedFlush()
+        }
     }
 
     /// Flushes and closes the log (clean shutdown), after its deferred file work.
@@ -672,6 +709,7 @@ final class PartitionShell: Sendable {
             let state = self.state.value
             guard let log = state.log else { return self.eventLoop.makeSucceededVoidFuture() }
             state.log = nil
+            self.cancelTimedFlush(state)
             self.publish(state)
             return self.afterFileWork { try log.close() }
         }
@@ -684,6 +722,7 @@ final class PartitionShell: Sendable {
             let state = self.state.value
             guard let log = state.log else { return self.eventLoop.makeSucceededVoidFuture() }
             state.log = nil
+            self.cancelTimedFlush(state)
             self.publish(state)
             return self.afterFileWork { try log.deleteFiles() }
         }

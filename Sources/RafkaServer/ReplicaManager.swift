@@ -318,9 +318,10 @@ final class ReplicaManager: Sendable {
         for shell in self.shells(topic: topic) { shell.update(config: config) }
     }
 
-    /// Runs retention (every `retentionInterval`) and flush checks (every second) on each loop
-    /// for the partitions pinned to it, and the hot cache's age eviction. Returns the tasks so
-    /// shutdown can cancel them.
+    /// Runs retention (every `retentionInterval`) and flush checks (every second: rolled
+    /// segments' fsyncs; `flush.ms` also has a timer per partition) on each loop for the
+    /// partitions pinned to it, and the hot cache's age eviction. Returns the tasks so shutdown
+    /// can cancel them.
     func startMaintenance(retentionIntervalMilliseconds: Int64) -> [RepeatedTask] {
         let cache = self.hotCache
         return self.loops.map { loop in

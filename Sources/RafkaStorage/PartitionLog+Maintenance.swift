@@ -43,6 +43,14 @@ extension PartitionLog {
         if crossedSegment { self.deferredFileWork.append(self.recoveryPointWork()) }
     }
 
+    /// When (monotonic ms) `flush.ms` makes an fsync due for what was appended since the last
+    /// one began; nil when nothing waits for one or `flush.ms` is not set.
+    public var timedFlushDue: Int64? {
+        guard self.unflushedMessages > 0, self.config.flushMilliseconds != Int64.max else { return nil }
+        let (due, overflow) = self.lastFlushMonotonicMilliseconds.addingReportingOverflow(self.config.flushMilliseconds)
+        return overflow ? nil : due
+    }
+
     /// Whether `flush.messages` messages were appended since the last fsync began.
     public var flushDueByCount: Bool { self.unflushedMessages >= self.config.flushMessages }
 

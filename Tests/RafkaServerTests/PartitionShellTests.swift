@@ -93,5 +93,67 @@ import Testing
         try await writebackPool.shutdownGracefully()
         try await group.shutdownGracefully()
     }
-}
 
+    /// `flush.ms` bounds how long an appended record waits for an fsync even when no append
+    /// follows it: the partition's timer fsyncs it once `flush.ms` has passed since the fsync
+    /// before (here, since the log opened). Records appended while that fsync runs get the next
+    /// one when it completes. No maintenance runs in this test, so nothing else would fsync.
+    @Test func flushMsFsyncsAPartitionThatStoppedReceivingAppends() async throws {
+        let directory = NSTemporaryDirectory() + "rafka-shell-test-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let fsyncPool = NIOThreadPool(numberOfThreads: 1)
+        let writebackPool = NIOThreadPool(numberOfThreads: 1)
+        fsyncPool.start()
+        writebackPool.start()
+        let loop = group.next()
+        let config = try LogConfig(overrides: ["flush.ms": "300"])
+        let shell = try await PartitionShell.open(
+            topicPartition: TopicPartition("orders", 0), topicID: KafkaUUID.random(), directory: directory + "/orders-0",
+            config: config, cache: .disabled, pageCacheTailBytes: nil, on: loop, threadPool: fsyncPool,
+            writebackPool: writebackPool, logger: Logger(label: "test"), onFailure: { _, _ in }
+        ).get()
+        func append(_ value: String) async throws {
+            let done = loop.makePromise(of: AppendOutcome.self)
+            shell.append(validating: BrokerProtocolTests.batch([value]), config: config) { done.completeWith($0) }
+            _ = try await done.futureResult.get()
+        }
+
+        try await append("a")
+        #expect(try await Self.durableEnd(of: shell, reaching: 1, within: .seconds(3)) == 1)
+
+        // With the fsync pool's thread held, the next timed fsync (or the append's own, on a slow
+        // machine) waits, and "c" lands while it is in flight.
+        let released = ConditionLock(value: false)
+        let held = fsyncPool.runIfActive(eventLoop: loop) {
+            released.lock(whenValue: true)
+            released.unlock()
+        }
+        try await append("b")
+        try await Task.sleep(for: .milliseconds(500))
+        try await append("c")
+        #expect(try await shell.durableEnd().get() == 1, "no fsync completes while the pool is held")
+        released.lock()
+        released.unlock(withValue: true)
+        try await held.get()
+        #expect(
+            try await Self.durableEnd(of: shell, reaching: 3, within: .seconds(3)) == 3,
+            "the append made during the fsync is fsynced after it")
+
+        try await shell.close().get()
+        try await fsyncPool.shutdownGracefully()
+        try await writebackPool.shutdownGracefully()
+        try await group.shutdownGracefully()
+    }
+
+    /// Polls the shell's durable end until it reaches `offset` or `limit` passes; returns the last seen.
+    private static func durableEnd(of shell: PartitionShell, reaching offset: Int64, within limit: Duration) async throws -> Int64 {
+        let deadline = ContinuousClock.now + limit
+        var seen = try await shell.durableEnd().get()
+        while seen < offset && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+            seen = try await shell.durableEnd().get()
+        }
+        return seen
+    }
+}
