@@ -576,6 +576,11 @@ final class PartitionShell: Sendable {
         }
     }
 
+    /// The log's offsets as last published, read on the caller's thread without a hop (nil once
+    /// the log is closed, deleted or taken offline): what a fetch on any loop sees. Every append
+    /// publishes before it is acknowledged, so a producer reads its own writes here.
+    func publishedOffsets() -> Offsets? { self.shared.withLock { $0.offsets } }
+
     /// The offset below which every record is on stable storage (the log's recovery point).
     func durableEnd() -> EventLoopFuture<Int64> {
         self.eventLoop.submit { try self.withLog { log, _ in log.recoveryPoint } }

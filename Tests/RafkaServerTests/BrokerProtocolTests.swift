@@ -152,6 +152,53 @@ import Testing
         }
     }
 
+    /// ListOffsets answers the log ends on the connection's loop from what each partition last
+    /// published and searches by time on the partitions' loops; mixed in one request, over two
+    /// topics, every partition is answered in request order, and a producer reads its own writes.
+    @Test func listOffsetsAnswersEndsAndSearchesInRequestOrder() async throws {
+        try await TestBroker.with({ $0.autoCreateTopics = false }) { broker in
+            let client = try await broker.connect()
+            _ = try await client.send(CreateTopicsRequest(topics: [
+                .init(name: "left", numPartitions: 3, replicationFactor: 1, configs: []),
+                .init(name: "right", numPartitions: 2, replicationFactor: 1, configs: []),
+            ]))
+            let produced = try await client.send(
+                ProduceRequest(acks: 1, timeoutMs: 5000, topicData: [
+                    .init(name: "left", partitionData: [.init(index: 1, records: Self.batch(["a", "b", "c"]))]),
+                    .init(name: "right", partitionData: [.init(index: 0, records: Self.batch(["d", "e"]))]),
+                ]),
+                version: 9)
+            #expect(produced.responses.flatMap(\.partitionResponses).allSatisfy { $0.errorCode == 0 })
+            typealias Ask = ListOffsetsRequest.ListOffsetsPartition
+            let request = ListOffsetsRequest(replicaId: -1, topics: [
+                .init(name: "right", partitions: [
+                    Ask(partitionIndex: 0, timestamp: -1), Ask(partitionIndex: 0, timestamp: 1_000),
+                    Ask(partitionIndex: 5, timestamp: -1), Ask(partitionIndex: 1, timestamp: -2),
+                ]),
+                .init(name: "left", partitions: [
+                    Ask(partitionIndex: 1, timestamp: 2_000), Ask(partitionIndex: 1, timestamp: -1),
+                    Ask(partitionIndex: 1, timestamp: -3), Ask(partitionIndex: 2, timestamp: -1),
+                    Ask(partitionIndex: 0, timestamp: -7), Ask(partitionIndex: 1, timestamp: -2),
+                ]),
+            ])
+            let response = try await client.send(request, version: 7)
+            #expect(response.topics.map(\.name) == ["right", "left"])
+            let right = response.topics[0].partitions
+            let left = response.topics[1].partitions
+            #expect(right.map(\.partitionIndex) == [0, 0, 5, 1])
+            #expect(left.map(\.partitionIndex) == [1, 1, 1, 2, 0, 1])
+            #expect(right.map(\.errorCode) == [0, 0, KafkaErrorCode.unknownTopicOrPartition.rawValue, 0])
+            #expect(right.map(\.offset) == [2, 0, -1, 0])
+            #expect(right[1].timestamp == 1_000)
+            #expect(left.map(\.errorCode) == [0, 0, 0, 0, KafkaErrorCode.invalidRequest.rawValue, 0])
+            #expect(left[0].offset == -1 && left[0].timestamp == -1, "nothing at or after 2,000")
+            #expect(left[1].offset == 3)
+            #expect(left[2].timestamp == 1_000 && (0..<3).contains(left[2].offset))
+            #expect(left[3].offset == 0 && left[5].offset == 0)
+            client.close()
+        }
+    }
+
     @Test func produceErrorsAreReportedPerPartition() async throws {
         try await TestBroker.with({ $0.autoCreateTopics = false }) { broker in
             let client = try await broker.connect()

@@ -67,25 +67,6 @@ struct KafkaAPIs: Sendable {
         return nil
     }
 
-    /// Runs `body` for every partition of every topic of a request at once and returns the
-    /// results grouped per topic, in request order (responses must mirror their requests).
-    static func perPartition<Topic, Partition, Result: Sendable>(
-        _ topics: [Topic],
-        _ partitions: KeyPath<Topic, [Partition]>,
-        on eventLoop: any EventLoop,
-        _ body: (Topic, Partition) -> EventLoopFuture<Result>
-    ) -> EventLoopFuture<[[Result]]> {
-        var futures: [EventLoopFuture<Result>] = []
-        var counts: [Int] = []
-        for topic in topics {
-            let list = topic[keyPath: partitions]
-            counts.append(list.count)
-            for partition in list { futures.append(body(topic, partition)) }
-        }
-        let sizes = counts
-        return EventLoopFuture.whenAllSucceed(futures, on: eventLoop).map { Self.grouped($0, counts: sizes) }
-    }
-
     /// `results` of every partition of a request, in order, grouped per topic (`counts`: each
     /// topic's partitions).
     static func grouped<Result>(_ results: [Result], counts: [Int]) -> [[Result]] {
