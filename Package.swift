@@ -109,6 +109,7 @@ let package = Package(
             dependencies: [
                 "RafkaClient", "KafkaProtocol", "RafkaCompression", "RafkaCore", nioCore, nioPosix,
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "HeapModule", package: "swift-collections"),
             ],
             swiftSettings: strict
         ),
@@ -134,7 +135,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RafkaBenchTests",
-            dependencies: ["RafkaBench", "KafkaProtocol", "RafkaCompression", nioCore],
+            dependencies: ["RafkaBench", "RafkaClient", "KafkaProtocol", "RafkaCompression", nioCore],
             swiftSettings: strict
         ),
         .testTarget(

@@ -59,7 +59,7 @@ public struct BenchRun: Sendable {
         let topic = try await BenchTopic.resolve(self.settings, create: self.settings.mode != .consume)
         let producing = self.settings.mode != .consume
         let consuming = self.settings.mode != .produce
-        let templates = producing ? try BatchTemplates(settings: self.settings) : nil
+        let templates = producing ? try BatchTemplates(settings: self.settings, partitions: topic.leaders.count) : nil
         let produced = LoadCounters()
         let consumed = LoadCounters()
         let ledger = self.settings.mode == .e2e ? SendLedger() : nil

@@ -36,6 +36,10 @@ public struct BenchSettings: Sendable {
     /// Bytes of each record's key (0: no key), drawn from `keySpace` distinct keys.
     public var keyBytes = 0
     public var keySpace = 1024
+    /// How unevenly keys are drawn: key `i` of the key space is drawn in proportion to
+    /// 1 / (i + 1)^keySkew (Zipf's law); 0 draws them uniformly, 1 makes the first key about
+    /// 13% of 1,024. Records with keys go to their key's partition, so this skews partitions too.
+    public var keySkew = 0.0
     public var payload: Payload = .compressible
     public var producers = 1
     public var consumers = 1
@@ -74,11 +78,14 @@ public struct BenchSettings: Sendable {
     /// Records per batch: as many as the batch size holds, or what the target rate produces within
     /// the linger.
     public var recordsPerBatch: Int {
-        let bySize = max(1, (self.batchBytes - RecordBatchHeader.size) / self.encodedRecordBytes)
+        let bySize = self.recordsPerBatchBySize
         guard let rate = self.targetRate else { return bySize }
         let perProducer = rate / Double(self.producers)
         return max(1, min(bySize, Int((perProducer * self.lingerMilliseconds / 1000).rounded(.down))))
     }
+
+    /// Records that fill a batch of `batchBytes`.
+    var recordsPerBatchBySize: Int { max(1, (self.batchBytes - RecordBatchHeader.size) / self.encodedRecordBytes) }
 
     /// Bytes one record takes in an uncompressed batch: key, value and framing (its offset delta
     /// counted at the largest a batch of `batchBytes` reaches; timestamp delta 0, no headers).
@@ -94,6 +101,7 @@ public struct BenchSettings: Sendable {
         if self.recordBytes < 0 { return "--record-bytes must be ≥ 0" }
         if self.keyBytes < 0 { return "--key-bytes must be ≥ 0" }
         if self.keyBytes > 0 && self.keySpace < 1 { return "--key-space must be ≥ 1" }
+        if !(self.keySkew >= 0 && self.keySkew <= 10) { return "--key-skew must be between 0 and 10" }
         if self.producers < 1 || self.consumers < 1 { return "--producers and --consumers must be ≥ 1" }
         if ![0, 1, -1].contains(self.acks) { return "--acks must be 0, 1 or all" }
         if self.mode == .e2e && self.acks == 0 { return "e2e needs acknowledgements (--acks 1 or all) to match records to their send times" }

@@ -1,6 +1,7 @@
 import KafkaProtocol
 import NIOCore
 import RafkaClient
+import HeapModule
 import Synchronization
 
 /// A counter shared by tasks.
@@ -41,16 +42,19 @@ final class LoadCounters: Sendable {
 }
 
 /// The producing side of a run: `producers` connections (per partition leader), each with
-/// `inFlight` requests outstanding, writing batches round-robin over the topic's partitions
-/// (as Kafka's sticky partitioner does for records without keys). At the highest rate a
+/// `inFlight` requests outstanding. Records without keys go in batches round-robin over the
+/// topic's partitions (as Kafka's sticky partitioner does for them); records with keys go to
+/// their keys' partitions, each partition its share (`BatchTemplates`). At the highest rate a
 /// request carries one batch for every partition of its leader, as Kafka producers send all
 /// ready batches at once, up to 16 MiB (`ProducerLane.sendBytesMax`).
 ///
-/// With a target rate the schedule is open-loop: batch `k` of a producer is due at
+/// With a target rate the schedule is open-loop: batch `k` of a stream of batches is due at
 /// `start + k × batchInterval` whether or not earlier ones were answered, and latency counts
 /// from when each record was due, so a stalled broker shows up as latency rather than as
-/// fewer requests (coordinated omission). Without one, each of the `inFlight` sends is followed
-/// by the next as soon as it is answered, and latency counts from the send.
+/// fewer requests (coordinated omission). Without keys a producer has one stream; with keys one
+/// per partition, at its share of the rate, and batches due together leave in one request.
+/// Without a target rate, each of the `inFlight` sends is followed by the next as soon as it
+/// is answered, and latency counts from the send.
 ///
 /// Each producer runs on its connection's event loop (`ProducerLane`): its timers, sends and
 /// answers need no thread of the concurrency pool, whose wake-ups would otherwise count as
@@ -132,9 +136,42 @@ struct ProduceLoad: Sendable {
 }
 
 /// One producer's sending, on one event loop (Isolation: `loop`). It sends whenever fewer than
-/// `inFlight` sends are answered and the next batch is due (open loop) or at once (highest rate),
+/// `inFlight` sends are answered and a batch is due (open loop) or at once (highest rate),
 /// and sleeps on the loop's timer otherwise.
 private final class ProducerLane {
+    /// An open-loop stream of batches: batch `k` is due at `start + k × batchInterval` and
+    /// leaves when its last record is due (it filled up, or the linger ran out).
+    private struct Stream {
+        /// Its batches' set in `BatchTemplates.sets`.
+        let set: Int
+        /// nil: each batch to the next partition in turn (records without keys).
+        let partition: Int32?
+        let records: Int
+        let recordInterval: Int64
+        var batchInterval: Int64 { self.recordInterval * Int64(self.records) }
+        /// Batches planned so far.
+        var planned = 0
+    }
+
+    /// When a stream's next batch leaves.
+    private struct Due: Comparable {
+        var leaves: Int64
+        var stream: Int
+        static func < (a: Due, b: Due) -> Bool { (a.leaves, a.stream) < (b.leaves, b.stream) }
+    }
+
+    /// A batch about to be sent, and what its acknowledgement is measured against.
+    private struct Planned {
+        var partition: Int32
+        var set: Int
+        var variant: Int
+        /// When its first record was due (open loop) or now (highest rate).
+        var intended: Int64
+        var recordInterval: Int64
+        var records: Int
+        var measured: Bool
+    }
+
     private let load: ProduceLoad
     private let producer: Int
     private let connections: [BenchTopic.Leader: KafkaConnection]
@@ -143,18 +180,20 @@ private final class ProducerLane {
     private let schedule: ProduceLoad.Schedule
     private let loop: any EventLoop
     private let promise: EventLoopPromise<ProduceLoad.Latencies>
-    /// Open loop: nanoseconds between records and between batches of this producer (0: highest rate).
-    private let recordInterval: Int64
-    private let batchInterval: Int64
-    /// Batches per send: one on a schedule; at the highest rate one per partition, as many as
-    /// fit `sendBytesMax`.
+    /// Open loop: the streams, and when each one's next batch leaves (empty at the highest rate).
+    private var streams: [Stream] = []
+    private var due = Heap<Due>()
+    /// Highest rate: the partitions batches go to in turn (with keys, those a key hashes to),
+    /// how many one send carries (one per partition, as many as fit `sendBytesMax`), and the
+    /// batches planned so far.
+    private let targets: [Int32]
     private let group: Int
+    private var next = 0
     /// What one send carries at most at the highest rate. A Kafka producer sends every ready
     /// batch at once up to its `max.request.size`; with thousands of partitions of megabyte
     /// batches, one batch each would make a request of gigabytes (brokers refuse more than 100
     /// MiB), so the next send goes on with the next partitions.
     static let sendBytesMax = 16 << 20
-    private var next = 0
     private var inFlight = 0
     private var ended = false
     private var completed = false
@@ -162,12 +201,12 @@ private final class ProducerLane {
     /// Highest rate with consumers: their count and when it last moved (see `consumersAreBehind`).
     private var consumersSeen = (records: -1, at: Int64(0))
     private var latencies = ProduceLoad.Latencies()
-    /// A buffer per template variant that this lane stamps and sends again and again (nil
-    /// while being stamped, or before its first send). The request frame references it until
-    /// the socket has taken all of it; a stamp while it is still referenced (or a variant used
-    /// twice in one request) copies it first (ByteBuffer is copy-on-write), so bytes in flight
-    /// never change and the copy is only paid when the socket lags.
-    private var spareBatches: [ByteBuffer?]
+    /// A buffer per template variant (per set) that this lane stamps and sends again and again
+    /// (nil while being stamped, or before its first send). The request frame references it
+    /// until the socket has taken all of it; a stamp while it is still referenced (or a variant
+    /// used twice in one request) copies it first (ByteBuffer is copy-on-write), so bytes in
+    /// flight never change and the copy is only paid when the socket lags.
+    private var spareBatches: [[ByteBuffer?]]
 
     init(
         load: ProduceLoad,
@@ -187,12 +226,28 @@ private final class ProducerLane {
         self.loop = loop
         self.promise = loop.makePromise()
         let settings = load.settings
-        self.recordInterval = settings.targetRate.map { Int64(1e9 * Double(settings.producers) / $0) } ?? 0
-        self.batchInterval = self.recordInterval * Int64(load.templates.recordsPerBatch)
-        let batchBytes = load.templates.assembled.map(\.readableBytes).max() ?? 1
-        self.group =
-            self.batchInterval > 0 ? 1 : max(1, min(load.topic.partitions.count, Self.sendBytesMax / batchBytes))
-        self.spareBatches = Array(repeating: nil, count: load.templates.assembled.count)
+        let templates = load.templates
+        let partitions = load.topic.partitions
+        self.spareBatches = templates.sets.map { Array(repeating: nil, count: $0?.assembled.count ?? 0) }
+        self.targets = templates.shares == nil ? partitions : partitions.filter { templates.sets[Int($0)] != nil }
+        let batchBytes = templates.sets.compactMap { $0?.assembled.map(\.readableBytes).max() }.max() ?? 1
+        self.group = max(1, min(self.targets.count, Self.sendBytesMax / batchBytes))
+        guard let rate = settings.targetRate.map({ $0 / Double(settings.producers) }) else { return }
+        if let shares = templates.shares {
+            for partition in self.targets {
+                let set = templates.sets[Int(partition)]!
+                // A partition whose keys are drawn less than once in 1,000 s gets a record that often.
+                let interval = Int64(min(1e12, 1e9 / (rate * shares[Int(partition)])))
+                self.streams.append(
+                    Stream(set: Int(partition), partition: partition, records: set.recordsPerBatch, recordInterval: interval))
+            }
+        } else {
+            let records = templates.sets[0]!.recordsPerBatch
+            self.streams = [Stream(set: 0, partition: nil, records: records, recordInterval: Int64(1e9 / rate))]
+        }
+        for (index, stream) in self.streams.enumerated() {
+            self.due.insert(Due(leaves: self.leaves(stream), stream: index))
+        }
     }
 
     func start() -> EventLoopFuture<ProduceLoad.Latencies> {
@@ -201,6 +256,16 @@ private final class ProducerLane {
     }
 
     private var bound: NIOLoopBound<ProducerLane> { NIOLoopBound(self, eventLoop: self.loop) }
+
+    /// When the next batch of `stream` is due to leave.
+    private func leaves(_ stream: Stream) -> Int64 {
+        self.intended(stream) + stream.recordInterval * Int64(stream.records - 1)
+    }
+
+    /// When the first record of the next batch of `stream` is due.
+    private func intended(_ stream: Stream) -> Int64 {
+        self.schedule.start + Int64(stream.planned) * stream.batchInterval
+    }
 
     /// Runs `pump` at `time` (monotonic ns), unless a wake-up no later is already set.
     private func wake(at time: Int64) {
@@ -215,42 +280,83 @@ private final class ProducerLane {
 
     /// Sends what is due while fewer than `inFlight` sends are unanswered.
     private func pump() {
-        let perBatch = self.load.templates.recordsPerBatch
         while !self.ended && self.inFlight < self.load.settings.inFlight {
             if self.load.counters.finished.load(ordering: .relaxed) {
                 self.ended = true  // another producer failed
                 break
             }
             let now = MonotonicClock.now()
-            let intended: Int64
-            if self.batchInterval > 0 {
-                intended = self.schedule.start + Int64(self.next) * self.batchInterval
-                guard intended < self.schedule.stopAt else {
-                    self.ended = true
-                    break
-                }
-                // The batch leaves when its last record is due (it filled up) or the linger ran out.
-                let leaves = intended + self.recordInterval * Int64(perBatch - 1)
-                if leaves > now + 20_000 { return self.wake(at: leaves) }
-                if intended >= self.schedule.measureFrom { self.latencies.sendLag.record(nanoseconds: now - leaves) }
-            } else {
+            let planned: [Planned]
+            if self.streams.isEmpty {
                 guard now < self.schedule.stopAt else {
                     self.ended = true
                     break
                 }
                 if self.consumersAreBehind(now: now) { return self.wake(at: now + 200_000) }
-                intended = now
+                planned = self.planAtOnce(now: now)
+            } else {
+                guard let first = self.due.min else {
+                    self.ended = true
+                    break
+                }
+                if first.leaves > now + 20_000 { return self.wake(at: first.leaves) }
+                planned = self.planDue(now: now)
+                if planned.isEmpty { continue }  // streams that reached the end of the schedule
             }
-            let measured = intended >= self.schedule.measureFrom
-            if measured, let limit = self.load.settings.records, self.claimed.add(perBatch * self.group) >= limit {
-                self.ended = true
-                break
+            if let limit = self.load.settings.records {
+                let records = planned.reduce(0) { $0 + ($1.measured ? $1.records : 0) }
+                if records > 0 && self.claimed.add(records) >= limit {
+                    self.ended = true
+                    break
+                }
             }
-            let first = self.next
-            self.next += self.group
-            self.send(first: first, intended: intended, measured: measured)
+            self.send(planned)
         }
         self.completeIfDone()
+    }
+
+    /// Highest rate: the next `group` batches, to the next partitions in turn.
+    private func planAtOnce(now: Int64) -> [Planned] {
+        let templates = self.load.templates
+        let measured = now >= self.schedule.measureFrom
+        defer { self.next += self.group }
+        return (self.next..<(self.next + self.group)).map { k in
+            let partition = self.targets[(k + self.producer) % self.targets.count]
+            let setIndex = templates.shares == nil ? 0 : Int(partition)
+            let set = templates.sets[setIndex]!
+            let round = templates.shares == nil ? k : k / self.targets.count
+            return Planned(
+                partition: partition, set: setIndex, variant: set.variant(round), intended: now, recordInterval: 0,
+                records: set.recordsPerBatch, measured: measured)
+        }
+    }
+
+    /// Open loop: every batch due to leave by now (each stream's next, once), up to
+    /// `sendBytesMax`; streams whose next batch falls after the schedule's end end.
+    private func planDue(now: Int64) -> [Planned] {
+        let templates = self.load.templates
+        let partitions = self.load.topic.partitions
+        var planned: [Planned] = []
+        var bytes = 0
+        while let first = self.due.min, first.leaves <= now + 20_000, bytes < Self.sendBytesMax {
+            _ = self.due.removeMin()
+            var stream = self.streams[first.stream]
+            let intended = self.intended(stream)
+            guard intended < self.schedule.stopAt else { continue }
+            let set = templates.sets[stream.set]!
+            let measured = intended >= self.schedule.measureFrom
+            if measured { self.latencies.sendLag.record(nanoseconds: now - first.leaves) }
+            planned.append(
+                Planned(
+                    partition: stream.partition ?? partitions[(stream.planned + self.producer) % partitions.count],
+                    set: stream.set, variant: set.variant(stream.planned), intended: intended,
+                    recordInterval: stream.recordInterval, records: stream.records, measured: measured))
+            bytes += set.assembled[set.variant(stream.planned)].readableBytes
+            stream.planned += 1
+            self.streams[first.stream] = stream
+            self.due.insert(Due(leaves: self.leaves(stream), stream: first.stream))
+        }
+        return planned
     }
 
     /// At the highest rate with consumers: whether they are more than the backlog limit behind
@@ -273,20 +379,18 @@ private final class ProducerLane {
         return now - self.consumersSeen.at < 30_000_000_000
     }
 
-    /// Sends batches `first..<first + group`, one request per leader.
-    private func send(first: Int, intended: Int64, measured: Bool) {
+    /// Sends `planned`, one request per leader.
+    private func send(_ planned: [Planned]) {
         let load = self.load
-        let partitions = load.topic.partitions
         let timestamp = MonotonicClock.wallMilliseconds()
-        var byLeader: [BenchTopic.Leader: [(partition: Int32, variant: Int, batch: ByteBuffer)]] = [:]
-        for k in first..<(first + self.group) {
-            let partition = partitions[(k + self.producer) % partitions.count]
-            let variant = load.templates.variant(k)
+        var byLeader: [BenchTopic.Leader: [(plan: Planned, batch: ByteBuffer)]] = [:]
+        for plan in planned {
+            let set = load.templates.sets[plan.set]!
             // Taken out of its slot before stamping, so that the stamp writes in place.
-            var batch = self.spareBatches[variant] ?? load.templates.assembled[variant]
-            self.spareBatches[variant] = nil
-            load.templates.stamp(&batch, variant: variant, timestampMilliseconds: timestamp)
-            byLeader[load.topic.leaders[partition]!, default: []].append((partition, variant, batch))
+            var batch = self.spareBatches[plan.set][plan.variant] ?? set.assembled[plan.variant]
+            self.spareBatches[plan.set][plan.variant] = nil
+            set.stamp(&batch, variant: plan.variant, timestampMilliseconds: timestamp)
+            byLeader[load.topic.leaders[plan.partition]!, default: []].append((plan, batch))
         }
         self.inFlight += 1
         let lane = self.bound
@@ -297,7 +401,7 @@ private final class ProducerLane {
             request.topicData = [
                 .init(
                     name: load.topic.name,
-                    partitionData: batches.map { .init(index: $0.partition, records: $0.batch) }
+                    partitionData: batches.map { .init(index: $0.plan.partition, records: $0.batch) }
                 )
             ]
             let connection = self.connections[leader]!
@@ -307,13 +411,13 @@ private final class ProducerLane {
                 load.settings.acks == 0
                 ? connection.requestWithoutResponse(request, version: version).map { nil }
                 : connection.request(request, version: version, timeout: .seconds(60)).map { $0 }
-            let sizes = batches.map { (partition: $0.partition, wireBytes: $0.batch.readableBytes) }
+            let sizes = batches.map { (plan: $0.plan, wireBytes: $0.batch.readableBytes) }
             return answered.hop(to: self.loop).map { response in
-                lane.value.acknowledged(response, batches: sizes, intended: intended, sent: sent, measured: measured)
+                lane.value.acknowledged(response, batches: sizes, sent: sent)
             }
         }
         for batches in byLeader.values {
-            for (_, variant, batch) in batches { self.spareBatches[variant] = batch }
+            for (plan, batch) in batches { self.spareBatches[plan.set][plan.variant] = batch }
         }
         EventLoopFuture.whenAllComplete(answers, on: self.loop).whenSuccess { results in
             let this = lane.value
@@ -327,13 +431,10 @@ private final class ProducerLane {
 
     private func acknowledged(
         _ response: ProduceResponse?,
-        batches: [(partition: Int32, wireBytes: Int)],
-        intended: Int64,
-        sent: Int64,
-        measured: Bool
+        batches: [(plan: Planned, wireBytes: Int)],
+        sent: Int64
     ) {
         let done = MonotonicClock.now()
-        let perBatch = self.load.templates.recordsPerBatch
         var baseOffsets: [Int32: Int64] = [:]
         for answer in response?.responses.first?.partitionResponses ?? [] {
             if answer.errorCode == 0 {
@@ -342,23 +443,23 @@ private final class ProducerLane {
                 self.load.counters.count(error: "\(KafkaErrorCode(rawValue: answer.errorCode))")
             }
         }
-        for (partition, wireBytes) in batches {
-            let baseOffset = baseOffsets[partition] ?? -1
+        for (plan, wireBytes) in batches {
+            let baseOffset = baseOffsets[plan.partition] ?? -1
             guard response == nil || baseOffset >= 0 else { continue }
-            self.load.counters.records.add(perBatch, ordering: .relaxed)
+            self.load.counters.records.add(plan.records, ordering: .relaxed)
             let record = SendLedger.Sent(
-                intendedNanoseconds: self.batchInterval > 0 ? intended : sent,
-                recordIntervalNanoseconds: self.recordInterval,
-                records: perBatch,
-                measured: measured
+                intendedNanoseconds: plan.recordInterval > 0 ? plan.intended : sent,
+                recordIntervalNanoseconds: plan.recordInterval,
+                records: plan.records,
+                measured: plan.measured
             )
-            self.load.ledger?.acknowledged(.init(partition: partition, baseOffset: baseOffset), record)
+            self.load.ledger?.acknowledged(.init(partition: plan.partition, baseOffset: baseOffset), record)
             self.load.counters.worstLatency.max(done - record.intendedNanoseconds, ordering: .relaxed)
-            guard measured else { continue }
+            guard plan.measured else { continue }
             record.latencies(arrivedAt: done, into: &self.latencies.acknowledgements)
             self.load.counters.measured(
-                records: perBatch,
-                payloadBytes: self.load.templates.payloadBytes,
+                records: plan.records,
+                payloadBytes: self.load.templates.sets[plan.set]!.payloadBytes,
                 wireBytes: wireBytes,
                 at: done
             )

@@ -48,7 +48,10 @@ struct CommonOptions: ParsableArguments {
 struct ProducerOptions: ParsableArguments {
     @Option(help: "Bytes of each record's value.") var recordBytes = 1024
     @Option(help: "Bytes of each record's key (0: no keys).") var keyBytes = 0
-    @Option(help: "Distinct keys, drawn uniformly.") var keySpace = 1024
+    @Option(help: "Distinct keys; records with keys go to their key's partition (murmur2, as Kafka's default partitioner).")
+    var keySpace = 1024
+    @Option(help: "How unevenly keys are drawn: key i in proportion to 1/(i+1)^skew (Zipf); 0: uniformly.")
+    var keySkew = 0.0
     @Option(help: "compressible (half random), random or zeros.") var payload: BenchSettings.Payload = .compressible
     @Option(help: "Producer connections (per partition leader).") var producers = 1
     @Option(help: "0, 1 or all.") var acks = "1"
@@ -62,6 +65,7 @@ struct ProducerOptions: ParsableArguments {
         settings.recordBytes = self.recordBytes
         settings.keyBytes = self.keyBytes
         settings.keySpace = self.keySpace
+        settings.keySkew = self.keySkew
         settings.payload = self.payload
         settings.producers = self.producers
         guard let acks = ["0": Int16(0), "1": 1, "all": -1, "-1": -1][self.acks] else {

@@ -1,5 +1,6 @@
 import KafkaProtocol
 import NIOCore
+import RafkaClient
 import RafkaCompression
 import Testing
 
@@ -13,10 +14,10 @@ import Testing
     func templatesAreWholeValidBatches(codec: CompressionCodec) throws {
         var settings = BenchSettings()
         settings.recordBytes = 100
-        settings.keyBytes = 8
-        settings.batchBytes = 12_000  // 61 bytes of header, 100 records of at most 119 bytes
+        settings.batchBytes = 11_161  // 61 bytes of header, 100 records of at most 111 bytes
         settings.compression = codec
-        let templates = try BatchTemplates(settings: settings, variants: 3)
+        settings.keyBytes = 0
+        let templates = try #require(try BatchTemplates(settings: settings, variants: 3).sets.first ?? nil)
         #expect(templates.recordsPerBatch == 100)
         if codec == .none {
             #expect(templates.assembled.allSatisfy { $0.readableBytes <= settings.batchBytes })
@@ -30,7 +31,7 @@ import Testing
             let records = try RecordBatch.decodeRecords(
                 codec.decompress(RecordBatch.recordsSection(of: bytes), outputBytesMax: 1 << 20))
             #expect(records.count == 100)
-            #expect(records.allSatisfy { $0.key?.readableBytes == 8 && $0.value?.readableBytes == 100 })
+            #expect(records.allSatisfy { $0.key == nil && $0.value?.readableBytes == 100 })
         }
         // A producer restamps one buffer per variant in place: each stamp leaves a valid batch.
         var reused = templates.assembled[1]
@@ -41,6 +42,78 @@ import Testing
             #expect(header.baseTimestamp == time && header.maxTimestamp == time)
             #expect(reused == templates.batch(4, timestampMilliseconds: time))
         }
+    }
+
+    /// Kafka's murmur2, checked against the values Kafka's own tests and kafka-python give.
+    @Test func murmur2MatchesKafka() {
+        let cases: [(String, Int32)] = [
+            ("21", -973_932_308), ("foobar", -790_332_482), ("a-little-bit-long-string", -985_981_536),
+            ("a-little-bit-longer-string", -1_486_304_829),
+            ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971), ("abc", 479_470_107),
+            ("", 275_646_681),
+        ]
+        for (text, expected) in cases {
+            let hash = Array(text.utf8).withUnsafeBytes { KafkaPartitioner.murmur2($0) }
+            #expect(Int32(bitPattern: hash) == expected, "\(text)")
+        }
+        // The sign bit is dropped, not the absolute value taken: -973,932,308 → 1,173,551,340.
+        #expect(KafkaPartitioner.partition(key: ByteBuffer(string: "21"), partitions: 1_000) == 1_173_551_340 % 1_000)
+    }
+
+    /// With keys, each partition's batches hold only keys that hash to it, every batch is whole
+    /// and valid, and the partitions' shares follow the keys' popularity: even without skew,
+    /// the first key ahead with it.
+    @Test(arguments: [0.0, 1.2])
+    func keyedTemplatesPlaceEveryKeyOnItsPartition(skew: Double) throws {
+        var settings = BenchSettings()
+        settings.recordBytes = 50
+        settings.keyBytes = 6
+        settings.keySpace = 64
+        settings.keySkew = skew
+        settings.targetRate = 100_000
+        settings.lingerMilliseconds = 5  // 500 records per linger across partitions
+        let templates = try BatchTemplates(settings: settings, partitions: 6)
+        let shares = try #require(templates.shares)
+        #expect(shares.count == 6 && abs(shares.reduce(0, +) - 1) < 1e-9)
+        var keysSeen: [[UInt8]: Int] = [:]
+        for (partition, set) in templates.sets.enumerated() {
+            guard let set else {
+                #expect(shares[partition] == 0)
+                continue
+            }
+            #expect(set.recordsPerBatch == max(1, Int((500 * shares[partition]).rounded(.down))))
+            let bytes = set.batch(0, timestampMilliseconds: 7)
+            let header = try RecordBatchHeader.peek(bytes, at: bytes.readerIndex)
+            try RecordBatch.validateHeader(header, bytes: bytes)
+            let records = try RecordBatch.decodeRecords(
+                settings.compression.decompress(RecordBatch.recordsSection(of: bytes), outputBytesMax: 1 << 20))
+            #expect(records.count == set.recordsPerBatch)
+            for record in records {
+                let key = try #require(record.key)
+                #expect(KafkaPartitioner.partition(key: key, partitions: 6) == partition)
+                keysSeen[Array(key.readableBytesView), default: 0] += 1
+            }
+        }
+        #expect(keysSeen.count > 10)
+        if skew > 0 {
+            // Key 0 weighs 1/H(64, 1.2) ≈ 25% of the draws: its partition carries at least that.
+            #expect(shares.max()! > 0.25)
+        }
+    }
+
+    /// At the highest rate with keys, the most popular partition's batches fill the batch size and
+    /// the others are in proportion; across thousands of partitions one batch of each stays
+    /// within what a Kafka producer's buffer memory holds.
+    @Test func keyedBatchesAtTheHighestRateStayWithinABufferMemory() {
+        var settings = BenchSettings()
+        settings.recordBytes = 1000
+        settings.keyBytes = 8
+        let full = settings.recordsPerBatchBySize
+        let half = Int((Double(full) / 2).rounded())
+        #expect(BatchTemplates.keyedRecordsPerBatch(shares: [0.5, 0.25, 0.25], settings: settings) == [full, half, half])
+        let many = BatchTemplates.keyedRecordsPerBatch(shares: Array(repeating: 1.0 / 5_000, count: 5_000), settings: settings)
+        #expect(many.reduce(0, +) * settings.encodedRecordBytes <= BatchTemplates.keyedRoundBytesMax)
+        #expect(many.allSatisfy { $0 >= 1 })
     }
 
     /// At a target rate a batch holds what one producer's share of the rate makes within the

@@ -52,6 +52,51 @@ def test_open_loop_end_to_end_matches_every_record(rafka):
     assert result["sendLag"]["p50"] <= result["endToEndLatency"]["p50"]
 
 
+def keyed_records(broker, topic, partitions):
+    """Every record of `topic` read back by librdkafka: how many, how many on the wrong partition
+    for kafka-python's murmur2 partitioner (Kafka's default), and the records per key."""
+    import collections
+    import confluent_kafka as ck
+    from kafka.partitioner.default import murmur2
+    consumer = ck.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "keys", "enable.auto.commit": False})
+    consumer.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in range(partitions)])
+    count, misplaced, keys, idle = 0, 0, collections.Counter(), 0
+    try:
+        while idle < 6:
+            message = consumer.poll(0.5)
+            if message is None:
+                idle += 1
+                continue
+            assert message.error() is None, message.error()
+            idle = 0
+            count += 1
+            keys[message.key()] += 1
+            misplaced += (murmur2(message.key()) & 0x7FFFFFFF) % partitions != message.partition()
+    finally:
+        consumer.close()
+    return count, misplaced, keys
+
+
+def test_keyed_records_go_to_their_keys_partitions(rafka):
+    # Open loop, keys drawn by Zipf's law over 100 keys: key 0 is 1/H(100) = 19% of the records.
+    result = bench(rafka, "e2e", "--topic", "b-keys", "--partitions", "6", "--rate", "20000", "--duration", "2",
+                   "--warmup", "0", "--key-bytes", "8", "--key-space", "100", "--key-skew", "1", "--record-bytes", "64",
+                   "--linger-ms", "5")
+    assert result["errors"] == {} and result["unmatchedBatches"] == 0, result
+    assert abs(result["records"] - 40_000) <= 400, result
+    assert result["endToEndLatency"]["count"] == result["records"]
+    count, misplaced, keys = keyed_records(rafka, "b-keys", 6)
+    assert count == result["records"] and misplaced == 0
+    assert len(keys) >= 90, len(keys)
+    assert 0.15 <= keys.most_common(1)[0][1] / count <= 0.24, keys.most_common(3)
+    # The highest rate: uniform keys, each batch on its keys' partition too.
+    produced = bench(rafka, "produce", "--topic", "b-keys-fast", "--partitions", "5", "--records", "20000",
+                     "--warmup", "0", "--key-bytes", "16", "--record-bytes", "100")
+    assert produced["errors"] == {}, produced
+    count, misplaced, keys = keyed_records(rafka, "b-keys-fast", 5)
+    assert count >= 20_000 and misplaced == 0 and len(keys) >= 1000
+
+
 def test_uncompressed_batches_are_read_back_byte_for_byte(rafka):
     result = bench(rafka, "produce", "--topic", "b4", "--compression", "none", "--records", "3000", "--warmup", "0",
                    "--record-bytes", "100", "--payload", "zeros")
