@@ -32,6 +32,8 @@ public final class Broker: Sendable {
     /// Records fetch responses hold in memory, read from the device or the hot cache's
     /// (`max-read-memory-bytes`).
     let readMemory: MemoryBudget
+    /// Consumers' and replicas' incremental fetch sessions (KIP-227).
+    let fetchSessions = FetchSessionCache()
     /// How long the event loops could not run (logged past 100 ms; metrics).
     let stalls: LoopStallWatch
     /// Where the node's Prometheus metrics are kept (`BrokerMetrics` serves them).

@@ -199,6 +199,70 @@ import Testing
         }
     }
 
+    /// KIP-227: a full fetch (epoch 0) opens a session and answers every partition; incremental
+    /// fetches (epoch 1, 2, …) list only what changed and are answered only with the partitions
+    /// that have something new, long polls included; a stale epoch or an unknown session is
+    /// refused; forgetting every partition ends the session; epoch -1 fetches without one.
+    @Test func fetchSessionsAnswerOnlyWhatChanged() async throws {
+        try await TestBroker.with({ $0.autoCreateTopics = false }) { broker in
+            let client = try await broker.connect()
+            let producer = try await broker.connect()
+            _ = try await client.send(CreateTopicsRequest(topics: [.init(name: "quiet", numPartitions: 4, replicationFactor: 1, configs: [])]))
+            @Sendable func fetch(
+                _ session: Int32, _ epoch: Int32, _ positions: [(Int32, Int64)] = [], forget: [Int32] = [], wait: Int32 = 0
+            ) async throws -> (FetchResponse, [Int32]) {
+                let request = FetchRequest(
+                    replicaId: -1, maxWaitMs: wait, minBytes: 1, maxBytes: 1 << 20, sessionId: session, sessionEpoch: epoch,
+                    topics: positions.isEmpty ? [] : [
+                        .init(topic: "quiet", partitions: positions.map { .init(partition: $0.0, fetchOffset: $0.1, partitionMaxBytes: 1 << 20) })
+                    ],
+                    forgottenTopicsData: forget.isEmpty ? [] : [.init(topic: "quiet", partitions: forget)])
+                let response = try await client.send(request, version: 12)
+                return (response, response.responses.flatMap { $0.partitions.map(\.partitionIndex) })
+            }
+            @Sendable func produce(_ partition: Int32, _ values: [String]) async throws {
+                let request = ProduceRequest(acks: 1, timeoutMs: 5000, topicData: [
+                    .init(name: "quiet", partitionData: [.init(index: partition, records: Self.batch(values))])
+                ])
+                let answer = try await producer.send(request, version: 9)
+                #expect(answer.responses[0].partitionResponses[0].errorCode == 0)
+            }
+
+            let (full, all) = try await fetch(0, 0, (0..<4).map { ($0, 0) })
+            #expect(full.errorCode == 0 && full.sessionId != 0 && all == [0, 1, 2, 3])
+            let id = full.sessionId
+            let quiet = try await fetch(id, 1).1
+            #expect(quiet == [], "nothing new")
+            try await produce(2, ["a", "b"])
+            let (news, changed) = try await fetch(id, 2)
+            #expect(news.sessionId == id && changed == [2])
+            let data = news.responses[0].partitions[0]
+            let batches = try RecordBatch.split(try #require(data.records))
+            #expect(data.highWatermark == 2 && batches.count == 1)
+            let moved = try await fetch(id, 3, [(2, 2)]).1
+            #expect(moved == [], "the new position has nothing new")
+            let stale = try await fetch(id, 3).0
+            #expect(stale.errorCode == KafkaErrorCode.invalidFetchSessionEpoch.rawValue)
+            let unknown = try await fetch(id &+ 1, 1).0
+            #expect(unknown.errorCode == KafkaErrorCode.fetchSessionIdNotFound.rawValue)
+            // A long poll over the session's partitions wakes when one of them grows.
+            async let waited = fetch(id, 4, wait: 10_000)
+            try await Task.sleep(for: .milliseconds(200))
+            try await produce(1, ["c"])
+            let woken = try await waited.1
+            #expect(woken == [1])
+            let (ended, none) = try await fetch(id, 5, forget: [0, 1, 2, 3])
+            #expect(ended.sessionId == 0 && none == [])
+            let gone = try await fetch(id, 6).0
+            #expect(gone.errorCode == KafkaErrorCode.fetchSessionIdNotFound.rawValue)
+            let (legacy, listed) = try await fetch(0, -1, [(3, 0), (1, 0)])
+            #expect(legacy.sessionId == 0 && listed == [3, 1])
+            #expect(broker.broker.fetchSessions.counts.sessions == 0)
+            client.close()
+            producer.close()
+        }
+    }
+
     @Test func produceErrorsAreReportedPerPartition() async throws {
         try await TestBroker.with({ $0.autoCreateTopics = false }) { broker in
             let client = try await broker.connect()

@@ -5,9 +5,9 @@ import RafkaCore
 import RafkaStorage
 
 extension KafkaAPIs {
-    /// Fetch v4–13 without fetch sessions (the reply's session id 0 tells clients to send full
-    /// fetches, which KIP-227 allows). Long-polls until `minBytes` arrived or `maxWaitMs` passed.
-    /// The answer is encoded here: records behind the hot cache are sent from their segment.
+    /// Fetch v4–13, with incremental fetch sessions from v7 (`FetchSessionCache`). Long-polls
+    /// until `minBytes` arrived or `maxWaitMs` passed. The answer is encoded here: records behind
+    /// the hot cache are sent from their segment.
     func fetch(_ request: FetchRequest, _ context: RequestContext) -> EventLoopFuture<KafkaFrame?> {
         let operation = FetchOperation(request: request, context: context, broker: self.broker)
         return operation.run().map { response, fileRecords, reservations in
@@ -41,6 +41,9 @@ final class FetchOperation {
     private let request: FetchRequest
     private let context: RequestContext
     private let broker: Broker
+    /// The fetch session this fetch opens or continues, if any (`FetchSessionCache`).
+    private let session: FetchSessionCache.Context
+    /// The partitions read, in order: the request's, or (incremental) the session's.
     private var targets: [Target] = []
     private let responseBytesMax: Int
     private let promise: EventLoopPromise<(FetchResponse, [KafkaFrame.FileRecords?], [MemoryReservation])>
@@ -65,34 +68,42 @@ final class FetchOperation {
         self.promise = context.eventLoop.makePromise()
         let requested = context.apiVersion >= 3 ? Int(max(0, request.maxBytes)) : Int(Int32.max)
         self.responseBytesMax = min(requested, Limits.fetchResponseBytesMax)
-        self.resolveTargets()
+        self.session = broker.fetchSessions.context(
+            for: request, version: context.apiVersion, now: FileSystem.monotonicMilliseconds())
+        switch self.session {
+        case .incremental(_, let partitions):
+            self.resolveTargets(partitions.map { ($0.key.topic, $0.key.topicID, $0.fetch) })
+        case .failed:
+            break
+        case .sessionless, .full:
+            self.resolveTargets(
+                self.request.topics.flatMap { topic in topic.partitions.map { (topic.topic, topic.topicId, $0) } })
+        }
     }
 
-    private func resolveTargets() {
+    private func resolveTargets(_ partitions: [(topic: String, topicID: KafkaUUID, partition: FetchRequest.FetchPartition)]) {
         let image = self.broker.cache.image
         let byID = context.apiVersion >= 13
         let apis = KafkaAPIs(broker: self.broker)
         // A replica's fetch (a new leader copying the partition) may read a copy this node holds
         // without serving it; consumers read only what this node leads.
         let fromReplica = self.request.replicaId >= 0 || self.request.replicaState.replicaId >= 0
-        for topic in self.request.topics {
-            let metadata = byID ? image.topic(id: topic.topicId) : image.topics[topic.topic]
-            for partition in topic.partitions {
-                var target = Target(
-                    topicName: metadata?.name ?? topic.topic, topicID: topic.topicId, partition: partition)
-                if let metadata {
-                    let tp = TopicPartition(metadata.name, partition.partition)
-                    target.shell = fromReplica ? self.broker.replicas.anyShell(for: tp) : self.broker.replicas.shell(for: tp)
-                }
-                if metadata == nil {
-                    target.error = BrokerError(byID ? .unknownTopicId : .unknownTopicOrPartition)
-                } else if target.shell == nil {
-                    target.error = apis.missingPartitionError(TopicPartition(metadata!.name, partition.partition))
-                } else if !fromReplica, let error = apis.leaderEpochError(partition.currentLeaderEpoch) {
-                    target.error = error
-                }
-                self.targets.append(target)
+        self.targets.reserveCapacity(partitions.count)
+        for (topic, topicID, partition) in partitions {
+            let metadata = byID ? image.topic(id: topicID) : image.topics[topic]
+            var target = Target(topicName: metadata?.name ?? topic, topicID: topicID, partition: partition)
+            if let metadata {
+                let tp = TopicPartition(metadata.name, partition.partition)
+                target.shell = fromReplica ? self.broker.replicas.anyShell(for: tp) : self.broker.replicas.shell(for: tp)
             }
+            if metadata == nil {
+                target.error = BrokerError(byID ? .unknownTopicId : .unknownTopicOrPartition)
+            } else if target.shell == nil {
+                target.error = apis.missingPartitionError(TopicPartition(metadata!.name, partition.partition))
+            } else if !fromReplica, let error = apis.leaderEpochError(partition.currentLeaderEpoch) {
+                target.error = error
+            }
+            self.targets.append(target)
         }
     }
 
@@ -100,6 +111,13 @@ final class FetchOperation {
     /// from, if they are (else none is given, or nil); and the memory its records read from the
     /// device hold until the response is written.
     func run() -> EventLoopFuture<(FetchResponse, [KafkaFrame.FileRecords?], [MemoryReservation])> {
+        if case .failed(let code) = self.session {
+            var response = FetchResponse()
+            response.errorCode = code.rawValue
+            self.done = true
+            self.promise.succeed((response, [], []))
+            return self.promise.futureResult
+        }
         let waitMilliseconds = min(Int64(max(0, self.request.maxWaitMs)), Int64(Limits.fetchWaitMillisecondsMax))
         self.readAll(final: waitMilliseconds == 0)
         if !self.done {
@@ -219,48 +237,90 @@ final class FetchOperation {
         self.collected.removeAll()
     }
 
+    /// The answer, partition by partition in the order read, each topic's consecutive partitions
+    /// under one topic entry. An incremental fetch answers only the partitions with something
+    /// new for its session (records, an error, a changed high watermark or log start); a fetch
+    /// with a session tells it what each answered partition said.
     private func buildResponse(
         _ results: [PartitionResult]
     ) -> (FetchResponse, [KafkaFrame.FileRecords?], [MemoryReservation]) {
         var response = FetchResponse()
-        var fileRecords: [KafkaFrame.FileRecords?] = []
+        var included: [(Target, FetchResponse.PartitionData, KafkaFrame.FileRecords?)] = []
         var reservations: [MemoryReservation] = []
-        response.sessionId = 0
+        var answers: [FetchSessionCache.Answer] = []
+        /// Incremental: the session's partitions, in the order of `targets`.
+        var told: [FetchSessionCache.Entry] = []
+        let byID = self.context.apiVersion >= 13
         let readCommitted = self.request.isolationLevel == 1
-        var index = 0
-        for topic in self.request.topics {
-            var topicResponse = FetchResponse.FetchableTopicResponse()
-            topicResponse.topic = topic.topic
-            topicResponse.topicId = topic.topicId
-            for partition in topic.partitions {
-                var data = FetchResponse.PartitionData()
-                data.partitionIndex = partition.partition
-                data.abortedTransactions = readCommitted ? [] : nil
-                switch results[index] {
-                case .success(let read):
-                    data.highWatermark = read.highWatermark
-                    data.lastStableOffset = read.highWatermark
-                    data.logStartOffset = read.logStartOffset
-                    if let reservation = read.reservation { reservations.append(reservation) }
-                    switch read.records {
-                    case .memory(let bytes):
-                        data.records = bytes
-                    case .file(let span):
-                        if fileRecords.isEmpty { fileRecords = Array(repeating: nil, count: results.count) }
-                        fileRecords[index] = span.fileRecords()
-                        data.records = ByteBuffer()  // the encoder writes the file's bytes instead
-                    }
-                case .failure(let error):
-                    data.errorCode = error.code.rawValue
-                    data.highWatermark = -1
-                    data.lastStableOffset = -1
-                    data.logStartOffset = -1
-                    data.records = ByteBuffer()
+        switch self.session {
+        case .full(let id):
+            response.sessionId = id ?? 0
+        case .incremental(let id, let partitions):
+            response.sessionId = id
+            told = partitions
+        case .sessionless, .failed:
+            response.sessionId = 0
+        }
+        for (index, (target, result)) in zip(self.targets, results).enumerated() {
+            var data = FetchResponse.PartitionData()
+            data.partitionIndex = target.partition.partition
+            data.abortedTransactions = readCommitted ? [] : nil
+            var file: KafkaFrame.FileRecords?
+            switch result {
+            case .success(let read):
+                data.highWatermark = read.highWatermark
+                data.lastStableOffset = read.highWatermark
+                data.logStartOffset = read.logStartOffset
+                switch read.records {
+                case .memory(let bytes):
+                    data.records = bytes
+                case .file(let span):
+                    file = span.fileRecords()
+                    data.records = ByteBuffer()  // the encoder writes the file's bytes instead
                 }
-                topicResponse.partitions.append(data)
-                index += 1
+                if let reservation = read.reservation { reservations.append(reservation) }
+            case .failure(let error):
+                data.errorCode = error.code.rawValue
+                data.highWatermark = -1
+                data.lastStableOffset = -1
+                data.logStartOffset = -1
+                data.records = ByteBuffer()
             }
-            response.responses.append(topicResponse)
+            let hasRecords = { if case .success(let read) = result { read.records.byteCount > 0 } else { false } }()
+            if !told.isEmpty {
+                let last = told[index]
+                if !hasRecords, data.errorCode == 0, data.highWatermark == last.highWatermark,
+                    data.logStartOffset == last.logStartOffset
+                {
+                    continue  // nothing new: left out of the answer
+                }
+                answers.append(
+                    .init(key: last.key, highWatermark: data.highWatermark, logStartOffset: data.logStartOffset, hadRecords: hasRecords))
+            } else if response.sessionId != 0 {
+                let key = FetchSessionCache.Key(
+                    topic: byID ? "" : target.topicName, topicID: byID ? target.topicID : .zero,
+                    partition: target.partition.partition)
+                answers.append(
+                    .init(key: key, highWatermark: data.highWatermark, logStartOffset: data.logStartOffset, hadRecords: hasRecords))
+            }
+            included.append((target, data, file))
+        }
+        if response.sessionId != 0 { self.broker.fetchSessions.answered(response.sessionId, answers) }
+        var fileRecords: [KafkaFrame.FileRecords?] = []
+        for (index, (target, data, file)) in included.enumerated() {
+            if let file {
+                if fileRecords.isEmpty { fileRecords = Array(repeating: nil, count: included.count) }
+                fileRecords[index] = file
+            }
+            if let last = response.responses.last, last.topic == target.topicName, last.topicId == target.topicID {
+                response.responses[response.responses.count - 1].partitions.append(data)
+            } else {
+                var topic = FetchResponse.FetchableTopicResponse()
+                topic.topic = target.topicName
+                topic.topicId = target.topicID
+                topic.partitions = [data]
+                response.responses.append(topic)
+            }
         }
         return (response, fileRecords, reservations)
     }
