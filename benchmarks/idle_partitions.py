@@ -6,7 +6,8 @@ asking for every partition's end costs, as a lag monitor does.
 Usage: benchmarks/idle_partitions.py [--partitions 10000]
 
 Prints the resident memory (RSS) before, after, and the difference per partition, with the
-time the creation took and the open file descriptors; then, for five ListOffsets requests for
+time the creation took and the open file descriptors; the broker's CPU while idle over 30 s
+(--idle-seconds) with those partitions; then, for five ListOffsets requests for
 the latest offset of every partition (librdkafka's `offsets_for_times` with -1, one request),
 the broker's mean time per request from its metrics (last byte read to response written) and
 the client's, which includes librdkafka's own work."""
@@ -23,6 +24,7 @@ from benchlib import RELEASE, build_rafka, ensure_pip, process_sample, rafka, sa
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--partitions", type=int, default=10_000)
+    parser.add_argument("--idle-seconds", type=float, default=30)
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
     ensure_pip("confluent_kafka", "confluent-kafka")
@@ -38,14 +40,17 @@ def main():
         created = time.monotonic() - start
         # Let allocations settle (the metadata snapshot, the first maintenance passes).
         time.sleep(5)
-        _, after = process_sample(broker.pid)
+        cpu_before, after = process_sample(broker.pid)
+        time.sleep(args.idle_seconds)
+        idle_cpu = (process_sample(broker.pid)[0] - cpu_before) / args.idle_seconds
         descriptors = len(os.listdir(f"/proc/{broker.pid}/fd"))
         broker_ms, client_ms = list_ends(broker, args.partitions)
     finally:
         broker.stop()
     per = (after - before) / args.partitions
     print(f"partitions={args.partitions} create_s={created:.2f} rss_before_MiB={before / 2**20:.1f} "
-          f"rss_after_MiB={after / 2**20:.1f} per_partition_KiB={per / 1024:.1f} open_fds={descriptors}")
+          f"rss_after_MiB={after / 2**20:.1f} per_partition_KiB={per / 1024:.1f} open_fds={descriptors} "
+          f"idle_cpu_percent_of_a_core={100 * idle_cpu:.2f}")
     print(f"list_offsets_latest partitions={args.partitions} broker_ms_per_request={broker_ms:.1f} "
           f"client_ms_per_request={client_ms:.1f}")
 

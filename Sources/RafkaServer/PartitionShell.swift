@@ -232,6 +232,7 @@ final class PartitionShell: Sendable {
                 defer {
                     self.publish(state)
                     self.startDeferredFileWork(log, state)
+                    self.syncRolledSegments(log, state)
                 }
                 let outcome = try log.append(
                     pending.take()!,
@@ -303,6 +304,7 @@ final class PartitionShell: Sendable {
                 defer {
                     self.publish(state)
                     self.startDeferredFileWork(log, state)
+                    self.syncRolledSegments(log, state)
                 }
                 let count = try storage { () throws(StorageError) in try log.appendReplicated(batches) }
                 self.startWritebackIfDue(log, state)
@@ -406,7 +408,17 @@ final class PartitionShell: Sendable {
                 pending.forEach { $0.completeWith(result) }
             }
         }
+        if let log = state.log { self.syncRolledSegments(log, state) }
         self.armTimedFlush()
+    }
+
+    /// Starts the fsync of segments rolled since the last one (not waiting for it), unless an
+    /// fsync is running, whose completion comes back here: a rolled segment is durable soon after
+    /// the roll, and its recovery point moves past it, without a periodic check of every
+    /// partition.
+    private func syncRolledSegments(_ log: PartitionLog, _ state: State) {
+        guard !state.flushInFlight, log.hasUnsyncedClosedSegments else { return }
+        _ = self.flushIfDue(force: false)
     }
 
     /// Arms the partition's one `flush.ms` timer for when what was appended since the last fsync
@@ -666,14 +678,14 @@ final class PartitionShell: Sendable {
 
     // MARK: Maintenance
 
-    /// Retention, age-based rolls and `flush.ms` flushes; run by the loop's maintenance timer.
-    func maintain(retention: Bool) {
+    /// Retention, run by the loop's maintenance timer every `retention-check-interval-ms`; and
+    /// whatever fsync is due, should an earlier trigger have been missed. (Rolled segments and
+    /// `flush.ms` start their own fsyncs: `syncRolledSegments`, `armTimedFlush`.)
+    func maintain() {
         self.eventLoop.preconditionInEventLoop()
         guard self.state.value.log != nil else { return }
-        if retention {
-            // After the file work started so far, which may still write into a segment's indexes.
-            _ = self.afterFileWork { self.enforceRetention() }
-        }
+        // After the file work started so far, which may still write into a segment's indexes.
+        _ = self.afterFileWork { self.enforceRetention() }
         _ = self.flushIfDue(force: false)
     }
 
@@ -684,6 +696,7 @@ final class PartitionShell: Sendable {
         defer {
             self.publish(state)
             self.startDeferredFileWork(log, state)
+            self.syncRolledSegments(log, state)
         }
         do {
             let deleted = try log.enforceRetention(nowMilliseconds: FileSystem.wallClockMilliseconds())

@@ -51,6 +51,9 @@ extension PartitionLog {
         return overflow ? nil : due
     }
 
+    /// Whether rolled segments wait for their fsync (`flushRequest` includes them).
+    public var hasUnsyncedClosedSegments: Bool { !self.unsyncedClosedSegments.isEmpty }
+
     /// Whether `flush.messages` messages were appended since the last fsync began.
     public var flushDueByCount: Bool { self.unflushedMessages >= self.config.flushMessages }
 

@@ -146,6 +146,36 @@ import Testing
         try await group.shutdownGracefully()
     }
 
+    /// A segment rolled by an append is fsynced soon after, without any flush policy and without
+    /// a periodic check (no maintenance runs here): the recovery point moves to the new active
+    /// segment's base, past every rolled one.
+    @Test func rolledSegmentsAreFsyncedWithoutAPeriodicCheck() async throws {
+        let directory = NSTemporaryDirectory() + "rafka-shell-test-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let fsyncPool = NIOThreadPool(numberOfThreads: 1)
+        fsyncPool.start()
+        let loop = group.next()
+        let config = try LogConfig(overrides: ["segment.bytes": "200"])
+        let shell = try await PartitionShell.open(
+            topicPartition: TopicPartition("orders", 0), topicID: KafkaUUID.random(), directory: directory + "/orders-0",
+            config: config, cache: .disabled, pageCacheTailBytes: nil, on: loop, threadPool: fsyncPool,
+            writebackPool: fsyncPool, logger: Logger(label: "test"), onFailure: { _, _ in }
+        ).get()
+        for index in 0..<5 {
+            let done = loop.makePromise(of: AppendOutcome.self)
+            shell.append(validating: BrokerProtocolTests.batch([String(repeating: "x", count: 100 + index)]), config: config) {
+                done.completeWith($0)
+            }
+            _ = try await done.futureResult.get()
+        }
+        // Each 170-byte batch fills a segment: the fifth append rolled the fourth segment.
+        #expect(try await Self.durableEnd(of: shell, reaching: 4, within: .seconds(3)) == 4)
+        try await shell.close().get()
+        try await fsyncPool.shutdownGracefully()
+        try await group.shutdownGracefully()
+    }
+
     /// Polls the shell's durable end until it reaches `offset` or `limit` passes; returns the last seen.
     private static func durableEnd(of shell: PartitionShell, reaching offset: Int64, within limit: Duration) async throws -> Int64 {
         let deadline = ContinuousClock.now + limit
