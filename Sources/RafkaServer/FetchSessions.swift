@@ -105,9 +105,10 @@ final class FetchSessionCache: Sendable {
     /// Where `request` (Fetch `version`) stands, with the session it names updated: opened,
     /// closed, or changed by the partitions it lists and forgets.
     func context(for request: FetchRequest, version: Int16, now: Int64) -> Context {
-        guard version >= 7 else { return .sessionless }
-        let byID = version >= 13
         let epoch = request.sessionEpoch
+        // Before v7, and fetches asking for no session (id 0, epoch -1): no lock taken.
+        guard version >= 7, request.sessionId != 0 || epoch != -1 else { return .sessionless }
+        let byID = version >= 13
         return self.state.withLock { state in
             if epoch == 0 || epoch == -1 {
                 // A full fetch closes the session it names; epoch -1 asks for no new one.
