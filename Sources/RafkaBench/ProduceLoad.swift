@@ -237,15 +237,15 @@ private final class ProducerLane {
             for partition in self.targets {
                 let set = templates.sets[Int(partition)]!
                 // A partition whose keys are drawn less than once in 1,000 s gets a record that often.
-                let interval = Int64(min(1e12, 1e9 / (rate * shares[Int(partition)])))
+                let interval = Int64(max(1, min(1e12, 1e9 / (rate * shares[Int(partition)]))))
                 self.streams.append(
                     Stream(set: Int(partition), partition: partition, records: set.recordsPerBatch, recordInterval: interval))
             }
         } else {
             let records = templates.sets[0]!.recordsPerBatch
-            self.streams = [Stream(set: 0, partition: nil, records: records, recordInterval: Int64(1e9 / rate))]
+            self.streams = [Stream(set: 0, partition: nil, records: records, recordInterval: Int64(max(1, 1e9 / rate)))]
         }
-        for (index, stream) in self.streams.enumerated() {
+        for (index, stream) in self.streams.enumerated() where self.intended(stream) < schedule.stopAt {
             self.due.insert(Due(leaves: self.leaves(stream), stream: index))
         }
     }
@@ -354,7 +354,11 @@ private final class ProducerLane {
             bytes += set.assembled[set.variant(stream.planned)].readableBytes
             stream.planned += 1
             self.streams[first.stream] = stream
-            self.due.insert(Due(leaves: self.leaves(stream), stream: first.stream))
+            // A stream whose next batch falls after the schedule's end ends now, not when that
+            // batch would be due (for a cold partition, up to 1,000 s later).
+            if self.intended(stream) < self.schedule.stopAt {
+                self.due.insert(Due(leaves: self.leaves(stream), stream: first.stream))
+            }
         }
         return planned
     }

@@ -26,35 +26,46 @@ final class FetchSessionCache: Sendable {
         var partition: Int32
     }
 
-    /// One partition of a session: what the client last asked for it, and what the last answer
-    /// that included it said.
+    /// One partition of a session: what the client last asked for it.
     struct Entry: Sendable {
         var key: Key
         var fetch: FetchRequest.FetchPartition
+    }
+
+    /// What the last answer that included a partition said of it (-1: not answered yet, or an
+    /// error), kept apart from `Entry` so that noting it copies no strings.
+    struct Reported: Sendable, Equatable {
         var highWatermark: Int64 = -1
         var logStartOffset: Int64 = -1
+    }
+
+    /// The partitions an incremental fetch reads: the session's, from `start` round to it.
+    struct Snapshot: Sendable {
+        var sessionID: Int32
+        /// The session's epoch once this fetch took it: the answer is noted only if no later
+        /// fetch of the session came meanwhile.
+        var epoch: Int32
+        var entries: [Entry]
+        var reported: [Reported]
+        var start: Int
+
+        var count: Int { self.entries.count }
+        /// The position in the session of the partition read `index`-th.
+        func position(_ index: Int) -> Int { (self.start + index) % self.entries.count }
     }
 
     /// How a fetch stands towards the sessions.
     enum Context: Sendable {
         /// Without a session: every partition the request lists, every one answered.
         case sessionless
-        /// Every partition the request lists, every one answered; `sessionID` is the session the
-        /// answer opens (nil when the cache had no room).
-        case full(sessionID: Int32?)
+        /// Every partition the request lists, every one answered, and a session opened for them
+        /// with the answer (`open`) if the cache has room.
+        case full
         /// The session's partitions after the request's changes; the answer includes those with
         /// something new.
-        case incremental(sessionID: Int32, partitions: [Entry])
+        case incremental(Snapshot)
         /// Answered with this error alone (an unknown session, a stale epoch).
         case failed(KafkaErrorCode)
-    }
-
-    /// What one partition's answer said, for the session to remember.
-    struct Answer: Sendable {
-        var key: Key
-        var highWatermark: Int64
-        var logStartOffset: Int64
-        var hadRecords: Bool
     }
 
     private final class Session {
@@ -63,15 +74,22 @@ final class FetchSessionCache: Sendable {
         var epoch: Int32 = 1
         let usesTopicIDs: Bool
         var entries: [Entry]
+        var reported: [Reported]
         var positions: [Key: Int]
+        /// Where the next fetch starts reading: after the last partition that had records, so
+        /// that under a response size limit the others come first (Kafka moves such partitions
+        /// to the end of the session's order).
+        var start = 0
         var lastUsed: Int64
 
-        init(id: Int32, usesTopicIDs: Bool, entries: [Entry], now: Int64) {
+        init(id: Int32, usesTopicIDs: Bool, entries: [Entry], reported: [Reported], now: Int64) {
             self.id = id
             self.usesTopicIDs = usesTopicIDs
             self.entries = entries
-            self.positions = Dictionary(entries.enumerated().map { ($1.key, $0) }, uniquingKeysWith: { _, last in last })
+            self.reported = reported
+            self.positions = [:]
             self.lastUsed = now
+            self.reindex()
         }
 
         func reindex() {
@@ -102,8 +120,8 @@ final class FetchSessionCache: Sendable {
     /// Sessions open now, and partitions across them.
     var counts: (sessions: Int, partitions: Int) { self.state.withLock { ($0.sessions.count, $0.partitions) } }
 
-    /// Where `request` (Fetch `version`) stands, with the session it names updated: opened,
-    /// closed, or changed by the partitions it lists and forgets.
+    /// Where `request` (Fetch `version`) stands, with the session it names updated: closed, or
+    /// changed by the partitions it lists and forgets.
     func context(for request: FetchRequest, version: Int16, now: Int64) -> Context {
         let epoch = request.sessionEpoch
         // Before v7, and fetches asking for no session (id 0, epoch -1): no lock taken.
@@ -113,19 +131,7 @@ final class FetchSessionCache: Sendable {
             if epoch == 0 || epoch == -1 {
                 // A full fetch closes the session it names; epoch -1 asks for no new one.
                 if request.sessionId != 0 { Self.remove(request.sessionId, from: &state) }
-                guard epoch == 0 else { return .sessionless }
-                let entries = Self.keyed(request.topics, byID: byID)
-                guard !entries.isEmpty, self.makeRoom(for: entries.count, in: &state, now: now) else {
-                    return .full(sessionID: nil)
-                }
-                var id: Int32
-                repeat {
-                    id = Int32(truncatingIfNeeded: state.random.next() & 0x7fff_ffff)
-                } while id == 0 || state.sessions[id] != nil
-                let session = Session(id: id, usesTopicIDs: byID, entries: entries, now: now)
-                state.sessions[id] = session
-                state.partitions += session.entries.count
-                return .full(sessionID: id)
+                return epoch == 0 ? .full : .sessionless
             }
             guard let session = state.sessions[request.sessionId] else { return .failed(.fetchSessionIdNotFound) }
             guard session.epoch == epoch else { return .failed(.invalidFetchSessionEpoch) }
@@ -144,27 +150,49 @@ final class FetchSessionCache: Sendable {
             }
             session.epoch = session.epoch == Int32.max ? 1 : session.epoch + 1
             session.lastUsed = now
-            return .incremental(sessionID: session.id, partitions: session.entries)
+            return .incremental(
+                Snapshot(
+                    sessionID: session.id, epoch: session.epoch, entries: session.entries, reported: session.reported,
+                    start: session.start % session.entries.count))
         }
     }
 
-    /// Notes what the answer to a fetch of session `id` said of each partition it included,
-    /// and moves the partitions that had records to the end of the session's order, so that
-    /// under a response size limit the others are read first next time (as Kafka does).
-    func answered(_ id: Int32, _ answers: [Answer]) {
+    /// Opens a session for the partitions a full fetch (epoch 0) read, with what its answer
+    /// said of each: the session's id, or nil when the cache has no room (the answer then
+    /// carries session id 0). A partition listed twice is kept once.
+    func open(_ partitions: [(entry: Entry, reported: Reported)], byID: Bool, now: Int64) -> Int32? {
+        var entries: [Entry] = []
+        var reported: [Reported] = []
+        var seen = Set<Key>()
+        entries.reserveCapacity(partitions.count)
+        reported.reserveCapacity(partitions.count)
+        for (entry, told) in partitions where seen.insert(entry.key).inserted {
+            entries.append(entry)
+            reported.append(told)
+        }
+        return self.state.withLock { state in
+            guard !entries.isEmpty, self.makeRoom(for: entries.count, in: &state, now: now) else { return nil }
+            var id: Int32
+            repeat {
+                id = Int32(truncatingIfNeeded: state.random.next() & 0x7fff_ffff)
+            } while id == 0 || state.sessions[id] != nil
+            state.sessions[id] = Session(id: id, usesTopicIDs: byID, entries: entries, reported: reported, now: now)
+            state.partitions += entries.count
+            return id
+        }
+    }
+
+    /// Notes what the answer to the incremental fetch `snapshot` said of the partitions it
+    /// included (by their position in the snapshot), and where the next fetch starts: after
+    /// the last one that had records. Ignored when another fetch of the session came since,
+    /// whose snapshot is newer.
+    func answered(_ snapshot: Snapshot, _ answers: [(position: Int, reported: Reported)], lastWithRecords: Int?) {
         self.state.withLock { state in
-            guard let session = state.sessions[id] else { return }
-            var moved: [Entry] = []
-            for answer in answers {
-                guard let position = session.positions[answer.key] else { continue }
-                session.entries[position].highWatermark = answer.highWatermark
-                session.entries[position].logStartOffset = answer.logStartOffset
-                if answer.hadRecords { moved.append(session.entries[position]) }
-            }
-            guard !moved.isEmpty else { return }
-            let keys = Set(moved.map(\.key))
-            session.entries = session.entries.filter { !keys.contains($0.key) } + moved
-            session.reindex()
+            guard let session = state.sessions[snapshot.sessionID], session.epoch == snapshot.epoch,
+                session.entries.count == snapshot.count
+            else { return }
+            for (position, reported) in answers { session.reported[position] = reported }
+            if let last = lastWithRecords { session.start = (last + 1) % session.entries.count }
         }
     }
 
@@ -192,8 +220,13 @@ final class FetchSessionCache: Sendable {
             }
         }
         if !forgotten.isEmpty {
-            session.entries.removeAll { forgotten.contains($0.key) }
-            session.reindex()
+            let kept = session.entries.indices.filter { !forgotten.contains(session.entries[$0].key) }
+            if kept.count != session.entries.count {
+                session.entries = kept.map { session.entries[$0] }
+                session.reported = kept.map { session.reported[$0] }
+                session.start = 0
+                session.reindex()
+            }
         }
         for entry in Self.keyed(request.topics, byID: byID) {
             if let position = session.positions[entry.key] {
@@ -201,6 +234,7 @@ final class FetchSessionCache: Sendable {
             } else {
                 session.positions[entry.key] = session.entries.count
                 session.entries.append(entry)
+                session.reported.append(Reported())
             }
         }
     }

@@ -223,6 +223,9 @@ final class PartitionShell: Sendable {
     ) {
         // Moved into the closure below rather than captured: a captured array would be a second reference.
         var pending = Optional(batches)
+        // After the append's own fsync decision: one started here first would take the fsync that
+        // `flush.messages` makes due without this append waiting for it.
+        defer { self.afterAppend() }
         do {
             let (outcome, needsFlush) = try self.withLog { log, state in
                 guard state.acceptsWrites else {
@@ -232,7 +235,6 @@ final class PartitionShell: Sendable {
                 defer {
                     self.publish(state)
                     self.startDeferredFileWork(log, state)
-                    self.syncRolledSegments(log, state)
                 }
                 let outcome = try log.append(
                     pending.take()!,
@@ -244,13 +246,20 @@ final class PartitionShell: Sendable {
             }
             guard needsFlush, case .appended = outcome else { return done(.success(outcome)) }
             self.flushIfDue(force: false).whenComplete { done($0.map { outcome }) }
-            self.armTimedFlush()
         } catch let error as StorageError {
             self.logger.error("append to \(self.topicPartition) failed: \(error)")
             done(.failure(BrokerError(error)))
         } catch {
             done(.failure(error))
         }
+    }
+
+    /// What every append (or copy) leaves to start, whether it succeeded or not: the fsync of
+    /// segments it rolled and the `flush.ms` timer for what it wrote.
+    private func afterAppend() {
+        guard let log = self.state.value.log else { return }
+        self.syncRolledSegments(log, self.state.value)
+        self.armTimedFlush()
     }
 
     /// Starts writing the newest megabyte back to the device on the thread pool, not waiting
@@ -300,15 +309,18 @@ final class PartitionShell: Sendable {
     /// `PartitionLog.appendReplicated`). Returns the records appended.
     func appendReplicated(_ batches: [ValidatedBatch]) -> EventLoopFuture<Int> {
         self.eventLoop.submit {
-            try self.withLog { log, state in
+            defer {
+                // `flush.messages` counts copied records too; nothing waits for these fsyncs.
+                _ = self.flushIfDue(force: false)
+                self.afterAppend()
+            }
+            return try self.withLog { log, state in
                 defer {
                     self.publish(state)
                     self.startDeferredFileWork(log, state)
-                    self.syncRolledSegments(log, state)
                 }
                 let count = try storage { () throws(StorageError) in try log.appendReplicated(batches) }
                 self.startWritebackIfDue(log, state)
-                self.armTimedFlush()
                 return count
             }
         }

@@ -176,6 +176,53 @@ import Testing
         try await group.shutdownGracefully()
     }
 
+    /// Under `flush.messages=1` an append that rolls a segment is acknowledged only once an fsync
+    /// covers it, like any other: the fsync of the rolled segment must not take the one the
+    /// append waits for. With the fsync pool held, the rolling append stays unanswered.
+    @Test func aRollingAppendUnderFlushMessagesWaitsForItsFsync() async throws {
+        let directory = NSTemporaryDirectory() + "rafka-shell-test-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let fsyncPool = NIOThreadPool(numberOfThreads: 1)
+        let writebackPool = NIOThreadPool(numberOfThreads: 1)
+        fsyncPool.start()
+        writebackPool.start()
+        let loop = group.next()
+        let config = try LogConfig(overrides: ["segment.bytes": "200", "flush.messages": "1"])
+        let shell = try await PartitionShell.open(
+            topicPartition: TopicPartition("orders", 0), topicID: KafkaUUID.random(), directory: directory + "/orders-0",
+            config: config, cache: .disabled, pageCacheTailBytes: nil, on: loop, threadPool: fsyncPool,
+            writebackPool: writebackPool, logger: Logger(label: "test"), onFailure: { _, _ in }
+        ).get()
+        let first = loop.makePromise(of: AppendOutcome.self)
+        shell.append(validating: BrokerProtocolTests.batch([String(repeating: "a", count: 100)]), config: config) {
+            first.completeWith($0)
+        }
+        _ = try await first.futureResult.get()
+        let released = ConditionLock(value: false)
+        let held = fsyncPool.runIfActive(eventLoop: loop) {
+            released.lock(whenValue: true)
+            released.unlock()
+        }
+        let second = loop.makePromise(of: AppendOutcome.self)
+        let answered = NIOLockedValueBox(false)
+        shell.append(validating: BrokerProtocolTests.batch([String(repeating: "b", count: 100)]), config: config) {
+            answered.withLockedValue { $0 = true }
+            second.completeWith($0)
+        }
+        for _ in 0..<20 { try await loop.submit {}.get() }
+        #expect(!answered.withLockedValue { $0 }, "the rolling append was acknowledged before its fsync")
+        released.lock()
+        released.unlock(withValue: true)
+        try await held.get()
+        _ = try await second.futureResult.get()
+        #expect(try await shell.durableEnd().get() == 2)
+        try await shell.close().get()
+        try await fsyncPool.shutdownGracefully()
+        try await writebackPool.shutdownGracefully()
+        try await group.shutdownGracefully()
+    }
+
     /// Polls the shell's durable end until it reaches `offset` or `limit` passes; returns the last seen.
     private static func durableEnd(of shell: PartitionShell, reaching offset: Int64, within limit: Duration) async throws -> Int64 {
         let deadline = ContinuousClock.now + limit

@@ -71,8 +71,12 @@ final class FetchOperation {
         self.session = broker.fetchSessions.context(
             for: request, version: context.apiVersion, now: FileSystem.monotonicMilliseconds())
         switch self.session {
-        case .incremental(_, let partitions):
-            self.resolveTargets(partitions.map { ($0.key.topic, $0.key.topicID, $0.fetch) })
+        case .incremental(let snapshot):
+            self.resolveTargets(
+                (0..<snapshot.count).map { index in
+                    let entry = snapshot.entries[snapshot.position(index)]
+                    return (entry.key.topic, entry.key.topicID, entry.fetch)
+                })
         case .failed:
             break
         case .sessionless, .full:
@@ -239,38 +243,33 @@ final class FetchOperation {
 
     /// The answer, partition by partition in the order read, each topic's consecutive partitions
     /// under one topic entry. An incremental fetch answers only the partitions with something
-    /// new for its session (records, an error, a changed high watermark or log start); a fetch
-    /// with a session tells it what each answered partition said.
+    /// new for its session (records, an error, a changed high watermark or log start) and notes
+    /// what it told; a full fetch (epoch 0) opens a session with what it told.
     private func buildResponse(
         _ results: [PartitionResult]
     ) -> (FetchResponse, [KafkaFrame.FileRecords?], [MemoryReservation]) {
         var response = FetchResponse()
         var included: [(Target, FetchResponse.PartitionData, KafkaFrame.FileRecords?)] = []
         var reservations: [MemoryReservation] = []
-        var answers: [FetchSessionCache.Answer] = []
-        /// Incremental: the session's partitions, in the order of `targets`.
-        var told: [FetchSessionCache.Entry] = []
         let byID = self.context.apiVersion >= 13
         let readCommitted = self.request.isolationLevel == 1
-        switch self.session {
-        case .full(let id):
-            response.sessionId = id ?? 0
-        case .incremental(let id, let partitions):
-            response.sessionId = id
-            told = partitions
-        case .sessionless, .failed:
-            response.sessionId = 0
-        }
+        var snapshot: FetchSessionCache.Snapshot?
+        if case .incremental(let taken) = self.session { snapshot = taken }
+        var noted: [(position: Int, reported: FetchSessionCache.Reported)] = []
+        var lastWithRecords: Int?
+        var opening: [(entry: FetchSessionCache.Entry, reported: FetchSessionCache.Reported)] = []
         for (index, (target, result)) in zip(self.targets, results).enumerated() {
             var data = FetchResponse.PartitionData()
             data.partitionIndex = target.partition.partition
             data.abortedTransactions = readCommitted ? [] : nil
             var file: KafkaFrame.FileRecords?
+            var hasRecords = false
             switch result {
             case .success(let read):
                 data.highWatermark = read.highWatermark
                 data.lastStableOffset = read.highWatermark
                 data.logStartOffset = read.logStartOffset
+                hasRecords = read.records.byteCount > 0
                 switch read.records {
                 case .memory(let bytes):
                     data.records = bytes
@@ -286,26 +285,32 @@ final class FetchOperation {
                 data.logStartOffset = -1
                 data.records = ByteBuffer()
             }
-            let hasRecords = { if case .success(let read) = result { read.records.byteCount > 0 } else { false } }()
-            if !told.isEmpty {
-                let last = told[index]
-                if !hasRecords, data.errorCode == 0, data.highWatermark == last.highWatermark,
-                    data.logStartOffset == last.logStartOffset
-                {
+            let told = FetchSessionCache.Reported(highWatermark: data.highWatermark, logStartOffset: data.logStartOffset)
+            if let snapshot {
+                let position = snapshot.position(index)
+                if !hasRecords && data.errorCode == 0 && told == snapshot.reported[position] {
                     continue  // nothing new: left out of the answer
                 }
-                answers.append(
-                    .init(key: last.key, highWatermark: data.highWatermark, logStartOffset: data.logStartOffset, hadRecords: hasRecords))
-            } else if response.sessionId != 0 {
+                noted.append((position, told))
+                if hasRecords { lastWithRecords = position }
+            } else if case .full = self.session {
                 let key = FetchSessionCache.Key(
                     topic: byID ? "" : target.topicName, topicID: byID ? target.topicID : .zero,
                     partition: target.partition.partition)
-                answers.append(
-                    .init(key: key, highWatermark: data.highWatermark, logStartOffset: data.logStartOffset, hadRecords: hasRecords))
+                opening.append((.init(key: key, fetch: target.partition), told))
             }
             included.append((target, data, file))
         }
-        if response.sessionId != 0 { self.broker.fetchSessions.answered(response.sessionId, answers) }
+        switch self.session {
+        case .incremental(let snapshot):
+            response.sessionId = snapshot.sessionID
+            self.broker.fetchSessions.answered(snapshot, noted, lastWithRecords: lastWithRecords)
+        case .full:
+            response.sessionId =
+                self.broker.fetchSessions.open(opening, byID: byID, now: FileSystem.monotonicMilliseconds()) ?? 0
+        case .sessionless, .failed:
+            response.sessionId = 0
+        }
         var fileRecords: [KafkaFrame.FileRecords?] = []
         for (index, (target, data, file)) in included.enumerated() {
             if let file {
