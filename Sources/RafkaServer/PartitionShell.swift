@@ -605,6 +605,9 @@ final class PartitionShell: Sendable {
     /// publishes before it is acknowledged, so a producer reads its own writes here.
     func publishedOffsets() -> Offsets? { self.shared.withLock { $0.offsets } }
 
+    /// Whether an fsync is running (for tests).
+    func fsyncInFlight() -> EventLoopFuture<Bool> { self.eventLoop.submit { self.state.value.flushInFlight } }
+
     /// The offset below which every record is on stable storage (the log's recovery point).
     func durableEnd() -> EventLoopFuture<Int64> {
         self.eventLoop.submit { try self.withLog { log, _ in log.recoveryPoint } }
@@ -671,6 +674,9 @@ final class PartitionShell: Sendable {
             return id
         }
     }
+
+    /// Long-poll waiters registered now (for tests).
+    var waiterCount: Int { self.shared.withLock { $0.waiters.count } }
 
     func removeWaiter(_ id: UInt64) {
         self.shared.withLock { _ = $0.waiters.removeValue(forKey: id) }

@@ -247,7 +247,11 @@ import Testing
             #expect(unknown.errorCode == KafkaErrorCode.fetchSessionIdNotFound.rawValue)
             // A long poll over the session's partitions wakes when one of them grows.
             async let waited = fetch(id, 4, wait: 10_000)
-            try await Task.sleep(for: .milliseconds(200))
+            let quietShell = try #require(broker.broker.replicas.shell(for: TopicPartition("quiet", 1)))
+            let polling = try await eventually(on: broker.broker.group.next(), within: .seconds(10)) {
+                quietShell.waiterCount > 0
+            }
+            #expect(polling, "the long poll registered no waiter")
             try await produce(1, ["c"])
             let woken = try await waited.1
             #expect(woken == [1])

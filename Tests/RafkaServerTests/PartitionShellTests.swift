@@ -134,7 +134,8 @@ import Testing
             // slow machine) waits, and "c" lands while it is in flight.
             let release = Self.holdFsyncs(fsyncPool, loop)
             _ = try await Self.startAppend(shell, loop, config, ["b"]).outcome.get()
-            try await Task.sleep(for: .milliseconds(500))
+            let started = try await eventually(on: loop, within: .seconds(3)) { try await shell.fsyncInFlight().get() }
+            #expect(started, "no fsync started for b")
             _ = try await Self.startAppend(shell, loop, config, ["c"]).outcome.get()
             #expect(try await shell.durableEnd().get() == 1, "no fsync completes while the pool is held")
             try await release()
@@ -175,14 +176,9 @@ import Testing
         }
     }
 
-    /// Polls the shell's durable end until it reaches `offset` or `limit` passes; returns the last seen.
-    private static func durableEnd(of shell: PartitionShell, reaching offset: Int64, within limit: Duration) async throws -> Int64 {
-        let deadline = ContinuousClock.now + limit
-        var seen = try await shell.durableEnd().get()
-        while seen < offset && ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(20))
-            seen = try await shell.durableEnd().get()
-        }
-        return seen
+    /// The shell's durable end once it reaches `offset`, or when `limit` passes.
+    private static func durableEnd(of shell: PartitionShell, reaching offset: Int64, within limit: TimeAmount) async throws -> Int64 {
+        _ = try await eventually(on: shell.eventLoop, within: limit) { try await shell.durableEnd().get() >= offset }
+        return try await shell.durableEnd().get()
     }
 }

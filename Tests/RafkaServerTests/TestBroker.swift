@@ -131,3 +131,19 @@ func requestFrame<M: KafkaRequestMessage>(_ message: M, version: Int16, correlat
     frame.setInteger(Int32(frame.readableBytes - 4), at: 0)
     return frame
 }
+
+/// Waits until `condition` holds, checking it on `loop`'s timer every 10 ms, and gives up at
+/// `limit`: for what a test cannot be told of (an fsync done, a waiter registered), a condition
+/// with a deadline rather than a sleep that guesses how long it takes. Returns whether it held.
+func eventually(
+    on loop: any EventLoop,
+    within limit: TimeAmount,
+    _ condition: () async throws -> Bool
+) async throws -> Bool {
+    let deadline = NIODeadline.now() + limit
+    while NIODeadline.now() < deadline {
+        if try await condition() { return true }
+        try await loop.scheduleTask(in: .milliseconds(10)) {}.futureResult.get()
+    }
+    return try await condition()
+}
