@@ -93,8 +93,16 @@ final class FetchOperation {
         // without serving it; consumers read only what this node leads.
         let fromReplica = self.request.replicaId >= 0 || self.request.replicaState.replicaId >= 0
         self.targets.reserveCapacity(partitions.count)
+        // A topic's partitions come one after another: its metadata is looked up once for them.
+        var last: (topic: String, topicID: KafkaUUID, metadata: TopicMetadata?)?
         for (topic, topicID, partition) in partitions {
-            let metadata = byID ? image.topic(id: topicID) : image.topics[topic]
+            let metadata: TopicMetadata?
+            if let last, last.topic == topic, last.topicID == topicID {
+                metadata = last.metadata
+            } else {
+                metadata = byID ? image.topic(id: topicID) : image.topics[topic]
+                last = (topic, topicID, metadata)
+            }
             var target = Target(topicName: metadata?.name ?? topic, topicID: topicID, partition: partition)
             if let metadata {
                 let tp = TopicPartition(metadata.name, partition.partition)
