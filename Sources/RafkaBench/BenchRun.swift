@@ -29,6 +29,11 @@ public struct BenchResult: Sendable, Codable {
     public var sendLag: LatencySummary?
     /// Consume: from a fetch request to its response, for fetches that brought records.
     public var fetchLatency: LatencySummary?
+    /// Consume, e2e: fetch requests sent in the whole run, those that continued an incremental
+    /// fetch session (`--fetch-sessions`), and sessions the broker lost.
+    public var fetchRequests: Int?
+    public var incrementalFetchRequests: Int?
+    public var fetchSessionResets: Int?
     /// e2e: from when each record was due to when a consumer received it.
     public var endToEndLatency: LatencySummary?
     public var errors: [String: Int]
@@ -153,6 +158,11 @@ public struct BenchRun: Sendable {
             endToEndLatency: ledger?.latencies.summary,
             errors: produced.errors.withLock { $0 }.merging(consumed.errors.withLock { $0 }) { $0 + $1 },
             unmatchedBatches: ledger?.unmatched)
+        if consuming {
+            result.fetchRequests = consumed.fetches.load(ordering: .relaxed)
+            result.incrementalFetchRequests = consumed.incrementalFetches.load(ordering: .relaxed)
+            result.fetchSessionResets = consumed.fetchSessionResets.load(ordering: .relaxed)
+        }
         if let pid = self.settings.brokerPID, let after = ProcessStatistics.read(pid: pid) {
             let cpu = after.cpuSeconds - (cpuBefore ?? 0)
             result.brokerCPUSeconds = cpu

@@ -66,6 +66,10 @@ public struct BenchSettings: Sendable {
     public var fetchWaitMilliseconds: Int32 = 500
     public var fetchBytesMax: Int32 = 52_428_800
     public var partitionFetchBytesMax: Int32 = 1_048_576
+    /// Incremental fetch sessions (KIP-227, Fetch v7+), as the Java consumer uses them: after the
+    /// first, a fetch lists only the partitions whose position moved. Off by default, as
+    /// librdkafka (which sends every partition in every fetch).
+    public var fetchSessions = false
     /// e2e at the highest rate: producers wait while the consumers are more than this many
     /// bytes of record values behind, so the rate measured is one the consumers sustain
     /// (0: no limit).

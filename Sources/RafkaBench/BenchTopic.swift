@@ -11,12 +11,19 @@ struct BenchTopic: Sendable {
         var port: Int
     }
 
-    var name: String
-    var id: KafkaUUID
+    let name: String
+    let id: KafkaUUID
     /// Partition index → its leader.
-    var leaders: [Int32: Leader]
+    let leaders: [Int32: Leader]
+    /// The partition indexes in order, sorted once: producers look them up for every send.
+    let partitions: [Int32]
 
-    var partitions: [Int32] { self.leaders.keys.sorted() }
+    init(name: String, id: KafkaUUID, leaders: [Int32: Leader]) {
+        self.name = name
+        self.id = id
+        self.leaders = leaders
+        self.partitions = leaders.keys.sorted()
+    }
 
     /// Looks the topic up through `bootstrap`, creating it with `settings.partitions` if the
     /// broker does not have it, and waits (up to 30 s) until every partition has a leader.

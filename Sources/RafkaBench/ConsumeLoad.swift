@@ -125,10 +125,14 @@ private final class FetchLane {
     private let connection: KafkaConnection
     private let version: Int16
     private var positions: [Int32: Int64]
+    /// The partitions in order, as requests list them.
+    private let order: [Int32]
     private let measureFrom: Int64
     private let stop: ConsumeLoad.Stop
     private let promise: EventLoopPromise<LatencyHistogram>
     private var histogram = LatencyHistogram()
+    /// With `--fetch-sessions` on Fetch v7 and later; nil otherwise (every request lists every partition).
+    private var session: FetchSessionState?
 
     init(
         load: ConsumeLoad,
@@ -142,9 +146,11 @@ private final class FetchLane {
         self.connection = connection
         self.version = version
         self.positions = positions
+        self.order = positions.keys.sorted()
         self.measureFrom = measureFrom
         self.stop = stop
         self.promise = connection.eventLoop.makePromise()
+        self.session = load.settings.fetchSessions && version >= 7 ? FetchSessionState() : nil
     }
 
     func start() -> EventLoopFuture<LatencyHistogram> {
@@ -166,13 +172,23 @@ private final class FetchLane {
         request.maxWaitMs = settings.fetchWaitMilliseconds
         request.minBytes = 1
         request.maxBytes = settings.fetchBytesMax
-        var topic = FetchRequest.FetchTopic()
-        topic.topic = self.load.topic.name
-        topic.topicId = self.load.topic.id
-        topic.partitions = self.positions.keys.sorted().map {
-            .init(partition: $0, fetchOffset: self.positions[$0]!, partitionMaxBytes: settings.partitionFetchBytesMax)
+        let listed =
+            self.session?.next(self.order, positions: self.positions) ?? self.order.map { ($0, self.positions[$0]!) }
+        if let session = self.session {
+            request.sessionId = session.id
+            request.sessionEpoch = session.epoch
         }
-        request.topics = [topic]
+        if !listed.isEmpty || self.session == nil {
+            var topic = FetchRequest.FetchTopic()
+            topic.topic = self.load.topic.name
+            topic.topicId = self.load.topic.id
+            topic.partitions = listed.map {
+                .init(partition: $0.key, fetchOffset: $0.value, partitionMaxBytes: settings.partitionFetchBytesMax)
+            }
+            request.topics = [topic]
+        }
+        self.load.counters.fetches.add(1, ordering: .relaxed)
+        if request.sessionEpoch > 0 { self.load.counters.incrementalFetches.add(1, ordering: .relaxed) }
         let sent = MonotonicClock.now()
         let lane = NIOLoopBound(self, eventLoop: self.connection.eventLoop)
         self.connection.request(
@@ -183,7 +199,7 @@ private final class FetchLane {
             let arrived = MonotonicClock.now()
             let lane = lane.value
             do {
-                try lane.received(try result.get(), sent: sent, arrived: arrived)
+                try lane.received(try result.get(), listed: listed, sent: sent, arrived: arrived)
             } catch {
                 return lane.promise.fail(error)
             }
@@ -191,10 +207,21 @@ private final class FetchLane {
         }
     }
 
-    private func received(_ response: FetchResponse, sent: Int64, arrived: Int64) throws {
-        guard response.errorCode == 0 else {
-            throw KafkaClientError("fetch: \(KafkaErrorCode(rawValue: response.errorCode))")
+    private func received(
+        _ response: FetchResponse,
+        listed: [(key: Int32, value: Int64)],
+        sent: Int64,
+        arrived: Int64
+    ) throws {
+        let code = KafkaErrorCode(rawValue: response.errorCode)
+        if self.session != nil && FetchSessionState.lost.contains(code) {
+            // Evicted, or the broker restarted: the next request is a full one again.
+            self.session!.reset()
+            self.load.counters.fetchSessionResets.add(1, ordering: .relaxed)
+            return
         }
+        guard response.errorCode == 0 else { throw KafkaClientError("fetch: \(code)") }
+        self.session?.answered(sessionID: response.sessionId, listed: listed)
         var records = 0
         var wireBytes = 0
         for answer in response.responses.first?.partitions ?? [] {
@@ -222,5 +249,42 @@ private final class FetchLane {
             let payload = wireBytes  // records are not decompressed: payload is what arrived
             self.load.counters.measured(records: records, payloadBytes: payload, wireBytes: wireBytes, at: arrived)
         }
+    }
+}
+
+/// A consumer's side of an incremental fetch session (KIP-227), kept as the Java consumer keeps
+/// it: the first request lists every partition and asks for a session (epoch 0); once the broker
+/// gives one, each request lists only the partitions whose position moved since the broker last
+/// heard it, and the answer holds only the partitions with something new. A broker that gives
+/// no session (id 0) keeps getting full requests; one that lost it gets a full request again.
+struct FetchSessionState {
+    private(set) var id: Int32 = 0
+    private(set) var epoch: Int32 = 0
+    /// Each partition's position as the broker last heard it, while a session is open.
+    private var told: [Int32: Int64] = [:]
+
+    /// Top-level errors after which the session is gone and a full request starts another.
+    static let lost: Set<KafkaErrorCode> = [.fetchSessionIdNotFound, .invalidFetchSessionEpoch]
+
+    /// The partitions of `order` (with their positions) the next request lists: all of them
+    /// without a session, else those whose position moved.
+    func next(_ order: [Int32], positions: [Int32: Int64]) -> [(key: Int32, value: Int64)] {
+        let listed = self.id == 0 ? order : order.filter { self.told[$0] != positions[$0] }
+        return listed.map { ($0, positions[$0]!) }
+    }
+
+    /// The broker answered the request that listed `listed` (without an error), giving `sessionID`.
+    mutating func answered(sessionID: Int32, listed: [(key: Int32, value: Int64)]) {
+        if self.epoch == 0 {
+            guard sessionID != 0 else { return }  // the broker keeps no session: full requests go on
+            self.id = sessionID
+            self.told = [:]
+        }
+        for (partition, position) in listed { self.told[partition] = position }
+        self.epoch = self.epoch == Int32.max ? 1 : self.epoch + 1
+    }
+
+    mutating func reset() {
+        self = FetchSessionState()
     }
 }

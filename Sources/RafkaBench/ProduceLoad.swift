@@ -28,6 +28,11 @@ final class LoadCounters: Sendable {
     /// Producers: set when one failed, so the others stop too.
     let finished = Atomic<Bool>(false)
     let errors = Mutex<[String: Int]>([:])
+    /// Consumers: fetch requests sent, those that continued a fetch session (incremental), and
+    /// sessions the broker lost (`--fetch-sessions`).
+    let fetches = Atomic<Int>(0)
+    let incrementalFetches = Atomic<Int>(0)
+    let fetchSessionResets = Atomic<Int>(0)
 
     func count(error: String) {
         self.errors.withLock { $0[error, default: 0] += 1 }

@@ -90,8 +90,12 @@ struct ConsumerOptions: ParsableArguments {
     @Option(
         help: "e2e without --rate: producers wait while the consumers are more than this many bytes of record values behind, so the rate measured is one they sustain (0: no limit)."
     ) var backlogBytes = 64_000_000
+    @Flag(
+        help: "Incremental fetch sessions (KIP-227), as the Java consumer: after the first fetch, one lists only the partitions whose position moved."
+    ) var fetchSessions = false
 
     func apply(to settings: inout BenchSettings) {
+        settings.fetchSessions = self.fetchSessions
         settings.consumers = self.consumers
         settings.backlogBytesMax = self.backlogBytes
         settings.fetchWaitMilliseconds = self.fetchWaitMs

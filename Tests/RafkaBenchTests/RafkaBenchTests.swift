@@ -150,6 +150,28 @@ import Testing
         #expect(ledger.unmatched == 1)
     }
 
+    /// A consumer's fetch session: every partition until the broker gives a session, then only
+    /// those whose position moved; a lost session starts over with a full request.
+    @Test func aFetchSessionListsOnlyWhatMoved() {
+        let order: [Int32] = [0, 1, 2]
+        var positions: [Int32: Int64] = [0: 10, 1: 20, 2: 30]
+        var session = FetchSessionState()
+        var listed = session.next(order, positions: positions)
+        #expect(listed.map(\.key) == order && session.id == 0 && session.epoch == 0)
+        session.answered(sessionID: 0, listed: listed)  // the broker keeps no session
+        #expect(session.next(order, positions: positions).count == 3 && session.epoch == 0)
+        session.answered(sessionID: 7, listed: listed)
+        #expect(session.id == 7 && session.epoch == 1)
+        #expect(session.next(order, positions: positions).isEmpty)
+        positions[1] = 25
+        listed = session.next(order, positions: positions)
+        #expect(listed.map(\.key) == [1] && listed.map(\.value) == [25])
+        session.answered(sessionID: 7, listed: listed)
+        #expect(session.epoch == 2 && session.next(order, positions: positions).isEmpty)
+        session.reset()
+        #expect(session.id == 0 && session.epoch == 0 && session.next(order, positions: positions).count == 3)
+    }
+
     @Test func settingsThatCannotRunAreRefused() {
         var settings = BenchSettings()
         #expect(settings.problem() == nil)

@@ -141,3 +141,18 @@ def test_the_highest_rate_over_a_thousand_partitions(rafka):
     result = bench(rafka, "produce", "--topic", "wide", "--partitions", "1000", "--records", "20000", "--warmup", "1",
                    "--record-bytes", "200", "--compression", "none", "--in-flight", "2")
     assert result["errors"] == {} and result["records"] >= 20000, result
+
+
+def test_fetch_sessions_list_only_moved_partitions(rafka):
+    """With --fetch-sessions the consumer opens one incremental fetch session (KIP-227) and keeps
+    it: every fetch after the first continues it, and every record still arrives."""
+    common = ["--partitions", "300", "--rate", "20000", "--duration", "2", "--warmup", "0", "--linger-ms", "2",
+              "--record-bytes", "100"]
+    result = bench(rafka, "e2e", "--topic", "b-sessions", "--fetch-sessions", *common)
+    assert result["errors"] == {} and result["unmatchedBatches"] == 0, result
+    assert result["endToEndLatency"]["count"] == result["records"] > 0
+    assert result["fetchSessionResets"] == 0
+    assert result["incrementalFetchRequests"] == result["fetchRequests"] - 1 > 0, result
+    full = bench(rafka, "e2e", "--topic", "b-full", *common)
+    assert full["errors"] == {} and full["unmatchedBatches"] == 0, full
+    assert full["incrementalFetchRequests"] == 0 and full["fetchRequests"] > 0
