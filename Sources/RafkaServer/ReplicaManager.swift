@@ -56,9 +56,7 @@ final class ReplicaManager: Sendable {
     }
 
     /// The served partitions of `topic` by index, in one lookup: a fetch of thousands of a
-    /// topic's partitions then hashes its name once, not once per partition. The dictionary
-    /// shares storage with the index: while a caller holds it, a change to the topic copies it
-    /// (under the lock), so callers keep it for one pass over a request only.
+    /// topic's partitions then hashes its name once, not once per partition.
     func shellsByIndex(topic: String) -> [Int32: PartitionShell] {
         self.partitions.withLock { $0.byTopic[topic] ?? [:] }
     }

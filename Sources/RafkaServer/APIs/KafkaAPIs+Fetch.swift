@@ -23,8 +23,7 @@ extension KafkaAPIs {
 /// are read on their partition's loop, one after another. An incremental fetch session's quiet
 /// partitions (nothing new since the session last told of them) are not read at all: each pass
 /// looks at their published offsets and waits on them, so a fetch over 10,000 quiet partitions
-/// costs a few lock round trips per partition (its offsets, its waiter) rather than a read, a
-/// result and a response entry for each.
+/// costs a lock per partition rather than a read, a result and a response entry for each.
 ///
 /// ```
 ///  read all ──► enough bytes, an error, or no wait? ──yes──► reply
@@ -297,26 +296,22 @@ final class FetchOperation {
         self.removeWaiters()
         let loop = self.context.eventLoop
         let wake = self.onLoop
+        var watched: [(shell: PartitionShell, observedEnd: Int64)] = self.quiet
+        for (target, result) in zip(self.targets, results) {
+            guard let shell = target.shell, case .success(let read) = result else { continue }
+            watched.append((shell, max(read.highWatermark, target.partition.fetchOffset)))
+        }
         // One closure for every partition, not one allocated per partition.
         let wakeUp: @Sendable () -> Void = { loop.execute { wake.value.readAll(final: false) } }
-        /// Waits for `shell` to grow past `observed`; false if it already did (nothing waits then).
-        func wait(on shell: PartitionShell, observed: Int64) -> Bool {
-            guard let id = shell.addWaiter(observedEnd: observed, wake: wakeUp) else { return false }
+        for (shell, observed) in watched {
+            let id = shell.addWaiter(observedEnd: observed, wake: wakeUp)
+            guard let id else {
+                // It grew since the read: read again (from the loop, not recursing).
+                self.removeWaiters()
+                loop.execute { wake.value.readAll(final: false) }
+                return
+            }
             self.waiterIDs.append((shell, id))
-            return true
-        }
-        var waiting = true
-        for (shell, observed) in self.quiet where waiting {
-            waiting = wait(on: shell, observed: observed)
-        }
-        for (target, result) in zip(self.targets, results) where waiting {
-            guard let shell = target.shell, case .success(let read) = result else { continue }
-            waiting = wait(on: shell, observed: max(read.highWatermark, target.partition.fetchOffset))
-        }
-        if !waiting {
-            // One grew since it was read: read again (from the loop, not recursing).
-            self.removeWaiters()
-            loop.execute { wake.value.readAll(final: false) }
         }
     }
 
