@@ -57,7 +57,9 @@ final class LoadCounters: Sendable {
 /// `start + k × batchInterval` whether or not earlier ones were answered, and latency counts
 /// from when each record was due, so a stalled broker shows up as latency rather than as
 /// fewer requests (coordinated omission). Without keys a producer has one stream; with keys one
-/// per partition, at its share of the rate, and batches due together leave in one request.
+/// per partition, at its share of the rate. Batches due together leave in one request, at most
+/// one per partition (a second would share the first's acknowledgement, which names only the
+/// partition), so a producer behind schedule catches up over several requests.
 /// Without a target rate, each of the `inFlight` sends is followed by the next as soon as it
 /// is answered, and latency counts from the send.
 ///
@@ -336,25 +338,33 @@ private final class ProducerLane {
         }
     }
 
-    /// Open loop: every batch due to leave by now (each stream's next, once), up to
-    /// `sendBytesMax`; streams whose next batch falls after the schedule's end end.
+    /// Open loop: every batch due to leave by now, in the order due, up to `sendBytesMax` and
+    /// to the first that would be a partition's second in the request; streams whose next
+    /// batch falls after the schedule's end end.
     private func planDue(now: Int64) -> [Planned] {
         let templates = self.load.templates
         let partitions = self.load.topic.partitions
         var planned: [Planned] = []
+        var inRequest = Set<Int32>()
         var bytes = 0
         while let first = self.due.min, first.leaves <= now + 20_000, bytes < Self.sendBytesMax {
-            _ = self.due.removeMin()
             var stream = self.streams[first.stream]
             let intended = self.intended(stream)
-            guard intended < self.schedule.stopAt else { continue }
+            guard intended < self.schedule.stopAt else {
+                _ = self.due.removeMin()
+                continue
+            }
+            let partition = stream.partition ?? partitions[(stream.planned + self.producer) % partitions.count]
+            // One batch per partition in a request, as Kafka producers send: a stream behind
+            // schedule sends its next batch in the next request.
+            guard inRequest.insert(partition).inserted else { break }
+            _ = self.due.removeMin()
             let set = templates.sets[stream.set]!
             let measured = intended >= self.schedule.measureFrom
             if measured { self.latencies.sendLag.record(nanoseconds: now - first.leaves) }
             planned.append(
                 Planned(
-                    partition: stream.partition ?? partitions[(stream.planned + self.producer) % partitions.count],
-                    set: stream.set, variant: set.variant(stream.planned), intended: intended,
+                    partition: partition, set: stream.set, variant: set.variant(stream.planned), intended: intended,
                     recordInterval: stream.recordInterval, records: stream.records, measured: measured))
             bytes += set.assembled[set.variant(stream.planned)].readableBytes
             stream.planned += 1

@@ -2,7 +2,11 @@
 report what the broker holds (counted again with kcat), JSON results, broker CPU and memory,
 and refusals for settings that cannot run."""
 import json
+import os
+import signal
 import subprocess
+import threading
+import time
 
 from conftest import ADMIN_BIN, BENCH_BIN
 from test_controllers import cluster  # noqa: F401  (the fixture)
@@ -95,6 +99,32 @@ def test_keyed_records_go_to_their_keys_partitions(rafka):
     assert produced["errors"] == {}, produced
     count, misplaced, keys = keyed_records(rafka, "b-keys-fast", 5)
     assert count >= 20_000 and misplaced == 0 and len(keys) >= 1000
+
+
+def test_a_stalled_broker_shows_as_latency_with_every_batch_matched(rafka):
+    # The broker stops for half a second mid-run. The open-loop producer falls behind by many
+    # batches of every key's partition; catching up, it sends one batch per partition in each
+    # request (as Kafka producers do), so every acknowledgement names its own batch and the
+    # stall shows in the end-to-end latency of every record it held up.
+    def stall():
+        time.sleep(1.5)
+        os.kill(rafka.proc.pid, signal.SIGSTOP)
+        time.sleep(0.5)
+        os.kill(rafka.proc.pid, signal.SIGCONT)
+
+    stopper = threading.Thread(target=stall)
+    stopper.start()
+    try:
+        result = bench(rafka, "e2e", "--topic", "b-stall", "--partitions", "6", "--rate", "20000", "--duration", "3",
+                       "--warmup", "0", "--key-bytes", "8", "--key-space", "100", "--key-skew", "1",
+                       "--record-bytes", "64", "--linger-ms", "5")
+    finally:
+        stopper.join()
+    assert result["errors"] == {} and result["unmatchedBatches"] == 0, result
+    latency = result["endToEndLatency"]
+    assert latency["count"] == result["records"], result
+    assert latency["max"] >= 450, latency
+    assert result["sendLag"]["max"] >= 450, result["sendLag"]
 
 
 def test_uncompressed_batches_are_read_back_byte_for_byte(rafka):
