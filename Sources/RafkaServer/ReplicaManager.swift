@@ -23,7 +23,7 @@ final class ReplicaManager: Sendable {
     /// What each partition keeps of its log's end in the OS page cache (`BrokerConfig.pageCacheTailBytes`).
     let pageCacheTailBytes: Int?
     /// Lookup from any thread; the lock is held only for dictionary access (docs/lock-ordering.md).
-    private let partitions = Mutex<[TopicPartition: PartitionShell]>([:])
+    private let partitions = Mutex(PartitionIndex<PartitionShell>())
     /// Each hosted topic's effective configuration, read by produce validation on any loop.
     private let configs = Mutex<[String: LogConfig]>([:])
     /// Partitions whose log could not be opened at startup, with the reason (naming the file).
@@ -52,7 +52,15 @@ final class ReplicaManager: Sendable {
     }
 
     func shells(topic: String) -> [PartitionShell] {
-        self.partitions.withLock { $0.values.filter { $0.topicPartition.topic == topic } }
+        self.partitions.withLock { Array(($0.byTopic[topic] ?? [:]).values) }
+    }
+
+    /// The served partitions of `topic` by index, in one lookup: a fetch of thousands of a
+    /// topic's partitions then hashes its name once, not once per partition. The dictionary
+    /// shares storage with the index: while a caller holds it, a change to the topic copies it
+    /// (under the lock), so callers keep it for one pass over a request only.
+    func shellsByIndex(topic: String) -> [Int32: PartitionShell] {
+        self.partitions.withLock { $0.byTopic[topic] ?? [:] }
     }
 
     var partitionCount: Int { self.partitions.withLock { $0.count } }
@@ -282,7 +290,7 @@ final class ReplicaManager: Sendable {
     /// Stops serving and deletes every partition of `topic`.
     func delete(topic: String) async {
         let removed = self.partitions.withLock { partitions in
-            let shells = partitions.values.filter { $0.topicPartition.topic == topic }
+            let shells = Array((partitions.byTopic[topic] ?? [:]).values)
             for shell in shells { partitions[shell.topicPartition] = nil }
             return shells
         }
@@ -358,4 +366,40 @@ final class ReplicaManager: Sendable {
             }
         }
     }
+}
+
+/// Values by partition (the shells a node serves), also grouped by topic and partition index,
+/// kept in step: the dictionary operations `ReplicaManager` uses, and `byTopic`.
+struct PartitionIndex<Value> {
+    private var byPartition: [TopicPartition: Value] = [:]
+    private(set) var byTopic: [String: [Int32: Value]] = [:]
+
+    subscript(topicPartition: TopicPartition) -> Value? {
+        get { self.byPartition[topicPartition] }
+        set {
+            if let newValue {
+                self.byPartition[topicPartition] = newValue
+                self.byTopic[topicPartition.topic, default: [:]][topicPartition.partition] = newValue
+            } else {
+                self.removeValue(forKey: topicPartition)
+            }
+        }
+    }
+
+    @discardableResult
+    mutating func removeValue(forKey topicPartition: TopicPartition) -> Value? {
+        guard let removed = self.byPartition.removeValue(forKey: topicPartition) else { return nil }
+        self.byTopic[topicPartition.topic]?[topicPartition.partition] = nil
+        if self.byTopic[topicPartition.topic]?.isEmpty == true { self.byTopic[topicPartition.topic] = nil }
+        return removed
+    }
+
+    mutating func removeAll() {
+        self.byPartition.removeAll()
+        self.byTopic.removeAll()
+    }
+
+    var values: Dictionary<TopicPartition, Value>.Values { self.byPartition.values }
+    var keys: Dictionary<TopicPartition, Value>.Keys { self.byPartition.keys }
+    var count: Int { self.byPartition.count }
 }

@@ -245,8 +245,14 @@ import Testing
             #expect(stale.errorCode == KafkaErrorCode.invalidFetchSessionEpoch.rawValue)
             let unknown = try await fetch(id &+ 1, 1).0
             #expect(unknown.errorCode == KafkaErrorCode.fetchSessionIdNotFound.rawValue)
-            // A long poll over the session's partitions wakes when one of them grows.
-            async let waited = fetch(id, 4, wait: 10_000)
+            let rewound = try await fetch(id, 4, [(2, 0)])
+            #expect(rewound.1 == [2], "a position moved back reads its records again")
+            let again = try #require(rewound.0.responses.first?.partitions.first?.records)
+            #expect(try RecordBatch.split(again).count == 1)
+            let back = try await fetch(id, 5, [(2, 2)]).1
+            #expect(back == [])
+            // A long poll over the session's partitions, all quiet, wakes when one of them grows.
+            async let waited = fetch(id, 6, wait: 10_000)
             let quietShell = try #require(broker.broker.replicas.shell(for: TopicPartition("quiet", 1)))
             let polling = try await eventually(on: broker.broker.group.next(), within: .seconds(10)) {
                 quietShell.waiterCount > 0
@@ -255,9 +261,9 @@ import Testing
             try await produce(1, ["c"])
             let woken = try await waited.1
             #expect(woken == [1])
-            let (ended, none) = try await fetch(id, 5, forget: [0, 1, 2, 3])
+            let (ended, none) = try await fetch(id, 7, forget: [0, 1, 2, 3])
             #expect(ended.sessionId == 0 && none == [])
-            let gone = try await fetch(id, 6).0
+            let gone = try await fetch(id, 8).0
             #expect(gone.errorCode == KafkaErrorCode.fetchSessionIdNotFound.rawValue)
             let (legacy, listed) = try await fetch(0, -1, [(3, 0), (1, 0)])
             #expect(legacy.sessionId == 0 && listed == [3, 1])

@@ -20,7 +20,11 @@ extension KafkaAPIs {
 
 /// One Fetch request in progress, confined to the connection's event loop. A partition whose
 /// records the hot cache holds (or that has nothing new) is read right here; only the others
-/// are read on their partition's loop, one after another.
+/// are read on their partition's loop, one after another. An incremental fetch session's quiet
+/// partitions (nothing new since the session last told of them) are not read at all: each pass
+/// looks at their published offsets and waits on them, so a fetch over 10,000 quiet partitions
+/// costs a few lock round trips per partition (its offsets, its waiter) rather than a read, a
+/// result and a response entry for each.
 ///
 /// ```
 ///  read all ──► enough bytes, an error, or no wait? ──yes──► reply
@@ -43,8 +47,14 @@ final class FetchOperation {
     private let broker: Broker
     /// The fetch session this fetch opens or continues, if any (`FetchSessionCache`).
     private let session: FetchSessionCache.Context
-    /// The partitions read, in order: the request's, or (incremental) the session's.
+    /// The partitions read, in order: the request's, or (incremental) those of the session's
+    /// with something new, chosen again on every pass (`chooseSessionTargets`).
     private var targets: [Target] = []
+    /// Incremental: each target's position in the session.
+    private var sessionPositions: [Int] = []
+    /// Incremental: the session's partitions left out of this pass as quiet, with the log end
+    /// they had, for the long poll to wait on too.
+    private var quiet: [(shell: PartitionShell, observedEnd: Int64)] = []
     private let responseBytesMax: Int
     private let promise: EventLoopPromise<(FetchResponse, [KafkaFrame.FileRecords?], [MemoryReservation])>
     private var waiterIDs: [(PartitionShell, UInt64)] = []
@@ -71,51 +81,116 @@ final class FetchOperation {
         self.session = broker.fetchSessions.context(
             for: request, version: context.apiVersion, now: FileSystem.monotonicMilliseconds())
         switch self.session {
-        case .incremental(let snapshot):
-            self.resolveTargets(
-                (0..<snapshot.count).map { index in
-                    let entry = snapshot.entries[snapshot.position(index)]
-                    return (entry.key.topic, entry.key.topicID, entry.fetch)
-                })
-        case .failed:
-            break
+        case .incremental, .failed:
+            break  // an incremental fetch chooses its targets on every pass
         case .sessionless, .full:
-            self.resolveTargets(
-                self.request.topics.flatMap { topic in topic.partitions.map { (topic.topic, topic.topicId, $0) } })
+            var resolver = self.resolver()
+            for topic in self.request.topics {
+                for partition in topic.partitions {
+                    self.targets.append(resolver.target(topic: topic.topic, topicID: topic.topicId, partition: partition))
+                }
+            }
         }
     }
 
-    private func resolveTargets(_ partitions: [(topic: String, topicID: KafkaUUID, partition: FetchRequest.FetchPartition)]) {
-        let image = self.broker.cache.image
-        let byID = context.apiVersion >= 13
-        let apis = KafkaAPIs(broker: self.broker)
-        // A replica's fetch (a new leader copying the partition) may read a copy this node holds
-        // without serving it; consumers read only what this node leads.
-        let fromReplica = self.request.replicaId >= 0 || self.request.replicaState.replicaId >= 0
-        self.targets.reserveCapacity(partitions.count)
-        // A topic's partitions come one after another: its metadata is looked up once for them.
-        var last: (topic: String, topicID: KafkaUUID, metadata: TopicMetadata?)?
-        for (topic, topicID, partition) in partitions {
-            let metadata: TopicMetadata?
-            if let last, last.topic == topic, last.topicID == topicID {
-                metadata = last.metadata
-            } else {
-                metadata = byID ? image.topic(id: topicID) : image.topics[topic]
-                last = (topic, topicID, metadata)
+    private func resolver() -> TargetResolver {
+        TargetResolver(
+            broker: self.broker, image: self.broker.cache.image, byID: self.context.apiVersion >= 13,
+            // A replica's fetch (a new leader copying the partition) may read a copy this node
+            // holds without serving it; consumers read only what this node leads.
+            fromReplica: self.request.replicaId >= 0 || self.request.replicaState.replicaId >= 0)
+    }
+
+    /// Finds each partition's shell, or the error to answer for it.
+    private struct TargetResolver {
+        let broker: Broker
+        let image: MetadataImage
+        let byID: Bool
+        let fromReplica: Bool
+        private let apis: KafkaAPIs
+        /// The leader epoch this node serves at (`KafkaAPIs.leaderEpoch`), from `image`.
+        private let leaderEpoch: Int32
+        /// A topic's partitions come one after another: its metadata and (for a consumer) the
+        /// shells this node serves of it are looked up once for them.
+        private var last: (topic: String, topicID: KafkaUUID, metadata: TopicMetadata?)?
+        private var lastShells: (topic: String, shells: [Int32: PartitionShell])?
+
+        init(broker: Broker, image: MetadataImage, byID: Bool, fromReplica: Bool) {
+            self.broker = broker
+            self.image = image
+            self.byID = byID
+            self.fromReplica = fromReplica
+            self.apis = KafkaAPIs(broker: broker)
+            self.leaderEpoch = KafkaAPIs.leaderEpoch(of: broker, image: image)
+        }
+
+        /// The error for a consumer's `currentLeaderEpoch`, if any (a replica's fetch has none).
+        private func epochError(_ partition: FetchRequest.FetchPartition) -> BrokerError? {
+            self.fromReplica ? nil : KafkaAPIs.leaderEpochError(partition.currentLeaderEpoch, current: self.leaderEpoch)
+        }
+
+        mutating func metadata(topic: String, topicID: KafkaUUID) -> TopicMetadata? {
+            if let last, last.topic == topic, last.topicID == topicID { return last.metadata }
+            let metadata = self.byID ? self.image.topic(id: topicID) : self.image.topics[topic]
+            self.last = (topic, topicID, metadata)
+            return metadata
+        }
+
+        mutating func shell(_ metadata: TopicMetadata, _ partition: Int32) -> PartitionShell? {
+            if self.fromReplica { return self.broker.replicas.anyShell(for: TopicPartition(metadata.name, partition)) }
+            if let lastShells, lastShells.topic == metadata.name { return lastShells.shells[partition] }
+            let shells = self.broker.replicas.shellsByIndex(topic: metadata.name)
+            self.lastShells = (metadata.name, shells)
+            return shells[partition]
+        }
+
+        /// The shell of a partition that can be read as asked (a known topic, a partition this
+        /// node serves, the leader epoch the client expects), else nil.
+        mutating func readable(topic: String, topicID: KafkaUUID, partition: FetchRequest.FetchPartition) -> PartitionShell? {
+            guard let metadata = self.metadata(topic: topic, topicID: topicID), self.epochError(partition) == nil else {
+                return nil
             }
+            return self.shell(metadata, partition.partition)
+        }
+
+        mutating func target(topic: String, topicID: KafkaUUID, partition: FetchRequest.FetchPartition) -> Target {
+            let metadata = self.metadata(topic: topic, topicID: topicID)
             var target = Target(topicName: metadata?.name ?? topic, topicID: topicID, partition: partition)
             if let metadata {
-                let tp = TopicPartition(metadata.name, partition.partition)
-                target.shell = fromReplica ? self.broker.replicas.anyShell(for: tp) : self.broker.replicas.shell(for: tp)
+                target.shell = self.shell(metadata, partition.partition)
             }
             if metadata == nil {
-                target.error = BrokerError(byID ? .unknownTopicId : .unknownTopicOrPartition)
+                target.error = BrokerError(self.byID ? .unknownTopicId : .unknownTopicOrPartition)
             } else if target.shell == nil {
-                target.error = apis.missingPartitionError(TopicPartition(metadata!.name, partition.partition))
-            } else if !fromReplica, let error = apis.leaderEpochError(partition.currentLeaderEpoch) {
+                target.error = self.apis.missingPartitionError(TopicPartition(metadata!.name, partition.partition))
+            } else if let error = self.epochError(partition) {
                 target.error = error
             }
-            self.targets.append(target)
+            return target
+        }
+    }
+
+    /// Incremental: the session's partitions this pass reads, from where the session's order
+    /// starts — all but the quiet ones, whose offsets are what the session last told of them
+    /// and where the client's position is their end. Those are only waited on.
+    private func chooseSessionTargets(_ snapshot: FetchSessionCache.Snapshot) {
+        self.targets.removeAll(keepingCapacity: true)
+        self.sessionPositions.removeAll(keepingCapacity: true)
+        self.quiet.removeAll(keepingCapacity: true)
+        var resolver = self.resolver()
+        for index in 0..<snapshot.count {
+            let position = snapshot.position(index)
+            let entry = snapshot.entries[position]
+            if let shell = resolver.readable(topic: entry.key.topic, topicID: entry.key.topicID, partition: entry.fetch),
+                let offsets = shell.publishedOffsets(), entry.fetch.fetchOffset == offsets.logEnd,
+                snapshot.reported[position]
+                    == FetchSessionCache.Reported(highWatermark: offsets.logEnd, logStartOffset: offsets.logStart)
+            {
+                self.quiet.append((shell, offsets.logEnd))
+                continue
+            }
+            self.targets.append(resolver.target(topic: entry.key.topic, topicID: entry.key.topicID, partition: entry.fetch))
+            self.sessionPositions.append(position)
         }
     }
 
@@ -155,6 +230,7 @@ final class FetchOperation {
         }
         self.reading = true
         self.collected.removeAll(keepingCapacity: true)
+        if case .incremental(let snapshot) = self.session { self.chooseSessionTargets(snapshot) }
         self.readNext(from: 0, remaining: self.responseBytesMax)
     }
 
@@ -203,7 +279,9 @@ final class FetchOperation {
             return total
         }
         let hasError = results.contains { if case .failure = $0 { return true } else { return false } }
-        if final || hasError || bytes >= Int(self.request.minBytes) || self.targets.isEmpty {
+        // A request of no partitions is answered at once; a session's pass may read none (all quiet).
+        let noPartitions = self.targets.isEmpty && self.quiet.isEmpty
+        if final || hasError || bytes >= Int(self.request.minBytes) || noPartitions {
             self.finish(results)
             return
         }
@@ -219,19 +297,26 @@ final class FetchOperation {
         self.removeWaiters()
         let loop = self.context.eventLoop
         let wake = self.onLoop
-        for (target, result) in zip(self.targets, results) {
-            guard let shell = target.shell, case .success(let read) = result else { continue }
-            let observed = max(read.highWatermark, target.partition.fetchOffset)
-            let id = shell.addWaiter(observedEnd: observed) {
-                loop.execute { wake.value.readAll(final: false) }
-            }
-            guard let id else {
-                // It grew since the read: read again (from the loop, not recursing).
-                self.removeWaiters()
-                loop.execute { wake.value.readAll(final: false) }
-                return
-            }
+        // One closure for every partition, not one allocated per partition.
+        let wakeUp: @Sendable () -> Void = { loop.execute { wake.value.readAll(final: false) } }
+        /// Waits for `shell` to grow past `observed`; false if it already did (nothing waits then).
+        func wait(on shell: PartitionShell, observed: Int64) -> Bool {
+            guard let id = shell.addWaiter(observedEnd: observed, wake: wakeUp) else { return false }
             self.waiterIDs.append((shell, id))
+            return true
+        }
+        var waiting = true
+        for (shell, observed) in self.quiet where waiting {
+            waiting = wait(on: shell, observed: observed)
+        }
+        for (target, result) in zip(self.targets, results) where waiting {
+            guard let shell = target.shell, case .success(let read) = result else { continue }
+            waiting = wait(on: shell, observed: max(read.highWatermark, target.partition.fetchOffset))
+        }
+        if !waiting {
+            // One grew since it was read: read again (from the loop, not recursing).
+            self.removeWaiters()
+            loop.execute { wake.value.readAll(final: false) }
         }
     }
 
@@ -295,7 +380,7 @@ final class FetchOperation {
             }
             let told = FetchSessionCache.Reported(highWatermark: data.highWatermark, logStartOffset: data.logStartOffset)
             if let snapshot {
-                let position = snapshot.position(index)
+                let position = self.sessionPositions[index]
                 if !hasRecords && data.errorCode == 0 && told == snapshot.reported[position] {
                     continue  // nothing new: left out of the answer
                 }

@@ -52,8 +52,11 @@ struct KafkaAPIs: Sendable {
 
     /// The leader epoch this node serves its partitions at: 0 in standalone, the ring epoch of
     /// its image on a data node (what its Metadata answers report).
-    var leaderEpoch: Int32 {
-        self.broker.isStandalone ? 0 : Int32(clamping: self.broker.cache.image.ringEpoch)
+    var leaderEpoch: Int32 { Self.leaderEpoch(of: self.broker, image: self.broker.cache.image) }
+
+    /// `leaderEpoch` as of `image` (looked at only on a data node).
+    static func leaderEpoch(of broker: Broker, image: @autoclosure () -> MetadataImage) -> Int32 {
+        broker.isStandalone ? 0 : Int32(clamping: image().ringEpoch)
     }
 
     /// Checks a client's `currentLeaderEpoch` (-1: not given): a newer one than this node's
@@ -61,7 +64,13 @@ struct KafkaAPIs: Sendable {
     /// (FENCED_LEADER_EPOCH); both are retriable after a metadata refresh.
     func leaderEpochError(_ epoch: Int32) -> BrokerError? {
         guard epoch >= 0 else { return nil }
-        let current = self.leaderEpoch
+        return Self.leaderEpochError(epoch, current: self.leaderEpoch)
+    }
+
+    /// `leaderEpochError` against `current`, for callers that check many partitions against one
+    /// image (looking the node's epoch up once).
+    static func leaderEpochError(_ epoch: Int32, current: Int32) -> BrokerError? {
+        guard epoch >= 0 else { return nil }
         if epoch > current { return BrokerError(.unknownLeaderEpoch, "leader epoch \(epoch) is newer than \(current)") }
         if epoch < current { return BrokerError(.fencedLeaderEpoch, "leader epoch \(epoch) is older than \(current)") }
         return nil
