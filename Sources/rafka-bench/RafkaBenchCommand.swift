@@ -28,7 +28,7 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "Partitions of a topic the run creates.") var partitions: Int32 = 8
     @Option(help: "Replication factor of a topic the run creates (-1: the broker's default).") var replicationFactor: Int16 = -1
     @Option(help: "Seconds to measure, after the warm-up.") var duration: Double?
-    @Option(help: "Records to measure instead of a duration.") var records: Int?
+    @Option(help: "Records to measure instead of a duration (in whole batches: at least this many).") var records: Int?
     @Option(help: "Seconds of load before measuring.") var warmup = 2.0
     @Option(help: "The broker's process id, for its CPU time and resident memory.") var brokerPid: Int32?
     @Flag(help: "Print the result as JSON (no progress line).") var json = false

@@ -8,6 +8,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from conftest import ADMIN_BIN, BENCH_BIN
 from test_controllers import cluster  # noqa: F401  (the fixture)
 
@@ -101,9 +103,11 @@ def test_keyed_records_go_to_their_keys_partitions(rafka):
     assert count >= 20_000 and misplaced == 0 and len(keys) >= 1000
 
 
-def test_a_stalled_broker_shows_as_latency_with_every_batch_matched(rafka):
+@pytest.mark.parametrize("keys", [["--key-bytes", "8", "--key-space", "100", "--key-skew", "1"], []],
+                         ids=["keyed", "round-robin"])
+def test_a_stalled_broker_shows_as_latency_with_every_batch_matched(rafka, keys):
     # The broker stops for half a second mid-run. The open-loop producer falls behind by many
-    # batches of every key's partition; catching up, it sends one batch per partition in each
+    # batches of every partition; catching up, it sends one batch per partition in each
     # request (as Kafka producers do), so every acknowledgement names its own batch and the
     # stall shows in the end-to-end latency of every record it held up.
     def stall():
@@ -116,8 +120,7 @@ def test_a_stalled_broker_shows_as_latency_with_every_batch_matched(rafka):
     stopper.start()
     try:
         result = bench(rafka, "e2e", "--topic", "b-stall", "--partitions", "6", "--rate", "20000", "--duration", "3",
-                       "--warmup", "0", "--key-bytes", "8", "--key-space", "100", "--key-skew", "1",
-                       "--record-bytes", "64", "--linger-ms", "5")
+                       "--warmup", "0", *keys, "--record-bytes", "64", "--linger-ms", "5")
     finally:
         stopper.join()
     assert result["errors"] == {} and result["unmatchedBatches"] == 0, result
