@@ -36,6 +36,8 @@ public struct BenchResult: Sendable, Codable {
     public var fetchSessionResets: Int?
     /// e2e: from when each record was due to when a consumer received it.
     public var endToEndLatency: LatencySummary?
+    /// Error codes the broker answered, by name, with how often; e2e also counts here batches
+    /// the ledger saw at a partition and offset another batch still waited at.
     public var errors: [String: Int]
     /// With --broker-pid: the broker's CPU seconds in the measured phase, per 10^6 payload
     /// bytes and per record, and its resident memory at the end.
@@ -158,6 +160,7 @@ public struct BenchRun: Sendable {
             endToEndLatency: ledger?.latencies.summary,
             errors: produced.errors.withLock { $0 }.merging(consumed.errors.withLock { $0 }) { $0 + $1 },
             unmatchedBatches: ledger?.unmatched)
+        if let shared = ledger?.sharedKeys, shared > 0 { result.errors["two batches at one partition and offset"] = shared }
         if consuming {
             result.fetchRequests = consumed.fetches.load(ordering: .relaxed)
             result.incrementalFetchRequests = consumed.incrementalFetches.load(ordering: .relaxed)

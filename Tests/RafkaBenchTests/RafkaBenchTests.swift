@@ -148,6 +148,13 @@ import Testing
         #expect(summary.count == 6)
         #expect(abs(summary.max - 20) < 0.05 && abs(summary.p50 - 10) < 0.05)
         #expect(ledger.unmatched == 1)
+        #expect(ledger.sharedKeys == 0)
+        // Two batches acknowledged at one key (and two arriving at another) are counted.
+        ledger.acknowledged(.init(partition: 3, baseOffset: 0), sent)
+        ledger.arrived(.init(partition: 4, baseOffset: 0), at: 1)
+        ledger.arrived(.init(partition: 4, baseOffset: 0), at: 2)
+        #expect(ledger.sharedKeys == 2)
+        #expect(ledger.unmatched == 1)
     }
 
     /// A consumer's fetch session: every partition until the broker gives a session, then only
