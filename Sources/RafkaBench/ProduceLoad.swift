@@ -190,6 +190,9 @@ private final class ProducerLane {
     /// Open loop: the streams, and when each one's next batch leaves (empty at the highest rate).
     private var streams: [Stream] = []
     private var due = Heap<Due>()
+    /// Open loop: the partitions the request `planDue` is filling has a batch for (kept, not
+    /// allocated for every request).
+    private var inRequest = Set<Int32>()
     /// Highest rate: the partitions batches go to in turn (with keys, those a key hashes to),
     /// how many one send carries (one per partition, as many as fit `sendBytesMax`), and the
     /// batches planned so far.
@@ -345,7 +348,7 @@ private final class ProducerLane {
         let templates = self.load.templates
         let partitions = self.load.topic.partitions
         var planned: [Planned] = []
-        var inRequest = Set<Int32>()
+        self.inRequest.removeAll(keepingCapacity: true)
         var bytes = 0
         while let first = self.due.min, first.leaves <= now + 20_000, bytes < Self.sendBytesMax {
             var stream = self.streams[first.stream]
@@ -357,7 +360,7 @@ private final class ProducerLane {
             let partition = stream.partition ?? partitions[(stream.planned + self.producer) % partitions.count]
             // One batch per partition in a request, as Kafka producers send: a stream behind
             // schedule sends its next batch in the next request.
-            guard inRequest.insert(partition).inserted else { break }
+            guard self.inRequest.insert(partition).inserted else { break }
             _ = self.due.removeMin()
             let set = templates.sets[stream.set]!
             let measured = intended >= self.schedule.measureFrom
