@@ -39,6 +39,24 @@ public struct BenchResult: Sendable, Codable {
     /// Error codes the broker answered, by name, with how often; e2e also counts here batches
     /// the ledger saw at a partition and offset another batch still waited at.
     public var errors: [String: Int]
+    /// What sent batches, or partitions' readers, to a partition's leader again, with how often:
+    /// the partition moved to another leader (the code its old one answered), or the connection
+    /// to its leader closed (`LeaderMap`). Each batch or reader found the partition again.
+    public var retries: [String: Int] = [:]
+    /// Each second of the run, warm-up included: what a disturbance (a partition moving, a
+    /// broker stalling) did, and when.
+    public var timeline: [Second] = []
+
+    public struct Second: Sendable, Codable {
+        /// When the second ended (Unix time, seconds).
+        public var at: Double
+        /// Records acknowledged in it (produce, e2e) or received (consume).
+        public var records: Int
+        /// e2e: records the consumers received in it.
+        public var consumed: Int?
+        /// Produce, e2e: the highest latency completed in it (acknowledgement; e2e: end to end).
+        public var maxLatencyMs: Double?
+    }
     /// With --broker-pid: the broker's CPU seconds in the measured phase, per 10^6 payload
     /// bytes and per record, and its resident memory at the end.
     public var brokerCPUSeconds: Double?
@@ -47,6 +65,14 @@ public struct BenchResult: Sendable, Codable {
     public var brokerResidentBytes: Int?
     /// e2e: acknowledged batches that never arrived before the run gave up waiting.
     public var unmatchedBatches: Int?
+    /// e2e: batches that arrived but were never acknowledged: written by a broker whose answer
+    /// was lost with its connection, and sent again (`retries`), so their records arrived twice.
+    public var unacknowledgedBatches: Int?
+}
+
+/// The seconds of a run as they pass (`BenchResult.timeline`).
+private final class Timeline: Sendable {
+    let seconds = Mutex<[BenchResult.Second]>([])
 }
 
 /// Runs one benchmark: resolves (or creates) the topic, starts producers and consumers as the
@@ -85,27 +111,34 @@ public struct BenchRun: Sendable {
         var cpuBefore: Double?
         var produceLatency = ProduceLoad.Latencies()
         var fetchLatency = LatencyHistogram()
+        let timeline = Timeline()
         try await withThrowingTaskGroup(of: Void.self) { group in
             let counters = producing ? produced : consumed
             let reporter = self.progress
             group.addTask {
-                guard let reporter else { return }
-                var last = 0
+                var last = (records: 0, consumed: 0)
                 var elapsed = 0
                 while !Task.isCancelled {
                     try await Task.sleep(nanoseconds: 1_000_000_000)
                     elapsed += 1
-                    let now = counters.records.load(ordering: .relaxed)
+                    let now = (records: counters.records.load(ordering: .relaxed), consumed: consumed.records.load(ordering: .relaxed))
+                    var second = BenchResult.Second(
+                        at: Double(MonotonicClock.wallMilliseconds()) / 1000, records: now.records - last.records)
                     let phase = MonotonicClock.now() < measureFrom ? "warm-up" : "measuring"
-                    var line = "\(elapsed) s \(phase): \(now - last) records/s, \(now) in all"
-                    if consuming && producing { line += ", \(consumed.records.load(ordering: .relaxed)) consumed" }
+                    var line = "\(elapsed) s \(phase): \(second.records) records/s, \(now.records) in all"
+                    if consuming && producing {
+                        second.consumed = now.consumed - last.consumed
+                        line += ", \(now.consumed) consumed"
+                    }
                     if producing {
                         let worst = ledger.map { $0.worstLatency.exchange(0, ordering: .relaxed) }
                             ?? produced.worstLatency.exchange(0, ordering: .relaxed)
+                        second.maxLatencyMs = Double(worst) / 1e6
                         let kind = ledger == nil ? "acknowledgement" : "end to end"
                         line += ", \(kind) max \(worst / 1_000_000).\(worst / 100_000 % 10) ms"
                     }
-                    reporter(line)
+                    timeline.seconds.withLock { $0.append(second) }
+                    reporter?(line)
                     last = now
                 }
             }
@@ -161,6 +194,9 @@ public struct BenchRun: Sendable {
             errors: produced.errors.withLock { $0 }.merging(consumed.errors.withLock { $0 }) { $0 + $1 },
             unmatchedBatches: ledger?.unmatched)
         if let shared = ledger?.sharedKeys, shared > 0 { result.errors["two batches at one partition and offset"] = shared }
+        result.unacknowledgedBatches = ledger?.unacknowledged
+        result.timeline = timeline.seconds.withLock { $0 }
+        result.retries = produced.retries.withLock { $0 }.merging(consumed.retries.withLock { $0 }) { $0 + $1 }
         if consuming {
             result.fetchRequests = consumed.fetches.load(ordering: .relaxed)
             result.incrementalFetchRequests = consumed.incrementalFetches.load(ordering: .relaxed)

@@ -13,15 +13,18 @@ struct BenchTopic: Sendable {
 
     let name: String
     let id: KafkaUUID
-    /// Partition index → its leader.
+    /// Partition index → its leader when the run began.
     let leaders: [Int32: Leader]
+    /// Where each partition is led now, which may change during the run.
+    let routes: LeaderMap
     /// The partition indexes in order, sorted once: producers look them up for every send.
     let partitions: [Int32]
 
-    init(name: String, id: KafkaUUID, leaders: [Int32: Leader]) {
+    init(name: String, id: KafkaUUID, leaders: [Int32: Leader], bootstrap: String) {
         self.name = name
         self.id = id
         self.leaders = leaders
+        self.routes = LeaderMap(bootstrap: bootstrap, topic: name, leaders: leaders)
         self.partitions = leaders.keys.sorted()
     }
 
@@ -45,7 +48,7 @@ struct BenchTopic: Sendable {
                     leaders[partition.partitionIndex] = Leader(id: broker.nodeId, host: broker.host, port: Int(broker.port))
                 }
                 if leaders.count == topic.partitions.count {
-                    return BenchTopic(name: settings.topic, id: topic.topicId, leaders: leaders)
+                    return BenchTopic(name: settings.topic, id: topic.topicId, leaders: leaders, bootstrap: settings.bootstrap)
                 }
             } else if let topic = response.topics.first, topic.errorCode == KafkaErrorCode.unknownTopicOrPartition.rawValue, !created {
                 guard create else { throw KafkaClientError("topic \(settings.topic) does not exist") }

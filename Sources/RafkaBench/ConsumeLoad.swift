@@ -7,6 +7,8 @@ import Synchronization
 /// partitions (every `consumers`-th one) from their leaders with one connection per leader,
 /// as Kafka consumers assigned partitions do. Batches are counted from their headers (records,
 /// bytes); the records are not decompressed, so the reader costs little beside the broker.
+/// A partition that moves to another leader during the run is read on from there
+/// (`FetchLanes.move`).
 struct ConsumeLoad: Sendable {
     let settings: BenchSettings
     let topic: BenchTopic
@@ -53,7 +55,7 @@ struct ConsumeLoad: Sendable {
                     if answer.errorCode == 0 {
                         offsets[answer.partitionIndex] = answer.offset
                         waiting.remove(answer.partitionIndex)
-                    } else if !Self.retriable.contains(code) || MonotonicClock.now() > deadline {
+                    } else if !LeaderMap.moved.contains(code) || MonotonicClock.now() > deadline {
                         throw KafkaClientError("ListOffsets for partition \(answer.partitionIndex): \(code)")
                     }
                 }
@@ -62,9 +64,6 @@ struct ConsumeLoad: Sendable {
         }
         return offsets
     }
-
-    /// Answers that mean "not yet": the partition is being opened or taken over.
-    static let retriable: Set<KafkaErrorCode> = [.notLeaderOrFollower, .leaderNotAvailable, .unknownTopicOrPartition]
 
     /// Reads from `start` until `stop` says so; returns the latency of fetches that brought
     /// records (request sent to response read), measured from `measureFrom`.
@@ -75,44 +74,152 @@ struct ConsumeLoad: Sendable {
         stop: Stop
     ) async throws -> LatencyHistogram {
         defer { self.counters.finished.store(true, ordering: .relaxed) }
-        return try await withThrowingTaskGroup(of: LatencyHistogram.self) { group in
+        let lanes = FetchLanes(load: self, measureFrom: measureFrom, stop: stop)
+        do {
+            var opening: [(consumer: Int, leader: BenchTopic.Leader, connection: KafkaConnection, positions: [Int32: Int64])] = []
             for consumer in 0..<self.settings.consumers {
                 let mine = self.topic.partitions.filter { Int($0) % self.settings.consumers == consumer }
-                let byLeader = Dictionary(grouping: mine) { self.topic.leaders[$0]! }
-                for (leader, partitions) in byLeader {
-                    group.addTask {
-                        let connection = try await KafkaConnection.connect(
-                            host: leader.host,
-                            port: leader.port,
-                            clientID: "rafka-bench-consumer-\(consumer)"
-                        )
-                        defer { connection.close() }
-                        let positions = Dictionary(uniqueKeysWithValues: partitions.map { ($0, offsets[$0] ?? 0) })
-                        let version = try connection.version(for: FetchRequest.self)
-                        try await MonotonicClock.sleep(until: start)
-                        let lane = connection.eventLoop.flatSubmit {
-                            FetchLane(
-                                load: self,
-                                connection: connection,
-                                version: version,
-                                positions: positions,
-                                measureFrom: measureFrom,
-                                stop: stop
-                            )
-                            .start()
-                        }
-                        // Another reader failed and the group is cancelled: stop at the next fetch.
-                        return try await withTaskCancellationHandler {
-                            try await lane.get()
-                        } onCancel: {
-                            stop.stopAt.store(0, ordering: .relaxed)
-                        }
-                    }
+                for (leader, partitions) in Dictionary(grouping: mine, by: { self.topic.leaders[$0]! }) {
+                    let connection = try await KafkaConnection.connect(
+                        host: leader.host,
+                        port: leader.port,
+                        clientID: "rafka-bench-consumer-\(consumer)"
+                    )
+                    let positions = Dictionary(uniqueKeysWithValues: partitions.map { ($0, offsets[$0] ?? 0) })
+                    opening.append((consumer, leader, connection, positions))
                 }
             }
-            var total = LatencyHistogram()
-            for try await histogram in group { total.add(histogram) }
-            return total
+            try await MonotonicClock.sleep(until: start)
+            for lane in opening {
+                try lanes.open(consumer: lane.consumer, leader: lane.leader, connection: lane.connection, positions: lane.positions)
+            }
+            // The producers failed and the run is cancelled: stop at the next fetch.
+            return try await withTaskCancellationHandler {
+                try await lanes.finished()
+            } onCancel: {
+                stop.stopAt.store(0, ordering: .relaxed)
+            }
+        } catch {
+            stop.stopAt.store(0, ordering: .relaxed)  // the other readers stop too
+            throw error
+        }
+    }
+}
+
+/// The fetch lanes of a run, one per consumer and leader, and the partitions on their way from
+/// one lane to another. A partition whose leader answers that it moved, or whose connection
+/// closed, leaves its lane; after `LeaderMap.retryBackoff` it joins its consumer's lane for its
+/// new leader, or opens one, and is read on from its position.
+private final class FetchLanes: Sendable {
+    struct Key: Hashable, Sendable {
+        var consumer: Int
+        var leader: BenchTopic.Leader
+    }
+
+    private struct Entry: Sendable {
+        var id: ObjectIdentifier
+        var lane: NIOLoopBound<FetchLane>
+        var loop: any EventLoop
+    }
+
+    private struct State {
+        var lanes: [Key: Entry] = [:]
+        /// Every lane's result, in the order they were opened.
+        var results: [EventLoopFuture<LatencyHistogram>] = []
+        /// Lanes being opened and partitions being moved: the run is not over while any are.
+        var pending = 0
+        var failure: (any Error)?
+    }
+
+    let load: ConsumeLoad
+    let measureFrom: Int64
+    let stop: ConsumeLoad.Stop
+    private let state = Mutex(State())
+
+    init(load: ConsumeLoad, measureFrom: Int64, stop: ConsumeLoad.Stop) {
+        self.load = load
+        self.measureFrom = measureFrom
+        self.stop = stop
+    }
+
+    /// Starts a lane reading `positions` of `consumer`'s partitions from `leader` over `connection`.
+    func open(consumer: Int, leader: BenchTopic.Leader, connection: KafkaConnection, positions: [Int32: Int64]) throws {
+        let version = try connection.version(for: FetchRequest.self)
+        let key = Key(consumer: consumer, leader: leader)
+        self.state.withLock { $0.pending += 1 }
+        let loop = connection.eventLoop
+        loop.execute {
+            let lane = FetchLane(
+                lanes: self, key: key, connection: connection, version: version, positions: positions)
+            self.state.withLock { state in
+                state.lanes[key] = Entry(id: ObjectIdentifier(lane), lane: NIOLoopBound(lane, eventLoop: loop), loop: loop)
+                state.results.append(lane.promise.futureResult)
+                state.pending -= 1
+            }
+            lane.start()
+        }
+    }
+
+    /// `lane` ended: partitions moving to its leader open a new lane.
+    func ended(_ lane: FetchLane, key: Key) {
+        self.state.withLock { state in
+            if state.lanes[key]?.id == ObjectIdentifier(lane) { state.lanes[key] = nil }
+        }
+    }
+
+    /// `partition` left `consumer`'s lane at `position` (first at `since`): after the back-off,
+    /// asks where it is led now and hands it to that leader's lane, retrying until
+    /// `LeaderMap.patienceNanoseconds` have passed since it left.
+    func move(_ partition: Int32, at position: Int64, consumer: Int, since: Int64) {
+        self.state.withLock { $0.pending += 1 }
+        Task {
+            defer { self.state.withLock { $0.pending -= 1 } }
+            let routes = self.load.topic.routes
+            while MonotonicClock.now() < self.stop.stopAt.load(ordering: .relaxed) {
+                try? await Task.sleep(nanoseconds: UInt64(LeaderMap.retryBackoff.nanoseconds))
+                await routes.refresh()
+                let key = Key(consumer: consumer, leader: routes.leader(of: partition))
+                if let entry = self.state.withLock({ $0.lanes[key] }) {
+                    entry.loop.execute {
+                        entry.lane.value.adopt(partition, at: position, since: since)
+                    }
+                    return
+                }
+                if let connection = try? await KafkaConnection.connect(
+                    host: key.leader.host, port: key.leader.port, clientID: "rafka-bench-consumer-\(consumer)"),
+                    (try? self.open(consumer: consumer, leader: key.leader, connection: connection, positions: [partition: position])) != nil
+                {
+                    return
+                }
+                if MonotonicClock.now() - since > LeaderMap.patienceNanoseconds {
+                    let seconds = LeaderMap.patienceNanoseconds / 1_000_000_000
+                    self.state.withLock {
+                        $0.failure = KafkaClientError("no leader served partition \(partition) within \(seconds) s")
+                    }
+                    self.stop.stopAt.store(0, ordering: .relaxed)
+                    return
+                }
+            }
+        }
+    }
+
+    /// Every lane's fetch latencies once every lane ended and no partition is on its way.
+    func finished() async throws -> LatencyHistogram {
+        var total = LatencyHistogram()
+        var awaited = 0
+        while true {
+            let (next, pending, failure) = self.state.withLock { state in
+                (awaited < state.results.count ? state.results[awaited] : nil, state.pending, state.failure)
+            }
+            if let failure { throw failure }
+            if let next {
+                total.add(try await next.get())
+                awaited += 1
+            } else if pending == 0 {
+                return total
+            } else {
+                try await Task.sleep(nanoseconds: 10_000_000)
+            }
         }
     }
 }
@@ -121,52 +228,76 @@ struct ConsumeLoad: Sendable {
 /// next fetch leaves as soon as the last one's answer is read, and an arrival is timed when the
 /// answer comes off the socket, not when a thread of the concurrency pool gets to it.
 private final class FetchLane {
+    private let lanes: FetchLanes
+    private let key: FetchLanes.Key
     private let load: ConsumeLoad
     private let connection: KafkaConnection
     private let version: Int16
     private var positions: [Int32: Int64]
     /// The partitions in order, as requests list them.
-    private let order: [Int32]
+    private var order: [Int32]
     private let measureFrom: Int64
     private let stop: ConsumeLoad.Stop
-    private let promise: EventLoopPromise<LatencyHistogram>
+    let promise: EventLoopPromise<LatencyHistogram>
     private var histogram = LatencyHistogram()
     /// With `--fetch-sessions` on Fetch v7 and later; nil otherwise (every request lists every partition).
     private var session: FetchSessionState?
+    /// No more fetches: the run stopped, or every partition moved away.
+    private var ended = false
 
-    init(
-        load: ConsumeLoad,
-        connection: KafkaConnection,
-        version: Int16,
-        positions: [Int32: Int64],
-        measureFrom: Int64,
-        stop: ConsumeLoad.Stop
-    ) {
-        self.load = load
+    init(lanes: FetchLanes, key: FetchLanes.Key, connection: KafkaConnection, version: Int16, positions: [Int32: Int64]) {
+        self.lanes = lanes
+        self.key = key
+        self.load = lanes.load
         self.connection = connection
         self.version = version
         self.positions = positions
         self.order = positions.keys.sorted()
-        self.measureFrom = measureFrom
-        self.stop = stop
+        self.measureFrom = lanes.measureFrom
+        self.stop = lanes.stop
         self.promise = connection.eventLoop.makePromise()
         self.session = load.settings.fetchSessions && version >= 7 ? FetchSessionState() : nil
     }
 
-    func start() -> EventLoopFuture<LatencyHistogram> {
+    func start() {
         self.fetch()
-        return self.promise.futureResult
+    }
+
+    /// Reads `partition` from `position` on, from the next fetch.
+    func adopt(_ partition: Int32, at position: Int64, since: Int64) {
+        guard !self.ended else { return self.lanes.move(partition, at: position, consumer: self.key.consumer, since: since) }
+        self.positions[partition] = position
+        self.order.insert(partition, at: self.order.firstIndex { $0 > partition } ?? self.order.endIndex)
+    }
+
+    /// Stops reading `partition` here and sends it to its leader now, for `reason`.
+    private func moveAway(_ partition: Int32, reason: String, now: Int64) {
+        guard let position = self.positions.removeValue(forKey: partition) else { return }
+        self.order.removeAll { $0 == partition }
+        self.session?.reset()  // the next request lists what is left and starts a session without it
+        self.load.counters.count(retry: reason)
+        self.lanes.move(partition, at: position, consumer: self.key.consumer, since: now)
+    }
+
+    private func end() {
+        self.ended = true
+        self.lanes.ended(self, key: self.key)
+        self.connection.close()
+        self.promise.succeed(self.histogram)
     }
 
     private var shouldStop: Bool {
         let counters = self.load.counters
+        // e2e: also until every acknowledged batch arrived, since a batch sent again after its
+        // connection failed may arrive twice and make up the count.
         return MonotonicClock.now() >= self.stop.stopAt.load(ordering: .relaxed)
-            || counters.records.load(ordering: .relaxed) >= self.stop.records.load(ordering: .relaxed)
+            || (counters.records.load(ordering: .relaxed) >= self.stop.records.load(ordering: .relaxed)
+                && self.load.ledger?.unmatched ?? 0 == 0)
             || counters.measuredRecords.load(ordering: .relaxed) >= self.stop.measuredRecords.load(ordering: .relaxed)
     }
 
     private func fetch() {
-        guard !self.shouldStop else { return self.promise.succeed(self.histogram) }
+        guard !self.shouldStop, !self.positions.isEmpty else { return self.end() }
         let settings = self.load.settings
         var request = FetchRequest()
         request.maxWaitMs = settings.fetchWaitMilliseconds
@@ -198,12 +329,23 @@ private final class FetchLane {
         ).whenComplete { result in
             let arrived = MonotonicClock.now()
             let lane = lane.value
-            do {
-                try lane.received(try result.get(), listed: listed, sent: sent, arrived: arrived)
-            } catch {
-                return lane.promise.fail(error)
+            switch result {
+            case .success(let response):
+                do {
+                    try lane.received(response, listed: listed, sent: sent, arrived: arrived)
+                } catch {
+                    return lane.promise.fail(error)
+                }
+                lane.fetch()
+            case .failure:
+                // The connection closed or was reset (the leader left, or was killed), or the
+                // fetch timed out, which closes it too: every partition is read on wherever it
+                // is led by then.
+                for partition in lane.order {
+                    lane.moveAway(partition, reason: "fetch \(LeaderMap.connectionClosed)", now: arrived)
+                }
+                lane.end()
             }
-            lane.fetch()
         }
     }
 
@@ -225,11 +367,23 @@ private final class FetchLane {
         var records = 0
         var wireBytes = 0
         for answer in response.responses.first?.partitions ?? [] {
-            guard answer.errorCode == 0 else {
-                self.load.counters.count(error: "fetch \(KafkaErrorCode(rawValue: answer.errorCode))")
+            guard var position = self.positions[answer.partitionIndex] else { continue }  // moved away
+            let code = KafkaErrorCode(rawValue: answer.errorCode)
+            if LeaderMap.moved.contains(code) {
+                self.moveAway(answer.partitionIndex, reason: "fetch \(code)", now: arrived)
                 continue
             }
-            guard var position = self.positions[answer.partitionIndex], let bytes = answer.records else { continue }
+            guard answer.errorCode == 0 else {
+                self.load.counters.count(error: "fetch \(code)")
+                if code == .offsetOutOfRange {
+                    // Records this reader had not read are gone (a leader that lost them took the
+                    // partition over, or retention removed them): it goes on from the log's start,
+                    // as a Kafka consumer with auto.offset.reset=earliest does. The error stays counted.
+                    self.positions[answer.partitionIndex] = max(0, answer.logStartOffset)
+                }
+                continue
+            }
+            guard let bytes = answer.records else { continue }
             for (header, batch) in try RecordBatch.split(bytes, allowPartialTail: true)
             where header.nextOffset > position {
                 records += Int(header.nextOffset - max(header.baseOffset, position))

@@ -28,6 +28,10 @@ final class LoadCounters: Sendable {
     /// Producers: set when one failed, so the others stop too.
     let finished = Atomic<Bool>(false)
     let errors = Mutex<[String: Int]>([:])
+    /// What sent a batch (producers) or a partition's reader (consumers) to the partition's
+    /// leader again, with how often: the partition moved (its error code), or the connection
+    /// to its leader closed.
+    let retries = Mutex<[String: Int]>([:])
     /// Consumers: fetch requests sent, those that continued a fetch session (incremental), and
     /// sessions the broker lost (`--fetch-sessions`).
     let fetches = Atomic<Int>(0)
@@ -36,6 +40,10 @@ final class LoadCounters: Sendable {
 
     func count(error: String) {
         self.errors.withLock { $0[error, default: 0] += 1 }
+    }
+
+    func count(retry: String) {
+        self.retries.withLock { $0[retry, default: 0] += 1 }
     }
 
     func measured(records: Int, payloadBytes: Int, wireBytes: Int, at time: Int64) {
@@ -177,12 +185,23 @@ private final class ProducerLane {
         var recordInterval: Int64
         var records: Int
         var measured: Bool
+        /// When a send of it first failed, its partition moved or its connection lost (nil: it has not).
+        var failedSince: Int64? = nil
     }
 
     private let load: ProduceLoad
     private let producer: Int
-    private let connections: [BenchTopic.Leader: KafkaConnection]
-    private let versions: [BenchTopic.Leader: Int16]
+    /// A connection to each leader this producer sends to, and the Produce version it speaks.
+    private var connections: [BenchTopic.Leader: KafkaConnection]
+    private var versions: [BenchTopic.Leader: Int16]
+    /// Batches to send again, in the order they failed: their partitions moved to another
+    /// leader, or the connection to their leader closed. They keep the time they were due, so
+    /// the move counts in their latency.
+    private var retrying: [Planned] = []
+    /// Waiting out the back-off, asking where partitions went, or connecting to new leaders.
+    private var recovering = false
+    /// Why the last request failed, for the message if a batch finds no leader in time.
+    private var lastFailure: String?
     private let claimed: SharedCounter
     private let schedule: ProduceLoad.Schedule
     private let loop: any EventLoop
@@ -288,13 +307,20 @@ private final class ProducerLane {
         }
     }
 
-    /// Sends what is due while fewer than `inFlight` sends are unanswered.
+    /// Sends what waits to be sent again, then what is due, while fewer than `inFlight` sends
+    /// are unanswered.
     private func pump() {
-        while !self.ended && self.inFlight < self.load.settings.inFlight {
+        while self.inFlight < self.load.settings.inFlight {
             if self.load.counters.finished.load(ordering: .relaxed) {
                 self.ended = true  // another producer failed
+                self.retrying.removeAll()
                 break
             }
+            if !self.retrying.isEmpty && !self.recovering {
+                self.send(self.takeRetries())
+                continue
+            }
+            if self.ended { break }
             let now = MonotonicClock.now()
             let planned: [Planned]
             if self.streams.isEmpty {
@@ -401,19 +427,104 @@ private final class ProducerLane {
         return now - self.consumersSeen.at < 30_000_000_000
     }
 
-    /// Sends `planned`, one request per leader.
+    /// Batches waiting to be sent again, at most one per partition (as any request carries);
+    /// the others wait for the next request.
+    private func takeRetries() -> [Planned] {
+        self.inRequest.removeAll(keepingCapacity: true)
+        var taken: [Planned] = []
+        var kept: [Planned] = []
+        for plan in self.retrying {
+            if self.inRequest.insert(plan.partition).inserted { taken.append(plan) } else { kept.append(plan) }
+        }
+        self.retrying = kept
+        return taken
+    }
+
+    /// Sets `plan` aside to be sent again once its partition's leader is known (after
+    /// `LeaderMap.retryBackoff`), for `reason`.
+    private func retry(_ plan: Planned, reason: String?, now: Int64) {
+        var plan = plan
+        plan.failedSince = plan.failedSince ?? now
+        self.retrying.append(plan)
+        if let reason { self.load.counters.count(retry: reason) }
+        self.recover()
+    }
+
+    /// Waits `LeaderMap.retryBackoff`, asks where the partitions went, connects to leaders this
+    /// producer has no connection to, and sends the waiting batches again. One recovery at a
+    /// time; a batch that finds no leader to take it within `LeaderMap.patienceNanoseconds`
+    /// fails the run.
+    private func recover() {
+        guard !self.recovering else { return }
+        self.recovering = true
+        let lane = self.bound
+        let loop = self.loop
+        let routes = self.load.topic.routes
+        let clientID = "rafka-bench-producer-\(self.producer)"
+        loop.scheduleTask(in: LeaderMap.retryBackoff) {
+            Task {
+                await routes.refresh()
+                let wanted = (try? await loop.submit { lane.value.leadersWithoutConnection() }.get()) ?? []
+                var opened: [(leader: BenchTopic.Leader, connection: KafkaConnection)] = []
+                for leader in wanted {
+                    let connection = try? await KafkaConnection.connect(
+                        host: leader.host, port: leader.port, clientID: clientID, group: loop)
+                    if let connection { opened.append((leader, connection)) }
+                }
+                loop.execute { [opened] in lane.value.recovered(opened) }
+            }
+        }
+    }
+
+    /// The leaders of waiting batches that this producer has no open connection to.
+    private func leadersWithoutConnection() -> [BenchTopic.Leader] {
+        let leaders = Set(self.retrying.map { self.load.topic.routes.leader(of: $0.partition) })
+        return leaders.filter { self.connections[$0]?.isActive != true }
+    }
+
+    private func recovered(_ opened: [(leader: BenchTopic.Leader, connection: KafkaConnection)]) {
+        self.recovering = false
+        for (leader, connection) in opened {
+            guard !self.completed, let version = try? connection.version(for: ProduceRequest.self) else {
+                connection.close()
+                continue
+            }
+            self.connections[leader]?.close()
+            self.connections[leader] = connection
+            self.versions[leader] = version
+        }
+        let now = MonotonicClock.now()
+        if let stuck = self.retrying.first(where: { now - $0.failedSince! > LeaderMap.patienceNanoseconds }) {
+            let seconds = LeaderMap.patienceNanoseconds / 1_000_000_000
+            let last = self.lastFailure.map { " (last failure: \($0))" } ?? ""
+            return self.fail(
+                KafkaClientError("no leader took a batch of partition \(stuck.partition) within \(seconds) s\(last)"))
+        }
+        self.pump()
+    }
+
+    /// Sends `planned`, one request per leader. A batch whose partition's leader has no open
+    /// connection waits for one (`recover`).
     private func send(_ planned: [Planned]) {
         let load = self.load
         let timestamp = MonotonicClock.wallMilliseconds()
         var byLeader: [BenchTopic.Leader: [(plan: Planned, batch: ByteBuffer)]] = [:]
         for plan in planned {
+            let leader = load.topic.routes.leader(of: plan.partition)
+            guard let connection = self.connections[leader], connection.isActive else {
+                // A new leader is connected to first; a closed connection counts as a retry.
+                let closed = self.connections[leader] != nil
+                self.retry(plan, reason: closed ? LeaderMap.connectionClosed : nil, now: MonotonicClock.now())
+                continue
+            }
             let set = load.templates.sets[plan.set]!
             // Taken out of its slot before stamping, so that the stamp writes in place.
             var batch = self.spareBatches[plan.set][plan.variant] ?? set.assembled[plan.variant]
             self.spareBatches[plan.set][plan.variant] = nil
             set.stamp(&batch, variant: plan.variant, timestampMilliseconds: timestamp)
-            byLeader[load.topic.leaders[plan.partition]!, default: []].append((plan, batch))
+            byLeader[leader, default: []].append((plan, batch))
         }
+        guard !byLeader.isEmpty else { return }
         self.inFlight += 1
         let lane = self.bound
         let answers = byLeader.map { leader, batches in
@@ -436,6 +547,8 @@ private final class ProducerLane {
             let sizes = batches.map { (plan: $0.plan, wireBytes: $0.batch.readableBytes) }
             return answered.hop(to: self.loop).map { response in
                 lane.value.acknowledged(response, batches: sizes, sent: sent)
+            }.recover { error in
+                lane.value.requestFailed(error, batches: sizes.map(\.plan), connection: connection)
             }
         }
         for batches in byLeader.values {
@@ -458,14 +571,22 @@ private final class ProducerLane {
     ) {
         let done = MonotonicClock.now()
         var baseOffsets: [Int32: Int64] = [:]
+        var moved: [Int32: KafkaErrorCode] = [:]
         for answer in response?.responses.first?.partitionResponses ?? [] {
+            let code = KafkaErrorCode(rawValue: answer.errorCode)
             if answer.errorCode == 0 {
                 baseOffsets[answer.index] = answer.baseOffset
+            } else if LeaderMap.moved.contains(code) {
+                moved[answer.index] = code
             } else {
-                self.load.counters.count(error: "\(KafkaErrorCode(rawValue: answer.errorCode))")
+                self.load.counters.count(error: "\(code)")
             }
         }
         for (plan, wireBytes) in batches {
+            if let code = moved[plan.partition] {
+                self.retry(plan, reason: "\(code)", now: done)
+                continue
+            }
             let baseOffset = baseOffsets[plan.partition] ?? -1
             guard response == nil || baseOffset >= 0 else { continue }
             self.load.counters.records.add(plan.records, ordering: .relaxed)
@@ -488,8 +609,18 @@ private final class ProducerLane {
         }
     }
 
+    /// A request that got no answer: the connection closed or was reset (the leader left, or
+    /// was killed), or the request timed out, which closes it too. Its batches are sent again
+    /// over a new connection, to wherever their partitions are led by then.
+    private func requestFailed(_ error: any Error, batches: [Planned], connection: KafkaConnection) {
+        connection.close()
+        self.lastFailure = "\(error)"
+        for plan in batches { self.retry(plan, reason: LeaderMap.connectionClosed, now: MonotonicClock.now()) }
+    }
+
     private func fail(_ error: any Error) {
         self.ended = true
+        self.retrying.removeAll()
         self.load.counters.finished.store(true, ordering: .relaxed)
         guard !self.completed else { return }
         self.completed = true
@@ -497,7 +628,7 @@ private final class ProducerLane {
     }
 
     private func completeIfDone() {
-        guard self.ended, self.inFlight == 0, !self.completed else { return }
+        guard self.ended, self.inFlight == 0, self.retrying.isEmpty, !self.recovering, !self.completed else { return }
         self.completed = true
         self.promise.succeed(self.latencies)
     }

@@ -74,6 +74,10 @@ final class SendLedger: Sendable {
     /// Batches acknowledged but never seen arriving (a run that ended with records missing).
     var unmatched: Int { self.state.withLock { $0.sent.count } }
 
+    /// Batches that arrived but were never acknowledged: sent again after their request failed
+    /// though the broker had written them (a producer without idempotence duplicates them so).
+    var unacknowledged: Int { self.state.withLock { $0.arrived.count } }
+
     /// Batches acknowledged, or arrived, at a partition and base offset another batch was
     /// still waiting at: one of the two lost its latencies. Neither a broker nor this tool
     /// should ever cause it (a broker giving two batches one offset loses records).

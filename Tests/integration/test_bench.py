@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ADMIN_BIN, BENCH_BIN
+from conftest import ADMIN_BIN, BENCH_BIN, wait_for
 from test_controllers import cluster  # noqa: F401  (the fixture)
 
 
@@ -189,3 +189,45 @@ def test_fetch_sessions_list_only_moved_partitions(rafka):
     full = bench(rafka, "e2e", "--topic", "b-full", *common)
     assert full["errors"] == {} and full["unmatchedBatches"] == 0, full
     assert full["incrementalFetchRequests"] == 0 and full["fetchRequests"] > 0
+
+
+def test_producers_and_consumers_follow_partitions_that_move(cluster):  # noqa: F811
+    """The ring changes under load: a node joins, one leaves with SIGTERM, one is killed with -9
+    and started again. rafka-bench, as Kafka clients do, asks where a refused partition went,
+    sends its batches there again and reads on from where it was: every acknowledged record
+    arrives, the moves show as retries and as latency, not as errors, and the partitions that
+    do not move go on meanwhile."""
+    c = cluster(controllers=1, nodes=3)
+    wait_for(lambda: (lambda d: d and len(d["nodes"]) == 3 and all(n["state"] == "active" for n in d["nodes"]))(c.describe()),
+             what="three active data nodes")
+    c.admin("topics", "create", "moving", "--partitions", "24")
+    bench_run = subprocess.Popen(
+        [BENCH_BIN, "e2e", "--bootstrap", c.info["bootstrap"], "--topic", "moving", "--rate", "20000", "--duration", "9",
+         "--warmup", "1", "--record-bytes", "200", "--linger-ms", "5", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2.5)
+        c.tool("add-node")
+        time.sleep(2.5)
+        os.kill(next(p["pid"] for p in c.info["processes"] if p["id"] == 102), signal.SIGTERM)
+        time.sleep(2.5)
+        c.tool("kill", "--node", "103")
+        time.sleep(0.5)
+        c.tool("start", "--node", "103")
+        out, err = bench_run.communicate(timeout=120)
+    finally:
+        bench_run.kill()
+    assert bench_run.returncode == 0, err
+    result = json.loads(out)
+    assert result["errors"] == {} and result["unmatchedBatches"] == 0, result
+    assert result["endToEndLatency"]["count"] == result["records"] > 0, result
+    assert len(result["timeline"]) >= 10 and all(second["consumed"] > 0 for second in result["timeline"]), result["timeline"]
+    retries = result["retries"]
+    # The join and the leave: old leaders refuse produce and fetch requests for what they handed over.
+    assert retries.get("NOT_LEADER_OR_FOLLOWER", 0) > 0 and retries.get("fetch NOT_LEADER_OR_FOLLOWER", 0) > 0, retries
+    # The kill: the consumer's waiting fetch, and the producer's next batch, find the connection closed.
+    assert retries.get("fetch connection to its leader closed", 0) > 0, retries
+    assert retries.get("connection to its leader closed", 0) > 0, retries
+    print(f"\nmoves under load: retries {retries}; batches written twice {result['unacknowledgedBatches']}; "
+          f"worst e2e latency each second (ms): "
+          f"{[round(s['maxLatencyMs']) for s in result['timeline']]}")

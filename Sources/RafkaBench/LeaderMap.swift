@@ -1,0 +1,78 @@
+import KafkaProtocol
+import NIOCore
+import RafkaClient
+import Synchronization
+
+/// Where each partition of a run's topic is led now. In a cluster partitions move while a run
+/// goes on (a data node joins the ring or leaves it): a producer or consumer answered
+/// NOT_LEADER_OR_FOLLOWER for a partition, or whose connection to its leader closed, waits
+/// `retryBackoff`, asks for a refresh and looks the partition up again, as Kafka clients do.
+final class LeaderMap: Sendable {
+    /// Partition answers that mean "ask someone else": the partition moved or is being opened.
+    static let moved: Set<KafkaErrorCode> = [.notLeaderOrFollower, .leaderNotAvailable, .unknownTopicOrPartition]
+
+    /// The retry reason for a batch or reader whose connection to the partition's leader closed.
+    static let connectionClosed = "connection to its leader closed"
+
+    /// How long a client waits before it asks again where a partition went (Kafka's
+    /// `retry.backoff.ms`).
+    static let retryBackoff = TimeAmount.milliseconds(100)
+    /// How long a batch or a partition's reader may go without a leader that takes it before the
+    /// run fails (a node that left for good, with nothing to take its partitions over).
+    static let patienceNanoseconds: Int64 = 30_000_000_000
+
+    private let bootstrap: String
+    private let topic: String
+    private struct State {
+        var leaders: [Int32: BenchTopic.Leader]
+        /// The refresh under way, which callers meanwhile wait for instead of asking again.
+        var refreshing: Task<Void, Never>?
+    }
+
+    private let state: Mutex<State>
+
+    init(bootstrap: String, topic: String, leaders: [Int32: BenchTopic.Leader]) {
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.state = Mutex(State(leaders: leaders))
+    }
+
+    func leader(of partition: Int32) -> BenchTopic.Leader {
+        self.state.withLock { $0.leaders[partition]! }
+    }
+
+    /// Asks the cluster where every partition is led now. Partitions without a leader at the
+    /// moment keep the one known before; a refresh no broker answers changes nothing.
+    func refresh() async {
+        let task = self.state.withLock { state in
+            if let running = state.refreshing { return running }
+            let task = Task { await self.ask() }
+            state.refreshing = task
+            return task
+        }
+        await task.value
+    }
+
+    private func ask() async {
+        defer { self.state.withLock { $0.refreshing = nil } }
+        // The bootstrap first, then every leader known: a bootstrap node may be the one that left.
+        let known = self.state.withLock { Set($0.leaders.values) }.map { "\($0.host):\($0.port)" }.sorted()
+        guard let admin = try? await KafkaAdminClient.connect(bootstrap: ([self.bootstrap] + known).joined(separator: ","))
+        else { return }
+        defer { admin.close() }
+        var request = MetadataRequest()
+        request.topics = [.init(name: self.topic)]
+        request.allowAutoTopicCreation = false
+        guard let response = try? await admin.connection.send(request), let topic = response.topics.first,
+            topic.errorCode == 0
+        else { return }
+        let brokers = Dictionary(response.brokers.map { ($0.nodeId, $0) }, uniquingKeysWith: { first, _ in first })
+        self.state.withLock { state in
+            for partition in topic.partitions where partition.errorCode == 0 {
+                guard let broker = brokers[partition.leaderId] else { continue }
+                state.leaders[partition.partitionIndex] = .init(
+                    id: broker.nodeId, host: broker.host, port: Int(broker.port))
+            }
+        }
+    }
+}
