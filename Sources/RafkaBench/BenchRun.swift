@@ -39,9 +39,10 @@ public struct BenchResult: Sendable, Codable {
     /// Error codes the broker answered, by name, with how often; e2e also counts here batches
     /// the ledger saw at a partition and offset another batch still waited at.
     public var errors: [String: Int]
-    /// What sent batches, or partitions' readers, to a partition's leader again, with how often:
-    /// the partition moved to another leader (the code its old one answered), or the connection
-    /// to its leader closed (`LeaderMap`). Each batch or reader found the partition again.
+    /// Why batches, or partitions' readers, were sent to a partition's leader again, with how
+    /// many times: the partition moved to another leader (the code its old one answered), or
+    /// the connection to its leader closed (`LeaderMap`); a batch waiting for a leader that
+    /// cannot be reached counts once per attempt.
     public var retries: [String: Int] = [:]
     /// Each second of the run, warm-up included: what a disturbance (a partition moving, a
     /// broker stalling) did, and when.

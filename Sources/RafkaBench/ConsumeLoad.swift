@@ -39,30 +39,57 @@ struct ConsumeLoad: Sendable {
             defer { connection.close() }
             var waiting = Set(partitions)
             while !waiting.isEmpty {
-                var request = ListOffsetsRequest()
-                request.replicaId = -1
-                request.topics = [
-                    .init(
-                        name: self.topic.name,
-                        partitions: waiting.sorted().map {
-                            .init(partitionIndex: $0, timestamp: self.settings.startOffset == .earliest ? -2 : -1)
-                        }
-                    )
-                ]
-                let response = try await connection.send(request)
-                for answer in response.topics.first?.partitions ?? [] {
-                    let code = KafkaErrorCode(rawValue: answer.errorCode)
-                    if answer.errorCode == 0 {
-                        offsets[answer.partitionIndex] = answer.offset
-                        waiting.remove(answer.partitionIndex)
-                    } else if !LeaderMap.moved.contains(code) || MonotonicClock.now() > deadline {
-                        throw KafkaClientError("ListOffsets for partition \(answer.partitionIndex): \(code)")
+                let timestamp: Int64 = self.settings.startOffset == .earliest ? -2 : -1
+                for (partition, answer) in try await self.listOffsets(waiting.sorted(), timestamp: timestamp, over: connection) {
+                    switch answer {
+                    case .success(let offset):
+                        offsets[partition] = offset
+                        waiting.remove(partition)
+                    case .failure(let code) where !LeaderMap.moved.contains(code) || MonotonicClock.now() > deadline:
+                        throw KafkaClientError("ListOffsets for partition \(partition): \(code)")
+                    case .failure:
+                        break
                     }
                 }
                 if !waiting.isEmpty { try await Task.sleep(nanoseconds: 100_000_000) }
             }
         }
         return offsets
+    }
+
+    /// Where a reader whose position `was` fell outside `partition`'s log goes on at `leader`:
+    /// the log's start if it was below it, its end if it was past it (the records between are
+    /// lost).
+    func reposition(_ partition: Int32, was: Int64, at leader: BenchTopic.Leader) async throws -> Int64 {
+        let connection = try await KafkaConnection.connect(host: leader.host, port: leader.port, clientID: "rafka-bench")
+        defer { connection.close() }
+        var bounds: [Int64] = []
+        for timestamp: Int64 in [-2, -1] {  // earliest, latest
+            switch try await self.listOffsets([partition], timestamp: timestamp, over: connection)[partition] {
+            case .success(let offset): bounds.append(offset)
+            case .failure(let code): throw KafkaClientError("ListOffsets for partition \(partition): \(code)")
+            case nil: throw KafkaClientError("ListOffsets did not answer for partition \(partition)")
+            }
+        }
+        return min(max(was, bounds[0]), bounds[1])
+    }
+
+    /// Offsets of `partitions` at `timestamp` (-2 earliest, -1 latest), or each one's error.
+    private func listOffsets(
+        _ partitions: [Int32], timestamp: Int64, over connection: KafkaConnection
+    ) async throws -> [Int32: Result<Int64, KafkaErrorCode>] {
+        var request = ListOffsetsRequest()
+        request.replicaId = -1
+        request.topics = [
+            .init(name: self.topic.name, partitions: partitions.map { .init(partitionIndex: $0, timestamp: timestamp) })
+        ]
+        let response = try await connection.send(request)
+        var answers: [Int32: Result<Int64, KafkaErrorCode>] = [:]
+        for answer in response.topics.first?.partitions ?? [] {
+            answers[answer.partitionIndex] =
+                answer.errorCode == 0 ? .success(answer.offset) : .failure(KafkaErrorCode(rawValue: answer.errorCode))
+        }
+        return answers
     }
 
     /// Reads from `start` until `stop` says so; returns the latency of fetches that brought
@@ -76,7 +103,7 @@ struct ConsumeLoad: Sendable {
         defer { self.counters.finished.store(true, ordering: .relaxed) }
         let lanes = FetchLanes(load: self, measureFrom: measureFrom, stop: stop)
         do {
-            var opening: [(consumer: Int, leader: BenchTopic.Leader, connection: KafkaConnection, positions: [Int32: Int64])] = []
+            var opening: [(consumer: Int, leader: BenchTopic.Leader, connection: KafkaConnection, partitions: [Int32: FetchLanes.Moving])] = []
             for consumer in 0..<self.settings.consumers {
                 let mine = self.topic.partitions.filter { Int($0) % self.settings.consumers == consumer }
                 for (leader, partitions) in Dictionary(grouping: mine, by: { self.topic.leaders[$0]! }) {
@@ -85,13 +112,15 @@ struct ConsumeLoad: Sendable {
                         port: leader.port,
                         clientID: "rafka-bench-consumer-\(consumer)"
                     )
-                    let positions = Dictionary(uniqueKeysWithValues: partitions.map { ($0, offsets[$0] ?? 0) })
+                    let positions = Dictionary(uniqueKeysWithValues: partitions.map {
+                        ($0, FetchLanes.Moving(position: offsets[$0] ?? 0, since: start))
+                    })
                     opening.append((consumer, leader, connection, positions))
                 }
             }
             try await MonotonicClock.sleep(until: start)
             for lane in opening {
-                try lanes.open(consumer: lane.consumer, leader: lane.leader, connection: lane.connection, positions: lane.positions)
+                try lanes.open(consumer: lane.consumer, leader: lane.leader, connection: lane.connection, partitions: lane.partitions)
             }
             // The producers failed and the run is cancelled: stop at the next fetch.
             return try await withTaskCancellationHandler {
@@ -109,11 +138,20 @@ struct ConsumeLoad: Sendable {
 /// The fetch lanes of a run, one per consumer and leader, and the partitions on their way from
 /// one lane to another. A partition whose leader answers that it moved, or whose connection
 /// closed, leaves its lane; after `LeaderMap.retryBackoff` it joins its consumer's lane for its
-/// new leader, or opens one, and is read on from its position.
+/// new leader, or the one being opened, or opens one, and is read on from its position.
 private final class FetchLanes: Sendable {
     struct Key: Hashable, Sendable {
         var consumer: Int
         var leader: BenchTopic.Leader
+    }
+
+    /// A partition on its way: where its reader was, whether that position must be looked up
+    /// again (it fell outside the log), and since when no leader has served it (kept across
+    /// moves, for `LeaderMap.patienceNanoseconds`).
+    struct Moving: Sendable {
+        var position: Int64
+        var reposition = false
+        var since: Int64
     }
 
     private struct Entry: Sendable {
@@ -124,6 +162,8 @@ private final class FetchLanes: Sendable {
 
     private struct State {
         var lanes: [Key: Entry] = [:]
+        /// Lanes being connected, with the partitions that will start in them.
+        var opening: [Key: [Int32: Moving]] = [:]
         /// Every lane's result, in the order they were opened.
         var results: [EventLoopFuture<LatencyHistogram>] = []
         /// Lanes being opened and partitions being moved: the run is not over while any are.
@@ -142,15 +182,26 @@ private final class FetchLanes: Sendable {
         self.stop = stop
     }
 
-    /// Starts a lane reading `positions` of `consumer`'s partitions from `leader` over `connection`.
-    func open(consumer: Int, leader: BenchTopic.Leader, connection: KafkaConnection, positions: [Int32: Int64]) throws {
+    /// Whether reading is over: the time is up, or (e2e) every acknowledged record arrived, or
+    /// (consume --records) enough were measured.
+    var stopped: Bool {
+        let counters = self.load.counters
+        // e2e: until every acknowledged batch arrived too, since a batch sent again after its
+        // connection failed may arrive twice and make up the count.
+        return MonotonicClock.now() >= self.stop.stopAt.load(ordering: .relaxed)
+            || (counters.records.load(ordering: .relaxed) >= self.stop.records.load(ordering: .relaxed)
+                && self.load.ledger?.unmatched ?? 0 == 0)
+            || counters.measuredRecords.load(ordering: .relaxed) >= self.stop.measuredRecords.load(ordering: .relaxed)
+    }
+
+    /// Starts a lane reading `partitions` of `consumer`'s share from `leader` over `connection`.
+    func open(consumer: Int, leader: BenchTopic.Leader, connection: KafkaConnection, partitions: [Int32: Moving]) throws {
         let version = try connection.version(for: FetchRequest.self)
         let key = Key(consumer: consumer, leader: leader)
         self.state.withLock { $0.pending += 1 }
         let loop = connection.eventLoop
         loop.execute {
-            let lane = FetchLane(
-                lanes: self, key: key, connection: connection, version: version, positions: positions)
+            let lane = FetchLane(lanes: self, key: key, connection: connection, version: version, partitions: partitions)
             self.state.withLock { state in
                 state.lanes[key] = Entry(id: ObjectIdentifier(lane), lane: NIOLoopBound(lane, eventLoop: loop), loop: loop)
                 state.results.append(lane.promise.futureResult)
@@ -167,39 +218,85 @@ private final class FetchLanes: Sendable {
         }
     }
 
-    /// `partition` left `consumer`'s lane at `position` (first at `since`): after the back-off,
-    /// asks where it is led now and hands it to that leader's lane, retrying until
-    /// `LeaderMap.patienceNanoseconds` have passed since it left.
-    func move(_ partition: Int32, at position: Int64, consumer: Int, since: Int64) {
+    /// A lane failed: the run stops and fails with `error`.
+    func failed(_ error: any Error) {
+        self.state.withLock { $0.failure = $0.failure ?? error }
+        self.stop.stopAt.store(0, ordering: .relaxed)
+    }
+
+    private func settled() {
+        self.state.withLock { $0.pending -= 1 }
+    }
+
+    /// `partition` left `consumer`'s lane: after the back-off, asks where it is led now and hands
+    /// it to that leader's lane (joining one being opened, or opening one), retrying until
+    /// `LeaderMap.patienceNanoseconds` have passed since a leader last served it.
+    func move(_ partition: Int32, _ moving: Moving, consumer: Int) {
         self.state.withLock { $0.pending += 1 }
         Task {
-            defer { self.state.withLock { $0.pending -= 1 } }
+            var moving = moving
+            var problem: String?
             let routes = self.load.topic.routes
-            while MonotonicClock.now() < self.stop.stopAt.load(ordering: .relaxed) {
+            while !self.stopped {
                 try? await Task.sleep(nanoseconds: UInt64(LeaderMap.retryBackoff.nanoseconds))
                 await routes.refresh()
-                let key = Key(consumer: consumer, leader: routes.leader(of: partition))
-                if let entry = self.state.withLock({ $0.lanes[key] }) {
-                    entry.loop.execute {
-                        entry.lane.value.adopt(partition, at: position, since: since)
+                let leader = routes.leader(of: partition)
+                let key = Key(consumer: consumer, leader: leader)
+                do {
+                    if moving.reposition {
+                        moving.position = try await self.load.reposition(partition, was: moving.position, at: leader)
+                        moving.reposition = false
                     }
-                    return
+                    enum Step { case adopt(Entry), joined, connect }
+                    let step = self.state.withLock { state -> Step in
+                        if let entry = state.lanes[key] { return .adopt(entry) }
+                        if state.opening[key] != nil {
+                            state.opening[key]![partition] = moving
+                            return .joined
+                        }
+                        state.opening[key] = [partition: moving]
+                        return .connect
+                    }
+                    switch step {
+                    case .adopt(let entry):
+                        return entry.loop.execute { [moving] in
+                            entry.lane.value.adopt(partition, moving)
+                            self.settled()
+                        }
+                    case .joined:
+                        return self.settled()
+                    case .connect:
+                        let connection: KafkaConnection
+                        do {
+                            connection = try await KafkaConnection.connect(
+                                host: leader.host, port: leader.port, clientID: "rafka-bench-consumer-\(consumer)")
+                        } catch {
+                            // Whatever joined meanwhile moves again, each keeping its own time.
+                            let queued = self.state.withLock { $0.opening.removeValue(forKey: key) } ?? [:]
+                            for (other, its) in queued where other != partition { self.move(other, its, consumer: consumer) }
+                            throw error
+                        }
+                        let queued = self.state.withLock { $0.opening.removeValue(forKey: key) } ?? [partition: moving]
+                        do {
+                            try self.open(consumer: consumer, leader: leader, connection: connection, partitions: queued)
+                        } catch {
+                            connection.close()
+                            self.failed(error)
+                        }
+                        return self.settled()
+                    }
+                } catch {
+                    problem = "\(leader.host):\(leader.port): \(error)"
                 }
-                if let connection = try? await KafkaConnection.connect(
-                    host: key.leader.host, port: key.leader.port, clientID: "rafka-bench-consumer-\(consumer)"),
-                    (try? self.open(consumer: consumer, leader: key.leader, connection: connection, positions: [partition: position])) != nil
-                {
-                    return
-                }
-                if MonotonicClock.now() - since > LeaderMap.patienceNanoseconds {
+                if MonotonicClock.now() - moving.since > LeaderMap.patienceNanoseconds {
                     let seconds = LeaderMap.patienceNanoseconds / 1_000_000_000
-                    self.state.withLock {
-                        $0.failure = KafkaClientError("no leader served partition \(partition) within \(seconds) s")
-                    }
-                    self.stop.stopAt.store(0, ordering: .relaxed)
-                    return
+                    let why = problem ?? routes.problem
+                    self.failed(
+                        KafkaClientError("no leader served partition \(partition) within \(seconds) s\(why.map { " (\($0))" } ?? "")"))
+                    break
                 }
             }
+            self.settled()
         }
     }
 
@@ -236,25 +333,30 @@ private final class FetchLane {
     private var positions: [Int32: Int64]
     /// The partitions in order, as requests list them.
     private var order: [Int32]
+    /// Partitions that came here moving and have not yet been answered without an error: since
+    /// when no leader has served them.
+    private var unservedSince: [Int32: Int64] = [:]
     private let measureFrom: Int64
-    private let stop: ConsumeLoad.Stop
     let promise: EventLoopPromise<LatencyHistogram>
     private var histogram = LatencyHistogram()
     /// With `--fetch-sessions` on Fetch v7 and later; nil otherwise (every request lists every partition).
     private var session: FetchSessionState?
-    /// No more fetches: the run stopped, or every partition moved away.
+    /// No more fetches: the run stopped, every partition moved away, or the lane failed.
     private var ended = false
 
-    init(lanes: FetchLanes, key: FetchLanes.Key, connection: KafkaConnection, version: Int16, positions: [Int32: Int64]) {
+    init(
+        lanes: FetchLanes, key: FetchLanes.Key, connection: KafkaConnection, version: Int16,
+        partitions: [Int32: FetchLanes.Moving]
+    ) {
         self.lanes = lanes
         self.key = key
         self.load = lanes.load
         self.connection = connection
         self.version = version
-        self.positions = positions
-        self.order = positions.keys.sorted()
+        self.positions = partitions.mapValues(\.position)
+        self.order = partitions.keys.sorted()
+        self.unservedSince = partitions.mapValues(\.since)
         self.measureFrom = lanes.measureFrom
-        self.stop = lanes.stop
         self.promise = connection.eventLoop.makePromise()
         self.session = load.settings.fetchSessions && version >= 7 ? FetchSessionState() : nil
     }
@@ -263,41 +365,39 @@ private final class FetchLane {
         self.fetch()
     }
 
-    /// Reads `partition` from `position` on, from the next fetch.
-    func adopt(_ partition: Int32, at position: Int64, since: Int64) {
-        guard !self.ended else { return self.lanes.move(partition, at: position, consumer: self.key.consumer, since: since) }
-        self.positions[partition] = position
+    /// Reads `partition` from its position on, from the next fetch.
+    func adopt(_ partition: Int32, _ moving: FetchLanes.Moving) {
+        guard !self.ended else { return self.lanes.move(partition, moving, consumer: self.key.consumer) }
+        self.positions[partition] = moving.position
+        self.unservedSince[partition] = moving.since
         self.order.insert(partition, at: self.order.firstIndex { $0 > partition } ?? self.order.endIndex)
     }
 
-    /// Stops reading `partition` here and sends it to its leader now, for `reason`.
-    private func moveAway(_ partition: Int32, reason: String, now: Int64) {
+    /// Stops reading `partition` here and sends it to its leader now, for `reason`; with
+    /// `reposition`, its position is looked up there again.
+    private func moveAway(_ partition: Int32, reason: String, now: Int64, reposition: Bool = false) {
         guard let position = self.positions.removeValue(forKey: partition) else { return }
         self.order.removeAll { $0 == partition }
+        let since = self.unservedSince.removeValue(forKey: partition) ?? now
         self.session?.reset()  // the next request lists what is left and starts a session without it
         self.load.counters.count(retry: reason)
-        self.lanes.move(partition, at: position, consumer: self.key.consumer, since: now)
+        self.lanes.move(partition, .init(position: position, reposition: reposition, since: since), consumer: self.key.consumer)
     }
 
-    private func end() {
+    private func end(failing error: (any Error)? = nil) {
         self.ended = true
         self.lanes.ended(self, key: self.key)
         self.connection.close()
-        self.promise.succeed(self.histogram)
-    }
-
-    private var shouldStop: Bool {
-        let counters = self.load.counters
-        // e2e: also until every acknowledged batch arrived, since a batch sent again after its
-        // connection failed may arrive twice and make up the count.
-        return MonotonicClock.now() >= self.stop.stopAt.load(ordering: .relaxed)
-            || (counters.records.load(ordering: .relaxed) >= self.stop.records.load(ordering: .relaxed)
-                && self.load.ledger?.unmatched ?? 0 == 0)
-            || counters.measuredRecords.load(ordering: .relaxed) >= self.stop.measuredRecords.load(ordering: .relaxed)
+        if let error {
+            self.lanes.failed(error)
+            self.promise.fail(error)
+        } else {
+            self.promise.succeed(self.histogram)
+        }
     }
 
     private func fetch() {
-        guard !self.shouldStop, !self.positions.isEmpty else { return self.end() }
+        guard !self.lanes.stopped, !self.positions.isEmpty else { return self.end() }
         let settings = self.load.settings
         var request = FetchRequest()
         request.maxWaitMs = settings.fetchWaitMilliseconds
@@ -334,7 +434,7 @@ private final class FetchLane {
                 do {
                     try lane.received(response, listed: listed, sent: sent, arrived: arrived)
                 } catch {
-                    return lane.promise.fail(error)
+                    return lane.end(failing: error)
                 }
                 lane.fetch()
             case .failure:
@@ -376,13 +476,15 @@ private final class FetchLane {
             guard answer.errorCode == 0 else {
                 self.load.counters.count(error: "fetch \(code)")
                 if code == .offsetOutOfRange {
-                    // Records this reader had not read are gone (a leader that lost them took the
-                    // partition over, or retention removed them): it goes on from the log's start,
-                    // as a Kafka consumer with auto.offset.reset=earliest does. The error stays counted.
-                    self.positions[answer.partitionIndex] = max(0, answer.logStartOffset)
+                    // Records this reader had not read are gone (a leader without them took the
+                    // partition over, or retention removed them): it goes on at the log's start or
+                    // end (`ConsumeLoad.reposition`), as a Kafka consumer resets its offset. The
+                    // error stays counted.
+                    self.moveAway(answer.partitionIndex, reason: "fetch \(code)", now: arrived, reposition: true)
                 }
                 continue
             }
+            if !self.unservedSince.isEmpty { self.unservedSince[answer.partitionIndex] = nil }
             guard let bytes = answer.records else { continue }
             for (header, batch) in try RecordBatch.split(bytes, allowPartialTail: true)
             where header.nextOffset > position {

@@ -27,6 +27,8 @@ final class LeaderMap: Sendable {
         var leaders: [Int32: BenchTopic.Leader]
         /// The refresh under way, which callers meanwhile wait for instead of asking again.
         var refreshing: Task<Void, Never>?
+        /// Why the last refresh learned nothing, if it did not.
+        var problem: String?
     }
 
     private let state: Mutex<State>
@@ -41,6 +43,10 @@ final class LeaderMap: Sendable {
         self.state.withLock { $0.leaders[partition]! }
     }
 
+    /// Why the last refresh learned nothing (no broker answered, or Metadata named no leaders),
+    /// for the message of a run that fails for want of a leader.
+    var problem: String? { self.state.withLock { $0.problem } }
+
     /// Asks the cluster where every partition is led now. Partitions without a leader at the
     /// moment keep the one known before; a refresh no broker answers changes nothing.
     func refresh() async {
@@ -54,25 +60,42 @@ final class LeaderMap: Sendable {
     }
 
     private func ask() async {
-        defer { self.state.withLock { $0.refreshing = nil } }
+        let problem: String?
+        do {
+            problem = try await self.askOnce()
+        } catch {
+            problem = "asking for Metadata: \(error)"
+        }
+        self.state.withLock {
+            $0.refreshing = nil
+            $0.problem = problem
+        }
+    }
+
+    /// Takes what Metadata says; returns why it said nothing useful, if so.
+    private func askOnce() async throws -> String? {
         // The bootstrap first, then every leader known: a bootstrap node may be the one that left.
         let known = self.state.withLock { Set($0.leaders.values) }.map { "\($0.host):\($0.port)" }.sorted()
-        guard let admin = try? await KafkaAdminClient.connect(bootstrap: ([self.bootstrap] + known).joined(separator: ","))
-        else { return }
+        let admin = try await KafkaAdminClient.connect(bootstrap: ([self.bootstrap] + known).joined(separator: ","))
         defer { admin.close() }
         var request = MetadataRequest()
         request.topics = [.init(name: self.topic)]
         request.allowAutoTopicCreation = false
-        guard let response = try? await admin.connection.send(request), let topic = response.topics.first,
-            topic.errorCode == 0
-        else { return }
+        let response = try await admin.connection.send(request)
+        guard let topic = response.topics.first, topic.errorCode == 0 else {
+            let code = KafkaErrorCode(rawValue: response.topics.first?.errorCode ?? 0)
+            return "Metadata for \(self.topic): \(code)"
+        }
         let brokers = Dictionary(response.brokers.map { ($0.nodeId, $0) }, uniquingKeysWith: { first, _ in first })
-        self.state.withLock { state in
+        return self.state.withLock { state in
+            var leaderless = 0
+            for partition in topic.partitions where partition.errorCode != 0 { leaderless += 1 }
             for partition in topic.partitions where partition.errorCode == 0 {
                 guard let broker = brokers[partition.leaderId] else { continue }
                 state.leaders[partition.partitionIndex] = .init(
                     id: broker.nodeId, host: broker.host, port: Int(broker.port))
             }
+            return leaderless == 0 ? nil : "Metadata names no leader for \(leaderless) partitions of \(self.topic)"
         }
     }
 }

@@ -317,7 +317,9 @@ private final class ProducerLane {
                 break
             }
             if !self.retrying.isEmpty && !self.recovering {
-                self.send(self.takeRetries())
+                // Nothing sent: every leader waited for is still without a connection, and
+                // `recovered` pumps again.
+                guard self.send(self.takeRetries()) else { break }
                 continue
             }
             if self.ended { break }
@@ -346,7 +348,7 @@ private final class ProducerLane {
                     break
                 }
             }
-            self.send(planned)
+            guard self.send(planned) else { break }  // as above
         }
         self.completeIfDone()
     }
@@ -466,12 +468,16 @@ private final class ProducerLane {
                 await routes.refresh()
                 let wanted = (try? await loop.submit { lane.value.leadersWithoutConnection() }.get()) ?? []
                 var opened: [(leader: BenchTopic.Leader, connection: KafkaConnection)] = []
+                var failure: String?
                 for leader in wanted {
-                    let connection = try? await KafkaConnection.connect(
-                        host: leader.host, port: leader.port, clientID: clientID, group: loop)
-                    if let connection { opened.append((leader, connection)) }
+                    do {
+                        opened.append((leader, try await KafkaConnection.connect(
+                            host: leader.host, port: leader.port, clientID: clientID, group: loop)))
+                    } catch {
+                        failure = "connecting to \(leader.host):\(leader.port): \(error)"
+                    }
                 }
-                loop.execute { [opened] in lane.value.recovered(opened) }
+                loop.execute { [opened, failure] in lane.value.recovered(opened, failure: failure) }
             }
         }
     }
@@ -482,8 +488,9 @@ private final class ProducerLane {
         return leaders.filter { self.connections[$0]?.isActive != true }
     }
 
-    private func recovered(_ opened: [(leader: BenchTopic.Leader, connection: KafkaConnection)]) {
+    private func recovered(_ opened: [(leader: BenchTopic.Leader, connection: KafkaConnection)], failure: String?) {
         self.recovering = false
+        self.lastFailure = failure ?? self.load.topic.routes.problem ?? self.lastFailure
         for (leader, connection) in opened {
             guard !self.completed, let version = try? connection.version(for: ProduceRequest.self) else {
                 connection.close()
@@ -493,8 +500,13 @@ private final class ProducerLane {
             self.connections[leader] = connection
             self.versions[leader] = version
         }
+        // Only batches whose leader this producer cannot reach: others wait for a free request slot.
         let now = MonotonicClock.now()
-        if let stuck = self.retrying.first(where: { now - $0.failedSince! > LeaderMap.patienceNanoseconds }) {
+        let unreachable = Set(self.leadersWithoutConnection())
+        if let stuck = self.retrying.first(where: {
+            now - $0.failedSince! > LeaderMap.patienceNanoseconds
+                && unreachable.contains(self.load.topic.routes.leader(of: $0.partition))
+        }) {
             let seconds = LeaderMap.patienceNanoseconds / 1_000_000_000
             let last = self.lastFailure.map { " (last failure: \($0))" } ?? ""
             return self.fail(
@@ -504,8 +516,8 @@ private final class ProducerLane {
     }
 
     /// Sends `planned`, one request per leader. A batch whose partition's leader has no open
-    /// connection waits for one (`recover`).
-    private func send(_ planned: [Planned]) {
+    /// connection waits for one (`recover`). Returns whether a request went out.
+    private func send(_ planned: [Planned]) -> Bool {
         let load = self.load
         let timestamp = MonotonicClock.wallMilliseconds()
         var byLeader: [BenchTopic.Leader: [(plan: Planned, batch: ByteBuffer)]] = [:]
@@ -524,7 +536,7 @@ private final class ProducerLane {
             set.stamp(&batch, variant: plan.variant, timestampMilliseconds: timestamp)
             byLeader[leader, default: []].append((plan, batch))
         }
-        guard !byLeader.isEmpty else { return }
+        guard !byLeader.isEmpty else { return false }
         self.inFlight += 1
         let lane = self.bound
         let answers = byLeader.map { leader, batches in
@@ -562,6 +574,7 @@ private final class ProducerLane {
             // here, inside `send`, and pumping from here would recurse for as long as it does.
             this.loop.execute { lane.value.pump() }
         }
+        return true
     }
 
     private func acknowledged(
