@@ -102,8 +102,8 @@ struct ConsumeLoad: Sendable {
     ) async throws -> LatencyHistogram {
         defer { self.counters.finished.store(true, ordering: .relaxed) }
         let lanes = FetchLanes(load: self, measureFrom: measureFrom, stop: stop)
+        var opening: [(consumer: Int, leader: BenchTopic.Leader, connection: KafkaConnection, partitions: [Int32: FetchLanes.Moving])] = []
         do {
-            var opening: [(consumer: Int, leader: BenchTopic.Leader, connection: KafkaConnection, partitions: [Int32: FetchLanes.Moving])] = []
             for consumer in 0..<self.settings.consumers {
                 let mine = self.topic.partitions.filter { Int($0) % self.settings.consumers == consumer }
                 for (leader, partitions) in Dictionary(grouping: mine, by: { self.topic.leaders[$0]! }) {
@@ -130,6 +130,7 @@ struct ConsumeLoad: Sendable {
             }
         } catch {
             stop.stopAt.store(0, ordering: .relaxed)  // the other readers stop too
+            for lane in opening { lane.connection.close() }
             throw error
         }
     }
