@@ -113,7 +113,7 @@ struct ConsumeLoad: Sendable {
                         clientID: "rafka-bench-consumer-\(consumer)"
                     )
                     let positions = Dictionary(uniqueKeysWithValues: partitions.map {
-                        ($0, FetchLanes.Moving(position: offsets[$0] ?? 0, since: start))
+                        ($0, FetchLanes.Moving(position: offsets[$0] ?? 0))
                     })
                     opening.append((consumer, leader, connection, positions))
                 }
@@ -152,7 +152,8 @@ private final class FetchLanes: Sendable {
     struct Moving: Sendable {
         var position: Int64
         var reposition = false
-        var since: Int64
+        /// nil for a lane's first partitions, which have not moved.
+        var since: Int64? = nil
     }
 
     private struct Entry: Sendable {
@@ -289,7 +290,7 @@ private final class FetchLanes: Sendable {
                 } catch {
                     problem = "\(leader.host):\(leader.port): \(error)"
                 }
-                if MonotonicClock.now() - moving.since > LeaderMap.patienceNanoseconds {
+                if MonotonicClock.now() - (moving.since ?? 0) > LeaderMap.patienceNanoseconds {
                     let seconds = LeaderMap.patienceNanoseconds / 1_000_000_000
                     let why = problem ?? routes.problem
                     self.failed(
@@ -356,7 +357,7 @@ private final class FetchLane {
         self.version = version
         self.positions = partitions.mapValues(\.position)
         self.order = partitions.keys.sorted()
-        self.unservedSince = partitions.mapValues(\.since)
+        self.unservedSince = partitions.compactMapValues(\.since)
         self.measureFrom = lanes.measureFrom
         self.promise = connection.eventLoop.makePromise()
         self.session = load.settings.fetchSessions && version >= 7 ? FetchSessionState() : nil
@@ -370,7 +371,7 @@ private final class FetchLane {
     func adopt(_ partition: Int32, _ moving: FetchLanes.Moving) {
         guard !self.ended else { return self.lanes.move(partition, moving, consumer: self.key.consumer) }
         self.positions[partition] = moving.position
-        self.unservedSince[partition] = moving.since
+        if let since = moving.since { self.unservedSince[partition] = since }
         self.order.insert(partition, at: self.order.firstIndex { $0 > partition } ?? self.order.endIndex)
     }
 
