@@ -239,6 +239,15 @@ public final class Broker: Sendable {
         let started = ContinuousClock.now
         let deadline = started + .milliseconds(self.config.controlledShutdownTimeoutMilliseconds)
         let handing = Set(self.replicas.served)
+        if let mover = self.reconciler.mover {
+            // While this node still serves them, the nodes that will lead its partitions copy
+            // them: the takeovers after the leave copy only what came since.
+            let limit = Duration.milliseconds(self.config.controlledShutdownTimeoutMilliseconds) / 2
+            let (asked, copied) = await mover.copyAheadOfLeaving(within: limit)
+            self.logger.info(
+                "the next nodes copied this node's partitions ahead of its leave",
+                metadata: ["asked": "\(asked)", "copied": "\(copied)", "elapsed": "\(ContinuousClock.now - started)"])
+        }
         self.logger.info("leaving the ring: the next nodes take this node's partitions over", metadata: ["partitions": "\(handing.count)"])
         await link.requestLeave()
         while ContinuousClock.now < deadline && !Task.isCancelled {

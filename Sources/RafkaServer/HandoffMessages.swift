@@ -102,3 +102,68 @@ struct PartitionHandoffResponse: KafkaResponseMessage, Equatable {
 }
 
 extension PartitionHandoffRequest: KafkaRequestWithResponse { typealias Response = PartitionHandoffResponse }
+
+extension RafkaAPIKey {
+    static let partitionCopyAhead = KafkaAPIKey(rawValue: 10011)
+}
+
+/// A node about to leave the ring (controlled shutdown) asks the node that will lead one of its
+/// partitions once it has left to copy that partition from it now, while it still serves it
+/// (as a joining node copies before it is placed): the takeover after the leave then copies
+/// only what was written since. Answered once the copy caught up with where the leaving node's
+/// log was when the copy began, or with why it could not.
+struct PartitionCopyAheadRequest: KafkaRequestMessage, Equatable {
+    static let apiKey = RafkaAPIKey.partitionCopyAhead
+    static let schemaVersions: ClosedRange<Int16> = 0...0
+    static let firstFlexibleVersion: Int16? = 0
+    var fromNode: Int32 = -1
+    var topicID: KafkaUUID = .zero
+    var topic = ""
+    var partition: Int32 = 0
+
+    init(fromNode: Int32, topicID: KafkaUUID, topic: String, partition: Int32) {
+        self.fromNode = fromNode
+        self.topicID = topicID
+        self.topic = topic
+        self.partition = partition
+    }
+
+    init(from buffer: inout ByteBuffer, version: Int16) throws(KafkaDecodingError) {
+        self.fromNode = try buffer.readKafkaInt32()
+        self.topicID = try buffer.readKafkaUUID()
+        self.topic = try buffer.readKafkaString(compact: true)
+        self.partition = try buffer.readKafkaInt32()
+    }
+
+    func encode(into buffer: inout ByteBuffer, version: Int16) {
+        buffer.writeKafkaInt32(self.fromNode)
+        buffer.writeKafkaUUID(self.topicID)
+        buffer.writeKafkaString(self.topic, compact: true)
+        buffer.writeKafkaInt32(self.partition)
+    }
+}
+
+struct PartitionCopyAheadResponse: KafkaResponseMessage, Equatable {
+    static let apiKey = RafkaAPIKey.partitionCopyAhead
+    static let schemaVersions: ClosedRange<Int16> = 0...0
+    static let firstFlexibleVersion: Int16? = 0
+    var errorCode: Int16 = 0
+    var errorMessage: String?
+
+    init(errorCode: Int16 = 0, errorMessage: String? = nil) {
+        self.errorCode = errorCode
+        self.errorMessage = errorMessage
+    }
+
+    init(from buffer: inout ByteBuffer, version: Int16) throws(KafkaDecodingError) {
+        self.errorCode = try buffer.readKafkaInt16()
+        self.errorMessage = try buffer.readKafkaNullableString(compact: true)
+    }
+
+    func encode(into buffer: inout ByteBuffer, version: Int16) {
+        buffer.writeKafkaInt16(self.errorCode)
+        buffer.writeKafkaNullableString(self.errorMessage, compact: true)
+    }
+}
+
+extension PartitionCopyAheadRequest: KafkaRequestWithResponse { typealias Response = PartitionCopyAheadResponse }

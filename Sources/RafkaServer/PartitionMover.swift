@@ -43,6 +43,11 @@ actor PartitionMover {
     private var precopied: Set<TopicPartition> = []
     private var joinStarted: ContinuousClock.Instant?
     private var reportedCaughtUp = false
+    /// Copies a leaving node asked for (`copyAhead`), by partition.
+    private var copiesAhead: [TopicPartition: Task<String?, Never>] = [:]
+    /// This node is leaving too: it copies nothing ahead for others (a whole cluster stopping
+    /// would otherwise copy its data around before each node exits).
+    private var leaving = false
     /// After this long a joining node asks to be placed even with copies unfinished (their
     /// takeovers copy the rest).
     static let joinCopyTimeout = Duration.seconds(60)
@@ -93,9 +98,13 @@ actor PartitionMover {
             guard let topic = image.topics[tp.topic] else { continue }
             let epoch = image.ringEpoch
             let previous = replaced[tp]
+            // A copy made ahead of a leave stops; the takeover goes on from it.
+            let ahead = self.copiesAhead.removeValue(forKey: tp)
+            ahead?.cancel()
             let task = Task {
-                // Never two takeovers of one partition at once: the cancelled one ends first.
+                // Never two takeovers (or copies) of one partition at once: the cancelled one ends first.
                 await previous?.value
+                _ = await ahead?.value
                 await self.takeOver(topic: topic, partition: tp.partition, epoch: epoch)
             }
             self.takeovers[tp] = (epoch, topic.id, task)
@@ -142,22 +151,97 @@ actor PartitionMover {
     private func precopy(topic: TopicMetadata, partition: Int32, from leader: NodeID) async {
         let tp = TopicPartition(topic.name, partition)
         let copied = await self.untilDone("copying a partition before joining", tp) {
-            let config = try self.config(for: topic)
-            let peek = PartitionHandoffRequest(
-                fromNode: self.me.rawValue, ringEpoch: 0, topicID: topic.id, topic: topic.name, partition: partition, release: false,
-                peek: true)
-            let answer = try await self.send(peek, to: leader)
-            guard answer.errorCode == 0 else {
-                throw BrokerError(KafkaErrorCode(rawValue: answer.errorCode), answer.errorMessage)
-            }
-            let copy = try await self.resumableCopy(topic: topic, partition: partition, config: config, of: answer)
-            try self.replicas.recordCopyOf(tp, leaderEpoch: answer.leaderEpoch)
-            try await self.copy(tp, topicID: topic.id, from: leader, into: copy, startingAt: answer.logStartOffset, through: answer.logEndOffset)
+            try await self.copyServed(topic: topic, partition: partition, from: leader)
         }
         guard copied, self.precopies[tp]?.leader == leader else { return }
         self.precopies[tp] = nil
         self.precopied.insert(tp)
         self.reportIfCaughtUp()
+    }
+
+    /// Copies the partition `leader` serves into a copy this node holds (going on from what an
+    /// earlier copy of the same leadership left), up to where the leader's log was when asked;
+    /// nothing changes at the leader. The takeover that follows copies only what came since.
+    private func copyServed(topic: TopicMetadata, partition: Int32, from leader: NodeID) async throws {
+        let tp = TopicPartition(topic.name, partition)
+        let config = try self.config(for: topic)
+        let peek = PartitionHandoffRequest(
+            fromNode: self.me.rawValue, ringEpoch: 0, topicID: topic.id, topic: topic.name, partition: partition, release: false,
+            peek: true)
+        let answer = try await self.send(peek, to: leader)
+        guard answer.errorCode == 0 else {
+            throw BrokerError(KafkaErrorCode(rawValue: answer.errorCode), answer.errorMessage)
+        }
+        let copy = try await self.resumableCopy(topic: topic, partition: partition, config: config, of: answer)
+        try self.replicas.recordCopyOf(tp, leaderEpoch: answer.leaderEpoch)
+        try await self.copy(tp, topicID: topic.id, from: leader, into: copy, startingAt: answer.logStartOffset, through: answer.logEndOffset)
+    }
+
+    // MARK: Copying ahead of a leave
+
+    /// Before this node leaves the ring (controlled shutdown): asks the node that will lead each
+    /// partition it serves once it has left to copy it now (`PartitionCopyAheadRequest`), and
+    /// waits for them, at most `limit`. Returns how many it asked and how many copied.
+    func copyAheadOfLeaving(within limit: Duration) async -> (asked: Int, copied: Int) {
+        self.leaving = true
+        for copy in self.copiesAhead.values { copy.cancel() }
+        var future = self.image
+        future.nodes[self.me]?.leaving = true
+        let placement = PartitionPlacement(image: future, uncleanByDefault: self.uncleanByDefault)
+        var asks: [(node: NodeID, request: PartitionCopyAheadRequest)] = []
+        for tp in self.replicas.served {
+            guard let topic = self.image.topics[tp.topic], case .node(let next) = placement.leader(of: topic, partition: tp.partition),
+                next != self.me
+            else { continue }
+            asks.append((next, PartitionCopyAheadRequest(fromNode: self.me.rawValue, topicID: topic.id, topic: topic.name, partition: tp.partition)))
+        }
+        let timeout = TimeAmount.nanoseconds(limit.components.seconds * 1_000_000_000 + limit.components.attoseconds / 1_000_000_000)
+        let copied = await withTaskGroup(of: Bool.self) { group in
+            for (node, request) in asks {
+                group.addTask { (try? await self.send(request, to: node, timeout: timeout))?.errorCode == 0 }
+            }
+            var copied = 0
+            for await done in group where done { copied += 1 }
+            return copied
+        }
+        return (asks.count, copied)
+    }
+
+    /// A node about to leave asks for a partition it serves to be copied here now. One attempt,
+    /// in a copying slot; a partition this node serves or is taking over already needs none. A
+    /// takeover that starts meanwhile cancels the copy and goes on from where it got.
+    func copyAhead(_ request: PartitionCopyAheadRequest) async -> PartitionCopyAheadResponse {
+        guard let topic = self.image.topics[request.topic], topic.id == request.topicID, request.partition < topic.partitionCount else {
+            return PartitionCopyAheadResponse(errorCode: KafkaErrorCode.unknownTopicOrPartition.rawValue, errorMessage: "no such partition here")
+        }
+        let tp = TopicPartition(topic.name, request.partition)
+        if self.replicas.shell(for: tp) != nil || self.takeovers[tp] != nil { return PartitionCopyAheadResponse() }
+        guard !self.leaving else {
+            return PartitionCopyAheadResponse(errorCode: KafkaErrorCode.brokerNotAvailable.rawValue, errorMessage: "this node is leaving too")
+        }
+        let leaving = NodeID(request.fromNode)
+        let task =
+            self.copiesAhead[tp]
+            ?? Task { () -> String? in
+                await self.acquireSlot()
+                defer { self.releaseSlot() }
+                do {
+                    try await self.copyServed(topic: topic, partition: request.partition, from: leaving)
+                    return nil
+                } catch {
+                    return "\(error)"
+                }
+            }
+        self.copiesAhead[tp] = task
+        let failure = await task.value
+        if self.copiesAhead[tp] == task { self.copiesAhead[tp] = nil }
+        if task.isCancelled { return PartitionCopyAheadResponse(errorCode: KafkaErrorCode.brokerNotAvailable.rawValue, errorMessage: "cancelled") }
+        guard let failure else {
+            self.logger.info("copied a partition ahead of its leader's leave", metadata: ["partition": "\(tp)", "leader": "\(leaving)"])
+            return PartitionCopyAheadResponse()
+        }
+        self.logger.notice("could not copy a partition ahead of its leader's leave", metadata: ["partition": "\(tp)", "reason": "\(failure)"])
+        return PartitionCopyAheadResponse(errorCode: KafkaErrorCode.unknownServerError.rawValue, errorMessage: failure)
     }
 
     /// This node's copy to continue filling from `holder`'s answer: the one it has if that is a
@@ -380,7 +464,9 @@ actor PartitionMover {
 
     // MARK: Peers
 
-    private func send<Request: KafkaRequestWithResponse>(_ request: Request, to node: NodeID, version: Int16? = nil) async throws -> Request.Response {
+    private func send<Request: KafkaRequestWithResponse>(
+        _ request: Request, to node: NodeID, version: Int16? = nil, timeout: TimeAmount = .seconds(10)
+    ) async throws -> Request.Response {
         let connection: KafkaConnection
         if let open = self.connections[node], open.isActive {
             connection = open
@@ -398,7 +484,7 @@ actor PartitionMover {
             }
         }
         do {
-            return try await connection.send(request, version: version ?? 0, timeout: .seconds(10))
+            return try await connection.send(request, version: version ?? 0, timeout: timeout)
         } catch {
             connection.close()
             if self.connections[node] === connection { self.connections[node] = nil }
@@ -409,6 +495,8 @@ actor PartitionMover {
     func close() {
         for precopy in self.precopies.values { precopy.task.cancel() }
         self.precopies = [:]
+        for copy in self.copiesAhead.values { copy.cancel() }
+        self.copiesAhead = [:]
         for takeover in self.takeovers.values { takeover.task.cancel() }
         self.takeovers = [:]
         for connection in self.connections.values { connection.close() }

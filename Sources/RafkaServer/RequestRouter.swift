@@ -55,6 +55,7 @@ struct RequestRouter: FrameRouter {
         (.rafkaDescribeRing, 0...0),
         (.rafkaDescribeCache, 0...0),
         (RafkaAPIKey.partitionHandoff, 0...0),
+        (RafkaAPIKey.partitionCopyAhead, 0...0),
         (RafkaAPIKey.chordMessage, 0...0),
     ]
 
@@ -66,7 +67,9 @@ struct RequestRouter: FrameRouter {
     /// every request of a connection: their answers can be far larger than what asked for them
     /// (30 bytes of Metadata v1 for a topic of 10,000 partitions take 260 KB), and 64 at once
     /// kept ~75 MiB per connection whose client read none of them.
-    static let overlapping: Set<KafkaAPIKey> = [.produce, .fetch, RafkaAPIKey.chordMessage, RafkaAPIKey.partitionHandoff]
+    static let overlapping: Set<KafkaAPIKey> = [
+        .produce, .fetch, RafkaAPIKey.chordMessage, RafkaAPIKey.partitionHandoff, RafkaAPIKey.partitionCopyAhead,
+    ]
 
     func overlaps(_ frame: ByteBuffer) -> Bool { Self.overlaps(frame) }
 
@@ -106,6 +109,8 @@ struct RequestRouter: FrameRouter {
         case .rafkaDescribeRing: return self.serve(DescribeRingRequest.self, body, context, self.apis.describeRing)
         case .rafkaDescribeCache: return self.serve(DescribeCacheRequest.self, body, context, self.apis.describeCache)
         case RafkaAPIKey.partitionHandoff: return self.serve(PartitionHandoffRequest.self, body, context, self.apis.partitionHandoff)
+        case RafkaAPIKey.partitionCopyAhead:
+            return self.serve(PartitionCopyAheadRequest.self, body, context, self.apis.partitionCopyAhead)
         case RafkaAPIKey.chordMessage:
             // One-way: nothing is sent back.
             guard let chord = self.apis.broker.chord else {

@@ -9,7 +9,8 @@ import RafkaCore
 /// with a new incarnation — unless the topic sets `unclean.leader.election.enable`, in which
 /// case the next serving node clockwise takes them over with what it has (nothing, until
 /// replication), as Kafka's unclean election does. A node leaving in a controlled way gives its
-/// place up at once: its partitions pass to the next nodes, which copy them from it. A joining
+/// place up at once: its partitions pass to the next nodes, which copy from it what they did
+/// not copy ahead of the leave (`PartitionMover.copyAheadOfLeaving`). A joining
 /// node has no place yet: it copies what it will lead first, then the controllers activate it.
 ///
 /// The leader epoch of every partition is the image's ring epoch: it only grows, every node

@@ -18,10 +18,15 @@ import Testing
         }
     }
 
-    @Test func handoffAndHeartbeatRoundTrip() throws {
+    @Test func handoffCopyAheadAndHeartbeatRoundTrip() throws {
         try Self.roundTrip(
             PartitionHandoffRequest(fromNode: 106, ringEpoch: 9, topicID: KafkaUUID(high: 1, low: 2), topic: "spread", partition: 7, release: true))
         try Self.roundTrip(NodeHeartbeatRequest(nodeID: 101, incarnation: 3, appliedOffset: 40, wantsToLeave: true, suspects: [102, 104]))
+        try Self.roundTrip(PartitionCopyAheadRequest(fromNode: 102, topicID: KafkaUUID(high: 3, low: 4), topic: "spread", partition: 11))
+        var refusal = ByteBuffer()
+        let refused = PartitionCopyAheadResponse(errorCode: KafkaErrorCode.unknownServerError.rawValue, errorMessage: "the copy failed")
+        refused.encode(into: &refusal, version: 0)
+        #expect(try PartitionCopyAheadResponse(from: &refusal, version: 0) == refused)
         var response = ByteBuffer()
         let answer = PartitionHandoffResponse(hasCopy: true, leaderEpoch: 4, logStartOffset: 10, logEndOffset: 99)
         answer.encode(into: &response, version: 0)

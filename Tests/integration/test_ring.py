@@ -4,6 +4,7 @@ joins (its partitions are copied to it before it serves them), a node is killed 
 one is stopped with SIGTERM (it hands its partitions over before it exits). Prints the fraction
 of partitions that moved and how long until every partition was served."""
 import os
+import re
 import signal
 import time
 
@@ -161,7 +162,11 @@ def test_a_join_and_a_kill9_keep_every_partition_served(cluster):  # noqa: F811
         assert [v for v in got[p] if v.startswith("second-")] == [f"second-{p}-{i}" for i in range(PER_PARTITION)], p
         assert len([v for v in got[p] if v.startswith("first-")]) == (0 if p in lost else PER_PARTITION), p
     with open(process["log"]) as f:
-        assert "handed every partition over" in f.read()
+        log = f.read()
+    assert "handed every partition over" in log
+    # Before it asked to leave, the nodes that take its partitions copied them while it served them.
+    ahead = re.search(r"asked=(\d+) copied=(\d+) .*copied this node's partitions ahead of its leave", log)
+    assert ahead and int(ahead.group(1)) == int(ahead.group(2)) == len(handed), ahead and ahead.group(0)
 
 
 def alive(pid):

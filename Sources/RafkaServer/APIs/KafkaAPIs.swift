@@ -198,4 +198,13 @@ struct KafkaAPIs: Sendable {
         }
         return self.async(on: context.eventLoop) { await mover.handOff(request) }
     }
+
+    /// A node about to leave asks this one, which will lead one of its partitions, to copy it now.
+    func partitionCopyAhead(_ request: PartitionCopyAheadRequest, _ context: RequestContext) -> EventLoopFuture<PartitionCopyAheadResponse?> {
+        guard let mover = self.broker.reconciler.mover else {
+            return context.eventLoop.makeSucceededFuture(
+                PartitionCopyAheadResponse(errorCode: KafkaErrorCode.invalidRequest.rawValue, errorMessage: "not a data node"))
+        }
+        return self.async(on: context.eventLoop) { await mover.copyAhead(request) }
+    }
 }
