@@ -20,6 +20,7 @@ public struct KafkaAPIKey: RawRepresentable, Hashable, Sendable, CustomStringCon
         10008: "RafkaPartitionHandoff",
         10009: "RafkaChordMessage",
         10010: "RafkaDescribeCache",
+        10011: "RafkaPartitionCopyAhead",
     ]
 
     public var description: String { self.name }

@@ -238,7 +238,6 @@ public final class Broker: Sendable {
         }
         let started = ContinuousClock.now
         let deadline = started + .milliseconds(self.config.controlledShutdownTimeoutMilliseconds)
-        let handing = Set(self.replicas.served)
         if let mover = self.reconciler.mover {
             // While this node still serves them, the nodes that will lead its partitions copy
             // them: the takeovers after the leave copy only what came since.
@@ -248,6 +247,8 @@ public final class Broker: Sendable {
                 "the next nodes copied this node's partitions ahead of its leave",
                 metadata: ["asked": "\(asked)", "copied": "\(copied)", "elapsed": "\(ContinuousClock.now - started)"])
         }
+        // What it serves now, after the copies: a takeover may have ended meanwhile.
+        let handing = Set(self.replicas.served)
         self.logger.info("leaving the ring: the next nodes take this node's partitions over", metadata: ["partitions": "\(handing.count)"])
         await link.requestLeave()
         while ContinuousClock.now < deadline && !Task.isCancelled {

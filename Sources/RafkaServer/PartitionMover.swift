@@ -36,8 +36,6 @@ actor PartitionMover {
     static let holdersAsked = 8
     /// Takeovers that copy at once.
     static let concurrentTakeovers = 8
-    private var running = 0
-    private var waitingToRun: [CheckedContinuation<Void, Never>] = []
     /// While joining: copies under way, those done, and when copying began.
     private var precopies: [TopicPartition: (leader: NodeID, task: Task<Void, Never>)] = [:]
     private var precopied: Set<TopicPartition> = []
@@ -172,7 +170,9 @@ actor PartitionMover {
         guard answer.errorCode == 0 else {
             throw BrokerError(KafkaErrorCode(rawValue: answer.errorCode), answer.errorMessage)
         }
+        try Task.checkCancellation()
         let copy = try await self.resumableCopy(topic: topic, partition: partition, config: config, of: answer)
+        try Task.checkCancellation()
         try self.replicas.recordCopyOf(tp, leaderEpoch: answer.leaderEpoch)
         try await self.copy(tp, topicID: topic.id, from: leader, into: copy, startingAt: answer.logStartOffset, through: answer.logEndOffset)
     }
@@ -220,11 +220,22 @@ actor PartitionMover {
             return PartitionCopyAheadResponse(errorCode: KafkaErrorCode.brokerNotAvailable.rawValue, errorMessage: "this node is leaving too")
         }
         let leaving = NodeID(request.fromNode)
+        var future = self.image
+        future.nodes[leaving]?.leaving = true
+        guard self.precopies[tp] == nil,
+            PartitionPlacement(image: future, uncleanByDefault: self.uncleanByDefault).leader(of: topic, partition: request.partition)
+                == .node(self.me)
+        else {
+            return PartitionCopyAheadResponse(
+                errorCode: KafkaErrorCode.notLeaderOrFollower.rawValue, errorMessage: "this node will not lead \(tp) when node \(leaving) leaves")
+        }
         let task =
             self.copiesAhead[tp]
             ?? Task { () -> String? in
-                await self.acquireSlot()
-                defer { self.releaseSlot() }
+                // Slots of their own, so that a leave's copies never hold up takeovers.
+                await self.acquireSlot(.copiesAhead)
+                defer { self.releaseSlot(.copiesAhead) }
+                guard !Task.isCancelled else { return "cancelled" }
                 do {
                     try await self.copyServed(topic: topic, partition: request.partition, from: leaving)
                     return nil
@@ -323,20 +334,32 @@ actor PartitionMover {
         let request = PartitionHandoffRequest(
             fromNode: self.me.rawValue, ringEpoch: epoch, topicID: topic.id, topic: topic.name, partition: partition, release: false)
         var holders: [Holder] = []
+        var partial = false
         for node in asked {
             let answer = try await self.send(request, to: node)
             if answer.errorCode != 0 {
                 throw BrokerError(KafkaErrorCode(rawValue: answer.errorCode), "node \(node): \(answer.errorMessage ?? "")")
             }
-            if answer.hasCopy { holders.append(Holder(node: node, answer: answer)) }
+            guard answer.hasCopy else { continue }
+            // A copy its node never served (made while joining, ahead of a leave, or by a
+            // takeover cut short) may lack the tail of the leadership it came from: it counts
+            // only if the topic allows an unclean takeover.
+            if answer.leaderEpoch < 0 && !self.placement.allowsUnclean(topic) {
+                partial = true
+                continue
+            }
+            holders.append(Holder(node: node, answer: answer))
         }
         try Task.checkCancellation()
         let own = try await self.replicas.heldCopy(topic: topic, partition: partition, config: config)
         let ownEpoch = self.replicas.leaderEpoch(of: tp)
         let ownEnd = try await own?.offsets().get().highWatermark ?? -1
         let newest = holders.max { ($0.answer.leaderEpoch, $0.answer.logEndOffset) < ($1.answer.leaderEpoch, $1.answer.logEndOffset) }
+        if newest == nil && partial && (own == nil || ownEpoch < 0) {
+            throw BrokerError(.leaderNotAvailable, "\(tp): only copies never served are left and their source does not answer")
+        }
         if let newest, own == nil || (newest.answer.leaderEpoch, newest.answer.logEndOffset) > (ownEpoch, ownEnd) {
-            // A copy made while joining goes on from where it is; any other is replaced.
+            // A copy made while joining or ahead of a leave goes on from where it is; any other is replaced.
             let copy = try await self.resumableCopy(topic: topic, partition: partition, config: config, of: newest.answer)
             // Recorded first, so that a takeover cancelled midway can go on from this copy.
             try self.replicas.recordCopyOf(tp, leaderEpoch: newest.answer.leaderEpoch)
@@ -399,6 +422,7 @@ actor PartitionMover {
             guard !wanted.isEmpty else {
                 throw BrokerError(.unknownServerError, "node \(node) sent nothing for \(tp) at offset \(next) (its end is \(end))")
             }
+            try Task.checkCancellation()  // a cancelled copy writes nothing more
             _ = try await copy.appendReplicated(wanted).get()
             next = wanted.last!.header.nextOffset
         }
@@ -442,6 +466,10 @@ actor PartitionMover {
             guard self.placement.leader(of: topic, partition: request.partition) == .node(NodeID(request.fromNode)) else {
                 return PartitionHandoffResponse(
                     errorCode: KafkaErrorCode.notLeaderOrFollower.rawValue, errorMessage: "node \(request.fromNode) does not lead \(tp)")
+            }
+            if let ahead = self.copiesAhead.removeValue(forKey: tp) {
+                ahead.cancel()
+                _ = await ahead.value
             }
             await self.replicas.dropCopy(tp)
             self.logger.info("deleted a partition copy its new leader took over", metadata: ["partition": "\(tp)", "leader": "\(request.fromNode)"])
@@ -503,15 +531,26 @@ actor PartitionMover {
         self.connections = [:]
     }
 
-    private func acquireSlot() async {
-        if self.running >= Self.concurrentTakeovers {
-            await withCheckedContinuation { self.waitingToRun.append($0) }
-        }
-        self.running += 1
+    /// Copying slots: takeovers (and a joining node's copies) share `concurrentTakeovers`; copies
+    /// ahead of a leave have `concurrentCopiesAhead` of their own, so that they never hold a
+    /// takeover up.
+    private enum SlotPool {
+        case takeovers, copiesAhead
+        var size: Int { self == .takeovers ? PartitionMover.concurrentTakeovers : PartitionMover.concurrentCopiesAhead }
     }
 
-    private func releaseSlot() {
-        self.running -= 1
-        if !self.waitingToRun.isEmpty { self.waitingToRun.removeFirst().resume() }
+    static let concurrentCopiesAhead = 4
+    private var slots: [SlotPool: (running: Int, waiting: [CheckedContinuation<Void, Never>])] = [:]
+
+    private func acquireSlot(_ pool: SlotPool = .takeovers) async {
+        if self.slots[pool, default: (0, [])].running >= pool.size {
+            await withCheckedContinuation { self.slots[pool, default: (0, [])].waiting.append($0) }
+        }
+        self.slots[pool, default: (0, [])].running += 1
+    }
+
+    private func releaseSlot(_ pool: SlotPool = .takeovers) {
+        self.slots[pool, default: (0, [])].running -= 1
+        if self.slots[pool]?.waiting.isEmpty == false { self.slots[pool]!.waiting.removeFirst().resume() }
     }
 }

@@ -247,7 +247,10 @@ import Testing
             return frame
         }
         let overlapping = RequestRouter.supported.map(\.0).filter { RequestRouter.overlaps(frame($0)) }
-        #expect(Set(overlapping) == [.produce, .fetch, RafkaAPIKey.chordMessage, RafkaAPIKey.partitionHandoff])
+        #expect(
+            Set(overlapping) == [
+                .produce, .fetch, RafkaAPIKey.chordMessage, RafkaAPIKey.partitionHandoff, RafkaAPIKey.partitionCopyAhead,
+            ])
         #expect(!RequestRouter.overlaps(ByteBuffer(bytes: [0])))
     }
 
