@@ -61,7 +61,8 @@ struct ConsumeLoad: Sendable {
     /// the log's start if it was below it, its end if it was past it (the records between are
     /// lost).
     func reposition(_ partition: Int32, was: Int64, at leader: BenchTopic.Leader) async throws -> Int64 {
-        let connection = try await KafkaConnection.connect(host: leader.host, port: leader.port, clientID: "rafka-bench")
+        let connection = try await KafkaConnection.connect(
+            host: leader.host, port: leader.port, clientID: "rafka-bench", connectTimeout: LeaderMap.connectTimeout)
         defer { connection.close() }
         var bounds: [Int64] = []
         for timestamp: Int64 in [-2, -1] {  // earliest, latest
@@ -271,7 +272,8 @@ private final class FetchLanes: Sendable {
                         let connection: KafkaConnection
                         do {
                             connection = try await KafkaConnection.connect(
-                                host: leader.host, port: leader.port, clientID: "rafka-bench-consumer-\(consumer)")
+                                host: leader.host, port: leader.port, clientID: "rafka-bench-consumer-\(consumer)",
+                                connectTimeout: LeaderMap.connectTimeout)
                         } catch {
                             // Whatever joined meanwhile moves again, each keeping its own time.
                             let queued = self.state.withLock { $0.opening.removeValue(forKey: key) } ?? [:]

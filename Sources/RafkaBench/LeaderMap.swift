@@ -11,6 +11,10 @@ final class LeaderMap: Sendable {
     /// Partition answers that mean "ask someone else": the partition moved or is being opened.
     static let moved: Set<KafkaErrorCode> = [.notLeaderOrFollower, .leaderNotAvailable, .unknownTopicOrPartition]
 
+    /// How long connecting (and negotiating versions) to a leader may take while a partition
+    /// moves: a node restarting may accept connections before it answers.
+    static let connectTimeout = TimeAmount.seconds(2)
+
     /// The retry reason for a batch or reader whose connection to the partition's leader closed.
     static let connectionClosed = "connection to its leader closed"
 
@@ -72,16 +76,32 @@ final class LeaderMap: Sendable {
         }
     }
 
+    /// The first of `addresses` (`host:port`, lists separated by commas) that answers within
+    /// `connectTimeout`.
+    private static func connect(to addresses: [String]) async throws -> KafkaConnection {
+        var lastError: (any Error)?
+        for address in addresses.flatMap({ $0.split(separator: ",") }) {
+            guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else { continue }
+            do {
+                return try await KafkaConnection.connect(
+                    host: String(address[..<colon]), port: port, clientID: "rafka-bench", connectTimeout: Self.connectTimeout)
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? KafkaClientError("no broker address to ask")
+    }
+
     /// Takes what Metadata says; returns why it said nothing useful, if so.
     private func askOnce() async throws -> String? {
         // The bootstrap first, then every leader known: a bootstrap node may be the one that left.
         let known = self.state.withLock { Set($0.leaders.values) }.map { "\($0.host):\($0.port)" }.sorted()
-        let admin = try await KafkaAdminClient.connect(bootstrap: ([self.bootstrap] + known).joined(separator: ","))
-        defer { admin.close() }
+        let connection = try await Self.connect(to: [self.bootstrap] + known)
+        defer { connection.close() }
         var request = MetadataRequest()
         request.topics = [.init(name: self.topic)]
         request.allowAutoTopicCreation = false
-        let response = try await admin.connection.send(request)
+        let response = try await connection.send(request, timeout: Self.connectTimeout)
         guard let topic = response.topics.first, topic.errorCode == 0 else {
             let code = KafkaErrorCode(rawValue: response.topics.first?.errorCode ?? 0)
             return "Metadata for \(self.topic): \(code)"

@@ -472,7 +472,8 @@ private final class ProducerLane {
                 for leader in wanted {
                     do {
                         opened.append((leader, try await KafkaConnection.connect(
-                            host: leader.host, port: leader.port, clientID: clientID, group: loop)))
+                            host: leader.host, port: leader.port, clientID: clientID, group: loop,
+                            connectTimeout: LeaderMap.connectTimeout)))
                     } catch {
                         failure = "connecting to \(leader.host):\(leader.port): \(error)"
                     }

@@ -221,7 +221,9 @@ def test_producers_and_consumers_follow_partitions_that_move(cluster):  # noqa: 
     result = json.loads(out)
     assert result["errors"] == {} and result["unmatchedBatches"] == 0, result
     assert result["endToEndLatency"]["count"] == result["records"] > 0, result
-    assert len(result["timeline"]) >= 10 and all(second["consumed"] > 0 for second in result["timeline"]), result["timeline"]
+    # While records were being acknowledged, records arrived every second: what did not move went on.
+    producing = [second for second in result["timeline"] if second["records"] > 0]
+    assert len(producing) >= 10 and all(second["consumed"] > 0 for second in producing), result["timeline"]
     retries = result["retries"]
     # The join and the leave: old leaders refuse produce and fetch requests for what they handed over.
     assert retries.get("NOT_LEADER_OR_FOLLOWER", 0) > 0 and retries.get("fetch NOT_LEADER_OR_FOLLOWER", 0) > 0, retries
