@@ -231,5 +231,5 @@ def test_producers_and_consumers_follow_partitions_that_move(cluster):  # noqa: 
     assert retries.get("fetch connection to its leader closed", 0) > 0, retries
     assert retries.get("connection to its leader closed", 0) > 0, retries
     print(f"\nmoves under load: retries {retries}; batches written twice {result['unacknowledgedBatches']}; "
-          f"worst e2e latency each second (ms): "
-          f"{[round(s['maxLatencyMs']) for s in result['timeline']]}")
+          f"each second: acknowledged, received, worst e2e latency (ms): "
+          f"{[(s['records'], s['consumed'], round(s['maxLatencyMs'])) for s in result['timeline']]}")
