@@ -76,32 +76,17 @@ final class LeaderMap: Sendable {
         }
     }
 
-    /// The first of `addresses` (`host:port`, lists separated by commas) that answers within
-    /// `connectTimeout`.
-    private static func connect(to addresses: [String]) async throws -> KafkaConnection {
-        var lastError: (any Error)?
-        for address in addresses.flatMap({ $0.split(separator: ",") }) {
-            guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else { continue }
-            do {
-                return try await KafkaConnection.connect(
-                    host: String(address[..<colon]), port: port, clientID: "rafka-bench", connectTimeout: Self.connectTimeout)
-            } catch {
-                lastError = error
-            }
-        }
-        throw lastError ?? KafkaClientError("no broker address to ask")
-    }
-
     /// Takes what Metadata says; returns why it said nothing useful, if so.
     private func askOnce() async throws -> String? {
         // The bootstrap first, then every leader known: a bootstrap node may be the one that left.
         let known = self.state.withLock { Set($0.leaders.values) }.map { "\($0.host):\($0.port)" }.sorted()
-        let connection = try await Self.connect(to: [self.bootstrap] + known)
-        defer { connection.close() }
+        let admin = try await KafkaAdminClient.connect(
+            bootstrap: ([self.bootstrap] + known).joined(separator: ","), connectTimeout: Self.connectTimeout)
+        defer { admin.close() }
         var request = MetadataRequest()
         request.topics = [.init(name: self.topic)]
         request.allowAutoTopicCreation = false
-        let response = try await connection.send(request, timeout: Self.connectTimeout)
+        let response = try await admin.connection.send(request, timeout: Self.connectTimeout)
         guard let topic = response.topics.first, topic.errorCode == 0 else {
             let code = KafkaErrorCode(rawValue: response.topics.first?.errorCode ?? 0)
             return "Metadata for \(self.topic): \(code)"

@@ -10,8 +10,9 @@ public final class KafkaAdminClient: Sendable {
         self.connection = connection
     }
 
-    /// Connects to the first reachable address of `bootstrap` (`host:port[,host:port…]`).
-    public static func connect(bootstrap: String) async throws -> KafkaAdminClient {
+    /// Connects to the first address of `bootstrap` (`host:port[,host:port…]`) that connects and
+    /// negotiates versions within `connectTimeout`.
+    public static func connect(bootstrap: String, connectTimeout: TimeAmount = .seconds(10)) async throws -> KafkaAdminClient {
         var lastError: (any Error)?
         for address in bootstrap.split(separator: ",") {
             guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
@@ -19,7 +20,9 @@ public final class KafkaAdminClient: Sendable {
             }
             do {
                 let host = String(address[..<colon]).trimmingCharacters(in: "[]")
-                return KafkaAdminClient(connection: try await KafkaConnection.connect(host: host, port: port, clientID: "rafka-admin"))
+                return KafkaAdminClient(
+                    connection: try await KafkaConnection.connect(
+                        host: host, port: port, clientID: "rafka-admin", connectTimeout: connectTimeout))
             } catch {
                 lastError = error
             }

@@ -241,7 +241,7 @@ public final class Broker: Sendable {
         if let mover = self.reconciler.mover {
             // While this node still serves them, the nodes that will lead its partitions copy
             // them: the takeovers after the leave copy only what came since.
-            let limit = Duration.milliseconds(self.config.controlledShutdownTimeoutMilliseconds) / 2
+            let limit = TimeAmount.milliseconds(Int64(self.config.controlledShutdownTimeoutMilliseconds) / 2)
             let (asked, copied) = await mover.copyAheadOfLeaving(within: limit)
             self.logger.info(
                 "the next nodes copied this node's partitions ahead of its leave",

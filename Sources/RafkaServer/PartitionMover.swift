@@ -182,12 +182,10 @@ actor PartitionMover {
     /// Before this node leaves the ring (controlled shutdown): asks the node that will lead each
     /// partition it serves once it has left to copy it now (`PartitionCopyAheadRequest`), and
     /// waits for them, at most `limit`. Returns how many it asked and how many copied.
-    func copyAheadOfLeaving(within limit: Duration) async -> (asked: Int, copied: Int) {
+    func copyAheadOfLeaving(within limit: TimeAmount) async -> (asked: Int, copied: Int) {
         self.leaving = true
         for copy in self.copiesAhead.values { copy.cancel() }
-        var future = self.image
-        future.nodes[self.me]?.leaving = true
-        let placement = PartitionPlacement(image: future, uncleanByDefault: self.uncleanByDefault)
+        let placement = PartitionPlacement(image: self.image, uncleanByDefault: self.uncleanByDefault, leaving: self.me)
         var asks: [(node: NodeID, request: PartitionCopyAheadRequest)] = []
         for tp in self.replicas.served {
             guard let topic = self.image.topics[tp.topic], case .node(let next) = placement.leader(of: topic, partition: tp.partition),
@@ -195,10 +193,9 @@ actor PartitionMover {
             else { continue }
             asks.append((next, PartitionCopyAheadRequest(fromNode: self.me.rawValue, topicID: topic.id, topic: topic.name, partition: tp.partition)))
         }
-        let timeout = TimeAmount.nanoseconds(limit.components.seconds * 1_000_000_000 + limit.components.attoseconds / 1_000_000_000)
         let copied = await withTaskGroup(of: Bool.self) { group in
             for (node, request) in asks {
-                group.addTask { (try? await self.send(request, to: node, timeout: timeout))?.errorCode == 0 }
+                group.addTask { (try? await self.send(request, to: node, timeout: limit))?.errorCode == 0 }
             }
             var copied = 0
             for await done in group where done { copied += 1 }
@@ -220,11 +217,8 @@ actor PartitionMover {
             return PartitionCopyAheadResponse(errorCode: KafkaErrorCode.brokerNotAvailable.rawValue, errorMessage: "this node is leaving too")
         }
         let leaving = NodeID(request.fromNode)
-        var future = self.image
-        future.nodes[leaving]?.leaving = true
-        guard self.precopies[tp] == nil,
-            PartitionPlacement(image: future, uncleanByDefault: self.uncleanByDefault).leader(of: topic, partition: request.partition)
-                == .node(self.me)
+        let future = PartitionPlacement(image: self.image, uncleanByDefault: self.uncleanByDefault, leaving: leaving)
+        guard self.precopies[tp] == nil, future.leader(of: topic, partition: request.partition) == .node(self.me)
         else {
             return PartitionCopyAheadResponse(
                 errorCode: KafkaErrorCode.notLeaderOrFollower.rawValue, errorMessage: "this node will not lead \(tp) when node \(leaving) leaves")

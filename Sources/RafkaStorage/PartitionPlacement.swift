@@ -35,11 +35,13 @@ public struct PartitionPlacement: Sendable {
     private let uncleanByDefault: Bool
 
     /// With `activating`, the placement once that joining node is activated: what it will lead.
-    public init(image: MetadataImage, uncleanByDefault: Bool = false, activating: NodeID? = nil) {
+    /// With `leaving`, the placement once that node has left: who will lead its partitions.
+    public init(image: MetadataImage, uncleanByDefault: Bool = false, activating: NodeID? = nil, leaving: NodeID? = nil) {
         self.ringEpoch = image.ringEpoch
-        if let activating {
+        if activating != nil || leaving != nil {
             var future = image
-            future.nodes[activating]?.joining = false
+            if let activating { future.nodes[activating]?.joining = false }
+            if let leaving { future.nodes[leaving]?.leaving = true }
             self.registered = future.placementRing
             self.serving = future.ring
         } else {
