@@ -38,7 +38,7 @@ struct RequestRouter: FrameRouter {
     /// The APIs and versions Rafka serves (ApiVersions advertises exactly these).
     static let supported: [(KafkaAPIKey, ClosedRange<Int16>)] = [
         (.produce, 3...10),
-        (.fetch, 4...13),
+        (.fetch, 4...16),
         (.listOffsets, 1...7),
         (.metadata, 0...12),
         (.apiVersions, 0...4),

@@ -6,10 +6,16 @@ of partitions that moved and how long until every partition was served."""
 import os
 import re
 import signal
+import socket
+import struct
 import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from kafka.protocol.consumer import FetchRequest, FetchResponse
+from kafka.protocol.metadata import MetadataRequest, MetadataResponse
+from kafka.protocol.producer import ProduceRequest, ProduceResponse
+from kafka.record.memory_records import MemoryRecordsBuilder
 
 from conftest import wait_for
 from test_controllers import cluster  # noqa: F401  (the fixture)
@@ -180,3 +186,75 @@ def alive(pid):
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def call(address, request, response_class, version):
+    """One request over a new connection, encoded and decoded by kafka-python's protocol classes."""
+    host, port = address.rsplit(":", 1)
+    request.with_header(correlation_id=1, client_id="leader-hints")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(request.encode(version=version, header=True, framed=True))
+
+        def read(n):
+            data = b""
+            while len(data) < n:
+                chunk = s.recv(n - len(data))
+                assert chunk, "the broker closed the connection"
+                data += chunk
+            return data
+
+        size, = struct.unpack(">i", read(4))
+        return response_class.decode(read(size), version=version, header=True)
+
+
+def test_a_node_turning_a_partition_away_names_its_leader(cluster):  # noqa: F811
+    """KIP-951: Produce v10 and Fetch v16 sent to a node that does not lead the partition are
+    answered NOT_LEADER_OR_FOLLOWER with the leader, its epoch and its address, as Metadata gives
+    them; the leader itself serves both versions."""
+    c = cluster(controllers=1, nodes=2)
+    nodes = node_addresses(c)
+    admin = AdminClient({"bootstrap.servers": c.info["bootstrap"]})
+    admin.create_topics([NewTopic("hints", 8, 1)])["hints"].result(30)
+    wait_for(lambda: (lambda ls: ls and all(l >= 0 for l in ls.values()))(leaders(c.info["bootstrap"], "hints")),
+             what="a leader for every partition")
+    metadata = call(nodes[101], MetadataRequest[12](topics=[MetadataRequest.MetadataRequestTopic(name="hints")],
+                                                   allow_auto_topic_creation=False), MetadataResponse, 12)
+    topic = metadata.topics[0]
+    placed = {p.partition_index: (p.leader_id, p.leader_epoch) for p in topic.partitions}
+    builder = MemoryRecordsBuilder(magic=2, compression_type=0, batch_size=1 << 20)
+    builder.append(timestamp=None, key=None, value=b"hint", headers=[])
+    builder.close()
+    records = bytes(builder.buffer())
+    for partition, (leader, epoch) in placed.items():
+        other = 102 if leader == 101 else 101
+        data = ProduceRequest.TopicProduceData.PartitionProduceData(index=partition, records=records)
+        produce = ProduceRequest[10](transactional_id=None, acks=1, timeout_ms=5000, topic_data=[
+            ProduceRequest.TopicProduceData(name="hints", partition_data=[data])])
+        fetch_partition = FetchRequest.FetchTopic.FetchPartition(
+            partition=partition, current_leader_epoch=-1, fetch_offset=0, last_fetched_epoch=-1, log_start_offset=-1,
+            partition_max_bytes=1 << 20)
+        fetch = FetchRequest[16](max_wait_ms=0, min_bytes=1, max_bytes=1 << 20, isolation_level=0, session_id=0,
+                                 session_epoch=-1, topics=[FetchRequest.FetchTopic(topic_id=topic.topic_id, partitions=[fetch_partition])],
+                                 forgotten_topics_data=[], rack_id="")
+        endpoint = [(leader, nodes[leader])]
+        # Turned away, with the way to the leader.
+        answer = call(nodes[other], produce, ProduceResponse, 10)
+        refused = answer.responses[0].partition_responses[0]
+        assert refused.error_code == 6, refused  # NOT_LEADER_OR_FOLLOWER
+        assert (refused.current_leader.leader_id, refused.current_leader.leader_epoch) == (leader, epoch)
+        assert [(e.node_id, f"{e.host}:{e.port}") for e in answer.node_endpoints] == endpoint
+        answer = call(nodes[other], fetch, FetchResponse, 16)
+        refused = answer.responses[0].partitions[0]
+        assert refused.error_code == 6, refused
+        assert (refused.current_leader.leader_id, refused.current_leader.leader_epoch) == (leader, epoch)
+        assert [(e.node_id, f"{e.host}:{e.port}") for e in answer.node_endpoints] == endpoint
+        # The leader takes the record (once it has opened the partition) and gives it back, with no hint.
+        answer = wait_for(lambda: (lambda a: a.responses[0].partition_responses[0].error_code == 0 and a)(
+            call(nodes[leader], produce, ProduceResponse, 10)), what=f"node {leader} taking a record of partition {partition}")
+        taken = answer.responses[0].partition_responses[0]
+        assert (taken.error_code, taken.base_offset, taken.current_leader, answer.node_endpoints) == (0, 0, None, [])
+        answer = call(nodes[leader], fetch, FetchResponse, 16)
+        served = answer.responses[0].partitions[0]
+        assert (served.error_code, served.high_watermark, answer.node_endpoints) == (0, 1, [])
+        # As produced, but for the partition leader epoch the leader stamps in it.
+        assert served.records[16:] == records[16:] and struct.unpack(">i", served.records[12:16])[0] == epoch

@@ -5,9 +5,10 @@ import RafkaCore
 import RafkaStorage
 
 extension KafkaAPIs {
-    /// Fetch v4–13, with incremental fetch sessions from v7 (`FetchSessionCache`). Long-polls
+    /// Fetch v4–16, with incremental fetch sessions from v7 (`FetchSessionCache`). Long-polls
     /// until `minBytes` arrived or `maxWaitMs` passed. The answer is encoded here: records behind
-    /// the hot cache are sent from their segment.
+    /// the hot cache are sent from their segment. From v16 it names the leader of each partition
+    /// turned away (`LeaderHints`).
     func fetch(_ request: FetchRequest, _ context: RequestContext) -> EventLoopFuture<KafkaFrame?> {
         let operation = FetchOperation(request: request, context: context, broker: self.broker)
         return operation.run().map { response, fileRecords, reservations in
@@ -419,6 +420,11 @@ final class FetchOperation {
                 topic.partitions = [data]
                 response.responses.append(topic)
             }
+        }
+        if self.context.apiVersion >= 16,
+            included.contains(where: { LeaderHints.applies(to: $0.1.errorCode, fetching: true) })
+        {
+            response.addLeaderHints(LeaderHints(self.broker))
         }
         return (response, fileRecords, reservations)
     }

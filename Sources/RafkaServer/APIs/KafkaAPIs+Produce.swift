@@ -7,7 +7,8 @@ import RafkaStorage
 
 extension KafkaAPIs {
     /// Produce v3–10. Each partition's records are validated and appended on the partition's
-    /// loop (`PartitionShell.append(validating:)`); the reply lists every partition in request order.
+    /// loop (`PartitionShell.append(validating:)`); the reply lists every partition in request order,
+    /// and from v10 names the leader of each partition turned away (`LeaderHints`).
     /// With acks=0 nothing is sent back, and a failed partition closes the connection (as Kafka
     /// does, so that the producer notices).
     func produce(_ request: ProduceRequest, _ context: RequestContext) -> EventLoopFuture<ProduceResponse?> {
@@ -32,6 +33,7 @@ extension KafkaAPIs {
         // (`PartitionLog.append`).
         let names = request.topicData.map(\.name)
         let acks = request.acks
+        let version = context.apiVersion
         return ready.flatMap {
             let answers = PartitionAnswers(counts: request.topicData.map(\.partitionData.count), loop: context.eventLoop)
             var slot = 0
@@ -46,6 +48,9 @@ extension KafkaAPIs {
                 var response = ProduceResponse()
                 response.responses = zip(names, grouped).map { .init(name: $0, partitionResponses: $1) }
                 let results = grouped.joined()
+                if version >= 10 && results.contains(where: { LeaderHints.applies(to: $0.errorCode, fetching: false) }) {
+                    response.addLeaderHints(LeaderHints(self.broker))
+                }
                 if acks == 0 {
                     if let failed = results.first(where: { $0.errorCode != 0 }) {
                         throw ConnectionFailure(reason: "acks=0 produce failed with error \(failed.errorCode)")
