@@ -20,11 +20,11 @@ struct BenchTopic: Sendable {
     /// The partition indexes in order, sorted once: producers look them up for every send.
     let partitions: [Int32]
 
-    init(name: String, id: KafkaUUID, leaders: [Int32: Leader], bootstrap: String) {
+    init(name: String, id: KafkaUUID, leaders: [Int32: Leader], epochs: [Int32: Int32] = [:], bootstrap: String) {
         self.name = name
         self.id = id
         self.leaders = leaders
-        self.routes = LeaderMap(bootstrap: bootstrap, topic: name, leaders: leaders)
+        self.routes = LeaderMap(bootstrap: bootstrap, topic: name, leaders: leaders, epochs: epochs)
         self.partitions = leaders.keys.sorted()
     }
 
@@ -43,12 +43,15 @@ struct BenchTopic: Sendable {
             let brokers = Dictionary(response.brokers.map { ($0.nodeId, $0) }, uniquingKeysWith: { first, _ in first })
             if let topic = response.topics.first, topic.errorCode == 0, !topic.partitions.isEmpty {
                 var leaders: [Int32: Leader] = [:]
+                var epochs: [Int32: Int32] = [:]
                 for partition in topic.partitions where partition.errorCode == 0 {
                     guard let broker = brokers[partition.leaderId] else { continue }
                     leaders[partition.partitionIndex] = Leader(id: broker.nodeId, host: broker.host, port: Int(broker.port))
+                    epochs[partition.partitionIndex] = partition.leaderEpoch
                 }
                 if leaders.count == topic.partitions.count {
-                    return BenchTopic(name: settings.topic, id: topic.topicId, leaders: leaders, bootstrap: settings.bootstrap)
+                    return BenchTopic(
+                        name: settings.topic, id: topic.topicId, leaders: leaders, epochs: epochs, bootstrap: settings.bootstrap)
                 }
             } else if let topic = response.topics.first, topic.errorCode == KafkaErrorCode.unknownTopicOrPartition.rawValue, !created {
                 guard create else { throw KafkaClientError("topic \(settings.topic) does not exist") }

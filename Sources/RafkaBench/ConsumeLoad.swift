@@ -155,6 +155,8 @@ private final class FetchLanes: Sendable {
         var reposition = false
         /// nil for a lane's first partitions, which have not moved.
         var since: Int64? = nil
+        /// The answer that moved it named a newer leader (`LeaderMap.learn`): tried at once.
+        var hinted = false
     }
 
     private struct Entry: Sendable {
@@ -231,8 +233,9 @@ private final class FetchLanes: Sendable {
         self.state.withLock { $0.pending -= 1 }
     }
 
-    /// `partition` left `consumer`'s lane: after the back-off, asks where it is led now and hands
-    /// it to that leader's lane (joining one being opened, or opening one), retrying until
+    /// `partition` left `consumer`'s lane: after the back-off, asks where it is led now (at once,
+    /// without asking, when the answer named its leader: `Moving.hinted`) and hands it to that
+    /// leader's lane (joining one being opened, or opening one), retrying until
     /// `LeaderMap.patienceNanoseconds` have passed since a leader last served it.
     func move(_ partition: Int32, _ moving: Moving, consumer: Int) {
         self.state.withLock { $0.pending += 1 }
@@ -241,8 +244,12 @@ private final class FetchLanes: Sendable {
             var problem: String?
             let routes = self.load.topic.routes
             while !self.stopped {
-                try? await Task.sleep(nanoseconds: UInt64(LeaderMap.retryBackoff.nanoseconds))
-                await routes.refresh()
+                if moving.hinted {
+                    moving.hinted = false
+                } else {
+                    try? await Task.sleep(nanoseconds: UInt64(LeaderMap.retryBackoff.nanoseconds))
+                    await routes.refresh()
+                }
                 let leader = routes.leader(of: partition)
                 let key = Key(consumer: consumer, leader: leader)
                 do {
@@ -378,14 +385,16 @@ private final class FetchLane {
     }
 
     /// Stops reading `partition` here and sends it to its leader now, for `reason`; with
-    /// `reposition`, its position is looked up there again.
-    private func moveAway(_ partition: Int32, reason: String, now: Int64, reposition: Bool = false) {
+    /// `reposition`, its position is looked up there again; `hinted`: the answer named the leader.
+    private func moveAway(_ partition: Int32, reason: String, now: Int64, reposition: Bool = false, hinted: Bool = false) {
         guard let position = self.positions.removeValue(forKey: partition) else { return }
         self.order.removeAll { $0 == partition }
         let since = self.unservedSince.removeValue(forKey: partition) ?? now
         self.session?.reset()  // the next request lists what is left and starts a session without it
         self.load.counters.count(retry: reason)
-        self.lanes.move(partition, .init(position: position, reposition: reposition, since: since), consumer: self.key.consumer)
+        self.lanes.move(
+            partition, .init(position: position, reposition: reposition, since: since, hinted: hinted),
+            consumer: self.key.consumer)
     }
 
     private func end(failing error: (any Error)? = nil) {
@@ -470,11 +479,15 @@ private final class FetchLane {
         self.session?.answered(sessionID: response.sessionId, listed: listed)
         var records = 0
         var wireBytes = 0
+        let endpoints = response.nodeEndpoints.map { BenchTopic.Leader(id: $0.nodeId, host: $0.host, port: Int($0.port)) }
         for answer in response.responses.first?.partitions ?? [] {
             guard var position = self.positions[answer.partitionIndex] else { continue }  // moved away
             let code = KafkaErrorCode(rawValue: answer.errorCode)
             if LeaderMap.moved.contains(code) {
-                self.moveAway(answer.partitionIndex, reason: "fetch \(code)", now: arrived)
+                let hinted = self.load.topic.routes.learn(
+                    answer.partitionIndex, leaderID: answer.currentLeader.leaderId,
+                    epoch: answer.currentLeader.leaderEpoch, endpoints: endpoints)
+                self.moveAway(answer.partitionIndex, reason: "fetch \(code)", now: arrived, hinted: hinted)
                 continue
             }
             guard answer.errorCode == 0 else {

@@ -3,10 +3,13 @@ import NIOCore
 import RafkaClient
 import Synchronization
 
-/// Where each partition of a run's topic is led now. In a cluster partitions move while a run
-/// goes on (a data node joins the ring or leaves it): a producer or consumer answered
-/// NOT_LEADER_OR_FOLLOWER for a partition, or whose connection to its leader closed, waits
-/// `retryBackoff`, asks for a refresh and looks the partition up again, as Kafka clients do.
+/// Where each partition of a run's topic is led now, and at which leader epoch. In a cluster
+/// partitions move while a run goes on (a data node joins the ring or leaves it): a producer or
+/// consumer answered NOT_LEADER_OR_FOLLOWER for a partition, or whose connection to its leader
+/// closed, waits `retryBackoff`, asks for a refresh and looks the partition up again, as Kafka
+/// clients do. An answer that names the new leader with a newer epoch (KIP-951: Produce v10,
+/// Fetch v16) is taken at once (`learn`), and the batch or reader goes there without the wait,
+/// as the Java client does.
 final class LeaderMap: Sendable {
     /// Partition answers that mean "ask someone else": the partition moved or is being opened.
     static let moved: Set<KafkaErrorCode> = [.notLeaderOrFollower, .leaderNotAvailable, .unknownTopicOrPartition]
@@ -29,6 +32,8 @@ final class LeaderMap: Sendable {
     private let topic: String
     private struct State {
         var leaders: [Int32: BenchTopic.Leader]
+        /// Each partition's leader epoch as last learned (-1: the broker gives none).
+        var epochs: [Int32: Int32]
         /// The refresh under way, which callers meanwhile wait for instead of asking again.
         var refreshing: Task<Void, Never>?
         /// Why the last refresh learned nothing, if it did not.
@@ -37,14 +42,33 @@ final class LeaderMap: Sendable {
 
     private let state: Mutex<State>
 
-    init(bootstrap: String, topic: String, leaders: [Int32: BenchTopic.Leader]) {
+    init(bootstrap: String, topic: String, leaders: [Int32: BenchTopic.Leader], epochs: [Int32: Int32]) {
         self.bootstrap = bootstrap
         self.topic = topic
-        self.state = Mutex(State(leaders: leaders))
+        self.state = Mutex(State(leaders: leaders, epochs: epochs))
     }
 
     func leader(of partition: Int32) -> BenchTopic.Leader {
         self.state.withLock { $0.leaders[partition]! }
+    }
+
+    /// Takes a leader an answer named for `partition` (`leaderID`, -1 for none, at `epoch`) if its
+    /// epoch is newer than the one known and its address is known (`endpoints`, or an earlier
+    /// leader). Returns whether the map now names that leader at that epoch (taken here, or
+    /// already, from another answer): the partition may be tried there at once.
+    func learn(_ partition: Int32, leaderID: Int32, epoch: Int32, endpoints: [BenchTopic.Leader]) -> Bool {
+        guard leaderID >= 0, epoch >= 0 else { return false }
+        return self.state.withLock { state in
+            let known = state.epochs[partition, default: -1]
+            if epoch > known,
+                let leader = endpoints.first(where: { $0.id == leaderID })
+                    ?? state.leaders.values.first(where: { $0.id == leaderID })
+            {
+                state.leaders[partition] = leader
+                state.epochs[partition] = epoch
+            }
+            return state.epochs[partition] == epoch && state.leaders[partition]?.id == leaderID
+        }
     }
 
     /// Why the last refresh learned nothing (no broker answered, or Metadata named no leaders),
@@ -96,9 +120,13 @@ final class LeaderMap: Sendable {
             var leaderless = 0
             for partition in topic.partitions where partition.errorCode != 0 { leaderless += 1 }
             for partition in topic.partitions where partition.errorCode == 0 {
-                guard let broker = brokers[partition.leaderId] else { continue }
+                // A node whose image is behind may name a leader already replaced.
+                let known = state.epochs[partition.partitionIndex, default: -1]
+                guard let broker = brokers[partition.leaderId], partition.leaderEpoch < 0 || partition.leaderEpoch >= known
+                else { continue }
                 state.leaders[partition.partitionIndex] = .init(
                     id: broker.nodeId, host: broker.host, port: Int(broker.port))
+                state.epochs[partition.partitionIndex] = partition.leaderEpoch
             }
             return leaderless == 0 ? nil : "Metadata names no leader for \(leaderless) partitions of \(self.topic)"
         }

@@ -443,29 +443,30 @@ private final class ProducerLane {
     }
 
     /// Sets `plan` aside to be sent again once its partition's leader is known (after
-    /// `LeaderMap.retryBackoff`), for `reason`.
-    private func retry(_ plan: Planned, reason: String?, now: Int64) {
+    /// `LeaderMap.retryBackoff`, or at once when the answer named a newer leader: `hinted`), for
+    /// `reason`.
+    private func retry(_ plan: Planned, reason: String?, now: Int64, hinted: Bool = false) {
         var plan = plan
         plan.failedSince = plan.failedSince ?? now
         self.retrying.append(plan)
         if let reason { self.load.counters.count(retry: reason) }
-        self.recover()
+        self.recover(hinted: hinted)
     }
 
-    /// Waits `LeaderMap.retryBackoff`, asks where the partitions went, connects to leaders this
-    /// producer has no connection to, and sends the waiting batches again. One recovery at a
-    /// time; a batch that finds no leader to take it within `LeaderMap.patienceNanoseconds`
-    /// fails the run.
-    private func recover() {
+    /// Waits `LeaderMap.retryBackoff`, asks where the partitions went (neither when `hinted`: an
+    /// answer named where), connects to leaders this producer has no connection to, and sends the
+    /// waiting batches again. One recovery at a time; a batch that finds no leader to take it
+    /// within `LeaderMap.patienceNanoseconds` fails the run.
+    private func recover(hinted: Bool) {
         guard !self.recovering else { return }
         self.recovering = true
         let lane = self.bound
         let loop = self.loop
         let routes = self.load.topic.routes
         let clientID = "rafka-bench-producer-\(self.producer)"
-        loop.scheduleTask(in: LeaderMap.retryBackoff) {
+        loop.scheduleTask(in: hinted ? .zero : LeaderMap.retryBackoff) {
             Task {
-                await routes.refresh()
+                if !hinted { await routes.refresh() }
                 let wanted = (try? await loop.submit { lane.value.leadersWithoutConnection() }.get()) ?? []
                 var opened: [(leader: BenchTopic.Leader, connection: KafkaConnection)] = []
                 var failure: String?
@@ -585,20 +586,26 @@ private final class ProducerLane {
     ) {
         let done = MonotonicClock.now()
         var baseOffsets: [Int32: Int64] = [:]
-        var moved: [Int32: KafkaErrorCode] = [:]
+        var moved: [Int32: (code: KafkaErrorCode, hinted: Bool)] = [:]
+        let endpoints = (response?.nodeEndpoints ?? []).map {
+            BenchTopic.Leader(id: $0.nodeId, host: $0.host, port: Int($0.port))
+        }
         for answer in response?.responses.first?.partitionResponses ?? [] {
             let code = KafkaErrorCode(rawValue: answer.errorCode)
             if answer.errorCode == 0 {
                 baseOffsets[answer.index] = answer.baseOffset
             } else if LeaderMap.moved.contains(code) {
-                moved[answer.index] = code
+                let hinted = self.load.topic.routes.learn(
+                    answer.index, leaderID: answer.currentLeader.leaderId, epoch: answer.currentLeader.leaderEpoch,
+                    endpoints: endpoints)
+                moved[answer.index] = (code, hinted)
             } else {
                 self.load.counters.count(error: "\(code)")
             }
         }
         for (plan, wireBytes) in batches {
-            if let code = moved[plan.partition] {
-                self.retry(plan, reason: "\(code)", now: done)
+            if let (code, hinted) = moved[plan.partition] {
+                self.retry(plan, reason: "\(code)", now: done, hinted: hinted)
                 continue
             }
             let baseOffset = baseOffsets[plan.partition] ?? -1
