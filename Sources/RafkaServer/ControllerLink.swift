@@ -23,6 +23,11 @@ actor ControllerLink {
     private let logger: Logger
     private let group: any EventLoopGroup
     private var leaderConnection: KafkaConnection?
+    /// A second connection to the leader, for the metadata long polls: requests on one
+    /// connection are answered in order, so heartbeats and forwarded changes would otherwise
+    /// wait behind a poll.
+    private var pollConnection: KafkaConnection?
+    private var leaderEndpoint: Endpoint?
     private var anyConnection: KafkaConnection?
     private(set) var leaderID: NodeID?
     private(set) var incarnation: Int64?
@@ -96,16 +101,43 @@ actor ControllerLink {
             self.drop(probe)
             throw BrokerError(.notController, "the controller quorum has no leader now")
         }
-        let connection = try await self.connect(Endpoint(host: listener.host, port: Int32(listener.port)))
+        let endpoint = Endpoint(host: listener.host, port: Int32(listener.port))
+        let connection = try await self.connect(endpoint)
+        if let found = self.leaderConnection {
+            // The heartbeats and the long polls looked for the leader at the same time.
+            connection.close()
+            return found
+        }
         self.leaderConnection = connection
+        self.leaderEndpoint = endpoint
         self.leaderID = NodeID(partition.leaderId)
         return connection
     }
 
+    /// The long polls' connection to the quorum leader.
+    private func leaderForPolls() async throws -> KafkaConnection {
+        if let connection = self.pollConnection { return connection }
+        _ = try await self.leader()
+        guard let endpoint = self.leaderEndpoint else { throw BrokerError(.notController, "the controller leader is unknown") }
+        let connection = try await self.connect(endpoint)
+        if let found = self.pollConnection {
+            connection.close()
+            return found
+        }
+        self.pollConnection = connection
+        return connection
+    }
+
+    /// Closes `connection`; dropping either connection to the leader drops both, so that the
+    /// leader is looked for again.
     private func drop(_ connection: KafkaConnection) {
         connection.close()
-        if self.leaderConnection === connection {
+        if self.leaderConnection === connection || self.pollConnection === connection {
+            self.leaderConnection?.close()
+            self.pollConnection?.close()
             self.leaderConnection = nil
+            self.pollConnection = nil
+            self.leaderEndpoint = nil
             self.leaderID = nil
         }
         if self.anyConnection === connection { self.anyConnection = nil }
@@ -206,12 +238,23 @@ actor ControllerLink {
 
     // MARK: Following the metadata log
 
-    private func fetch() async {
+    /// How long a metadata long poll may wait at the controller for a change, in milliseconds.
+    static let metadataWaitMilliseconds: Int32 = 500
+
+    /// Fetches what was committed after this node's image; with `waitMilliseconds`, on the polls'
+    /// connection, waiting up to that long at the controller for something to be. Returns whether
+    /// the image moved, and whether the controller could wait (v1; an older one is polled).
+    @discardableResult
+    private func fetch(waitMilliseconds: Int32 = 0) async -> (learned: Bool, waited: Bool) {
+        let polling = waitMilliseconds > 0
         do {
-            let connection = try await self.leader()
+            let connection = polling ? try await self.leaderForPolls() : try await self.leader()
+            let waits = polling && (try? connection.version(for: FetchMetadataRequest.self)) ?? 0 >= 1
+            let wait = waits ? waitMilliseconds : 0
             let response = try await connection.send(
-                FetchMetadataRequest(fromOffset: Int64(self.image.offset.rawValue)), timeout: Self.requestTimeout)
-            guard response.errorCode == 0 else { return }
+                FetchMetadataRequest(fromOffset: Int64(self.image.offset.rawValue), maxWaitMs: wait),
+                timeout: Self.requestTimeout + .milliseconds(Int64(wait)))
+            guard response.errorCode == 0 else { return (false, waits) }
             var image = self.image
             if let snapshot = response.snapshot {
                 image = try MetadataSnapshotCodec.decode(Array(snapshot.readableBytesView), scratchDirectory: self.config.dataDirectory)
@@ -219,15 +262,20 @@ actor ControllerLink {
             for entry in response.entries where entry.index > image.offset {
                 if let error = image.apply(entry) { self.logger.error("skipping an unreadable metadata entry: \(error)") }
             }
-            guard image.offset != self.image.offset || response.snapshot != nil else { return }
+            // Another fetch (a refresh beside the long poll) may have moved the image meanwhile.
+            guard image.offset > self.image.offset || (response.snapshot != nil && image.offset >= self.image.offset) else {
+                return (false, waits)
+            }
             self.image = image
             self.onImage(image)
             let ready = self.imageWaiters.filter { $0.offset <= image.offset }
             self.imageWaiters.removeAll { $0.offset <= image.offset }
             for waiter in ready { waiter.continuation.resume() }
+            return (true, waits)
         } catch {
             self.logger.debug("metadata fetch failed: \(error)")
-            if let connection = self.leaderConnection { self.drop(connection) }
+            if let connection = polling ? self.pollConnection : self.leaderConnection { self.drop(connection) }
+            return (false, false)
         }
     }
 
@@ -316,22 +364,32 @@ actor ControllerLink {
         throw BrokerError(.requestTimedOut, "could not catch up with the controllers' metadata within \(timeout)")
     }
 
-    /// Registers, then heartbeats and follows the metadata log until cancelled.
+    /// Registers, then heartbeats and follows the metadata log until cancelled: each long poll
+    /// follows the last at once (a controller that cannot wait is asked every 100 ms), and a
+    /// heartbeat goes every `node-heartbeat-interval-ms`.
     func run() async throws {
-        var lastHeartbeat = ContinuousClock.now - .seconds(60)
-        while !Task.isCancelled {
-            await self.fetch()
-            if ContinuousClock.now - lastHeartbeat >= .milliseconds(self.config.nodeHeartbeatIntervalMilliseconds) {
-                await self.heartbeat()
-                lastHeartbeat = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while true {
+                    let (learned, waited) = await self.fetch(waitMilliseconds: Self.metadataWaitMilliseconds)
+                    // Polled, failed, or answered early with nothing yet: not at once again.
+                    if !learned { try await Task.sleep(for: .milliseconds(waited ? 10 : 100)) }
+                }
             }
-            try await Task.sleep(for: .milliseconds(100))
+            group.addTask {
+                while true {
+                    await self.heartbeat()
+                    try await Task.sleep(for: .milliseconds(self.config.nodeHeartbeatIntervalMilliseconds))
+                }
+            }
+            try await group.next()
         }
     }
 
     func close() {
         self.closed = true
         self.leaderConnection?.close()
+        self.pollConnection?.close()
         self.anyConnection?.close()
         for waiter in self.imageWaiters { waiter.continuation.resume() }
         self.imageWaiters = []

@@ -35,7 +35,7 @@ struct ControllerRouter: FrameRouter {
         // Rafka's own, for data nodes (Kafka clients ignore keys they do not know).
         (RafkaAPIKey.registerNode, 0...0),
         (RafkaAPIKey.nodeHeartbeat, 0...0),
-        (RafkaAPIKey.fetchMetadata, 0...0),
+        (RafkaAPIKey.fetchMetadata, 0...1),
         (.rafkaDescribeNodes, 0...0),
         (.rafkaDescribeRing, 0...0),
     ]

@@ -190,9 +190,15 @@ final class ControllerService: Sendable {
         return NodeHeartbeatResponse()
     }
 
+    /// The longest a data node's metadata long poll is held (`FetchMetadataRequest.maxWaitMs`).
+    static let metadataWaitMax = Duration.seconds(5)
+
     func fetchMetadata(_ request: FetchMetadataRequest) async -> FetchMetadataResponse {
-        let found = await self.quorum.committed(
-            after: LogIndex(UInt64(max(0, request.fromOffset))), limit: Int(max(1, min(request.maxEntries, 10_000))))
+        let after = LogIndex(UInt64(max(0, request.fromOffset)))
+        if request.maxWaitMs > 0 {
+            await self.quorum.waitCommitted(after: after, limit: min(.milliseconds(request.maxWaitMs), Self.metadataWaitMax))
+        }
+        let found = await self.quorum.committed(after: after, limit: Int(max(1, min(request.maxEntries, 10_000))))
         return FetchMetadataResponse(
             commitIndex: Int64(found.commit.rawValue), snapshot: found.snapshot.map { ByteBuffer(bytes: $0.data) },
             entries: found.entries)

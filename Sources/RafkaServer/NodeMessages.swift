@@ -145,27 +145,35 @@ struct NodeHeartbeatResponse: KafkaResponseMessage {
 }
 
 /// A data node follows the metadata log (like a KRaft broker fetching __cluster_metadata):
-/// committed entries after `fromOffset`, or the snapshot when those were compacted away.
-struct FetchMetadataRequest: KafkaRequestMessage {
+/// committed entries after `fromOffset`, or the snapshot when those were compacted away. From
+/// v1 it long-polls: with nothing committed after `fromOffset`, the controller answers when
+/// something is, or after `maxWaitMs`, so that every node learns a change (a join, a leave)
+/// within a round trip of its commit rather than at its next poll.
+struct FetchMetadataRequest: KafkaRequestMessage, Equatable {
     static let apiKey = RafkaAPIKey.fetchMetadata
-    static let schemaVersions: ClosedRange<Int16> = 0...0
+    static let schemaVersions: ClosedRange<Int16> = 0...1
     static let firstFlexibleVersion: Int16? = 0
     var fromOffset: Int64 = 0
     var maxEntries: Int32 = 1000
+    /// v1+: how long the controller may wait for an entry after `fromOffset` (0: answer at once).
+    var maxWaitMs: Int32 = 0
 
-    init(fromOffset: Int64, maxEntries: Int32 = 1000) {
+    init(fromOffset: Int64, maxEntries: Int32 = 1000, maxWaitMs: Int32 = 0) {
         self.fromOffset = fromOffset
         self.maxEntries = maxEntries
+        self.maxWaitMs = maxWaitMs
     }
 
     init(from buffer: inout ByteBuffer, version: Int16) throws(KafkaDecodingError) {
         self.fromOffset = try buffer.readKafkaInt64()
         self.maxEntries = try buffer.readKafkaInt32()
+        if version >= 1 { self.maxWaitMs = try buffer.readKafkaInt32() }
     }
 
     func encode(into buffer: inout ByteBuffer, version: Int16) {
         buffer.writeKafkaInt64(self.fromOffset)
         buffer.writeKafkaInt32(self.maxEntries)
+        if version >= 1 { buffer.writeKafkaInt32(self.maxWaitMs) }
     }
 }
 

@@ -50,6 +50,10 @@ actor RaftShell {
     private var proposals: [LogIndex: ProposalState] = [:]
     private var readRequests: [UInt64: CheckedContinuation<LogIndex, any Error>] = [:]
     private var appliedWaiters: [(index: LogIndex, continuation: CheckedContinuation<MetadataImage, any Error>)] = []
+    /// Data nodes' metadata long polls (`waitCommitted`), by id: each until an entry after its
+    /// offset commits here, its time is up, or the member stops.
+    private var commitWaiters: [UInt64: (after: LogIndex, continuation: CheckedContinuation<Void, Never>)] = [:]
+    private var nextCommitWaiterID: UInt64 = 1
     private var nextReadID: UInt64 = 1
     private var processing = false
     private var snapshotting = false
@@ -243,6 +247,33 @@ actor RaftShell {
 
     var isLeader: Bool { self.core.isLeader }
 
+    /// Returns once an entry after `offset` is committed here, after `limit`, or when this member
+    /// stops (a data node's long poll of the metadata log).
+    func waitCommitted(after offset: LogIndex, limit: Duration) async {
+        guard self.core.commitIndex <= offset, !self.stopped, limit > .zero else { return }
+        let id = self.nextCommitWaiterID
+        self.nextCommitWaiterID += 1
+        await withCheckedContinuation { continuation in
+            self.commitWaiters[id] = (offset, continuation)
+            Task {
+                try? await Task.sleep(for: limit)
+                self.resumeCommitWaiter(id)
+            }
+        }
+    }
+
+    private func resumeCommitWaiter(_ id: UInt64) {
+        self.commitWaiters.removeValue(forKey: id)?.continuation.resume()
+    }
+
+    private func releaseCommitWaiters(all: Bool = false) {
+        let commit = self.core.commitIndex
+        for (id, waiter) in self.commitWaiters where all || waiter.after < commit {
+            self.commitWaiters[id] = nil
+            waiter.continuation.resume()
+        }
+    }
+
     /// Committed entries after `offset` (at most `limit`), or the snapshot and the entries after
     /// it when `offset` was compacted away: what a data node following the log needs next.
     func committed(after offset: LogIndex, limit: Int) -> (commit: LogIndex, snapshot: RaftSnapshot?, entries: [RaftEntry]) {
@@ -299,6 +330,7 @@ extension RaftShell {
                 self.core.applied(through: snapshot.index)
             }
             self.releaseAppliedWaiters()
+            self.releaseCommitWaiters()
             self.maybeCompact()
         }
     }
@@ -424,6 +456,7 @@ extension RaftShell {
         self.failPending(error)
         for waiter in self.appliedWaiters { waiter.continuation.resume(throwing: error) }
         self.appliedWaiters = []
+        self.releaseCommitWaiters(all: true)
     }
 
     /// Saves the latest hard state (so a restart re-applies less) and syncs the log.

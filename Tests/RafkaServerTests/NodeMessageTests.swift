@@ -6,16 +6,25 @@ import Testing
 /// The data nodes' own requests survive the wire; every truncation and a lying count are
 /// refused without a crash or a large allocation.
 @Suite struct NodeMessageTests {
-    static func roundTrip<M: KafkaRequestMessage & Equatable>(_ message: M) throws {
+    static func roundTrip<M: KafkaRequestMessage & Equatable>(_ message: M, version: Int16 = 0) throws {
         var buffer = ByteBuffer()
-        message.encode(into: &buffer, version: 0)
+        message.encode(into: &buffer, version: version)
         var reader = buffer
-        #expect(try M(from: &reader, version: 0) == message)
+        #expect(try M(from: &reader, version: version) == message)
         #expect(reader.readableBytes == 0)
         for length in 0..<buffer.readableBytes {
             var prefix = buffer.getSlice(at: 0, length: length)!
-            #expect(throws: KafkaDecodingError.self) { try M(from: &prefix, version: 0) }
+            #expect(throws: KafkaDecodingError.self) { try M(from: &prefix, version: version) }
         }
+    }
+
+    /// v1 carries the long poll's wait; v0 (an older node) has none, and waits for nothing.
+    @Test func metadataFetchRoundTripsInBothVersions() throws {
+        try Self.roundTrip(FetchMetadataRequest(fromOffset: 41, maxEntries: 1000, maxWaitMs: 500), version: 1)
+        try Self.roundTrip(FetchMetadataRequest(fromOffset: 41, maxEntries: 1000), version: 0)
+        var buffer = ByteBuffer()
+        FetchMetadataRequest(fromOffset: 41, maxWaitMs: 500).encode(into: &buffer, version: 0)
+        #expect(try FetchMetadataRequest(from: &buffer, version: 0).maxWaitMs == 0)
     }
 
     @Test func handoffCopyAheadAndHeartbeatRoundTrip() throws {

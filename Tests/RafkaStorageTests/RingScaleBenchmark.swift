@@ -113,7 +113,7 @@ struct RingScaleBenchmark {
             partitions to move found in \(ms(incremental)) (\(inTakenArcs) keys in the taken arcs; a full recompute takes \(ms(replaceAll)) \
             and finds \(movedLeaders) leaders moved, \(String(format: "%.2f", Double(movedLeaders) * Double(nodeCount + 1) / Double(partitionCount)))/N)
               propagation = metadata commit (p50 1.1 ms, benchmarks/metadata_quorum.py) + the node's metadata fetch \
-            (polled every 100 ms) + \(ms(apply + rebuild + incremental)) of work per node
+            (a long poll: a round trip) + \(ms(apply + rebuild + incremental)) of work per node
             """)
         #expect(movedLeaders == inTakenArcs, "the incremental search must find exactly the moved leaders")
     }
