@@ -6,7 +6,8 @@ import RafkaStorage
 /// Makes this node's partitions match the metadata image, like a KRaft broker applying metadata
 /// deltas: new topics and partitions are opened, deleted topics are removed, changed configs are
 /// applied. Then it publishes the image to `MetadataCache`, so request handlers never see a
-/// topic whose partitions are not open yet.
+/// topic whose partitions are not open yet. A data node publishes before its `PartitionMover`
+/// follows the image (partitions there open through takeovers, which requests wait for).
 ///
 /// Images arrive in log order from the quorum (`submit`); intermediate ones may be skipped,
 /// since each pass diffs against the last image reconciled.
@@ -66,7 +67,7 @@ actor MetadataReconciler {
         let placement = self.cache.placement(for: image)
         await self.reconcilePartitions(from: self.reconciled, to: image, placement: placement)
         self.reconciled = image
-        self.cache.publish(image, placement: placement)
+        if self.mover == nil { self.cache.publish(image, placement: placement) }
         let ready = self.waiters.filter { $0.offset <= image.offset }
         self.waiters.removeAll { $0.offset <= image.offset }
         for waiter in ready { waiter.continuation.resume() }
@@ -97,6 +98,16 @@ actor MetadataReconciler {
             }
             if let old, old.configs != topic.configs { self.replicas.update(topic: topic.name, config: config) }
         }
-        await self.mover?.follow(image, placement: placement)
+        if let mover = self.mover {
+            // A data node opens nothing here (takeovers do, and requests wait for them), and
+            // publishes first: a client turned away from a partition that moved is then told
+            // where it went (`LeaderHints`), not pointed back at this node. What it will take
+            // over is marked before, so that a client sent here meanwhile waits for it.
+            if image.ringEpoch != before.ringEpoch || image.topics != before.topics {
+                mover.expectArrivals(image, placement: placement)
+            }
+            self.cache.publish(image, placement: placement)
+            await mover.follow(image, placement: placement)
+        }
     }
 }

@@ -2,6 +2,7 @@ import ChordCore
 import HashTreeCollections
 import KafkaProtocol
 import Logging
+import NIOCore
 import RafkaCore
 import RafkaStorage
 import Synchronization
@@ -10,6 +11,8 @@ import Synchronization
 final class MetadataCache: Sendable {
     private let current: Mutex<(image: MetadataImage, placement: PartitionPlacement)>
     private let uncleanByDefault: Bool
+    /// Requests waiting for a ring epoch this node has not reached yet (`whenRingEpoch`).
+    private let epochWaiters = Mutex<[(epoch: Int64, wake: @Sendable () -> Void)]>([])
 
     init(_ image: MetadataImage, uncleanByDefault: Bool = false) {
         self.uncleanByDefault = uncleanByDefault
@@ -33,6 +36,27 @@ final class MetadataCache: Sendable {
     func publish(_ image: MetadataImage, placement: PartitionPlacement? = nil) {
         let placement = placement ?? self.placement(for: image)
         self.current.withLock { $0 = (image, placement) }
+        let reached = self.epochWaiters.withLock { waiters in
+            let reached = waiters.filter { $0.epoch <= image.ringEpoch }
+            waiters.removeAll { $0.epoch <= image.ringEpoch }
+            return reached
+        }
+        for waiter in reached { waiter.wake() }
+    }
+
+    /// Succeeds on `loop` once the published image is at ring epoch `epoch` or later, or after
+    /// `limit`: a client that learned of a change before this node did (a Fetch naming a newer
+    /// leader epoch) is answered under it rather than turned away.
+    func whenRingEpoch(reaches epoch: Int64, on loop: any EventLoop, within limit: TimeAmount) -> EventLoopFuture<Void> {
+        let done = loop.makePromise(of: Void.self)
+        let timer = loop.scheduleTask(in: limit) { done.succeed() }
+        self.epochWaiters.withLock { $0.append((epoch, { timer.cancel(); done.succeed() })) }
+        // Published meanwhile: the waiter above may have been missed (`publish` drops it later).
+        if self.image.ringEpoch >= epoch {
+            timer.cancel()
+            done.succeed()
+        }
+        return done.futureResult
     }
 }
 

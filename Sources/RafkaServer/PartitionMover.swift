@@ -19,8 +19,9 @@ import RafkaStorage
 ///    gave, and made durable.
 /// 3. Record the leader epoch E with the copy, serve it, and tell the holders to delete theirs.
 ///
-/// Until step 3, clients get NOT_LEADER_OR_FOLLOWER for the partition and retry. A newer image
-/// cancels a takeover still under way and starts it again under the new placement.
+/// Until step 3, a client's produce or fetch of the partition waits for it here (up to
+/// `ReplicaManager.arrivalWaitMax`, then NOT_LEADER_OR_FOLLOWER, and the client retries). A newer
+/// image cancels a takeover still under way and starts it again under the new placement.
 actor PartitionMover {
     private let me: NodeID
     private let replicas: ReplicaManager
@@ -31,6 +32,9 @@ actor PartitionMover {
     /// Takeovers under way, with the ring epoch each started under.
     private var takeovers: [TopicPartition: (epoch: Int64, topicID: KafkaUUID, task: Task<Void, Never>)] = [:]
     private var connections: [NodeID: KafkaConnection] = [:]
+    /// Set by `close`: nothing connects to other nodes any more (a holder's release still on its
+    /// way is dropped; the holder deletes its copy when a later takeover releases it).
+    private var closed = false
     /// How many earlier holders to ask: more than the nodes that can join between a partition's
     /// key and its previous leader in one step.
     static let holdersAsked = 8
@@ -66,6 +70,19 @@ actor PartitionMover {
 
     // MARK: Following the image
 
+    /// Marks the partitions this node leads under `placement` and does not serve yet as arriving
+    /// (`ReplicaManager.expectArrival`), before the image is published: a client sent here by
+    /// a node that published it first waits for the takeover `follow` then starts, instead of
+    /// being turned away.
+    nonisolated func expectArrivals(_ image: MetadataImage, placement: PartitionPlacement) {
+        for topic in image.topics.values {
+            for partition in 0..<topic.partitionCount where placement.leader(of: topic, partition: partition) == .node(self.me) {
+                let tp = TopicPartition(topic.name, partition)
+                if self.replicas.shell(for: tp) == nil { self.replicas.expectArrival(tp) }
+            }
+        }
+    }
+
     /// Serves what this node leads under `image`, stops serving the rest, and starts takeovers.
     /// Returns once every partition this node no longer leads has stopped taking writes.
     func follow(_ image: MetadataImage, placement: PartitionPlacement) {
@@ -91,6 +108,7 @@ actor PartitionMover {
             takeover.task.cancel()
             replaced[tp] = takeover.task
             self.takeovers[tp] = nil
+            if !led.contains(tp) { self.replicas.endArrival(tp) }
         }
         for tp in led where self.replicas.shell(for: tp) == nil && self.takeovers[tp] == nil {
             guard let topic = image.topics[tp.topic] else { continue }
@@ -106,7 +124,10 @@ actor PartitionMover {
                 await self.takeOver(topic: topic, partition: tp.partition, epoch: epoch)
             }
             self.takeovers[tp] = (epoch, topic.id, task)
+            self.replicas.expectArrival(tp)
         }
+        // Marked by `expectArrivals` but not taken over after all (a partition served by now).
+        self.replicas.endArrivals(except: Set(self.takeovers.keys))
         self.prepareJoin()
     }
 
@@ -378,10 +399,12 @@ actor PartitionMover {
         guard self.takeovers[tp]?.epoch == epoch, !Task.isCancelled else { throw CancellationError() }
         try self.replicas.serve(tp, leaderEpoch: Int32(clamping: epoch))
         self.takeovers[tp] = nil
-        for holder in holders {
-            var release = request
-            release.release = true
-            _ = try? await self.send(release, to: holder.node)
+        // The holders drop their copies on their own time: the copying slot goes to the next
+        // takeover, whose clients may be waiting for it.
+        var release = request
+        release.release = true
+        Task { [holders] in
+            for holder in holders { _ = try? await self.send(release, to: holder.node) }
         }
     }
 
@@ -489,6 +512,7 @@ actor PartitionMover {
     private func send<Request: KafkaRequestWithResponse>(
         _ request: Request, to node: NodeID, version: Int16? = nil, timeout: TimeAmount = .seconds(10)
     ) async throws -> Request.Response {
+        guard !self.closed else { throw BrokerError(.brokerNotAvailable, "this node is stopping") }
         let connection: KafkaConnection
         if let open = self.connections[node], open.isActive {
             connection = open
@@ -515,12 +539,14 @@ actor PartitionMover {
     }
 
     func close() {
+        self.closed = true
         for precopy in self.precopies.values { precopy.task.cancel() }
         self.precopies = [:]
         for copy in self.copiesAhead.values { copy.cancel() }
         self.copiesAhead = [:]
         for takeover in self.takeovers.values { takeover.task.cancel() }
         self.takeovers = [:]
+        self.replicas.endArrivals()
         for connection in self.connections.values { connection.close() }
         self.connections = [:]
     }

@@ -33,6 +33,10 @@ final class ReplicaManager: Sendable {
     /// leader, or one this node led before and keeps until the new leader has taken it over.
     /// Follower fetches read them.
     private let held = Mutex<[TopicPartition: PartitionShell]>([:])
+    /// Partitions this node is taking over (`PartitionMover`), with the requests waiting for
+    /// them: a produce or fetch that reaches the new leader before the takeover ends waits for
+    /// it (`whenArrived`), rather than being turned away into its client's retry back-off.
+    private let arrivals = Mutex<[TopicPartition: [EventLoopPromise<Void>]]>([:])
 
     init(
         logsDirectory: String, group: any EventLoopGroup, threadPool: NIOThreadPool, writebackPool: NIOThreadPool,
@@ -211,6 +215,59 @@ final class ReplicaManager: Sendable {
         self.held.withLock { $0[topicPartition] = nil }
         self.partitions.withLock { $0[topicPartition] = shell }
         self.offline.withLock { $0[topicPartition] = nil }
+        self.endArrival(topicPartition)
+    }
+
+    // MARK: Arrivals
+
+    /// The longest a request waits for a partition being taken over here.
+    static let arrivalWaitMax = TimeAmount.seconds(5)
+
+    /// A takeover of `topicPartition` began: requests for it may wait for it.
+    func expectArrival(_ topicPartition: TopicPartition) {
+        self.arrivals.withLock { if $0[topicPartition] == nil { $0[topicPartition] = [] } }
+    }
+
+    /// The takeover of `topicPartition` ended (it is served, or this node will not lead it):
+    /// the requests waiting for it go on.
+    func endArrival(_ topicPartition: TopicPartition) {
+        for waiter in self.arrivals.withLock({ $0.removeValue(forKey: topicPartition) }) ?? [] { waiter.succeed() }
+    }
+
+    /// Every takeover ended but those of `kept` (all of them: shutdown).
+    func endArrivals(except kept: Set<TopicPartition> = []) {
+        let ended = self.arrivals.withLock { arrivals in
+            let ended = arrivals.filter { !kept.contains($0.key) }
+            for tp in ended.keys { arrivals[tp] = nil }
+            return ended.values.joined()
+        }
+        for waiter in ended { waiter.succeed() }
+    }
+
+    /// Whether `topicPartition` is being taken over here.
+    func isArriving(_ topicPartition: TopicPartition) -> Bool {
+        self.arrivals.withLock { $0[topicPartition] != nil }
+    }
+
+    /// Succeeds on `loop` once none of `partitions` is being taken over here any more, or after
+    /// `limit`, whichever comes first.
+    func whenArrived(_ partitions: [TopicPartition], on loop: any EventLoop, within limit: TimeAmount) -> EventLoopFuture<Void> {
+        let waiters = self.arrivals.withLock { arrivals in
+            partitions.compactMap { tp -> EventLoopFuture<Void>? in
+                guard arrivals[tp] != nil else { return nil }
+                let promise = loop.makePromise(of: Void.self)
+                arrivals[tp]!.append(promise)
+                return promise.futureResult
+            }
+        }
+        guard !waiters.isEmpty else { return loop.makeSucceededVoidFuture() }
+        let done = loop.makePromise(of: Void.self)
+        let timer = loop.scheduleTask(in: limit) { done.succeed() }
+        EventLoopFuture.andAllComplete(waiters, on: loop).whenComplete { _ in
+            timer.cancel()
+            done.succeed()
+        }
+        return done.futureResult
     }
 
     /// Deletes this node's copy (not served) of `topicPartition`: its new leader has its own.
@@ -348,6 +405,7 @@ final class ReplicaManager: Sendable {
     /// Closes every partition cleanly (flush, indexes, checkpoints), all at once: each loop
     /// closes its own partitions one after another, both loops at the same time.
     func closeAll() async {
+        self.endArrivals()
         let all =
             self.partitions.withLock { partitions in
                 defer { partitions.removeAll() }

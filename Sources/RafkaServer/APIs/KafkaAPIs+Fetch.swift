@@ -10,12 +10,27 @@ extension KafkaAPIs {
     /// the hot cache are sent from their segment. From v16 it names the leader of each partition
     /// turned away (`LeaderHints`).
     func fetch(_ request: FetchRequest, _ context: RequestContext) -> EventLoopFuture<KafkaFrame?> {
-        let operation = FetchOperation(request: request, context: context, broker: self.broker)
-        return operation.run().map { response, fileRecords, reservations in
-            RequestRouter.encode(
-                response, apiKey: .fetch, version: context.apiVersion, correlationID: context.correlationID,
-                sizeHint: 256 + response.encodedSizeHint, fileRecords: fileRecords, leases: reservations)
+        let broker = self.broker
+        return self.catchingUp(to: request, context).flatMap {
+            FetchOperation(request: request, context: context, broker: broker).run().map { response, fileRecords, reservations in
+                RequestRouter.encode(
+                    response, apiKey: .fetch, version: context.apiVersion, correlationID: context.correlationID,
+                    sizeHint: 256 + response.encodedSizeHint, fileRecords: fileRecords, leases: reservations)
+            }
         }
+    }
+
+    /// A consumer that names a newer leader epoch than this data node's (it was sent here by a
+    /// node that learned of a ring change first) waits, within its `maxWaitMs`, until this node
+    /// has that image too: then it finds the partitions it came for being taken over or served
+    /// here, rather than UNKNOWN_LEADER_EPOCH and a back-off.
+    private func catchingUp(to request: FetchRequest, _ context: RequestContext) -> EventLoopFuture<Void> {
+        let newest = request.topics.lazy.flatMap(\.partitions).map(\.currentLeaderEpoch).max() ?? -1
+        let wait = min(.milliseconds(Int64(max(0, request.maxWaitMs))), ReplicaManager.arrivalWaitMax)
+        guard !self.broker.isStandalone, newest > self.leaderEpoch, wait > .zero else {
+            return context.eventLoop.makeSucceededVoidFuture()
+        }
+        return self.broker.cache.whenRingEpoch(reaches: Int64(newest), on: context.eventLoop, within: wait)
     }
 }
 
@@ -41,6 +56,9 @@ final class FetchOperation {
         var partition: FetchRequest.FetchPartition
         var shell: PartitionShell?
         var error: BrokerError?
+        /// A partition this node is taking over (`ReplicaManager.arriving`): nothing to read yet,
+        /// and the long poll waits for it too; at the deadline it is answered `error`.
+        var arriving = false
     }
 
     private let request: FetchRequest
@@ -163,7 +181,9 @@ final class FetchOperation {
             if metadata == nil {
                 target.error = BrokerError(self.byID ? .unknownTopicId : .unknownTopicOrPartition)
             } else if target.shell == nil {
-                target.error = self.apis.missingPartitionError(TopicPartition(metadata!.name, partition.partition))
+                let tp = TopicPartition(metadata!.name, partition.partition)
+                target.error = self.apis.missingPartitionError(tp)
+                target.arriving = !self.fromReplica && self.broker.replicas.isArriving(tp)
             } else if let error = self.epochError(partition) {
                 target.error = error
             }
@@ -240,6 +260,7 @@ final class FetchOperation {
         // Partitions that cannot be read, and those the hot cache answers, are done here
         // without recursing; the first other one is read on its partition's loop.
         for index in start..<self.targets.count {
+            if self.targets[index].arriving { self.arrive(index) }
             guard let shell = self.targets[index].shell, self.targets[index].error == nil else {
                 self.collected.append(.failure(self.targets[index].error ?? BrokerError(.unknownServerError)))
                 continue
@@ -259,7 +280,7 @@ final class FetchOperation {
             let left = remaining
             shell.read(from: partition.fetchOffset, maxBytes: maxBytes, minOneBatch: minOneBatch, memory: memory)
                 .map { PartitionResult.success($0) }
-                .recover { PartitionResult.failure($0 as? BrokerError ?? BrokerError(.unknownServerError, "\($0)")) }
+                .recover { [apis = KafkaAPIs(broker: self.broker)] in PartitionResult.failure(apis.servingError($0, shell.topicPartition)) }
                 .hop(to: self.context.eventLoop)
                 .whenSuccess { result in
                     var after = left
@@ -273,13 +294,29 @@ final class FetchOperation {
         self.consider(self.collected, final: self.finalRequested)
     }
 
+    /// Target `index`, arriving when last looked at: served now, or still arriving, or neither
+    /// (the takeover ended without it: its error stands).
+    private func arrive(_ index: Int) {
+        let tp = TopicPartition(self.targets[index].topicName, self.targets[index].partition.partition)
+        if let shell = self.broker.replicas.shell(for: tp) {
+            self.targets[index].shell = shell
+            self.targets[index].error = nil
+            self.targets[index].arriving = false
+        } else {
+            self.targets[index].arriving = self.broker.replicas.isArriving(tp)
+        }
+    }
+
     private func consider(_ results: [PartitionResult], final: Bool) {
         guard !self.done else { return }
         let bytes = results.reduce(0) { total, result in
             if case .success(let read) = result { return total + read.records.byteCount }
             return total
         }
-        let hasError = results.contains { if case .failure = $0 { return true } else { return false } }
+        // A partition still arriving is not an error yet: the others are read meanwhile.
+        let hasError = zip(self.targets, results).contains { target, result in
+            if case .failure = result { return !target.arriving } else { return false }
+        }
         // A request of no partitions is answered at once; a session's pass may read none (all quiet).
         let noPartitions = self.targets.isEmpty && self.quiet.isEmpty
         if final || hasError || bytes >= Int(self.request.minBytes) || noPartitions {
@@ -313,6 +350,12 @@ final class FetchOperation {
         for (target, result) in zip(self.targets, results) where waiting {
             guard let shell = target.shell, case .success(let read) = result else { continue }
             waiting = wait(on: shell, observed: max(read.highWatermark, target.partition.fetchOffset))
+        }
+        let arriving = self.targets.filter(\.arriving).map { TopicPartition($0.topicName, $0.partition.partition) }
+        if waiting && !arriving.isEmpty {
+            // Wakes once they are served here (or their takeover ended), within the request's wait.
+            let wait = min(.milliseconds(Int64(max(0, self.request.maxWaitMs))), ReplicaManager.arrivalWaitMax)
+            self.broker.replicas.whenArrived(arriving, on: loop, within: wait).whenSuccess { wakeUp() }
         }
         if !waiting {
             // One grew since it was read: read again (from the loop, not recursing).
@@ -372,6 +415,13 @@ final class FetchOperation {
                     data.records = ByteBuffer()  // the encoder writes the file's bytes instead
                 }
                 if let reservation = read.reservation { reservations.append(reservation) }
+            case .failure where target.arriving:
+                // Being taken over here: nothing past the client's position yet, and no error
+                // that would send the client away to back off.
+                data.highWatermark = target.partition.fetchOffset
+                data.lastStableOffset = target.partition.fetchOffset
+                data.logStartOffset = -1
+                data.records = ByteBuffer()
             case .failure(let error):
                 data.errorCode = error.code.rawValue
                 data.highWatermark = -1

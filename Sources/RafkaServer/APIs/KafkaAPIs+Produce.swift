@@ -34,13 +34,16 @@ extension KafkaAPIs {
         let names = request.topicData.map(\.name)
         let acks = request.acks
         let version = context.apiVersion
+        let arrivalWait = min(.milliseconds(Int64(max(0, request.timeoutMs))), ReplicaManager.arrivalWaitMax)
         return ready.flatMap {
             let answers = PartitionAnswers(counts: request.topicData.map(\.partitionData.count), loop: context.eventLoop)
             var slot = 0
             for topic in request.topicData {
                 for partition in topic.partitionData {
                     let index = slot
-                    self.produce(topic: topic.name, partition: partition) { answers.set(index, $0) }
+                    self.produce(topic: topic.name, partition: partition, loop: context.eventLoop, arrivalWait: arrivalWait) {
+                        answers.set(index, $0)
+                    }
                     slot += 1
                 }
             }
@@ -63,15 +66,24 @@ extension KafkaAPIs {
     }
 
     /// Appends one partition's records; `answer` gets its response, on the partition's loop or
-    /// (when it cannot be served) at once.
+    /// (when it cannot be served) at once. A partition this node is taking over is waited for
+    /// (`ReplicaManager.whenArrived`, up to `arrivalWait`) and tried once more.
     private func produce(
         topic: String,
         partition: ProduceRequest.PartitionProduceData,
+        loop: any EventLoop,
+        arrivalWait: TimeAmount,
         answer: @escaping @Sendable (ProduceResponse.PartitionProduceResponse) -> Void
     ) {
         let index = partition.index
         let tp = TopicPartition(topic, index)
         guard let shell = self.broker.replicas.shell(for: tp), let config = self.broker.replicas.config(topic: topic) else {
+            if arrivalWait > .zero, self.broker.replicas.isArriving(tp) {
+                self.broker.replicas.whenArrived([tp], on: loop, within: arrivalWait).whenComplete { _ in
+                    self.produce(topic: topic, partition: partition, loop: loop, arrivalWait: .zero, answer: answer)
+                }
+                return
+            }
             return answer(Self.partitionResponse(partition.index, self.missingPartitionError(tp)))
         }
         guard let records = partition.records else {
@@ -105,7 +117,7 @@ extension KafkaAPIs {
             response.recordErrors = [.init(batchIndex: Int32(failure.batchIndex), batchIndexErrorMessage: failure.message)]
             return response
         case .failure(let error):
-            return Self.partitionResponse(index, error as? BrokerError ?? BrokerError(.unknownServerError, "\(error)"))
+            return Self.partitionResponse(index, self.servingError(error, tp))
         }
     }
 

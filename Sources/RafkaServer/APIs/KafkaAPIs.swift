@@ -50,6 +50,15 @@ struct KafkaAPIs: Sendable {
         return BrokerError(.unknownTopicOrPartition, "unknown partition \(topicPartition)")
     }
 
+    /// `error` from a partition's shell, as the client should hear it: a shell closed under a
+    /// request ("deleted") whose topic still exists was handed to another node (NOT_LEADER_OR_FOLLOWER,
+    /// with a leader hint), not removed.
+    func servingError(_ error: any Error, _ topicPartition: TopicPartition) -> BrokerError {
+        guard let error = error as? BrokerError else { return BrokerError(.unknownServerError, "\(error)") }
+        guard error.code == .unknownTopicOrPartition else { return error }
+        return self.missingPartitionError(topicPartition)
+    }
+
     /// The leader epoch this node serves its partitions at: 0 in standalone, the ring epoch of
     /// its image on a data node (what its Metadata answers report).
     var leaderEpoch: Int32 { Self.leaderEpoch(of: self.broker, image: self.broker.cache.image) }
