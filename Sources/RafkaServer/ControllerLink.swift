@@ -371,6 +371,7 @@ actor ControllerLink {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 while true {
+                    try Task.checkCancellation()
                     let (learned, waited) = await self.fetch(waitMilliseconds: Self.metadataWaitMilliseconds)
                     // Polled, failed, or answered early with nothing yet: not at once again.
                     if !learned { try await Task.sleep(for: .milliseconds(waited ? 10 : 100)) }

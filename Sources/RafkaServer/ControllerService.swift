@@ -196,7 +196,7 @@ final class ControllerService: Sendable {
     func fetchMetadata(_ request: FetchMetadataRequest) async -> FetchMetadataResponse {
         let after = LogIndex(UInt64(max(0, request.fromOffset)))
         if request.maxWaitMs > 0 {
-            await self.quorum.waitCommitted(after: after, limit: min(.milliseconds(request.maxWaitMs), Self.metadataWaitMax))
+            _ = await self.quorum.waitCommitted(after: after, limit: min(.milliseconds(request.maxWaitMs), Self.metadataWaitMax))
         }
         let found = await self.quorum.committed(after: after, limit: Int(max(1, min(request.maxEntries, 10_000))))
         return FetchMetadataResponse(

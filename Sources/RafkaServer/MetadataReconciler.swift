@@ -103,11 +103,11 @@ actor MetadataReconciler {
             // publishes first: a client turned away from a partition that moved is then told
             // where it went (`LeaderHints`), not pointed back at this node. What it will take
             // over is marked before, so that a client sent here meanwhile waits for it.
-            if image.ringEpoch != before.ringEpoch || image.topics != before.topics {
-                mover.expectArrivals(image, placement: placement)
-            }
+            let moves = image.ringEpoch != before.ringEpoch || image.topics != before.topics
+            let led = moves ? mover.led(under: image, placement: placement) : nil
+            if let led { mover.expectArrivals(led) }
             self.cache.publish(image, placement: placement)
-            await mover.follow(image, placement: placement)
+            await mover.follow(image, placement: placement, led: led)
         }
     }
 }

@@ -11,8 +11,9 @@ import Synchronization
 final class MetadataCache: Sendable {
     private let current: Mutex<(image: MetadataImage, placement: PartitionPlacement)>
     private let uncleanByDefault: Bool
-    /// Requests waiting for a ring epoch this node has not reached yet (`whenRingEpoch`).
-    private let epochWaiters = Mutex<[(epoch: Int64, wake: @Sendable () -> Void)]>([])
+    /// Requests waiting for a ring epoch this node has not reached yet (`whenRingEpoch`), by id:
+    /// each leaves when the epoch comes or its wait is up.
+    private let epochWaiters = Mutex<(next: UInt64, waiting: [UInt64: (epoch: Int64, promise: EventLoopPromise<Void>)])>((0, [:]))
 
     init(_ image: MetadataImage, uncleanByDefault: Bool = false) {
         self.uncleanByDefault = uncleanByDefault
@@ -37,11 +38,11 @@ final class MetadataCache: Sendable {
         let placement = placement ?? self.placement(for: image)
         self.current.withLock { $0 = (image, placement) }
         let reached = self.epochWaiters.withLock { waiters in
-            let reached = waiters.filter { $0.epoch <= image.ringEpoch }
-            waiters.removeAll { $0.epoch <= image.ringEpoch }
-            return reached
+            let reached = waiters.waiting.filter { $0.value.epoch <= image.ringEpoch }
+            for id in reached.keys { waiters.waiting[id] = nil }
+            return reached.values.map(\.promise)
         }
-        for waiter in reached { waiter.wake() }
+        for promise in reached { promise.succeed() }
     }
 
     /// Succeeds on `loop` once the published image is at ring epoch `epoch` or later, or after
@@ -49,13 +50,18 @@ final class MetadataCache: Sendable {
     /// leader epoch) is answered under it rather than turned away.
     func whenRingEpoch(reaches epoch: Int64, on loop: any EventLoop, within limit: TimeAmount) -> EventLoopFuture<Void> {
         let done = loop.makePromise(of: Void.self)
-        let timer = loop.scheduleTask(in: limit) { done.succeed() }
-        self.epochWaiters.withLock { $0.append((epoch, { timer.cancel(); done.succeed() })) }
-        // Published meanwhile: the waiter above may have been missed (`publish` drops it later).
-        if self.image.ringEpoch >= epoch {
-            timer.cancel()
-            done.succeed()
+        let id = self.epochWaiters.withLock { waiters in
+            defer { waiters.next += 1 }
+            waiters.waiting[waiters.next] = (epoch, done)
+            return waiters.next
         }
+        let timer = loop.scheduleTask(in: limit) { done.succeed() }
+        done.futureResult.whenComplete { _ in
+            timer.cancel()
+            self.epochWaiters.withLock { _ = $0.waiting.removeValue(forKey: id) }
+        }
+        // Published before the waiter was in: `publish` missed it.
+        if self.image.ringEpoch >= epoch { done.succeed() }
         return done.futureResult
     }
 }

@@ -19,9 +19,10 @@ import RafkaStorage
 ///    gave, and made durable.
 /// 3. Record the leader epoch E with the copy, serve it, and tell the holders to delete theirs.
 ///
-/// Until step 3, a client's produce or fetch of the partition waits for it here (up to
-/// `ReplicaManager.arrivalWaitMax`, then NOT_LEADER_OR_FOLLOWER, and the client retries). A newer
-/// image cancels a takeover still under way and starts it again under the new placement.
+/// Until step 3, a client's produce or fetch of the partition waits for it here (for up to
+/// `ReplicaManager.arrivalWaitMax` from the takeover's start; later ones get
+/// NOT_LEADER_OR_FOLLOWER, and the client retries). A newer image cancels a takeover still under
+/// way and starts it again under the new placement.
 actor PartitionMover {
     private let me: NodeID
     private let replicas: ReplicaManager
@@ -70,34 +71,36 @@ actor PartitionMover {
 
     // MARK: Following the image
 
-    /// Marks the partitions this node leads under `placement` and does not serve yet as arriving
+    /// The partitions this node leads under `placement`.
+    nonisolated func led(under image: MetadataImage, placement: PartitionPlacement) -> Set<TopicPartition> {
+        var led: Set<TopicPartition> = []
+        for topic in image.topics.values {
+            for partition in 0..<topic.partitionCount where placement.leader(of: topic, partition: partition) == .node(self.me) {
+                led.insert(TopicPartition(topic.name, partition))
+            }
+        }
+        return led
+    }
+
+    /// Marks the partitions of `led` this node does not serve yet as arriving
     /// (`ReplicaManager.expectArrival`), before the image is published: a client sent here by
     /// a node that published it first waits for the takeover `follow` then starts, instead of
     /// being turned away.
-    nonisolated func expectArrivals(_ image: MetadataImage, placement: PartitionPlacement) {
-        for topic in image.topics.values {
-            for partition in 0..<topic.partitionCount where placement.leader(of: topic, partition: partition) == .node(self.me) {
-                let tp = TopicPartition(topic.name, partition)
-                if self.replicas.shell(for: tp) == nil { self.replicas.expectArrival(tp) }
-            }
-        }
+    nonisolated func expectArrivals(_ led: Set<TopicPartition>) {
+        for tp in led where self.replicas.shell(for: tp) == nil { self.replicas.expectArrival(tp) }
     }
 
-    /// Serves what this node leads under `image`, stops serving the rest, and starts takeovers.
-    /// Returns once every partition this node no longer leads has stopped taking writes.
-    func follow(_ image: MetadataImage, placement: PartitionPlacement) {
+    /// Serves what this node leads under `image` (`led`, if the caller has it), stops serving
+    /// the rest, and starts takeovers. Returns once every partition this node no longer leads
+    /// has stopped taking writes.
+    func follow(_ image: MetadataImage, placement: PartitionPlacement, led known: Set<TopicPartition>? = nil) {
         guard image.offset >= self.image.offset else { return }
         // Only membership and topics move partitions (most metadata changes do neither).
         let unchanged = image.ringEpoch == self.image.ringEpoch && image.topics == self.image.topics
         self.image = image
         self.placement = placement
         if unchanged { return }
-        var led: Set<TopicPartition> = []
-        for topic in image.topics.values {
-            for partition in 0..<topic.partitionCount where self.placement.leader(of: topic, partition: partition) == .node(self.me) {
-                led.insert(TopicPartition(topic.name, partition))
-            }
-        }
+        let led = known ?? self.led(under: image, placement: placement)
         for tp in self.replicas.served where !led.contains(tp) {
             self.replicas.retire(tp)
             self.logger.info("stopped serving a partition another node leads now", metadata: ["partition": "\(tp)", "ringEpoch": "\(image.ringEpoch)"])

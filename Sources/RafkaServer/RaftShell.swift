@@ -52,7 +52,7 @@ actor RaftShell {
     private var appliedWaiters: [(index: LogIndex, continuation: CheckedContinuation<MetadataImage, any Error>)] = []
     /// Data nodes' metadata long polls (`waitCommitted`), by id: each until an entry after its
     /// offset commits here, its time is up, or the member stops.
-    private var commitWaiters: [UInt64: (after: LogIndex, continuation: CheckedContinuation<Void, Never>)] = [:]
+    private var commitWaiters: [UInt64: (after: LogIndex, continuation: CheckedContinuation<Void, Never>, timer: Task<Void, Never>)] = [:]
     private var nextCommitWaiterID: UInt64 = 1
     private var nextReadID: UInt64 = 1
     private var processing = false
@@ -247,31 +247,33 @@ actor RaftShell {
 
     var isLeader: Bool { self.core.isLeader }
 
-    /// Returns once an entry after `offset` is committed here, after `limit`, or when this member
-    /// stops (a data node's long poll of the metadata log).
-    func waitCommitted(after offset: LogIndex, limit: Duration) async {
-        guard self.core.commitIndex <= offset, !self.stopped, limit > .zero else { return }
+    /// Returns once an entry after `offset` is committed here (true), or after `limit` or when
+    /// this member stops (whether one is by then): a data node's long poll of the metadata log.
+    func waitCommitted(after offset: LogIndex, limit: Duration) async -> Bool {
+        guard self.core.commitIndex <= offset, !self.stopped, limit > .zero else { return self.core.commitIndex > offset }
         let id = self.nextCommitWaiterID
         self.nextCommitWaiterID += 1
         await withCheckedContinuation { continuation in
-            self.commitWaiters[id] = (offset, continuation)
-            Task {
+            // The waiter's own clock, unstructured because it outlives this call only until the
+            // waiter is resumed, which cancels it.
+            let timer = Task {
                 try? await Task.sleep(for: limit)
                 self.resumeCommitWaiter(id)
             }
+            self.commitWaiters[id] = (offset, continuation, timer)
         }
+        return self.core.commitIndex > offset
     }
 
     private func resumeCommitWaiter(_ id: UInt64) {
-        self.commitWaiters.removeValue(forKey: id)?.continuation.resume()
+        guard let waiter = self.commitWaiters.removeValue(forKey: id) else { return }
+        waiter.timer.cancel()
+        waiter.continuation.resume()
     }
 
     private func releaseCommitWaiters(all: Bool = false) {
         let commit = self.core.commitIndex
-        for (id, waiter) in self.commitWaiters where all || waiter.after < commit {
-            self.commitWaiters[id] = nil
-            waiter.continuation.resume()
-        }
+        for (id, waiter) in self.commitWaiters where all || waiter.after < commit { self.resumeCommitWaiter(id) }
     }
 
     /// Committed entries after `offset` (at most `limit`), or the snapshot and the entries after

@@ -36,7 +36,19 @@ final class ReplicaManager: Sendable {
     /// Partitions this node is taking over (`PartitionMover`), with the requests waiting for
     /// them: a produce or fetch that reaches the new leader before the takeover ends waits for
     /// it (`whenArrived`), rather than being turned away into its client's retry back-off.
-    private let arrivals = Mutex<[TopicPartition: [EventLoopPromise<Void>]]>([:])
+    private let arrivals = Mutex(Arrivals())
+
+    private struct Arrivals {
+        struct Arrival {
+            /// When the takeover began: after `arrivalWaitMax` requests no longer wait for it.
+            var since: NIODeadline
+            /// The requests waiting, by id (each leaves when it is answered or its wait is up).
+            var waiters: [UInt64: EventLoopPromise<Void>] = [:]
+        }
+
+        var byPartition: [TopicPartition: Arrival] = [:]
+        var nextWaiter: UInt64 = 0
+    }
 
     init(
         logsDirectory: String, group: any EventLoopGroup, threadPool: NIOThreadPool, writebackPool: NIOThreadPool,
@@ -220,52 +232,76 @@ final class ReplicaManager: Sendable {
 
     // MARK: Arrivals
 
-    /// The longest a request waits for a partition being taken over here.
+    /// The longest a takeover holds requests for its partition, counted from when it began: one
+    /// that takes longer (its source is gone, or the copy is large) lets them have its error.
     static let arrivalWaitMax = TimeAmount.seconds(5)
 
-    /// A takeover of `topicPartition` began: requests for it may wait for it.
-    func expectArrival(_ topicPartition: TopicPartition) {
-        self.arrivals.withLock { if $0[topicPartition] == nil { $0[topicPartition] = [] } }
+    /// How long a request that may wait `milliseconds` (a produce's timeout, a fetch's wait)
+    /// waits for an arriving partition.
+    static func arrivalWait(milliseconds: Int32) -> TimeAmount {
+        min(.milliseconds(Int64(max(0, milliseconds))), Self.arrivalWaitMax)
+    }
+
+    /// A takeover of `topicPartition` began (at `since`): requests for it may wait for it.
+    func expectArrival(_ topicPartition: TopicPartition, since: NIODeadline = .now()) {
+        self.arrivals.withLock { state in
+            if state.byPartition[topicPartition] == nil { state.byPartition[topicPartition] = .init(since: since) }
+        }
     }
 
     /// The takeover of `topicPartition` ended (it is served, or this node will not lead it):
     /// the requests waiting for it go on.
     func endArrival(_ topicPartition: TopicPartition) {
-        for waiter in self.arrivals.withLock({ $0.removeValue(forKey: topicPartition) }) ?? [] { waiter.succeed() }
+        let ended = self.arrivals.withLock { $0.byPartition.removeValue(forKey: topicPartition) }
+        for waiter in ended.map({ Array($0.waiters.values) }) ?? [] { waiter.succeed() }
     }
 
     /// Every takeover ended but those of `kept` (all of them: shutdown).
     func endArrivals(except kept: Set<TopicPartition> = []) {
-        let ended = self.arrivals.withLock { arrivals in
-            let ended = arrivals.filter { !kept.contains($0.key) }
-            for tp in ended.keys { arrivals[tp] = nil }
-            return ended.values.joined()
+        let ended = self.arrivals.withLock { state in
+            let ended = state.byPartition.filter { !kept.contains($0.key) }
+            for tp in ended.keys { state.byPartition[tp] = nil }
+            return ended.values.flatMap(\.waiters.values)
         }
         for waiter in ended { waiter.succeed() }
     }
 
-    /// Whether `topicPartition` is being taken over here.
+    /// Whether requests for `topicPartition` wait for its takeover here: one is under way, and
+    /// began less than `arrivalWaitMax` ago.
     func isArriving(_ topicPartition: TopicPartition) -> Bool {
-        self.arrivals.withLock { $0[topicPartition] != nil }
+        let now = NIODeadline.now()
+        return self.arrivals.withLock { state in
+            state.byPartition[topicPartition].map { now < $0.since + Self.arrivalWaitMax } ?? false
+        }
     }
 
-    /// Succeeds on `loop` once none of `partitions` is being taken over here any more, or after
-    /// `limit`, whichever comes first.
+    /// Succeeds on `loop` once the takeover of one of `partitions` (those arriving) ended, or
+    /// after `limit`, or when the takeovers have gone on for `arrivalWaitMax`, whichever comes
+    /// first; at once if none is arriving.
     func whenArrived(_ partitions: [TopicPartition], on loop: any EventLoop, within limit: TimeAmount) -> EventLoopFuture<Void> {
-        let waiters = self.arrivals.withLock { arrivals in
-            partitions.compactMap { tp -> EventLoopFuture<Void>? in
-                guard arrivals[tp] != nil else { return nil }
-                let promise = loop.makePromise(of: Void.self)
-                arrivals[tp]!.append(promise)
-                return promise.futureResult
-            }
-        }
-        guard !waiters.isEmpty else { return loop.makeSucceededVoidFuture() }
+        let now = NIODeadline.now()
         let done = loop.makePromise(of: Void.self)
-        let timer = loop.scheduleTask(in: limit) { done.succeed() }
-        EventLoopFuture.andAllComplete(waiters, on: loop).whenComplete { _ in
-            timer.cancel()
+        let (id, until) = self.arrivals.withLock { state -> (UInt64, NIODeadline?) in
+            let id = state.nextWaiter
+            state.nextWaiter += 1
+            var until: NIODeadline?
+            for tp in partitions {
+                guard let since = state.byPartition[tp]?.since, now < since + Self.arrivalWaitMax else { continue }
+                state.byPartition[tp]!.waiters[id] = done
+                until = max(until ?? since, since + Self.arrivalWaitMax)
+            }
+            return (id, until)
+        }
+        guard let until else {
             done.succeed()
+            return done.futureResult
+        }
+        let timer = loop.scheduleTask(deadline: min(now + limit, until)) { done.succeed() }
+        done.futureResult.whenComplete { _ in
+            timer.cancel()
+            self.arrivals.withLock { state in
+                for tp in partitions { state.byPartition[tp]?.waiters[id] = nil }
+            }
         }
         return done.futureResult
     }

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import RafkaClient
 import RafkaCore
+import RafkaStorage
 @testable import RafkaServer
 import Synchronization
 import Testing
@@ -13,11 +14,11 @@ import Testing
 /// (`RaftShell.waitCommitted`). Run on a standalone broker, whose replica manager and metadata
 /// quorum are the ones data nodes and controllers use.
 @Suite(.tags(.integration), .serialized) struct MovingPartitionTests {
-    /// How many of a test's requests were answered so far, from any task.
+    /// Whether a request was answered, set from its loop.
     final class Answered: Sendable {
-        private let count = Atomic<Int>(0)
-        func add() { self.count.add(1, ordering: .relaxed) }
-        var value: Int { self.count.load(ordering: .relaxed) }
+        private let flag = Atomic<Bool>(false)
+        func set() { self.flag.store(true, ordering: .relaxed) }
+        var value: Bool { self.flag.load(ordering: .relaxed) }
     }
 
     /// A produce and a fetch of a partition being taken over wait until it is served, then are
@@ -25,6 +26,7 @@ import Testing
     @Test func requestsForAPartitionBeingTakenOverWaitForIt() async throws {
         try await TestBroker.with({ $0.autoCreateTopics = false }) { broker in
             let client = try await broker.connect()
+            defer { client.close() }
             let created = try await client.send(
                 CreateTopicsRequest(topics: [.init(name: "arriving", numPartitions: 1, replicationFactor: 1)], timeoutMs: 5000))
             let topicID = created.topics[0].topicId
@@ -35,34 +37,38 @@ import Testing
             let replicas = broker.broker.replicas
             replicas.retire(tp)
             replicas.expectArrival(tp)
-            let producer = try await broker.connect()
-            let consumer = try await broker.connect()
-            let answered = Answered()
-            async let produced = {
-                defer { answered.add() }
-                return try await producer.send(BrokerProtocolTests.produce("arriving", ["after"]), version: 10)
-            }()
-            async let fetched = {
-                defer { answered.add() }
-                return try await consumer.send(BrokerProtocolTests.fetch(topicID, offset: 1, maxWaitMs: 20_000), version: 16)
-            }()
-            try await Task.sleep(for: .milliseconds(300))
-            #expect(answered.value == 0, "answered before the partition was served")
+            let loop = broker.broker.group.next()
+            let apis = KafkaAPIs(broker: broker.broker)
+            let produceContext = RequestContext(apiKey: .produce, apiVersion: 10, correlationID: 1, clientID: nil, eventLoop: loop)
+            let fetchContext = RequestContext(apiKey: .fetch, apiVersion: 16, correlationID: 2, clientID: nil, eventLoop: loop)
+            let (producedAnswer, fetchedAnswer) = (Answered(), Answered())
+            // Both handled on the loop: each reaches the partition, finds it arriving and waits.
+            let (produced, fetched) = try await loop.submit {
+                let produced = apis.produce(BrokerProtocolTests.produce("arriving", ["after"]), produceContext)
+                produced.whenComplete { _ in producedAnswer.set() }
+                let fetched = FetchOperation(
+                    request: BrokerProtocolTests.fetch(topicID, offset: 1, maxWaitMs: 20_000), context: fetchContext,
+                    broker: broker.broker
+                ).run()
+                fetched.whenComplete { _ in fetchedAnswer.set() }
+                return (produced, fetched)
+            }.get()
+            try await loop.submit {}.get()
+            #expect(!producedAnswer.value && !fetchedAnswer.value, "answered before the partition was served")
             try replicas.serve(tp, leaderEpoch: 0)
-            let produce = try await produced.responses[0].partitionResponses[0]
+            let produce = try #require(try await produced.get()).responses[0].partitionResponses[0]
             #expect(produce.errorCode == 0 && produce.baseOffset == 1)
-            let fetch = try await fetched.responses[0].partitions[0]
+            let fetch = try await fetched.get().0.responses[0].partitions[0]
             #expect(fetch.errorCode == 0 && fetch.highWatermark == 2)
             let batches = try RecordBatch.split(fetch.records ?? ByteBuffer())
             #expect(batches.map(\.header.baseOffset) == [1])
-            for connection in [client, producer, consumer] { connection.close() }
         }
     }
 
     /// A takeover that ends without serving the partition (another node leads it after all)
-    /// releases the requests waiting for it, which are then turned away; one that never ends
-    /// lets them go after their wait.
-    @Test func aTakeoverThatEndsOtherwiseReleasesItsWaiters() async throws {
+    /// releases the requests waiting for it; one that has gone on for `arrivalWaitMax` holds
+    /// none, so they get its error at once.
+    @Test func aTakeoverThatEndsOtherwiseOrRunsLongReleasesItsWaiters() async throws {
         try await TestBroker.with { broker in
             let replicas = broker.broker.replicas
             let loop = broker.broker.group.next()
@@ -73,53 +79,38 @@ import Testing
             #expect(replicas.isArriving(tp))
             let released = Answered()
             let waiting = replicas.whenArrived([tp], on: loop, within: .seconds(30))
-            waiting.whenComplete { _ in released.add() }
-            try await Task.sleep(for: .milliseconds(100))
-            #expect(released.value == 0)
+            waiting.whenComplete { _ in released.set() }
+            try await loop.submit {}.get()
+            #expect(!released.value)
             replicas.endArrival(tp)
             try await waiting.get()
             #expect(!replicas.isArriving(tp))
-            // Still arriving when its wait is up: the request goes on (and is turned away).
-            replicas.expectArrival(tp)
-            try await replicas.whenArrived([tp], on: loop, within: .milliseconds(50)).get()
-            #expect(replicas.isArriving(tp))
-            replicas.endArrivals(except: [])
+            // Begun longer ago than requests wait: none waits.
+            replicas.expectArrival(tp, since: .now() - ReplicaManager.arrivalWaitMax - .seconds(1))
             #expect(!replicas.isArriving(tp))
+            try await replicas.whenArrived([tp], on: loop, within: .seconds(30)).get()
+            replicas.endArrivals()
         }
     }
 
-    /// A data node's long poll of the metadata log: answered when an entry commits, not before;
-    /// and after its wait when nothing does.
+    /// A data node's long poll of the metadata log: with nothing new it waits (here not at all,
+    /// and reports nothing committed); it is answered when an entry commits.
     @Test func aMetadataLongPollIsAnsweredWhenSomethingCommits() async throws {
         try await TestBroker.with { broker in
             guard case .local(let quorum, _) = broker.broker.control else {
                 Issue.record("a standalone broker has its own quorum")
                 return
             }
-            // Once the broker's own start (registering its node) has committed.
-            var settled = await quorum.committed(after: LogIndex(0), limit: 0).commit
-            while true {
-                try await Task.sleep(for: .milliseconds(100))
-                let now = await quorum.committed(after: LogIndex(0), limit: 0).commit
-                if now == settled { break }
-                settled = now
-            }
-            let start = settled
-            // Nothing commits: answered after its wait, with nothing new.
-            await quorum.waitCommitted(after: start, limit: .milliseconds(50))
-            #expect(await quorum.committed(after: start, limit: 10).entries.isEmpty)
-            let answered = Answered()
-            async let polled: Void = {
-                await quorum.waitCommitted(after: start, limit: .seconds(30))
-                answered.add()
-            }()
-            try await Task.sleep(for: .milliseconds(200))
-            #expect(answered.value == 0, "answered before anything committed")
+            let start = await quorum.committed(after: LogIndex(0), limit: 0).commit
+            let topics = await quorum.image.topics.count
+            async let polled = quorum.waitCommitted(after: start, limit: .seconds(30))
             let client = try await broker.connect()
+            defer { client.close() }
             _ = try await client.send(CreateTopicsRequest(topics: [.init(name: "news", numPartitions: 1, replicationFactor: 1)], timeoutMs: 5000))
-            await polled
-            #expect(!(await quorum.committed(after: start, limit: 10).entries.isEmpty))
-            client.close()
+            #expect(await polled, "the poll ended without a commit")
+            let now = await quorum.committed(after: LogIndex(0), limit: 0).commit
+            #expect(await quorum.waitCommitted(after: now, limit: .zero) == false)
+            #expect(await quorum.image.topics.count == topics + 1)
         }
     }
 }

@@ -225,8 +225,10 @@ def test_producers_and_consumers_follow_partitions_that_move(cluster):  # noqa: 
     producing = [second for second in result["timeline"] if second["records"] > 0]
     assert len(producing) >= 10 and all(second["consumed"] > 0 for second in producing), result["timeline"]
     retries = result["retries"]
-    # The join and the leave: old leaders refuse produce and fetch requests for what they handed over.
-    assert retries.get("NOT_LEADER_OR_FOLLOWER", 0) > 0 and retries.get("fetch NOT_LEADER_OR_FOLLOWER", 0) > 0, retries
+    # The join and the leave: old leaders turn away the fetches of what they handed over (a batch
+    # is turned away only if it reaches the old leader after the move; one that reaches the new
+    # leader before its takeover ended waits for it there).
+    assert retries.get("fetch NOT_LEADER_OR_FOLLOWER", 0) > 0, retries
     # The kill: the consumer's waiting fetch, and the producer's next batch, find the connection closed.
     assert retries.get("fetch connection to its leader closed", 0) > 0, retries
     assert retries.get("connection to its leader closed", 0) > 0, retries

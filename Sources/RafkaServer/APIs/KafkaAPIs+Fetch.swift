@@ -11,8 +11,13 @@ extension KafkaAPIs {
     /// turned away (`LeaderHints`).
     func fetch(_ request: FetchRequest, _ context: RequestContext) -> EventLoopFuture<KafkaFrame?> {
         let broker = self.broker
+        let started = NIODeadline.now()
         return self.catchingUp(to: request, context).flatMap {
-            FetchOperation(request: request, context: context, broker: broker).run().map { response, fileRecords, reservations in
+            // What the catching up took comes off the fetch's own wait.
+            var request = request
+            let waited = (NIODeadline.now() - started).nanoseconds / 1_000_000
+            if waited > 0 && request.maxWaitMs > 0 { request.maxWaitMs = Int32(max(1, Int64(request.maxWaitMs) - waited)) }
+            return FetchOperation(request: request, context: context, broker: broker).run().map { response, fileRecords, reservations in
                 RequestRouter.encode(
                     response, apiKey: .fetch, version: context.apiVersion, correlationID: context.correlationID,
                     sizeHint: 256 + response.encodedSizeHint, fileRecords: fileRecords, leases: reservations)
@@ -26,7 +31,7 @@ extension KafkaAPIs {
     /// here, rather than UNKNOWN_LEADER_EPOCH and a back-off.
     private func catchingUp(to request: FetchRequest, _ context: RequestContext) -> EventLoopFuture<Void> {
         let newest = request.topics.lazy.flatMap(\.partitions).map(\.currentLeaderEpoch).max() ?? -1
-        let wait = min(.milliseconds(Int64(max(0, request.maxWaitMs))), ReplicaManager.arrivalWaitMax)
+        let wait = ReplicaManager.arrivalWait(milliseconds: request.maxWaitMs)
         guard !self.broker.isStandalone, newest > self.leaderEpoch, wait > .zero else {
             return context.eventLoop.makeSucceededVoidFuture()
         }
@@ -56,8 +61,9 @@ final class FetchOperation {
         var partition: FetchRequest.FetchPartition
         var shell: PartitionShell?
         var error: BrokerError?
-        /// A partition this node is taking over (`ReplicaManager.arriving`): nothing to read yet,
-        /// and the long poll waits for it too; at the deadline it is answered `error`.
+        /// A partition this node is taking over (`ReplicaManager.isArriving`): nothing to read
+        /// yet, and the long poll waits for it too; answered as having nothing new while it
+        /// arrives, and with `error` once the takeover has held requests for `arrivalWaitMax`.
         var arriving = false
     }
 
@@ -183,7 +189,7 @@ final class FetchOperation {
             } else if target.shell == nil {
                 let tp = TopicPartition(metadata!.name, partition.partition)
                 target.error = self.apis.missingPartitionError(tp)
-                target.arriving = !self.fromReplica && self.broker.replicas.isArriving(tp)
+                target.arriving = !self.fromReplica && self.epochError(partition) == nil && self.broker.replicas.isArriving(tp)
             } else if let error = self.epochError(partition) {
                 target.error = error
             }
@@ -294,14 +300,20 @@ final class FetchOperation {
         self.consider(self.collected, final: self.finalRequested)
     }
 
-    /// Target `index`, arriving when last looked at: served now, or still arriving, or neither
-    /// (the takeover ended without it: its error stands).
+    /// Target `index`, arriving when last looked at: served now (if the client's leader epoch is
+    /// this node's), or still arriving, or neither (the takeover ended without it, or held
+    /// requests long enough: its error stands).
     private func arrive(_ index: Int) {
         let tp = TopicPartition(self.targets[index].topicName, self.targets[index].partition.partition)
         if let shell = self.broker.replicas.shell(for: tp) {
-            self.targets[index].shell = shell
-            self.targets[index].error = nil
             self.targets[index].arriving = false
+            let apis = KafkaAPIs(broker: self.broker)
+            if let error = apis.leaderEpochError(self.targets[index].partition.currentLeaderEpoch) {
+                self.targets[index].error = error
+            } else {
+                self.targets[index].shell = shell
+                self.targets[index].error = nil
+            }
         } else {
             self.targets[index].arriving = self.broker.replicas.isArriving(tp)
         }
@@ -354,7 +366,7 @@ final class FetchOperation {
         let arriving = self.targets.filter(\.arriving).map { TopicPartition($0.topicName, $0.partition.partition) }
         if waiting && !arriving.isEmpty {
             // Wakes once they are served here (or their takeover ended), within the request's wait.
-            let wait = min(.milliseconds(Int64(max(0, self.request.maxWaitMs))), ReplicaManager.arrivalWaitMax)
+            let wait = ReplicaManager.arrivalWait(milliseconds: self.request.maxWaitMs)
             self.broker.replicas.whenArrived(arriving, on: loop, within: wait).whenSuccess { wakeUp() }
         }
         if !waiting {
@@ -416,10 +428,11 @@ final class FetchOperation {
                 }
                 if let reservation = read.reservation { reservations.append(reservation) }
             case .failure where target.arriving:
-                // Being taken over here: nothing past the client's position yet, and no error
-                // that would send the client away to back off.
-                data.highWatermark = target.partition.fetchOffset
-                data.lastStableOffset = target.partition.fetchOffset
+                // Being taken over here: no records yet, and no error that would send the client
+                // away to back off. Offsets unknown (-1): a high watermark at the client's
+                // position would tell librdkafka it reached the partition's end.
+                data.highWatermark = -1
+                data.lastStableOffset = -1
                 data.logStartOffset = -1
                 data.records = ByteBuffer()
             case .failure(let error):

@@ -34,7 +34,7 @@ extension KafkaAPIs {
         let names = request.topicData.map(\.name)
         let acks = request.acks
         let version = context.apiVersion
-        let arrivalWait = min(.milliseconds(Int64(max(0, request.timeoutMs))), ReplicaManager.arrivalWaitMax)
+        let arrivalWait = ReplicaManager.arrivalWait(milliseconds: request.timeoutMs)
         return ready.flatMap {
             let answers = PartitionAnswers(counts: request.topicData.map(\.partitionData.count), loop: context.eventLoop)
             var slot = 0

@@ -50,12 +50,12 @@ struct KafkaAPIs: Sendable {
         return BrokerError(.unknownTopicOrPartition, "unknown partition \(topicPartition)")
     }
 
-    /// `error` from a partition's shell, as the client should hear it: a shell closed under a
-    /// request ("deleted") whose topic still exists was handed to another node (NOT_LEADER_OR_FOLLOWER,
-    /// with a leader hint), not removed.
+    /// `error` from a partition's shell, as the client should hear it: on a data node, a shell
+    /// closed under a request ("deleted") whose topic still exists was handed to another node
+    /// (NOT_LEADER_OR_FOLLOWER, with a leader hint), not removed.
     func servingError(_ error: any Error, _ topicPartition: TopicPartition) -> BrokerError {
         guard let error = error as? BrokerError else { return BrokerError(.unknownServerError, "\(error)") }
-        guard error.code == .unknownTopicOrPartition else { return error }
+        guard error.code == .unknownTopicOrPartition, !self.broker.isStandalone else { return error }
         return self.missingPartitionError(topicPartition)
     }
 

@@ -9,12 +9,14 @@ import RafkaStorage
 /// the hint (its epoch is newer than the one it knew) goes there at once, instead of backing off
 /// and asking Metadata where the partition went, as Kafka 3.7+ brokers let it.
 ///
-/// No hint names this node (a partition it has not taken over yet) or a fenced one, and
-/// standalone gives none: its partitions never move.
+/// This node is named only for a partition it serves (a fetch with an old epoch, FENCED_LEADER_EPOCH,
+/// learns the current one), never for one it has not taken over yet; a fenced node never is;
+/// standalone gives no hints: its partitions never move.
 struct LeaderHints {
     private let image: MetadataImage
     private let placement: PartitionPlacement
     private let me: NodeID
+    private let replicas: ReplicaManager
     /// The nodes named so far, for the answer's `NodeEndpoints`.
     private(set) var named: [NodeID: NodeRegistration] = [:]
 
@@ -23,6 +25,7 @@ struct LeaderHints {
         guard !broker.isStandalone else { return nil }
         (self.image, self.placement) = broker.cache.snapshot
         self.me = NodeID(broker.config.nodeID)
+        self.replicas = broker.replicas
     }
 
     /// Whether an answer with `code` carries a hint (`fetching`: a Fetch answer).
@@ -31,10 +34,11 @@ struct LeaderHints {
             || (fetching && code == KafkaErrorCode.fencedLeaderEpoch.rawValue)
     }
 
-    /// The leader of `partition` of `topic` and its epoch, if another node serving clients leads it.
+    /// The leader of `partition` of `topic` and its epoch, if a node serving clients leads it.
     mutating func leader(topic: String, partition: Int32) -> (id: Int32, epoch: Int32)? {
         guard let metadata = self.image.topics[topic],
-            case .node(let node) = self.placement.leader(of: metadata, partition: partition), node != self.me,
+            case .node(let node) = self.placement.leader(of: metadata, partition: partition),
+            node != self.me || self.replicas.shell(for: TopicPartition(topic, partition)) != nil,
             let registration = self.image.nodes[node], !registration.fenced
         else {
             return nil
