@@ -226,6 +226,7 @@ extension DescribeClusterRequest: KafkaRequestWithResponse { public typealias Re
 extension ProduceRequest: KafkaRequestWithResponse { public typealias Response = ProduceResponse }
 extension FetchRequest: KafkaRequestWithResponse { public typealias Response = FetchResponse }
 extension ListOffsetsRequest: KafkaRequestWithResponse { public typealias Response = ListOffsetsResponse }
+extension OffsetForLeaderEpochRequest: KafkaRequestWithResponse { public typealias Response = OffsetForLeaderEpochResponse }
 extension InitProducerIdRequest: KafkaRequestWithResponse { public typealias Response = InitProducerIdResponse }
 extension DescribeQuorumRequest: KafkaRequestWithResponse { public typealias Response = DescribeQuorumResponse }
 extension AddRaftVoterRequest: KafkaRequestWithResponse { public typealias Response = AddRaftVoterResponse }

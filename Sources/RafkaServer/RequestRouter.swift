@@ -40,6 +40,7 @@ struct RequestRouter: FrameRouter {
         (.produce, 3...10),
         (.fetch, 4...16),
         (.listOffsets, 1...7),
+        (.offsetForLeaderEpoch, 0...4),
         (.metadata, 0...12),
         (.apiVersions, 0...4),
         (.createTopics, 2...7),
@@ -94,6 +95,8 @@ struct RequestRouter: FrameRouter {
         case .fetch:
             return Self.serveEncoding(FetchRequest.self, body, context, logger: self.apis.logger, self.apis.fetch)
         case .listOffsets: return self.serve(ListOffsetsRequest.self, body, context, self.apis.listOffsets)
+        case .offsetForLeaderEpoch:
+            return self.serve(OffsetForLeaderEpochRequest.self, body, context, self.apis.offsetForLeaderEpoch)
         case .metadata: return self.serve(MetadataRequest.self, body, context, self.apis.metadata)
         case .apiVersions: return self.serve(ApiVersionsRequest.self, body, context, self.apis.apiVersions)
         case .createTopics: return self.serve(CreateTopicsRequest.self, body, context, self.apis.admin.createTopics)

@@ -93,6 +93,28 @@ import Testing
         }
     }
 
+    /// OffsetForLeaderEpoch (KIP-320), which a consumer asks after its partition's leader epoch
+    /// changed: an epoch up to the current one ends at the log end; a newer current epoch than
+    /// the broker's, or an unknown partition, is an error; an epoch not reached is undefined.
+    @Test func offsetForLeaderEpochAnswersTheLogEnd() async throws {
+        try await TestBroker.with({ $0.autoCreateTopics = false }) { broker in
+            let client = try await broker.connect()
+            defer { client.close() }
+            _ = try await client.send(CreateTopicsRequest(topics: [.init(name: "epochs", numPartitions: 1, replicationFactor: 1)], timeoutMs: 5000))
+            _ = try await client.send(BrokerProtocolTests.produce("epochs", ["a", "b", "c"]), version: 10)
+            func ask(_ topic: String, current: Int32, epoch: Int32) async throws -> OffsetForLeaderEpochResponse.EpochEndOffset {
+                let request = OffsetForLeaderEpochRequest(
+                    replicaId: -1, topics: [.init(topic: topic, partitions: [.init(partition: 0, currentLeaderEpoch: current, leaderEpoch: epoch)])])
+                return try await client.send(request, version: 4).topics[0].partitions[0]
+            }
+            #expect(try await ask("epochs", current: 0, epoch: 0) == .init(errorCode: 0, partition: 0, leaderEpoch: 0, endOffset: 3))
+            #expect(try await ask("epochs", current: -1, epoch: 0).endOffset == 3)
+            #expect(try await ask("epochs", current: 0, epoch: 1) == .init(errorCode: 0, partition: 0, leaderEpoch: -1, endOffset: -1))
+            #expect(try await ask("epochs", current: 5, epoch: 0).errorCode == KafkaErrorCode.unknownLeaderEpoch.rawValue)
+            #expect(try await ask("missing", current: -1, epoch: 0).errorCode == KafkaErrorCode.unknownTopicOrPartition.rawValue)
+        }
+    }
+
     /// A data node's long poll of the metadata log: with nothing new it waits (here not at all,
     /// and reports nothing committed); it is answered when an entry commits.
     @Test func aMetadataLongPollIsAnsweredWhenSomethingCommits() async throws {

@@ -8,10 +8,12 @@ import re
 import signal
 import socket
 import struct
+import threading
 import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+import kafka
 from kafka.protocol.consumer import FetchRequest, FetchResponse
 from kafka.protocol.metadata import MetadataRequest, MetadataResponse
 from kafka.protocol.producer import ProduceRequest, ProduceResponse
@@ -258,3 +260,84 @@ def test_a_node_turning_a_partition_away_names_its_leader(cluster):  # noqa: F81
         assert (served.error_code, served.high_watermark, answer.node_endpoints) == (0, 1, [])
         # As produced, but for the partition leader epoch the leader stamps in it.
         assert served.records[16:] == records[16:] and struct.unpack(">i", served.records[12:16])[0] == epoch
+
+
+def test_consumers_read_on_across_a_join_and_a_leave(cluster):  # noqa: F811
+    """Real consumers (librdkafka's and kafka-python's) read every record while a data node joins
+    and another leaves under load. Both check their position when a partition's leader epoch
+    changes (KIP-320: OffsetForLeaderEpoch; on the ring every join and leave changes it), and
+    both fetch from a node that is still taking a partition over (answered with no records and
+    offsets unknown, which neither may take for the partition's end)."""
+    c = cluster(controllers=1, nodes=3)
+    bootstrap = c.info["bootstrap"]
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic("across", 12, 1)])["across"].result(30)
+    wait_for(lambda: (lambda ls: ls and all(l >= 0 for l in ls.values()))(leaders(bootstrap, "across")),
+             what="a leader for every partition")
+    stop = threading.Event()
+    acked, failures = {}, []
+    rd_counts, kp_counts, errors = {}, {}, []
+
+    def produce():
+        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 2, "enable.idempotence": True})
+
+        def done(err, msg):
+            if err is not None:
+                failures.append(str(err))
+            else:
+                acked[msg.partition()] = acked.get(msg.partition(), 0) + 1
+
+        i = 0
+        while not stop.is_set():
+            for p in range(12):
+                producer.produce("across", value=f"r{i}".encode(), partition=p, on_delivery=done)
+                i += 1
+            producer.poll(0)
+            time.sleep(0.01)
+        producer.flush(60)
+
+    def read_rd():
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "across", "enable.auto.commit": False,
+                             "enable.partition.eof": True})
+        consumer.assign([TopicPartition("across", p, OFFSET_BEGINNING) for p in range(12)])
+        quiet_since = time.time()
+        while not stop.is_set() or time.time() - quiet_since < 5:
+            msg = consumer.poll(0.2)
+            if msg is None or (msg.error() and msg.error().code() == KafkaError._PARTITION_EOF):
+                continue
+            if msg.error():
+                errors.append(f"librdkafka: {msg.error()}")
+                continue
+            rd_counts[msg.partition()] = rd_counts.get(msg.partition(), 0) + 1
+            quiet_since = time.time()
+        consumer.close()
+
+    def read_kp():
+        consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False, group_id=None)
+        consumer.assign([kafka.TopicPartition("across", p) for p in range(12)])
+        consumer.seek_to_beginning()
+        quiet_since = time.time()
+        while not stop.is_set() or time.time() - quiet_since < 5:
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                kp_counts[tp.partition] = kp_counts.get(tp.partition, 0) + len(records)
+                quiet_since = time.time()
+        consumer.close()
+
+    threads = [threading.Thread(target=f) for f in (produce, read_rd, read_kp)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(2)
+        c.tool("add-node")
+        time.sleep(2.5)
+        os.kill(next(p["pid"] for p in c.info["processes"] if p["id"] == 102), signal.SIGTERM)
+        time.sleep(2.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(90)
+    assert failures == [] and errors == [], (failures[:5], errors[:5])
+    assert sum(acked.values()) > 0
+    assert rd_counts == acked, ("librdkafka", rd_counts, acked)
+    assert kp_counts == acked, ("kafka-python", kp_counts, acked)
+    print(f"\nacross a join and a leave: {sum(acked.values())} records acknowledged, all read by both consumers")
