@@ -10,32 +10,35 @@ extension KafkaAPIs {
     /// the hot cache are sent from their segment. From v16 it names the leader of each partition
     /// turned away (`LeaderHints`).
     func fetch(_ request: FetchRequest, _ context: RequestContext) -> EventLoopFuture<KafkaFrame?> {
-        let broker = self.broker
+        guard let catchingUp = self.catchingUp(to: request, context) else { return self.read(request, context) }
         let started = NIODeadline.now()
-        return self.catchingUp(to: request, context).flatMap {
+        return catchingUp.flatMap {
             // What the catching up took comes off the fetch's own wait.
             var request = request
             let waited = (NIODeadline.now() - started).nanoseconds / 1_000_000
             if waited > 0 && request.maxWaitMs > 0 { request.maxWaitMs = Int32(max(1, Int64(request.maxWaitMs) - waited)) }
-            return FetchOperation(request: request, context: context, broker: broker).run().map { response, fileRecords, reservations in
-                RequestRouter.encode(
-                    response, apiKey: .fetch, version: context.apiVersion, correlationID: context.correlationID,
-                    sizeHint: 256 + response.encodedSizeHint, fileRecords: fileRecords, leases: reservations)
-            }
+            return self.read(request, context)
+        }
+    }
+
+    private func read(_ request: FetchRequest, _ context: RequestContext) -> EventLoopFuture<KafkaFrame?> {
+        FetchOperation(request: request, context: context, broker: self.broker).run().map { response, fileRecords, reservations in
+            RequestRouter.encode(
+                response, apiKey: .fetch, version: context.apiVersion, correlationID: context.correlationID,
+                sizeHint: 256 + response.encodedSizeHint, fileRecords: fileRecords, leases: reservations)
         }
     }
 
     /// A consumer that names a newer leader epoch than this data node's (it was sent here by a
     /// node that learned of a ring change first) waits, within its `maxWaitMs`, until this node
     /// has that image too: then it finds the partitions it came for being taken over or served
-    /// here, rather than UNKNOWN_LEADER_EPOCH and a back-off.
-    private func catchingUp(to request: FetchRequest, _ context: RequestContext) -> EventLoopFuture<Void> {
+    /// here, rather than UNKNOWN_LEADER_EPOCH and a back-off. nil: nothing to wait for.
+    private func catchingUp(to request: FetchRequest, _ context: RequestContext) -> EventLoopFuture<Void>? {
+        guard !self.broker.isStandalone, request.maxWaitMs > 0 else { return nil }
         let newest = request.topics.lazy.flatMap(\.partitions).map(\.currentLeaderEpoch).max() ?? -1
-        let wait = ReplicaManager.arrivalWait(milliseconds: request.maxWaitMs)
-        guard !self.broker.isStandalone, newest > self.leaderEpoch, wait > .zero else {
-            return context.eventLoop.makeSucceededVoidFuture()
-        }
-        return self.broker.cache.whenRingEpoch(reaches: Int64(newest), on: context.eventLoop, within: wait)
+        guard newest > self.leaderEpoch else { return nil }
+        return self.broker.cache.whenRingEpoch(
+            reaches: Int64(newest), on: context.eventLoop, within: ReplicaManager.arrivalWait(milliseconds: request.maxWaitMs))
     }
 }
 
