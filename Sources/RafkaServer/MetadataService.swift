@@ -55,9 +55,7 @@ final class MetadataCache: Sendable {
             waiters.waiting[waiters.next] = (epoch, done)
             return waiters.next
         }
-        let timer = loop.scheduleTask(in: limit) { done.succeed() }
-        done.futureResult.whenComplete { _ in
-            timer.cancel()
+        done.succeed(at: .now() + limit) {
             self.epochWaiters.withLock { _ = $0.waiting.removeValue(forKey: id) }
         }
         // Published before the waiter was in: `publish` missed it.

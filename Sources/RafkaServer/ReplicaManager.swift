@@ -296,9 +296,7 @@ final class ReplicaManager: Sendable {
             done.succeed()
             return done.futureResult
         }
-        let timer = loop.scheduleTask(deadline: min(now + limit, until)) { done.succeed() }
-        done.futureResult.whenComplete { _ in
-            timer.cancel()
+        done.succeed(at: min(now + limit, until)) {
             self.arrivals.withLock { state in
                 for tp in partitions { state.byPartition[tp]?.waiters[id] = nil }
             }
