@@ -63,4 +63,7 @@ public enum Limits {
     /// partition load within 1.3× of the mean at 1,000 nodes (`RingSimulationTests` prints the
     /// table); more cost Chord state and stabilization traffic per node.
     public static let ringTokensPerNodeDefault = 16
+    /// Stretches of the ring a metadata image's leader-epoch map keeps at the least before it
+    /// raises its oldest epochs (it keeps up to 4 per token besides): a few kilobytes of image.
+    public static let leaderEpochArcsMin = 1024
 }

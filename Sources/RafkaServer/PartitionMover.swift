@@ -97,13 +97,25 @@ actor PartitionMover {
         guard image.offset >= self.image.offset else { return }
         // Only membership and topics move partitions (most metadata changes do neither).
         let unchanged = image.ringEpoch == self.image.ringEpoch && image.topics == self.image.topics
+        let previous = self.placement
         self.image = image
         self.placement = placement
         if unchanged { return }
         let led = known ?? self.led(under: image, placement: placement)
-        for tp in self.replicas.served where !led.contains(tp) {
-            self.replicas.retire(tp)
-            self.logger.info("stopped serving a partition another node leads now", metadata: ["partition": "\(tp)", "ringEpoch": "\(image.ringEpoch)"])
+        for tp in self.replicas.served {
+            guard led.contains(tp), let topic = image.topics[tp.topic] else {
+                self.replicas.retire(tp)
+                self.logger.info("stopped serving a partition another node leads now", metadata: ["partition": "\(tp)", "ringEpoch": "\(image.ringEpoch)"])
+                continue
+            }
+            let epoch = placement.leaderEpoch(of: topic, partition: tp.partition)
+            if epoch != previous.leaderEpoch(of: topic, partition: tp.partition) {
+                do {
+                    try self.replicas.restamp(tp, leaderEpoch: epoch)
+                } catch {
+                    self.replicas.takeOffline(tp, reason: "recording leader epoch \(epoch) failed: \(error)")
+                }
+            }
         }
         var replaced: [TopicPartition: Task<Void, Never>] = [:]
         for (tp, takeover) in self.takeovers
@@ -400,7 +412,7 @@ actor PartitionMover {
         // Serve only if this takeover is still the current one (a newer image may have moved
         // the partition on while it copied).
         guard self.takeovers[tp]?.epoch == epoch, !Task.isCancelled else { throw CancellationError() }
-        try self.replicas.serve(tp, leaderEpoch: Int32(clamping: epoch))
+        try self.replicas.serve(tp, leaderEpoch: self.placement.leaderEpoch(of: topic, partition: partition))
         self.takeovers[tp] = nil
         // The holders drop their copies on their own time: the copying slot goes to the next
         // takeover, whose clients may be waiting for it.

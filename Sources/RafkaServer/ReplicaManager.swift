@@ -216,7 +216,7 @@ final class ReplicaManager: Sendable {
         return shell
     }
 
-    /// Starts serving a held copy as leader from ring epoch `leaderEpoch`, recorded with the copy
+    /// Starts serving a held copy as leader from `leaderEpoch`, recorded with the copy
     /// first so that a later leader can tell the newest copy.
     func serve(_ topicPartition: TopicPartition, leaderEpoch: Int32) throws {
         guard let shell = self.held.withLock({ $0[topicPartition] }) else {
@@ -228,6 +228,14 @@ final class ReplicaManager: Sendable {
         self.partitions.withLock { $0[topicPartition] = shell }
         self.offline.withLock { $0[topicPartition] = nil }
         self.endArrival(topicPartition)
+    }
+
+    /// Goes on leading a served partition from `leaderEpoch`: a newer epoch given to its
+    /// leadership without a change of leader (the image's leader-epoch map raised old epochs).
+    func restamp(_ topicPartition: TopicPartition, leaderEpoch: Int32) throws {
+        guard let shell = self.shell(for: topicPartition) else { return }
+        try Self.writeLeaderEpoch(leaderEpoch, directory: self.directory(for: topicPartition))
+        shell.lead(from: leaderEpoch)
     }
 
     // MARK: Arrivals
@@ -317,7 +325,7 @@ final class ReplicaManager: Sendable {
         }
     }
 
-    /// The ring epoch at which this node last became the leader of the copy in `directory`:
+    /// The partition's leader epoch when this node last became the leader of the copy in `directory`:
     /// -1 for a copy never served (one being filled), 0 for a copy from before the ring
     /// (standalone).
     static func leaderEpoch(directory: String) -> Int32 {

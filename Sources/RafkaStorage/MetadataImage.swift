@@ -29,11 +29,13 @@ public struct MetadataImage: Sendable, Equatable {
     public var nodes: [NodeID: NodeRegistration]
     /// Bumped whenever ring membership changes (used by the data plane).
     public var ringEpoch: Int64
+    /// Each partition's leader epoch: the ring epoch at which its leadership last changed.
+    public internal(set) var leaderEpochs: LeaderEpochMap
 
     public init(
         clusterID: String, offset: LogIndex = .zero, topics: [TopicMetadata] = [], nextProducerID: Int64 = 0,
         controllers: [NodeID] = [], controllerEndpoints: [NodeID: Endpoint] = [:], nodes: [NodeID: NodeRegistration] = [:],
-        ringEpoch: Int64 = 0
+        ringEpoch: Int64 = 0, leaderEpochs: LeaderEpochMap? = nil
     ) {
         self.controllerEndpoints = controllerEndpoints
         self.clusterID = clusterID
@@ -44,6 +46,8 @@ public struct MetadataImage: Sendable, Equatable {
         self.controllers = controllers
         self.nodes = nodes
         self.ringEpoch = ringEpoch
+        // An image from before per-partition epochs: every partition at the ring epoch.
+        self.leaderEpochs = leaderEpochs ?? LeaderEpochMap(uniform: ringEpoch)
         for topic in topics { self.setTopic(topic) }
     }
 
@@ -199,6 +203,14 @@ public enum MetadataChange: Sendable, Equatable {
     /// Applies the change (validated before it was proposed) to `image` at log `offset`.
     public func apply(to image: inout MetadataImage, at offset: LogIndex) {
         image.offset = offset
+        let before = self.changesMembership ? image : nil
+        defer {
+            if let before, image.ringEpoch != before.ringEpoch {
+                let tokens = image.nodes.values.reduce(0) { $0 + $1.tokens.count }
+                image.leaderEpochs.recordChanges(
+                    from: before, to: image, epoch: image.ringEpoch, arcsMax: max(Limits.leaderEpochArcsMin, 4 * tokens))
+            }
+        }
         switch self {
         case .bootstrap(let clusterID):
             if image.clusterID.isEmpty { image.clusterID = clusterID }
@@ -239,6 +251,15 @@ public enum MetadataChange: Sendable, Equatable {
             if image.nodes.removeValue(forKey: id) != nil { image.ringEpoch += 1 }
         case .registerController(let id, let endpoint):
             image.controllerEndpoints[id] = endpoint
+        }
+    }
+
+    /// Whether the change may move ring membership (and with it partition leaders).
+    private var changesMembership: Bool {
+        switch self {
+        case .registerNode, .fenceNode, .unfenceNode, .nodeLeaving, .activateNode, .unregisterNode: true
+        case .bootstrap, .createTopic, .deleteTopic, .setPartitionCount, .setTopicConfigs, .reserveProducerIDs, .registerController:
+            false
         }
     }
 }

@@ -22,6 +22,7 @@ public enum MetadataSnapshotCodec {
             incarnation INTEGER NOT NULL, fenced INTEGER NOT NULL, leaving INTEGER NOT NULL,
             joining INTEGER NOT NULL);
         CREATE TABLE node_tokens(node INTEGER NOT NULL REFERENCES nodes(id), token INTEGER NOT NULL);
+        CREATE TABLE leader_epochs(arc_end INTEGER NOT NULL, epoch INTEGER NOT NULL);
         """
 
     /// The image as the bytes of a SQLite database file. `scratchDirectory` holds the temporary file.
@@ -68,6 +69,11 @@ public enum MetadataSnapshotCodec {
                         "INSERT INTO node_tokens(node, token) VALUES(?, ?)",
                         [.integer(Int64(node.id.rawValue)), .integer(Int64(bitPattern: token.rawValue))])
                 }
+            }
+            for arc in image.leaderEpochs.arcs {
+                try database.query(
+                    "INSERT INTO leader_epochs(arc_end, epoch) VALUES(?, ?)",
+                    [.integer(Int64(bitPattern: arc.end.rawValue)), .integer(arc.epoch)])
             }
         }
         database.close()
@@ -120,6 +126,20 @@ public enum MetadataSnapshotCodec {
                 throw StorageError(.database, "snapshot: malformed node token row \(row)")
             }
             image.nodes[NodeID(Int32(id))]!.tokens.append(RingPosition(UInt64(bitPattern: token)))
+        }
+        // A snapshot from before per-partition leader epochs has none: every partition starts at
+        // the ring epoch (the image's initializer), which no earlier epoch exceeds.
+        let tables = try database.query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'leader_epochs'")
+        if !tables.isEmpty {
+            var arcs: [LeaderEpochMap.Arc] = []
+            for row in try database.query("SELECT arc_end, epoch FROM leader_epochs ORDER BY rowid") {
+                guard let end = row[0].integer, let epoch = row[1].integer else {
+                    throw StorageError(.database, "snapshot: malformed leader epoch row \(row)")
+                }
+                arcs.append(LeaderEpochMap.Arc(end: RingPosition(UInt64(bitPattern: end)), epoch: epoch))
+            }
+            guard let map = LeaderEpochMap(arcs: arcs) else { throw StorageError(.database, "snapshot: leader epochs do not cover the ring") }
+            image.leaderEpochs = map
         }
         return image
     }

@@ -13,8 +13,9 @@ import RafkaCore
 /// not copy ahead of the leave (`PartitionMover.copyAheadOfLeaving`). A joining
 /// node has no place yet: it copies what it will lead first, then the controllers activate it.
 ///
-/// The leader epoch of every partition is the image's ring epoch: it only grows, every node
-/// computes the same one from its image, and it changes whenever a leader may have.
+/// A partition's leader epoch is the ring epoch at which its leader last changed
+/// (`LeaderEpochMap`): it only grows, every node computes the same one from its image, and it
+/// changes whenever that partition's leader may have, and only then.
 public struct PartitionPlacement: Sendable {
     public enum Leader: Sendable, Hashable {
         case node(NodeID)
@@ -25,6 +26,7 @@ public struct PartitionPlacement: Sendable {
     }
 
     public let ringEpoch: Int64
+    private let leaderEpochs: LeaderEpochMap
     /// Every registered node that is not leaving: whose partitions stay theirs.
     private let registered: RingMap
     /// Nodes neither fenced nor leaving: who can take a fenced leader's partitions.
@@ -38,6 +40,7 @@ public struct PartitionPlacement: Sendable {
     /// With `leaving`, the placement once that node has left: who will lead its partitions.
     public init(image: MetadataImage, uncleanByDefault: Bool = false, activating: NodeID? = nil, leaving: NodeID? = nil) {
         self.ringEpoch = image.ringEpoch
+        self.leaderEpochs = image.leaderEpochs
         if activating != nil || leaving != nil {
             var future = image
             if let activating { future.nodes[activating]?.joining = false }
@@ -53,7 +56,11 @@ public struct PartitionPlacement: Sendable {
         self.uncleanByDefault = uncleanByDefault
     }
 
-    public var leaderEpoch: Int32 { Int32(clamping: self.ringEpoch) }
+    /// The leader epoch of `partition` of `topic` (of the image: a placement "as if" a node
+    /// joined or left answers as its image does).
+    public func leaderEpoch(of topic: TopicMetadata, partition: Int32) -> Int32 {
+        Int32(clamping: self.leaderEpochs.epoch(at: Self.key(of: topic, partition: partition)))
+    }
 
     public static func key(of topic: TopicMetadata, partition: Int32) -> RingPosition {
         RingHash.partitionKey(topicID: (topic.id.high, topic.id.low), partition: partition)

@@ -86,6 +86,33 @@ def wait_until_served(bootstrap, topic, gone=(), timeout=60):
     return time.time() - started
 
 
+def epochs(address, topic):
+    """The topic's id and {partition: (leader, leader epoch)}, from a Metadata v12 answer of the node at `address`."""
+    answer = call(address, MetadataRequest[12](topics=[MetadataRequest.MetadataRequestTopic(name=topic)],
+                                              allow_auto_topic_creation=False), MetadataResponse, 12)
+    return answer.topics[0].topic_id, {p.partition_index: (p.leader_id, p.leader_epoch) for p in answer.topics[0].partitions}
+
+
+def fetch_error(address, topic_id, partition, epoch):
+    """The error code of a Fetch v16 of one partition from offset 0 naming `epoch` as its current leader epoch."""
+    fetch_partition = FetchRequest.FetchTopic.FetchPartition(
+        partition=partition, current_leader_epoch=epoch, fetch_offset=0, last_fetched_epoch=-1, log_start_offset=-1,
+        partition_max_bytes=1 << 16)
+    fetch = FetchRequest[16](max_wait_ms=0, min_bytes=1, max_bytes=1 << 16, isolation_level=0, session_id=0, session_epoch=-1,
+                             topics=[FetchRequest.FetchTopic(topic_id=topic_id, partitions=[fetch_partition])],
+                             forgotten_topics_data=[], rack_id="")
+    return call(address, fetch, FetchResponse, 16).responses[0].partitions[0].error_code
+
+
+def assert_new_epochs_only_for(moved, before, after, event):
+    """Per-partition leader epochs: the partitions `event` moved have a newer one, every other keeps its own."""
+    for p in range(PARTITIONS):
+        if p in moved:
+            assert after[p][1] > before[p][1], f"{event}: partition {p} moved but kept leader epoch {before[p][1]}"
+        else:
+            assert after[p] == before[p], f"{event}: partition {p} did not move, but {before[p]} became {after[p]}"
+
+
 def test_a_join_and_a_kill9_keep_every_partition_served(cluster):  # noqa: F811
     c = cluster(nodes=5)
     wait_for(lambda: (lambda d: d and len(d["nodes"]) == 5 and all(n["state"] == "active" for n in d["nodes"]))(c.describe()),
@@ -101,6 +128,7 @@ def test_a_join_and_a_kill9_keep_every_partition_served(cluster):  # noqa: F811
     wait_until_served(bootstrap, "spread")
     before = leaders(bootstrap, "spread")
     assert set(before.values()) <= set(addresses) and len(set(before.values())) == 5, before
+    topic_id, epochs_before = epochs(bootstrap, "spread")
 
     assert produce(bootstrap, "spread", "first") == []
     got = consume_all(addresses[101], "spread")
@@ -120,6 +148,13 @@ def test_a_join_and_a_kill9_keep_every_partition_served(cluster):  # noqa: F811
     after_join = leaders(bootstrap, "spread")
     moved = [p for p in range(PARTITIONS) if after_join[p] != before[p]]
     assert all(after_join[p] == 106 for p in moved), "a join moves partitions only to the new node"
+    _, epochs_after_join = epochs(bootstrap, "spread")
+    assert_new_epochs_only_for(moved, epochs_before, epochs_after_join, "the join")
+    # A consumer still at the old epoch reads on where nothing moved; where its partition moved,
+    # the new leader fences it (FENCED_LEADER_EPOCH: refresh metadata, then validate).
+    still = next(p for p in range(PARTITIONS) if p not in moved)
+    assert fetch_error(addresses[after_join[still]], topic_id, still, epochs_before[still][1]) == 0
+    assert fetch_error(node_addresses(c)[106], topic_id, moved[0], epochs_before[moved[0]][1]) == 74
     print(f"\njoin of node 106: {len(moved)}/{PARTITIONS} partitions moved ({len(moved) / PARTITIONS:.2f}; "
           f"1/N = {1 / 6:.2f}); placed {placed:.2f} s after it started (after copying), every partition served "
           f"{switch:.2f} s after that ({served:.2f} s in all)")
@@ -139,6 +174,8 @@ def test_a_join_and_a_kill9_keep_every_partition_served(cluster):  # noqa: F811
     after_kill = leaders(addresses[101], "spread")
     moved = [p for p in range(PARTITIONS) if after_kill[p] != after_join[p]]
     assert sorted(moved) == sorted(lost), "only the killed node's partitions move"
+    _, epochs_after_kill = epochs(addresses[101], "spread")
+    assert_new_epochs_only_for(moved, epochs_after_join, epochs_after_kill, "the kill -9")
     print(f"kill -9 of node {victim}: {len(moved)}/{PARTITIONS} partitions moved ({len(moved) / PARTITIONS:.2f}), "
           f"every partition served again {served:.2f} s after the kill (ring neighbours suspect it, the controllers confirm; the session timeout is 9 s)")
     assert produce(addresses[101], "spread", "second") == []
@@ -163,6 +200,8 @@ def test_a_join_and_a_kill9_keep_every_partition_served(cluster):  # noqa: F811
     after_leave = leaders(addresses[101], "spread")
     moved = [p for p in range(PARTITIONS) if after_leave[p] != after_kill[p]]
     assert sorted(moved) == sorted(handed), "only the leaving node's partitions move"
+    _, epochs_after_leave = epochs(addresses[101], "spread")
+    assert_new_epochs_only_for(moved, epochs_after_kill, epochs_after_leave, "the leave")
     print(f"SIGTERM of node {leaving}: {len(moved)}/{PARTITIONS} partitions handed over, the node exited "
           f"{exited:.2f} s after the signal")
     got = consume_all(addresses[101], "spread")

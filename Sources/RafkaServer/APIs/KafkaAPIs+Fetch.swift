@@ -36,7 +36,7 @@ extension KafkaAPIs {
     private func catchingUp(to request: FetchRequest, _ context: RequestContext) -> EventLoopFuture<Void>? {
         guard !self.broker.isStandalone, request.maxWaitMs > 0 else { return nil }
         let newest = request.topics.lazy.flatMap(\.partitions).map(\.currentLeaderEpoch).max() ?? -1
-        guard newest > self.leaderEpoch else { return nil }
+        guard newest > Int32(clamping: self.broker.cache.image.ringEpoch) else { return nil }
         return self.broker.cache.whenRingEpoch(
             reaches: Int64(newest), on: context.eventLoop, within: ReplicaManager.arrivalWait(milliseconds: request.maxWaitMs))
     }
@@ -123,7 +123,7 @@ final class FetchOperation {
 
     private func resolver() -> TargetResolver {
         TargetResolver(
-            broker: self.broker, image: self.broker.cache.image, byID: self.context.apiVersion >= 13,
+            broker: self.broker, snapshot: self.broker.cache.snapshot, byID: self.context.apiVersion >= 13,
             // A replica's fetch (a new leader copying the partition) may read a copy this node
             // holds without serving it; consumers read only what this node leads.
             fromReplica: self.request.replicaId >= 0 || self.request.replicaState.replicaId >= 0)
@@ -133,28 +133,29 @@ final class FetchOperation {
     private struct TargetResolver {
         let broker: Broker
         let image: MetadataImage
+        /// `image`'s placement: each partition's leader epoch.
+        let placement: PartitionPlacement
         let byID: Bool
         let fromReplica: Bool
         private let apis: KafkaAPIs
-        /// The leader epoch this node serves at (`KafkaAPIs.leaderEpoch`), from `image`.
-        private let leaderEpoch: Int32
         /// A topic's partitions come one after another: its metadata and (for a consumer) the
         /// shells this node serves of it are looked up once for them.
         private var last: (topic: String, topicID: KafkaUUID, metadata: TopicMetadata?)?
         private var lastShells: (topic: String, shells: [Int32: PartitionShell])?
 
-        init(broker: Broker, image: MetadataImage, byID: Bool, fromReplica: Bool) {
+        init(broker: Broker, snapshot: (image: MetadataImage, placement: PartitionPlacement), byID: Bool, fromReplica: Bool) {
             self.broker = broker
-            self.image = image
+            (self.image, self.placement) = snapshot
             self.byID = byID
             self.fromReplica = fromReplica
             self.apis = KafkaAPIs(broker: broker)
-            self.leaderEpoch = KafkaAPIs.leaderEpoch(of: broker, image: image)
         }
 
         /// The error for a consumer's `currentLeaderEpoch`, if any (a replica's fetch has none).
-        private func epochError(_ partition: FetchRequest.FetchPartition) -> BrokerError? {
-            self.fromReplica ? nil : KafkaAPIs.leaderEpochError(partition.currentLeaderEpoch, current: self.leaderEpoch)
+        private func epochError(_ metadata: TopicMetadata, _ partition: FetchRequest.FetchPartition) -> BrokerError? {
+            guard !self.fromReplica, partition.currentLeaderEpoch >= 0 else { return nil }
+            let current = KafkaAPIs.leaderEpoch(of: self.broker, placement: self.placement, topic: metadata, partition: partition.partition)
+            return KafkaAPIs.leaderEpochError(partition.currentLeaderEpoch, current: current)
         }
 
         mutating func metadata(topic: String, topicID: KafkaUUID) -> TopicMetadata? {
@@ -175,25 +176,25 @@ final class FetchOperation {
         /// The shell of a partition that can be read as asked (a known topic, a partition this
         /// node serves, the leader epoch the client expects), else nil.
         mutating func readable(topic: String, topicID: KafkaUUID, partition: FetchRequest.FetchPartition) -> PartitionShell? {
-            guard let metadata = self.metadata(topic: topic, topicID: topicID), self.epochError(partition) == nil else {
+            guard let metadata = self.metadata(topic: topic, topicID: topicID), self.epochError(metadata, partition) == nil else {
                 return nil
             }
             return self.shell(metadata, partition.partition)
         }
 
         mutating func target(topic: String, topicID: KafkaUUID, partition: FetchRequest.FetchPartition) -> Target {
-            let metadata = self.metadata(topic: topic, topicID: topicID)
-            var target = Target(topicName: metadata?.name ?? topic, topicID: topicID, partition: partition)
-            if let metadata {
-                target.shell = self.shell(metadata, partition.partition)
-            }
-            if metadata == nil {
+            guard let metadata = self.metadata(topic: topic, topicID: topicID) else {
+                var target = Target(topicName: topic, topicID: topicID, partition: partition)
                 target.error = BrokerError(self.byID ? .unknownTopicId : .unknownTopicOrPartition)
-            } else if target.shell == nil {
-                let tp = TopicPartition(metadata!.name, partition.partition)
+                return target
+            }
+            var target = Target(topicName: metadata.name, topicID: topicID, partition: partition)
+            target.shell = self.shell(metadata, partition.partition)
+            if target.shell == nil {
+                let tp = TopicPartition(metadata.name, partition.partition)
                 target.error = self.apis.missingPartitionError(tp)
-                target.arriving = !self.fromReplica && self.epochError(partition) == nil && self.broker.replicas.isArriving(tp)
-            } else if let error = self.epochError(partition) {
+                target.arriving = !self.fromReplica && self.epochError(metadata, partition) == nil && self.broker.replicas.isArriving(tp)
+            } else if let error = self.epochError(metadata, partition) {
                 target.error = error
             }
             return target
@@ -311,7 +312,7 @@ final class FetchOperation {
         if let shell = self.broker.replicas.shell(for: tp) {
             self.targets[index].arriving = false
             let apis = KafkaAPIs(broker: self.broker)
-            if let error = apis.leaderEpochError(self.targets[index].partition.currentLeaderEpoch) {
+            if let error = apis.leaderEpochError(self.targets[index].partition.currentLeaderEpoch, of: tp) {
                 self.targets[index].error = error
             } else {
                 self.targets[index].shell = shell

@@ -72,17 +72,20 @@ extension KafkaAPIs {
         @Sendable func failed(_ code: KafkaErrorCode) -> Result {
             Result(partitionIndex: partition.partitionIndex, errorCode: code.rawValue, timestamp: -1, offset: -1, leaderEpoch: -1)
         }
+        let tp = TopicPartition(topic, partition.partitionIndex)
+        // The partition's current epoch (a consumer validates a position it found here against
+        // it; any epoch up to the current one ends at the log end, `offsetForLeaderEpoch`).
+        let epoch = self.leaderEpoch(of: tp)
         @Sendable func found(_ hit: (timestamp: Int64, offset: Int64)?) -> Result {
             // No record at or after the timestamp: Kafka answers offset -1, timestamp -1.
             Result(
                 partitionIndex: partition.partitionIndex, errorCode: 0, timestamp: hit?.timestamp ?? -1,
-                offset: hit?.offset ?? -1, leaderEpoch: hit == nil ? -1 : 0)
+                offset: hit?.offset ?? -1, leaderEpoch: hit == nil ? -1 : epoch)
         }
-        let tp = TopicPartition(topic, partition.partitionIndex)
         guard let shell = self.broker.replicas.shell(for: tp) else {
             return .answered(failed(self.missingPartitionError(tp).code))
         }
-        if let error = self.leaderEpochError(partition.currentLeaderEpoch) {
+        if let error = Self.leaderEpochError(partition.currentLeaderEpoch, current: epoch) {
             return .answered(failed(error.code))
         }
         let search: EventLoopFuture<(timestamp: Int64, offset: Int64)?>

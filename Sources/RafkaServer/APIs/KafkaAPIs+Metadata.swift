@@ -99,12 +99,12 @@ extension KafkaAPIs {
             case .ring(let placement):
                 switch placement.leader(of: topic, partition: index) {
                 case .node(let node):
-                    (leader, epoch) = (node.rawValue, placement.leaderEpoch)
+                    (leader, epoch) = (node.rawValue, placement.leaderEpoch(of: topic, partition: index))
                 case .offline(let fenced):
                     // Its only replica is fenced: no leader until it comes back.
                     return MetadataResponse.MetadataResponsePartition(
                         errorCode: KafkaErrorCode.leaderNotAvailable.rawValue, partitionIndex: index, leaderId: -1,
-                        leaderEpoch: placement.leaderEpoch, replicaNodes: [fenced.rawValue], isrNodes: [],
+                        leaderEpoch: placement.leaderEpoch(of: topic, partition: index), replicaNodes: [fenced.rawValue], isrNodes: [],
                         offlineReplicas: [fenced.rawValue])
                 case .none:
                     return MetadataResponse.MetadataResponsePartition(

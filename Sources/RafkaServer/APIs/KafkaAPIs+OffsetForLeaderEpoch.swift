@@ -4,8 +4,8 @@ import RafkaCore
 
 extension KafkaAPIs {
     /// OffsetForLeaderEpoch v0–4 (KIP-320): where a leader epoch ends in a partition's log. A
-    /// consumer that sees its partition's leader epoch change (on a data node, every ring change
-    /// changes it) asks this of the leader for the epoch of the last record it read, and resets
+    /// consumer that sees its partition's leader epoch change (on a data node, when a join, a
+    /// leave or a fencing moves the partition) asks this of the leader for the epoch of the last record it read, and resets
     /// its position if the answer is below it: records it read are gone (log truncation).
     ///
     /// A partition's copies never diverge here unless a topic allows an unclean takeover: each
@@ -18,7 +18,6 @@ extension KafkaAPIs {
         _ request: OffsetForLeaderEpochRequest,
         _ context: RequestContext
     ) -> EventLoopFuture<OffsetForLeaderEpochResponse?> {
-        let current = self.leaderEpoch
         var response = OffsetForLeaderEpochResponse()
         response.topics = request.topics.map { topic in
             .init(
@@ -29,7 +28,8 @@ extension KafkaAPIs {
                     guard let shell = self.broker.replicas.shell(for: tp) else {
                         return Answer(errorCode: self.missingPartitionError(tp).code.rawValue, partition: partition.partition)
                     }
-                    if let error = self.leaderEpochError(partition.currentLeaderEpoch) {
+                    let current = self.leaderEpoch(of: tp)
+                    if let error = Self.leaderEpochError(partition.currentLeaderEpoch, current: current) {
                         return Answer(errorCode: error.code.rawValue, partition: partition.partition)
                     }
                     guard partition.leaderEpoch <= current, let offsets = shell.publishedOffsets() else {

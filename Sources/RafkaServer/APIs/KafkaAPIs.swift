@@ -59,25 +59,30 @@ struct KafkaAPIs: Sendable {
         return self.missingPartitionError(topicPartition)
     }
 
-    /// The leader epoch this node serves its partitions at: 0 in standalone, the ring epoch of
-    /// its image on a data node (what its Metadata answers report).
-    var leaderEpoch: Int32 { Self.leaderEpoch(of: self.broker, image: self.broker.cache.image) }
-
-    /// `leaderEpoch` as of `image` (looked at only on a data node).
-    static func leaderEpoch(of broker: Broker, image: @autoclosure () -> MetadataImage) -> Int32 {
-        broker.isStandalone ? 0 : Int32(clamping: image().ringEpoch)
+    /// The leader epoch of `topicPartition` by this node's image: 0 in standalone; on a data
+    /// node, the ring epoch at which its leader last changed (what Metadata answers report);
+    /// -1 for a topic the image does not have.
+    func leaderEpoch(of topicPartition: TopicPartition) -> Int32 {
+        guard !self.broker.isStandalone else { return 0 }
+        let (image, placement) = self.broker.cache.snapshot
+        guard let topic = image.topics[topicPartition.topic] else { return -1 }
+        return placement.leaderEpoch(of: topic, partition: topicPartition.partition)
     }
 
-    /// Checks a client's `currentLeaderEpoch` (-1: not given): a newer one than this node's
-    /// means its metadata is behind (UNKNOWN_LEADER_EPOCH), an older one the client's is
-    /// (FENCED_LEADER_EPOCH); both are retriable after a metadata refresh.
-    func leaderEpochError(_ epoch: Int32) -> BrokerError? {
+    /// `leaderEpoch(of:)` under `placement`, for callers that look many partitions up in one image.
+    static func leaderEpoch(of broker: Broker, placement: PartitionPlacement, topic: TopicMetadata, partition: Int32) -> Int32 {
+        broker.isStandalone ? 0 : placement.leaderEpoch(of: topic, partition: partition)
+    }
+
+    /// Checks a client's `currentLeaderEpoch` (-1: not given) of `topicPartition`: a newer one
+    /// than this node's means its metadata is behind (UNKNOWN_LEADER_EPOCH), an older one the
+    /// client's is (FENCED_LEADER_EPOCH); both are retriable after a metadata refresh.
+    func leaderEpochError(_ epoch: Int32, of topicPartition: TopicPartition) -> BrokerError? {
         guard epoch >= 0 else { return nil }
-        return Self.leaderEpochError(epoch, current: self.leaderEpoch)
+        return Self.leaderEpochError(epoch, current: self.leaderEpoch(of: topicPartition))
     }
 
-    /// `leaderEpochError` against `current`, for callers that check many partitions against one
-    /// image (looking the node's epoch up once).
+    /// `leaderEpochError` against `current`, the partition's epoch as the caller looked it up.
     static func leaderEpochError(_ epoch: Int32, current: Int32) -> BrokerError? {
         guard epoch >= 0 else { return nil }
         if epoch > current { return BrokerError(.unknownLeaderEpoch, "leader epoch \(epoch) is newer than \(current)") }

@@ -44,7 +44,7 @@ struct LeaderHints {
             return nil
         }
         self.named[node] = registration
-        return (node.rawValue, self.placement.leaderEpoch)
+        return (node.rawValue, self.placement.leaderEpoch(of: metadata, partition: partition))
     }
 
     /// The named nodes in id order.
