@@ -68,7 +68,7 @@ struct PartitionHandoffResponse: KafkaResponseMessage, Equatable {
     var errorCode: Int16 = 0
     var errorMessage: String?
     var hasCopy = false
-    /// The ring epoch at which the copy's node last became its leader.
+    /// The partition's leader epoch when the copy's node last became its leader.
     var leaderEpoch: Int32 = -1
     var logStartOffset: Int64 = -1
     var logEndOffset: Int64 = -1

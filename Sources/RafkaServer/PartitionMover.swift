@@ -17,7 +17,8 @@ import RafkaStorage
 /// 2. The newest copy (highest leader epoch, then longest) wins. If it is not this node's own,
 ///    this node's copy is replaced by one filled with follower fetches up to the end the holder
 ///    gave, and made durable.
-/// 3. Record the leader epoch E with the copy, serve it, and tell the holders to delete theirs.
+/// 3. Record the partition's leader epoch under E (E itself, when E's change moved it here) with
+///    the copy, serve it, and tell the holders to delete theirs.
 ///
 /// Until step 3, a client's produce or fetch of the partition waits for it here (for up to
 /// `ReplicaManager.arrivalWaitMax` from the takeover's start; later ones get

@@ -56,8 +56,8 @@ final class PartitionShell: Sendable {
     /// Loop-confined state. A class so that the loop-bound wrapper can hand out one reference.
     final class State {
         var log: PartitionLog?
-        /// Stamped on appended batches: 0 in standalone, the ring epoch this node took the
-        /// partition over at on a data node.
+        /// Stamped on appended batches: 0 in standalone; on a data node, the partition's leader
+        /// epoch (`PartitionPlacement.leaderEpoch`) since this node took it over.
         var leaderEpoch: Int32 = 0
         /// False once another node leads the partition: appends already on this loop finish,
         /// later ones answer NOT_LEADER_OR_FOLLOWER (so an acknowledged append is always within

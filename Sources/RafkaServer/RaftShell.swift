@@ -391,9 +391,16 @@ extension RaftShell {
             // Every voter applies the same log: skipping here is what every voter does.
             self.logger.error("skipping an unreadable metadata entry at \(entry.index): \(error)")
         }
-        if case .noop = entry.payload, self.image.clusterID.isEmpty, self.core.isLeader {
-            // A new cluster's first leader names it.
-            _ = self.core.propose(MetadataChange.bootstrap(clusterID: KafkaUUID.random().description).encoded())
+        if case .noop = entry.payload, self.core.isLeader {
+            if self.image.clusterID.isEmpty {
+                // A new cluster's first leader names it.
+                _ = self.core.propose(MetadataChange.bootstrap(clusterID: KafkaUUID.random().description).encoded())
+            }
+            if self.image.leaderEpochs == nil {
+                // Per-partition leader epochs start here (a new cluster, or one begun by an older
+                // version); a second such entry, from a leader that did not see the first, does nothing.
+                _ = self.core.propose(MetadataChange.trackLeaderEpochs.encoded())
+            }
         }
         if let proposedTerm = self.proposals[entry.index]?.term {
             // An entry of another term at the proposal's index replaced it.

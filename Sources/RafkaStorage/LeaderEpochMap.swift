@@ -17,7 +17,8 @@ import RafkaCore
 /// the serving node that would stand in for it (a topic that allows an unclean takeover is led
 /// by it). Epochs only grow: each stretch either keeps its epoch or gets the new ring epoch, and
 /// when the map grows past its bound the oldest epochs are raised to the next oldest
-/// (`coarsen`), which fences those partitions once and never lowers an epoch.
+/// (`coarsen`), which fences those partitions once and never lowers an epoch. Tracking starts
+/// at the metadata log's `trackLeaderEpochs` entry, with every key at the ring epoch.
 ///
 /// ```
 ///  ring: 0 ─────── end₀ ─────── end₁ ───── … ───── UInt64.max
@@ -66,9 +67,6 @@ public struct LeaderEpochMap: Sendable, Equatable {
         return self.arcs[low].epoch
     }
 
-    /// The newest epoch anywhere on the ring.
-    public var newest: Int64 { self.arcs.lazy.map(\.epoch).max() ?? 0 }
-
     /// Gives `epoch` to the keys whose leadership differs between `before` and `after` (the
     /// image before and after one membership change), then bounds the map to `arcsMax` arcs.
     mutating func recordChanges(from before: MetadataImage, to after: MetadataImage, epoch: Int64, arcsMax: Int) {
@@ -91,7 +89,8 @@ public struct LeaderEpochMap: Sendable, Equatable {
         }
         assert(merged.arcs.allSatisfy { arc in arc.epoch >= self.epoch(at: arc.end) }, "leader epochs only grow")
         self = merged
-        self.coarsen(toAtMost: arcsMax)
+        // To three quarters: room for the next changes before raising old epochs again.
+        if self.arcs.count > arcsMax { self.coarsen(toAtMost: arcsMax * 3 / 4) }
     }
 
     /// Raises the oldest epochs to the next oldest until at most `arcsMax` arcs remain (the

@@ -29,8 +29,10 @@ public struct MetadataImage: Sendable, Equatable {
     public var nodes: [NodeID: NodeRegistration]
     /// Bumped whenever ring membership changes (used by the data plane).
     public var ringEpoch: Int64
-    /// Each partition's leader epoch: the ring epoch at which its leadership last changed.
-    public internal(set) var leaderEpochs: LeaderEpochMap
+    /// Each partition's leader epoch: the ring epoch at which its leadership last changed. nil
+    /// until the metadata log's `trackLeaderEpochs` entry (a cluster begun by a version without
+    /// it): every partition's epoch is then the ring epoch, as those versions reported it.
+    public internal(set) var leaderEpochs: LeaderEpochMap?
 
     public init(
         clusterID: String, offset: LogIndex = .zero, topics: [TopicMetadata] = [], nextProducerID: Int64 = 0,
@@ -46,8 +48,7 @@ public struct MetadataImage: Sendable, Equatable {
         self.controllers = controllers
         self.nodes = nodes
         self.ringEpoch = ringEpoch
-        // An image from before per-partition epochs: every partition at the ring epoch.
-        self.leaderEpochs = leaderEpochs ?? LeaderEpochMap(uniform: ringEpoch)
+        self.leaderEpochs = leaderEpochs
         for topic in topics { self.setTopic(topic) }
     }
 
@@ -199,16 +200,22 @@ public enum MetadataChange: Sendable, Equatable {
     case unregisterNode(id: NodeID)
     /// Records where a controller listens, before it is added as a voter.
     case registerController(id: NodeID, endpoint: Endpoint)
+    /// From here on, each partition keeps its own leader epoch (`LeaderEpochMap`), starting at
+    /// the ring epoch: no epoch falls below one reported or stamped before. Proposed by a
+    /// controller leader whose image does not track them yet (a new cluster, or one begun by an
+    /// older version), so every image replayed or restored agrees on where tracking began;
+    /// older versions skip the entry.
+    case trackLeaderEpochs
 
     /// Applies the change (validated before it was proposed) to `image` at log `offset`.
     public func apply(to image: inout MetadataImage, at offset: LogIndex) {
         image.offset = offset
-        let before = self.changesMembership ? image : nil
+        let before = self.changesMembership && image.leaderEpochs != nil ? image : nil
         defer {
-            if let before, image.ringEpoch != before.ringEpoch {
+            if let before, var epochs = before.leaderEpochs, image.ringEpoch != before.ringEpoch {
                 let tokens = image.nodes.values.reduce(0) { $0 + $1.tokens.count }
-                image.leaderEpochs.recordChanges(
-                    from: before, to: image, epoch: image.ringEpoch, arcsMax: max(Limits.leaderEpochArcsMin, 4 * tokens))
+                epochs.recordChanges(from: before, to: image, epoch: image.ringEpoch, arcsMax: max(Limits.leaderEpochArcsMin, 4 * tokens))
+                image.leaderEpochs = epochs
             }
         }
         switch self {
@@ -251,6 +258,8 @@ public enum MetadataChange: Sendable, Equatable {
             if image.nodes.removeValue(forKey: id) != nil { image.ringEpoch += 1 }
         case .registerController(let id, let endpoint):
             image.controllerEndpoints[id] = endpoint
+        case .trackLeaderEpochs:
+            if image.leaderEpochs == nil { image.leaderEpochs = LeaderEpochMap(uniform: image.ringEpoch) }
         }
     }
 
@@ -258,7 +267,8 @@ public enum MetadataChange: Sendable, Equatable {
     private var changesMembership: Bool {
         switch self {
         case .registerNode, .fenceNode, .unfenceNode, .nodeLeaving, .activateNode, .unregisterNode: true
-        case .bootstrap, .createTopic, .deleteTopic, .setPartitionCount, .setTopicConfigs, .reserveProducerIDs, .registerController:
+        case .bootstrap, .createTopic, .deleteTopic, .setPartitionCount, .setTopicConfigs, .reserveProducerIDs, .registerController,
+            .trackLeaderEpochs:
             false
         }
     }
@@ -270,6 +280,7 @@ extension MetadataChange {
     private enum Kind: UInt8 {
         case bootstrap = 1, createTopic, deleteTopic, setPartitionCount, setTopicConfigs, reserveProducerIDs
         case registerNode, fenceNode, unfenceNode, unregisterNode, registerController, nodeLeaving, activateNode
+        case trackLeaderEpochs
     }
 
     /// The bytes of a metadata-log entry: a format version, a kind, then the fields.
@@ -332,6 +343,8 @@ extension MetadataChange {
             buffer.writeKafkaInt32(id.rawValue)
             buffer.writeKafkaString(endpoint.host, compact: true)
             buffer.writeKafkaInt32(endpoint.port)
+        case .trackLeaderEpochs:
+            buffer.writeInteger(Kind.trackLeaderEpochs.rawValue)
         }
         return Array(buffer.readableBytesView)
     }
@@ -413,6 +426,8 @@ extension MetadataChange {
             let id = NodeID(try buffer.readKafkaInt32())
             self = .registerController(
                 id: id, endpoint: Endpoint(host: try buffer.readKafkaString(compact: true), port: try buffer.readKafkaInt32()))
+        case .trackLeaderEpochs:
+            self = .trackLeaderEpochs
         }
     }
 }

@@ -70,7 +70,7 @@ public enum MetadataSnapshotCodec {
                         [.integer(Int64(node.id.rawValue)), .integer(Int64(bitPattern: token.rawValue))])
                 }
             }
-            for arc in image.leaderEpochs.arcs {
+            for arc in image.leaderEpochs?.arcs ?? [] {
                 try database.query(
                     "INSERT INTO leader_epochs(arc_end, epoch) VALUES(?, ?)",
                     [.integer(Int64(bitPattern: arc.end.rawValue)), .integer(arc.epoch)])
@@ -127,17 +127,17 @@ public enum MetadataSnapshotCodec {
             }
             image.nodes[NodeID(Int32(id))]!.tokens.append(RingPosition(UInt64(bitPattern: token)))
         }
-        // A snapshot from before per-partition leader epochs has none: every partition starts at
-        // the ring epoch (the image's initializer), which no earlier epoch exceeds.
+        // No rows (or, from an older version, no table): the image does not track per-partition
+        // leader epochs yet.
         let tables = try database.query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'leader_epochs'")
-        if !tables.isEmpty {
-            var arcs: [LeaderEpochMap.Arc] = []
-            for row in try database.query("SELECT arc_end, epoch FROM leader_epochs ORDER BY rowid") {
-                guard let end = row[0].integer, let epoch = row[1].integer else {
-                    throw StorageError(.database, "snapshot: malformed leader epoch row \(row)")
-                }
-                arcs.append(LeaderEpochMap.Arc(end: RingPosition(UInt64(bitPattern: end)), epoch: epoch))
+        var arcs: [LeaderEpochMap.Arc] = []
+        for row in try tables.isEmpty ? [] : database.query("SELECT arc_end, epoch FROM leader_epochs ORDER BY rowid") {
+            guard let end = row[0].integer, let epoch = row[1].integer else {
+                throw StorageError(.database, "snapshot: malformed leader epoch row \(row)")
             }
+            arcs.append(LeaderEpochMap.Arc(end: RingPosition(UInt64(bitPattern: end)), epoch: epoch))
+        }
+        if !arcs.isEmpty {
             guard let map = LeaderEpochMap(arcs: arcs) else { throw StorageError(.database, "snapshot: leader epochs do not cover the ring") }
             image.leaderEpochs = map
         }

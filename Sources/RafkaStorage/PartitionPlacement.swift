@@ -26,7 +26,7 @@ public struct PartitionPlacement: Sendable {
     }
 
     public let ringEpoch: Int64
-    private let leaderEpochs: LeaderEpochMap
+    private let leaderEpochs: LeaderEpochMap?
     /// Every registered node that is not leaving: whose partitions stay theirs.
     private let registered: RingMap
     /// Nodes neither fenced nor leaving: who can take a fenced leader's partitions.
@@ -59,7 +59,8 @@ public struct PartitionPlacement: Sendable {
     /// The leader epoch of `partition` of `topic` (of the image: a placement "as if" a node
     /// joined or left answers as its image does).
     public func leaderEpoch(of topic: TopicMetadata, partition: Int32) -> Int32 {
-        Int32(clamping: self.leaderEpochs.epoch(at: Self.key(of: topic, partition: partition)))
+        guard let map = self.leaderEpochs else { return Int32(clamping: self.ringEpoch) }
+        return Int32(clamping: map.epoch(at: Self.key(of: topic, partition: partition)))
     }
 
     public static func key(of topic: TopicMetadata, partition: Int32) -> RingPosition {

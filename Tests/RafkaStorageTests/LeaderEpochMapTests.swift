@@ -41,7 +41,8 @@ import Testing
     @Test func onlyPartitionsWhoseLeaderChangedGetANewEpoch() throws {
         var image = MetadataImage(clusterID: "c", topics: [Self.strict, Self.unclean])
         var offset: UInt64 = 0
-        var steps: [(String, MetadataChange)] = (1...4).map { ("node \($0) registers", .registerNode(Self.registration($0))) }
+        var steps: [(String, MetadataChange)] = [("tracking starts", .trackLeaderEpochs)]
+        steps += (1...4).map { ("node \($0) registers", .registerNode(Self.registration($0))) }
         steps += [
             ("node 5 registers, joining", .registerNode(Self.registration(5, joining: true))),
             ("node 5 is activated", .activateNode(id: NodeID(5), incarnation: 50)),
@@ -89,9 +90,10 @@ import Testing
         defer { directory.remove() }
         var image = MetadataImage(clusterID: "c", topics: [Self.strict])
         let changes: [MetadataChange] =
-            (1...3).map { .registerNode(Self.registration($0)) } + [.fenceNode(id: NodeID(1), incarnation: 10), .registerNode(Self.registration(4))]
+            [.trackLeaderEpochs] + (1...3).map { .registerNode(Self.registration($0)) }
+            + [.fenceNode(id: NodeID(1), incarnation: 10), .registerNode(Self.registration(4))]
         for (index, change) in changes.enumerated() { change.apply(to: &image, at: LogIndex(UInt64(index + 1))) }
-        #expect(image.leaderEpochs.arcs.count > 1)
+        #expect(try #require(image.leaderEpochs).arcs.count > 1)
         let bytes = try MetadataSnapshotCodec.encode(image, scratchDirectory: directory.path)
         let restored = try MetadataSnapshotCodec.decode(bytes, scratchDirectory: directory.path)
         #expect(restored == image)
@@ -102,9 +104,45 @@ import Testing
         try database.execute("DROP TABLE leader_epochs")
         database.close()
         let old = try MetadataSnapshotCodec.decode(Array(try Data(contentsOf: URL(fileURLWithPath: path))), scratchDirectory: directory.path)
-        #expect(old.leaderEpochs == LeaderEpochMap(uniform: image.ringEpoch))
-        let placement = PartitionPlacement(image: old)
-        #expect((0..<Self.strict.partitionCount).allSatisfy { placement.leaderEpoch(of: Self.strict, partition: $0) == Int32(image.ringEpoch) })
+        #expect(old.leaderEpochs == nil)
+        #expect(Set(Self.leadership(old).values.map(\.2)) == [Int32(image.ringEpoch)])
+    }
+
+    /// A cluster begun by a version without per-partition epochs reported the ring epoch for
+    /// every partition; tracking starts there, so no partition's epoch goes back, and from then
+    /// on only moved partitions get new ones.
+    @Test func trackingStartsAtTheRingEpoch() {
+        var image = MetadataImage(clusterID: "c", topics: [Self.strict])
+        for id in Int32(1)...3 { MetadataChange.registerNode(Self.registration(id)).apply(to: &image, at: LogIndex(UInt64(id))) }
+        #expect(image.leaderEpochs == nil && Set(Self.leadership(image).values.map(\.2)) == [3])
+        MetadataChange.trackLeaderEpochs.apply(to: &image, at: LogIndex(4))
+        #expect(image.leaderEpochs == LeaderEpochMap(uniform: 3) && Set(Self.leadership(image).values.map(\.2)) == [3])
+        MetadataChange.trackLeaderEpochs.apply(to: &image, at: LogIndex(5))
+        #expect(image.leaderEpochs == LeaderEpochMap(uniform: 3), "a second start changes nothing")
+        MetadataChange.registerNode(Self.registration(4)).apply(to: &image, at: LogIndex(6))
+        #expect(Set(Self.leadership(image).values.map(\.2)) == [3, 4])
+    }
+
+    /// Piece boundaries, one token per node: keys up to and including a token are its node's,
+    /// and the keys past the last token wrap to the first one.
+    @Test func arcsEndAtTokensAndWrap() throws {
+        func node(_ id: Int32, at token: UInt64) -> NodeRegistration {
+            NodeRegistration(id: NodeID(id), host: "h", port: 1, rack: nil, incarnation: Int64(id), fenced: false, tokens: [RingPosition(token)])
+        }
+        var image = MetadataImage(clusterID: "c")
+        MetadataChange.trackLeaderEpochs.apply(to: &image, at: LogIndex(1))
+        MetadataChange.registerNode(node(1, at: 100)).apply(to: &image, at: LogIndex(2))
+        let map = try #require(image.leaderEpochs)
+        #expect(map == LeaderEpochMap(uniform: 1), "the first node takes the whole ring")
+        MetadataChange.registerNode(node(2, at: 50)).apply(to: &image, at: LogIndex(3))
+        // Node 2 takes (100, max] and [0, 50]; node 1 keeps (50, 100].
+        let epochs = try #require(image.leaderEpochs)
+        let expected: [(UInt64, Int64)] = [(0, 2), (50, 2), (51, 1), (100, 1), (101, 2), (UInt64.max, 2)]
+        for (key, epoch) in expected { #expect(epochs.epoch(at: RingPosition(key)) == epoch, "key \(key)") }
+        // Node 1 fenced: its stretch gets the stand-in (node 2), the rest keeps epoch 2.
+        MetadataChange.fenceNode(id: NodeID(1), incarnation: 1).apply(to: &image, at: LogIndex(4))
+        let fenced = try #require(image.leaderEpochs)
+        for (key, epoch) in [(UInt64(50), Int64(2)), (51, 3), (100, 3), (101, 2)] { #expect(fenced.epoch(at: RingPosition(key)) == epoch, "key \(key)") }
     }
 
     /// Past its bound the map raises its oldest epochs to the next oldest: fewer arcs, no epoch

@@ -18,7 +18,10 @@ import Testing
         #expect(try MetadataChange(encoded: change.encoded()) == change)
         var joining = Self.registration(4)
         joining.joining = true
-        for change in [MetadataChange.registerNode(joining), .activateNode(id: NodeID(4), incarnation: 40), .nodeLeaving(id: NodeID(4), incarnation: 40)] {
+        for change in [
+            MetadataChange.registerNode(joining), .activateNode(id: NodeID(4), incarnation: 40), .nodeLeaving(id: NodeID(4), incarnation: 40),
+            .trackLeaderEpochs,
+        ] {
             #expect(try MetadataChange(encoded: change.encoded()) == change)
         }
     }

@@ -7,7 +7,7 @@ import RafkaStorage
 extension KafkaAPIs {
     /// Metadata v0–12: brokers, the cluster id, and the requested topics with their partitions:
     /// in standalone all led by this node at leader epoch 0, on a data node by the nodes the
-    /// ring places them on, at the ring epoch (`PartitionPlacement`). Unknown topics are auto-created
+    /// ring places them on, each at its own leader epoch (`PartitionPlacement`). Unknown topics are auto-created
     /// when the broker allows it and the client asks (v4+), and are ready when the reply leaves.
     func metadata(_ request: MetadataRequest, _ context: RequestContext) -> EventLoopFuture<MetadataResponse?> {
         let version = context.apiVersion
