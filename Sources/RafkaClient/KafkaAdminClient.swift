@@ -89,7 +89,7 @@ public final class KafkaAdminClient: Sendable {
                 TopicDescription(
                     name: name, id: topic.topicId.description, isInternal: topic.isInternal,
                     partitions: topic.partitions.sorted { $0.partitionIndex < $1.partitionIndex }.map {
-                        .init(partition: $0.partitionIndex, leader: $0.leaderId, replicas: $0.replicaNodes, isr: $0.isrNodes)
+                        .init(partition: $0.partitionIndex, leader: $0.leaderId, leaderEpoch: $0.leaderEpoch, replicas: $0.replicaNodes, isr: $0.isrNodes)
                     },
                     configs: (configResult?.configs ?? []).map {
                         .init(name: $0.name, value: $0.value, source: ConfigEntry.sourceName($0.configSource), isDefault: $0.configSource == 5)
@@ -200,6 +200,8 @@ public struct TopicDescription: Sendable, Codable, Equatable {
 public struct PartitionDescription: Sendable, Codable, Equatable {
     public var partition: Int32
     public var leader: Int32
+    /// The leader's epoch: on a Rafka data node, the ring epoch at which the partition last moved.
+    public var leaderEpoch: Int32
     public var replicas: [Int32]
     public var isr: [Int32]
 }

@@ -178,9 +178,9 @@ struct Topics: AsyncParsableCommand {
                 if i > 0 { print("") }
                 print("Topic: \(topic.name)  id: \(topic.id)  partitions: \(topic.partitions.count)")
                 printTable(
-                    ["PARTITION", "LEADER", "REPLICAS", "ISR"],
+                    ["PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR"],
                     topic.partitions.map {
-                        [String($0.partition), String($0.leader), $0.replicas.map(String.init).joined(separator: ","),
+                        [String($0.partition), String($0.leader), String($0.leaderEpoch), $0.replicas.map(String.init).joined(separator: ","),
                          $0.isr.map(String.init).joined(separator: ",")]
                     })
                 let shown = topic.configs.filter { self.allConfigs || !$0.isDefault }

@@ -12,7 +12,10 @@ def test_topic_lifecycle_with_tables_and_json(rafka):
 
     described = rafka.admin_json("topics", "describe", "orders")[0]
     assert [p["partition"] for p in described["partitions"]] == [0, 1, 2]
-    assert all(p["leader"] == 1 and p["isr"] == [1] for p in described["partitions"])
+    assert all(p["leader"] == 1 and p["leaderEpoch"] == 0 and p["isr"] == [1] for p in described["partitions"])
+    code, out, _ = rafka.admin("topics", "describe", "orders")
+    assert out.splitlines()[1].split() == ["PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR"]
+    assert out.splitlines()[2].split() == ["0", "1", "0", "1", "1"]
     configs = {c["name"]: c for c in described["configs"]}
     assert configs["retention.ms"]["value"] == "86400000" and configs["retention.ms"]["source"] == "topic"
 
