@@ -18,16 +18,14 @@ import argparse
 import os
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import build_rafka, ensure_pip, say
-from ring_change import CLUSTER, TOPIC, Cluster, wait_for
+from ring_change import TOPIC, report_on_cluster, wait_for
 
 SEND_INTERVAL = 0.01
 
@@ -79,17 +77,7 @@ def main():
     ensure_pip("kafka", "kafka-python")
     if not args.no_build and "RAFKA_BIN" not in os.environ:
         build_rafka()
-    with tempfile.TemporaryDirectory(prefix="client-moves-") as directory:
-        say("starting 1 controller and 3 data nodes")
-        c = Cluster(directory, 1, 3)
-        try:
-            report = run(c, args)
-        finally:
-            subprocess.run([CLUSTER, "down", "--dir", directory], capture_output=True, timeout=120)
-    print(report)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(report + "\n")
+    report_on_cluster(1, 3, lambda c: run(c, args), args.out)
 
 
 def run(c, args):

@@ -90,16 +90,22 @@ def main():
     if not args.no_build:
         build_rafka()
     warmup = 2
-    with tempfile.TemporaryDirectory(prefix="ring-change-") as directory:
-        say("starting 3 controllers and 3 data nodes")
-        c = Cluster(directory, 3, 3)
+    report_on_cluster(3, 3, lambda c: run(c, args, warmup), args.out)
+
+
+def report_on_cluster(controllers, nodes, measure, out=None):
+    """Runs `measure` on a new local cluster (removed after), prints the report it returns and
+    writes it to `out` too, if given."""
+    with tempfile.TemporaryDirectory(prefix="rafka-cluster-") as directory:
+        say(f"starting {controllers} controller(s) and {nodes} data nodes")
+        c = Cluster(directory, controllers, nodes)
         try:
-            report = run(c, args, warmup)
+            report = measure(c)
         finally:
             subprocess.run([CLUSTER, "down", "--dir", directory], capture_output=True, timeout=120)
     print(report)
-    if args.out:
-        with open(args.out, "w") as f:
+    if out:
+        with open(out, "w") as f:
             f.write(report + "\n")
 
 
