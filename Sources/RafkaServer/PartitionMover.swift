@@ -579,14 +579,21 @@ actor PartitionMover {
     private var slots: [SlotPool: (running: Int, waiting: [CheckedContinuation<Void, Never>])] = [:]
 
     private func acquireSlot(_ pool: SlotPool = .takeovers) async {
-        if self.slots[pool, default: (0, [])].running >= pool.size {
-            await withCheckedContinuation { self.slots[pool, default: (0, [])].waiting.append($0) }
+        guard self.slots[pool, default: (0, [])].running >= pool.size else {
+            self.slots[pool, default: (0, [])].running += 1
+            return
         }
-        self.slots[pool, default: (0, [])].running += 1
+        // Woken by `releaseSlot`, which hands its slot over: `running` stays as it is, so no
+        // acquirer that comes in before this one resumes can take the slot as well.
+        await withCheckedContinuation { self.slots[pool, default: (0, [])].waiting.append($0) }
     }
 
     private func releaseSlot(_ pool: SlotPool = .takeovers) {
-        self.slots[pool, default: (0, [])].running -= 1
-        if self.slots[pool]?.waiting.isEmpty == false { self.slots[pool]!.waiting.removeFirst().resume() }
+        if self.slots[pool]?.waiting.isEmpty == false {
+            self.slots[pool]!.waiting.removeFirst().resume()
+        } else {
+            self.slots[pool, default: (0, [])].running -= 1
+        }
+        assert(self.slots[pool, default: (0, [])].running <= pool.size, "more copies than slots")
     }
 }
