@@ -23,8 +23,11 @@ final class MetadataCache: Sendable {
     /// A snapshot (copy-on-write: reading is cheap, later changes do not show through).
     var image: MetadataImage { self.current.withLock { $0.image } }
 
+    /// An image with the partition placement it implies.
+    typealias Snapshot = (image: MetadataImage, placement: PartitionPlacement)
+
     /// The image with the partition placement it implies, read together.
-    var snapshot: (image: MetadataImage, placement: PartitionPlacement) { self.current.withLock { $0 } }
+    var snapshot: Snapshot { self.current.withLock { $0 } }
 
     /// The placement `image` implies: the published one while the ring epoch is the same (only
     /// membership changes move partitions).

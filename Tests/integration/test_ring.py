@@ -258,10 +258,7 @@ def test_a_node_turning_a_partition_away_names_its_leader(cluster):  # noqa: F81
     admin.create_topics([NewTopic("hints", 8, 1)])["hints"].result(30)
     wait_for(lambda: (lambda ls: ls and all(l >= 0 for l in ls.values()))(leaders(c.info["bootstrap"], "hints")),
              what="a leader for every partition")
-    metadata = call(nodes[101], MetadataRequest[12](topics=[MetadataRequest.MetadataRequestTopic(name="hints")],
-                                                   allow_auto_topic_creation=False), MetadataResponse, 12)
-    topic = metadata.topics[0]
-    placed = {p.partition_index: (p.leader_id, p.leader_epoch) for p in topic.partitions}
+    topic_id, placed = epochs(nodes[101], "hints")
     builder = MemoryRecordsBuilder(magic=2, compression_type=0, batch_size=1 << 20)
     builder.append(timestamp=None, key=None, value=b"hint", headers=[])
     builder.close()
@@ -275,7 +272,7 @@ def test_a_node_turning_a_partition_away_names_its_leader(cluster):  # noqa: F81
             partition=partition, current_leader_epoch=-1, fetch_offset=0, last_fetched_epoch=-1, log_start_offset=-1,
             partition_max_bytes=1 << 20)
         fetch = FetchRequest[16](max_wait_ms=0, min_bytes=1, max_bytes=1 << 20, isolation_level=0, session_id=0,
-                                 session_epoch=-1, topics=[FetchRequest.FetchTopic(topic_id=topic.topic_id, partitions=[fetch_partition])],
+                                 session_epoch=-1, topics=[FetchRequest.FetchTopic(topic_id=topic_id, partitions=[fetch_partition])],
                                  forgotten_topics_data=[], rack_id="")
         endpoint = [(leader, nodes[leader])]
         # Turned away, with the way to the leader.

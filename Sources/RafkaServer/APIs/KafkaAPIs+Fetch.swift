@@ -143,7 +143,7 @@ final class FetchOperation {
         private var last: (topic: String, topicID: KafkaUUID, metadata: TopicMetadata?)?
         private var lastShells: (topic: String, shells: [Int32: PartitionShell])?
 
-        init(broker: Broker, snapshot: (image: MetadataImage, placement: PartitionPlacement), byID: Bool, fromReplica: Bool) {
+        init(broker: Broker, snapshot: MetadataCache.Snapshot, byID: Bool, fromReplica: Bool) {
             self.broker = broker
             (self.image, self.placement) = snapshot
             self.byID = byID

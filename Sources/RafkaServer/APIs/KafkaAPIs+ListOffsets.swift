@@ -21,11 +21,12 @@ extension KafkaAPIs {
         typealias Result = ListOffsetsResponse.ListOffsetsPartitionResponse
         var answers: [[Result]] = []
         var searches: [(topic: Int, slot: Int, search: EventLoopFuture<Result>)] = []
+        let snapshot = self.epochSnapshot
         for (t, topic) in request.topics.enumerated() {
             var partitions: [Result] = []
             partitions.reserveCapacity(topic.partitions.count)
             for partition in topic.partitions {
-                switch self.listOffset(topic: topic.name, partition: partition, context: context) {
+                switch self.listOffset(topic: topic.name, partition: partition, snapshot: snapshot, context: context) {
                 case .answered(let answer):
                     partitions.append(answer)
                 case .searching(let search):
@@ -66,6 +67,7 @@ extension KafkaAPIs {
     private func listOffset(
         topic: String,
         partition: ListOffsetsRequest.ListOffsetsPartition,
+        snapshot: MetadataCache.Snapshot?,
         context: RequestContext
     ) -> OffsetAnswer {
         typealias Result = ListOffsetsResponse.ListOffsetsPartitionResponse
@@ -75,7 +77,7 @@ extension KafkaAPIs {
         let tp = TopicPartition(topic, partition.partitionIndex)
         // The partition's current epoch (a consumer validates a position it found here against
         // it; any epoch up to the current one ends at the log end, `offsetForLeaderEpoch`).
-        let epoch = self.leaderEpoch(of: tp)
+        let epoch = self.leaderEpoch(of: tp, in: snapshot)
         @Sendable func found(_ hit: (timestamp: Int64, offset: Int64)?) -> Result {
             // No record at or after the timestamp: Kafka answers offset -1, timestamp -1.
             Result(

@@ -18,6 +18,7 @@ extension KafkaAPIs {
         _ request: OffsetForLeaderEpochRequest,
         _ context: RequestContext
     ) -> EventLoopFuture<OffsetForLeaderEpochResponse?> {
+        let snapshot = self.epochSnapshot
         var response = OffsetForLeaderEpochResponse()
         response.topics = request.topics.map { topic in
             .init(
@@ -28,7 +29,7 @@ extension KafkaAPIs {
                     guard let shell = self.broker.replicas.shell(for: tp) else {
                         return Answer(errorCode: self.missingPartitionError(tp).code.rawValue, partition: partition.partition)
                     }
-                    let current = self.leaderEpoch(of: tp)
+                    let current = self.leaderEpoch(of: tp, in: snapshot)
                     if let error = Self.leaderEpochError(partition.currentLeaderEpoch, current: current) {
                         return Answer(errorCode: error.code.rawValue, partition: partition.partition)
                     }

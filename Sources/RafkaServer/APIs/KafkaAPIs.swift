@@ -59,14 +59,19 @@ struct KafkaAPIs: Sendable {
         return self.missingPartitionError(topicPartition)
     }
 
-    /// The leader epoch of `topicPartition` by this node's image: 0 in standalone; on a data
-    /// node, the ring epoch at which its leader last changed (what Metadata answers report);
-    /// -1 for a topic the image does not have.
-    func leaderEpoch(of topicPartition: TopicPartition) -> Int32 {
+    /// The leader epoch of `topicPartition` by this node's image (`snapshot`, for a caller that
+    /// looks many partitions up in one): 0 in standalone; on a data node, the ring epoch at which
+    /// its leader last changed (what Metadata answers report); -1 for a topic the image does not have.
+    func leaderEpoch(of topicPartition: TopicPartition, in snapshot: MetadataCache.Snapshot? = nil) -> Int32 {
         guard !self.broker.isStandalone else { return 0 }
-        let (image, placement) = self.broker.cache.snapshot
+        let (image, placement) = snapshot ?? self.broker.cache.snapshot
         guard let topic = image.topics[topicPartition.topic] else { return -1 }
         return placement.leaderEpoch(of: topic, partition: topicPartition.partition)
+    }
+
+    /// The image to look many partitions' leader epochs up in, once per request (nil in standalone).
+    var epochSnapshot: MetadataCache.Snapshot? {
+        self.broker.isStandalone ? nil : self.broker.cache.snapshot
     }
 
     /// `leaderEpoch(of:)` under `placement`, for callers that look many partitions up in one image.
