@@ -613,6 +613,16 @@ final class PartitionShell: Sendable {
         self.eventLoop.submit { try self.withLog { log, _ in log.recoveryPoint } }
     }
 
+    /// OffsetForLeaderEpoch: where `epoch` ends in the log, the partition being at leader
+    /// epoch `current` (`LeaderEpochHistory.endOffset`); nil if undefined.
+    func endOffset(of epoch: Int32, current: Int32) -> EventLoopFuture<(epoch: Int32, endOffset: Int64)?> {
+        self.eventLoop.submit {
+            try self.withLog { log, _ in
+                log.leaderEpochs.endOffset(of: epoch, current: current, logEnd: log.logEndOffset)
+            }
+        }
+    }
+
     /// ListOffsets by time: the first record at or after `timestamp`, or nil.
     func offset(forTimestamp timestamp: Int64) -> EventLoopFuture<(timestamp: Int64, offset: Int64)?> {
         self.searchByTime(loadingIndex: false) { log, loadingIndex throws(StorageError) in

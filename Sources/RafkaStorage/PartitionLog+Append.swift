@@ -95,6 +95,7 @@ extension PartitionLog {
             next = header.nextOffset
         }
         try self.activeSegment.append(parts: [written], headers: headers)
+        self.leaderEpochs.record(epoch: leaderEpoch, at: firstOffset)
         self.keepInCache(written, headers: headers)
         for header in headers { self.producers.record(header) }
         self.unflushedMessages += Int64(recordCount)
@@ -136,6 +137,7 @@ extension PartitionLog {
             try? empty.deleteFiles()
             self.logStartOffset = first.header.baseOffset
             self.recoveryPoint = first.header.baseOffset
+            self.leaderEpochs = LeaderEpochHistory()
         }
         var next = self.logEndOffset
         for batch in batches {
@@ -155,7 +157,10 @@ extension PartitionLog {
             incomingTimestamp: batches.map(\.header.maxTimestamp).max()!
         )
         try self.activeSegment.append(parts: batches.map(\.bytes), headers: batches.map(\.header))
-        for batch in batches { self.producers.record(batch.header) }
+        for batch in batches {
+            self.producers.record(batch.header)
+            self.leaderEpochs.record(epoch: batch.header.partitionLeaderEpoch, at: batch.header.baseOffset)
+        }
         self.unflushedMessages += Int64(recordCount)
         return recordCount
     }

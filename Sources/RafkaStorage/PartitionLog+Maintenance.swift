@@ -103,6 +103,7 @@ extension PartitionLog {
         self.logStartOffset = self.segments.first!.baseOffset
         self.cache.drop(self.cacheKey, below: self.logStartOffset)
         self.producers.removeProducers(before: self.logStartOffset)
+        self.leaderEpochs.trim(toStart: self.logStartOffset)
         self.recoveryPoint = max(self.recoveryPoint, self.logStartOffset)
     }
 

@@ -14,7 +14,8 @@ import RafkaCore
 ///                                               │  enforceRetention / flushRequest + flushed
 /// ```
 /// Not thread-safe: the owner (the server's partition shell) confines it to one event loop.
-/// Files: `<base>.log|.index|.timeindex`, `<offset>.snapshot`, `recovery-point`.
+/// Files: `<base>.log|.index|.timeindex`, `<offset>.snapshot`, `recovery-point` (with the
+/// leader epoch history).
 public final class PartitionLog {
     public let directory: String
     public let topicPartition: TopicPartition
@@ -24,6 +25,8 @@ public final class PartitionLog {
     public internal(set) var producers: ProducerStateTable
     /// Every offset below this is known to be on stable storage.
     public internal(set) var recoveryPoint: Int64
+    /// Where each leader epoch begins in this log (for OffsetForLeaderEpoch).
+    public internal(set) var leaderEpochs = LeaderEpochHistory()
     var unflushedMessages: Int64 = 0
     var lastFlushMonotonicMilliseconds: Int64
     /// Segments rolled but not yet fsynced.
@@ -139,6 +142,10 @@ public final class PartitionLog {
     private func recover() throws(StorageError) -> RecoveryReport {
         let checkpointed = Self.readCheckpoint(self.recoveryPointPath)
         let checkpoint = checkpointed?.recoveryPoint ?? 0
+        // The history covers the log below the recovery point; the scan below adds what lies
+        // past it. A checkpoint written before the history was kept has none: rebuilt from
+        // every batch header after the scan.
+        self.leaderEpochs = checkpointed?.epochs ?? LeaderEpochHistory()
         let (snapshotOffset, table) = self.loadNewestSnapshot()
         self.producers = table
         let replayFrom = snapshotOffset ?? self.logStartOffset
@@ -165,6 +172,7 @@ public final class PartitionLog {
             report.scannedBytes += segment.size
             let result = try segment.recover(validate: unflushed) { header in
                 if header.baseOffset >= replayFrom { self.producers.record(header) }
+                self.leaderEpochs.record(epoch: header.partitionLeaderEpoch, at: header.baseOffset)
             }
             let shortOfNext = !isActive && result.problem == nil && segment.nextOffset < nextBase
             if let problem = result.problem, !(unflushed && result.problemIsAtTail) {
@@ -196,6 +204,14 @@ public final class PartitionLog {
             index += 1
         }
         self.recoveryPoint = min(checkpoint, self.logEndOffset)
+        if checkpointed != nil && checkpointed?.epochs == nil {
+            self.leaderEpochs = LeaderEpochHistory()
+            for segment in self.segments {
+                try segment.forEachBatchHeader { self.leaderEpochs.record(epoch: $0.partitionLeaderEpoch, at: $0.baseOffset) }
+            }
+        }
+        self.leaderEpochs.truncate(toEnd: self.logEndOffset)
+        self.leaderEpochs.trim(toStart: self.logStartOffset)
         if let snapshotOffset, snapshotOffset > self.logEndOffset {
             // The log now ends before the snapshot: rebuild producer state from what remains.
             try ProducerStateSnapshot.prune(directory: self.directory, after: self.logEndOffset)
@@ -261,23 +277,39 @@ public final class PartitionLog {
         }
     }
 
-    /// The `recovery-point` file: the offset on its first line; after a clean close a second
-    /// line `clean <active base> <active bytes> <next offset> <index bytes> <time index bytes>`
-    /// followed by the two indexes' bytes.
-    static func readCheckpoint(_ path: String) -> (recoveryPoint: Int64, cleanEnd: CleanEnd?)? {
+    /// What the `recovery-point` file holds.
+    struct Checkpoint {
+        var recoveryPoint: Int64
+        /// nil in a file written before the history was kept.
+        var epochs: LeaderEpochHistory?
+        var cleanEnd: CleanEnd?
+    }
+
+    /// The `recovery-point` file: the offset on its first line; then `epochs` and the leader
+    /// epoch history (`LeaderEpochHistory.encoded`); after a clean close a last line
+    /// `clean <active base> <active bytes> <next offset> <index bytes> <time index bytes>`
+    /// followed by the two indexes' bytes. A history that does not parse reads as absent
+    /// (rebuilt from the segments).
+    static func readCheckpoint(_ path: String) -> Checkpoint? {
         guard FileSystem.exists(path), var bytes = try? FileSystem.readAll(path),
             let first = Self.readLine(&bytes), let recoveryPoint = Int64(first)
         else { return nil }
-        guard let second = Self.readLine(&bytes) else { return (recoveryPoint, nil) }
+        var checkpoint = Checkpoint(recoveryPoint: recoveryPoint)
+        var line = Self.readLine(&bytes)
+        if let epochs = line, epochs == "epochs" || epochs.hasPrefix("epochs ") {
+            checkpoint.epochs = LeaderEpochHistory(encoded: epochs.dropFirst("epochs".count))
+            line = Self.readLine(&bytes)
+        }
+        guard let second = line else { return checkpoint }
         let fields = second.split(separator: " ")
         guard fields.count == 6, fields[0] == "clean", let base = Int64(fields[1]), let size = Int(fields[2]),
             let next = Int64(fields[3]), let offsetIndexBytes = Int(fields[4]), let timeIndexBytes = Int(fields[5]),
             (0...bytes.readableBytes).contains(offsetIndexBytes), timeIndexBytes == bytes.readableBytes - offsetIndexBytes,
             let offsetIndex = bytes.readSlice(length: offsetIndexBytes), let timeIndex = bytes.readSlice(length: timeIndexBytes)
-        else { return (recoveryPoint, nil) }
-        let end = CleanEnd(
+        else { return checkpoint }
+        checkpoint.cleanEnd = CleanEnd(
             baseOffset: base, bytes: size, nextOffset: next, offsetIndex: offsetIndex, timeIndex: timeIndex)
-        return (recoveryPoint, end)
+        return checkpoint
     }
 
     /// The next line, or what is left if no newline ends it.
@@ -289,13 +321,14 @@ public final class PartitionLog {
         return line?.trimmingCharacters()
     }
 
-    /// Persisting the recovery point as it is now, and the active segment's end and indexes when
-    /// the log is closing cleanly.
+    /// Persisting the recovery point and the leader epoch history as they are now, and the
+    /// active segment's end and indexes when the log is closing cleanly.
     func recoveryPointWork(cleanEnd: CleanEnd? = nil) -> DeferredFileWork {
         let recoveryPoint = self.recoveryPoint
+        let epochs = self.leaderEpochs
         return DeferredFileWork(steps: [
             .replace(path: self.recoveryPointPath) {
-                var contents = ByteBuffer(string: "\(recoveryPoint)\n")
+                var contents = ByteBuffer(string: "\(recoveryPoint)\nepochs \(epochs.encoded)\n")
                 if let end = cleanEnd {
                     contents.writeString(
                         "clean \(end.baseOffset) \(end.bytes) \(end.nextOffset) "

@@ -407,7 +407,7 @@ import Testing
         }
         let checkpoint = self.directory.path + "/orders-0/recovery-point"
         let written = try Data(contentsOf: URL(fileURLWithPath: checkpoint))
-        #expect(written.starts(with: Data("299\nclean ".utf8)))
+        #expect(written.starts(with: Data("299\nepochs 0:0\nclean ".utf8)))
         do {
             let (log, report) = try self.open(Self.cleanCloseConfig)
             #expect(report.scannedBytes == 0)
@@ -461,17 +461,18 @@ import Testing
             try Data(contentsOf: checkpoint).dropLast(12).write(to: checkpoint)
         default:
             // The record's text lines rewritten, its indexes kept.
+            // Lines: the recovery point, the epoch history, the record.
             let data = try Data(contentsOf: checkpoint)
-            let secondNewline = data.indices.filter { data[$0] == UInt8(ascii: "\n") }[1]
-            var fields = String(decoding: data[..<secondNewline], as: UTF8.self).split(separator: "\n")[1]
-                .split(separator: " ").map(String.init)
+            let recordEnd = data.indices.filter { data[$0] == UInt8(ascii: "\n") }[2]
+            let lines = String(decoding: data[..<recordEnd], as: UTF8.self).split(separator: "\n")
+            var fields = lines[2].split(separator: " ").map(String.init)
             if change == "lengths overflow" {
                 fields[4] = String(Int.max)
             } else {
                 fields[3] = "302"
             }
-            let text = (change == "lengths overflow" ? "300" : "302") + "\n" + fields.joined(separator: " ")
-            try (Data(text.utf8) + data[secondNewline...]).write(to: checkpoint)
+            let text = (change == "lengths overflow" ? "300" : "302") + "\n" + lines[1] + "\n" + fields.joined(separator: " ")
+            try (Data(text.utf8) + data[recordEnd...]).write(to: checkpoint)
         }
         let (log, report) = try self.open(Self.cleanCloseConfig)
         #expect(report.scannedBytes > 0)

@@ -14,7 +14,7 @@ import time
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 import kafka
-from kafka.protocol.consumer import FetchRequest, FetchResponse
+from kafka.protocol.consumer import FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse
 from kafka.protocol.metadata import MetadataRequest, MetadataResponse
 from kafka.protocol.producer import ProduceRequest, ProduceResponse
 from kafka.record.memory_records import MemoryRecordsBuilder
@@ -104,6 +104,15 @@ def fetch_error(address, topic_id, partition, epoch):
     return call(address, fetch, FetchResponse, 16).responses[0].partitions[0].error_code
 
 
+def epoch_end(address, topic, partition, current, epoch):
+    """OffsetForLeaderEpoch v4 of one partition: (error code, leader epoch, end offset) for `epoch`."""
+    request = OffsetForLeaderEpochRequest[4](replica_id=-1, topics=[OffsetForLeaderEpochRequest.OffsetForLeaderTopic(
+        topic=topic, partitions=[OffsetForLeaderEpochRequest.OffsetForLeaderTopic.OffsetForLeaderPartition(
+            partition=partition, current_leader_epoch=current, leader_epoch=epoch)])])
+    answer = call(address, request, OffsetForLeaderEpochResponse, 4).topics[0].partitions[0]
+    return answer.error_code, answer.leader_epoch, answer.end_offset
+
+
 def assert_new_epochs_only_for(moved, before, after, event):
     """Per-partition leader epochs: the partitions `event` moved have a newer one, every other keeps its own."""
     for p in range(PARTITIONS):
@@ -179,6 +188,24 @@ def test_a_join_and_a_kill9_keep_every_partition_served(cluster):  # noqa: F811
     print(f"kill -9 of node {victim}: {len(moved)}/{PARTITIONS} partitions moved ({len(moved) / PARTITIONS:.2f}), "
           f"every partition served again {served:.2f} s after the kill (ring neighbours suspect it, the controllers confirm; the session timeout is 9 s)")
     assert produce(addresses[101], "spread", "second") == []
+    # Where an epoch ends (KIP-320), from each log's leader epoch history. A partition that moved
+    # by the join: its first records were copied with the epoch they were written in, and the
+    # second ones began its new epoch. A partition the killed node held, passed on by unclean
+    # takeover: the new leader's log has only the second records, all in its new epoch, so a
+    # consumer at the end of the first ones (in the killed leader's epoch) learns that the
+    # records it read are gone, though this log has grown as long again.
+    # Each wait_until_served wrote a probe record to every partition: the joined one holds the
+    # first probe and records (offsets 0-40, its old epoch), then the probes after the join and
+    # the kill and the second records (41-82, its new epoch).
+    joined = next(p for p in range(PARTITIONS) if after_join[p] == 106 and p not in lost)
+    now_at = node_addresses(c)
+    assert epoch_end(now_at[106], "spread", joined, epochs_after_kill[joined][1], epochs_before[joined][1]) == \
+        (0, epochs_before[joined][1], PER_PARTITION + 1)
+    assert epoch_end(now_at[106], "spread", joined, -1, epochs_after_kill[joined][1]) == \
+        (0, epochs_after_kill[joined][1], 2 * PER_PARTITION + 3)
+    for p in lost:
+        assert epoch_end(now_at[after_kill[p]], "spread", p, epochs_after_kill[p][1], epochs_after_join[p][1]) == \
+            (0, epochs_after_join[p][1], 0), p
     got = consume_all(addresses[104], "spread")
     for p in range(PARTITIONS):
         firsts = [v for v in got[p] if v.startswith("first-")]
@@ -377,3 +404,61 @@ def test_consumers_read_on_across_a_join_and_a_leave(cluster):  # noqa: F811
     assert rd_counts == acked, ("librdkafka", rd_counts, acked)
     assert kp_counts == acked, ("kafka-python", kp_counts, acked)
     print(f"\nacross a join and a leave: {sum(acked.values())} records acknowledged, all read by both consumers")
+
+
+def test_a_consumer_sees_records_lost_in_an_unclean_takeover_as_truncation(cluster):  # noqa: F811
+    """KIP-320 across an unclean takeover. A consumer reads a topic and keeps its positions with
+    the leader epoch of the last record read (as a committed offset carries it). A node is then
+    killed; its partitions pass to the next nodes (the topic allows it), which hold none of its
+    records, and new records arrive there at the same offsets. librdkafka's consumer, assigned
+    the kept positions, asks OffsetForLeaderEpoch where their epoch ends: the new leader's epoch
+    history says at offset 0 (its log has none of that epoch), so it finds the position
+    truncated, resets it and reads the new records. Answered with the log end, as before the
+    history was kept, it took the position for valid and never read them."""
+    c = cluster(controllers=1, nodes=3)
+    partitions = range(6)
+    addresses = node_addresses(c)
+    admin = AdminClient({"bootstrap.servers": c.info["bootstrap"]})
+    admin.create_topics([NewTopic("unclean", 6, 1, config={"unclean.leader.election.enable": "true"})])["unclean"].result(30)
+    wait_for(lambda: (lambda ls: ls and all(l >= 0 for l in ls.values()))(leaders(c.info["bootstrap"], "unclean")),
+             what="a leader for every partition")
+    before = leaders(c.info["bootstrap"], "unclean")
+    victim = before[0]
+    lost = [p for p in partitions if before[p] == victim]
+    survivor = next(address for node, address in addresses.items() if node != victim)
+    assert produce(survivor, "unclean", "first", partitions=partitions, count=10) == []
+
+    def read(assignment, done, what):
+        consumer = Consumer({"bootstrap.servers": survivor, "group.id": "unclean", "enable.auto.commit": False,
+                             "auto.offset.reset": "earliest"})
+        consumer.assign(assignment)
+        got, positions, errors = {p: [] for p in partitions}, {}, []
+        deadline = time.time() + 30
+        try:
+            while not done(got):
+                assert time.time() < deadline, f"{what}: read {got}, errors {errors}"
+                msg = consumer.poll(0.2)
+                if msg is None:
+                    continue
+                if msg.error():
+                    errors.append(str(msg.error()))
+                    continue
+                got[msg.partition()].append(msg.value().decode())
+                positions[msg.partition()] = (msg.offset() + 1, msg.leader_epoch())
+        finally:
+            consumer.close()
+        return got, positions
+
+    got, positions = read([TopicPartition("unclean", p, OFFSET_BEGINNING) for p in partitions],
+                             lambda got: all(len(got[p]) == 10 for p in partitions), "the first records")
+    assert all(positions[p][1] is not None and positions[p][1] >= 0 for p in partitions), positions
+    c.tool("kill", "--node", str(victim))
+    wait_for(lambda: (lambda ls: ls and all(l >= 0 and l != victim for l in ls.values()))(leaders(survivor, "unclean")),
+             timeout=60, what="the killed node's partitions taken over")
+    assert produce(survivor, "unclean", "second", partitions=partitions, count=10) == []
+    # The lost partitions' logs hold the second records at offsets 0-9, and a kept position of 10.
+    kept = [TopicPartition("unclean", p, positions[p][0], leader_epoch=positions[p][1]) for p in partitions]
+    read(kept, lambda got: all(got[p] == [f"second-{p}-{i}" for i in range(10)] for p in partitions),
+                               "the second records")
+    print(f"\nunclean takeover of {len(lost)} of 6 partitions: librdkafka found their kept positions truncated "
+          f"and read every new record")

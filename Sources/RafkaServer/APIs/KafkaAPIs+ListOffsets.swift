@@ -75,8 +75,8 @@ extension KafkaAPIs {
             Result(partitionIndex: partition.partitionIndex, errorCode: code.rawValue, timestamp: -1, offset: -1, leaderEpoch: -1)
         }
         let tp = TopicPartition(topic, partition.partitionIndex)
-        // The partition's current epoch (a consumer validates a position it found here against
-        // it; any epoch up to the current one ends at the log end, `offsetForLeaderEpoch`).
+        // The partition's current epoch: a consumer validates a position it found here against
+        // it (`offsetForLeaderEpoch`, where the current epoch ends at the log end).
         let epoch = self.leaderEpoch(of: tp, in: snapshot)
         @Sendable func found(_ hit: (timestamp: Int64, offset: Int64)?) -> Result {
             // No record at or after the timestamp: Kafka answers offset -1, timestamp -1.

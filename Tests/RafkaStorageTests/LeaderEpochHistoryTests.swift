@@ -1,0 +1,151 @@
+import Foundation
+import NIOCore
+import RafkaCore
+import RafkaStorage
+import Testing
+
+@Suite struct LeaderEpochHistoryTests {
+    typealias Entry = LeaderEpochHistory.Entry
+
+    static func history(_ pairs: [(Int32, Int64)]) -> LeaderEpochHistory {
+        var history = LeaderEpochHistory()
+        for (epoch, offset) in pairs {
+            let began = history.record(epoch: epoch, at: offset)
+            #expect(began)
+        }
+        return history
+    }
+
+    /// Where an epoch ends, as Kafka's leader epoch cache answers: the current epoch at the log
+    /// end; an older one where the next known epoch begins, named by the newest known epoch at
+    /// or before it; one older than every entry where the first begins; a newer or negative
+    /// one undefined. The current epoch begins at the log end until a batch carries it.
+    @Test func anEpochEndsWhereTheNextBegins() {
+        let history = Self.history([(3, 0), (7, 100), (9, 250)])
+        func end(_ epoch: Int32, current: Int32 = 9) -> [Int64]? {
+            history.endOffset(of: epoch, current: current, logEnd: 300).map { [Int64($0.epoch), $0.endOffset] }
+        }
+        #expect(end(9) == [9, 300])
+        #expect(end(8) == [7, 250])
+        #expect(end(7) == [7, 250])
+        #expect(end(5) == [3, 100])
+        #expect(end(3) == [3, 100])
+        #expect(end(2) == [2, 0])
+        #expect(end(10) == nil)
+        #expect(end(-1) == nil)
+        // The partition moved on to epoch 11; no batch carries it yet.
+        #expect(end(11, current: 11) == [11, 300])
+        #expect(end(10, current: 11) == [9, 300])
+        #expect(end(9, current: 11) == [9, 300])
+        #expect(end(7, current: 11) == [7, 250])
+        #expect(end(12, current: 11) == nil)
+        // A log with no batches: every epoch up to the current one ends at its end.
+        let empty = LeaderEpochHistory()
+        #expect(empty.endOffset(of: 4, current: 4, logEnd: 50).map { [Int64($0.epoch), $0.endOffset] } == [4, 50])
+        #expect(empty.endOffset(of: 2, current: 4, logEnd: 50).map { [Int64($0.epoch), $0.endOffset] } == [2, 50])
+        #expect(empty.endOffset(of: 5, current: 4, logEnd: 50) == nil)
+    }
+
+    /// Only a newer epoch begins an entry; a torn tail cut takes the epochs that began in it;
+    /// retention moves the running epoch's start up to the log's.
+    @Test func entriesFollowAppendsTruncationAndRetention() {
+        var history = Self.history([(0, 0), (3, 40)])
+        let began = [
+            history.record(epoch: 3, at: 60), history.record(epoch: 2, at: 70), history.record(epoch: -1, at: 70),
+            history.record(epoch: 5, at: 30),  // behind the last entry's start
+            history.record(epoch: 5, at: 80),
+        ]
+        #expect(began == [false, false, false, false, true])
+        #expect(history.entries == [Entry(epoch: 0, startOffset: 0), Entry(epoch: 3, startOffset: 40), Entry(epoch: 5, startOffset: 80)])
+        var cut = history
+        cut.truncate(toEnd: 80)
+        #expect(cut.entries.map(\.epoch) == [0, 3])
+        cut.truncate(toEnd: 10)
+        #expect(cut.entries == [Entry(epoch: 0, startOffset: 0)])
+        var trimmed = history
+        trimmed.trim(toStart: 20)
+        #expect(trimmed.entries.map(\.startOffset) == [20, 40, 80])
+        trimmed.trim(toStart: 40)
+        #expect(trimmed.entries == [Entry(epoch: 3, startOffset: 40), Entry(epoch: 5, startOffset: 80)])
+        trimmed.trim(toStart: 500)
+        #expect(trimmed.entries == [Entry(epoch: 5, startOffset: 500)], "the running epoch stays")
+    }
+
+    @Test func theEncodingRoundTripsAndRefusesWhatIsNotAHistory() {
+        let history = Self.history([(0, 0), (3, 40), (12, 9_000_000_000)])
+        #expect(history.encoded == "0:0 3:40 12:9000000000")
+        #expect(LeaderEpochHistory(encoded: Substring(history.encoded)) == history)
+        #expect(LeaderEpochHistory(encoded: "") == LeaderEpochHistory())
+        for bad in ["3:40 2:50", "3:40 5:10", "x", "3:", "3:4:5", "3:40,5:50", "-1:0"] {
+            #expect(LeaderEpochHistory(encoded: Substring(bad)) == nil, "\(bad)")
+        }
+    }
+
+    // MARK: In the log
+
+    let directory = TemporaryDirectory()
+
+    func open(_ path: String = "orders-0") throws -> PartitionLog {
+        try PartitionLog.open(
+            directory: self.directory.path + "/" + path, topicPartition: TopicPartition("orders", 0), config: LogConfig()
+        ).0
+    }
+
+    func append(_ log: PartitionLog, epoch: Int32, count: Int = 2) throws {
+        _ = try log.append(
+            Batches.validated(Batches.make(count: count), config: log.config), leaderEpoch: epoch,
+            nowMilliseconds: 1_700_000_000_000)
+    }
+
+    /// The history survives a clean close, a kill (rebuilt past the recovery point by the scan),
+    /// a recovery point written before the history was kept (rebuilt from every batch), and a
+    /// torn tail (the epoch that began in it is gone); a copy keeps its source's epochs.
+    @Test func theLogKeepsItsHistoryThroughRestartsAndCopies() throws {
+        defer { self.directory.remove() }
+        let expected = [Entry(epoch: 0, startOffset: 0), Entry(epoch: 3, startOffset: 4), Entry(epoch: 5, startOffset: 8)]
+        do {
+            let log = try self.open()
+            // Three segments: a reopen reads none of the closed ones below the recovery point.
+            for epoch: Int32 in [0, 0, 3] { try self.append(log, epoch: epoch) }
+            try log.roll()
+            try self.append(log, epoch: 3)
+            try log.roll()
+            try self.append(log, epoch: 5)
+            #expect(log.leaderEpochs.entries == expected)
+            try log.close()
+        }
+        let checkpoint = self.directory.path + "/orders-0/recovery-point"
+        do {
+            let log = try self.open()
+            #expect(log.leaderEpochs.entries == expected)
+            try self.append(log, epoch: 6)
+            // No close: as after kill -9; the recovery point still says 10.
+        }
+        let withSix = expected + [Entry(epoch: 6, startOffset: 10)]
+        #expect(try self.open().leaderEpochs.entries == withSix)
+        // As an older version left it: the recovery point alone.
+        try "12\n".write(toFile: checkpoint, atomically: true, encoding: .utf8)
+        let rebuilt = try self.open()
+        #expect(rebuilt.leaderEpochs.entries == withSix)
+        // A torn last batch, of a new epoch.
+        try self.append(rebuilt, epoch: 8, count: 3)
+        #expect(rebuilt.leaderEpochs.entries.last == Entry(epoch: 8, startOffset: 12))
+        let segment = self.directory.path + "/orders-0/" + String(format: "%020d", rebuilt.activeSegmentBaseOffset) + ".log"
+        let handle = try Foundation.FileHandle(forWritingTo: URL(fileURLWithPath: segment))
+        try handle.truncate(atOffset: try handle.seekToEnd() - 10)
+        try handle.close()
+        let cut = try self.open()
+        #expect(cut.logEndOffset == 12)
+        #expect(cut.leaderEpochs.entries == withSix)
+        #expect(cut.leaderEpochs.endOffset(of: 8, current: 8, logEnd: 12).map(\.endOffset) == 12)
+        #expect(cut.leaderEpochs.endOffset(of: 3, current: 8, logEnd: 12).map(\.endOffset) == 8)
+        // A new leader's copy of the log.
+        let copy = try self.open("copy")
+        while copy.logEndOffset < cut.logEndOffset {  // a read ends with its segment
+            try copy.appendReplicated(Batches.validated(cut.read(from: copy.logEndOffset, maxBytes: 1 << 20, minOneBatch: true)))
+        }
+        #expect(copy.leaderEpochs.entries == withSix)
+        try self.append(copy, epoch: 9)
+        #expect(copy.leaderEpochs.endOffset(of: 6, current: 9, logEnd: copy.logEndOffset).map(\.endOffset) == 12)
+    }
+}
