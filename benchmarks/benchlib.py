@@ -19,10 +19,8 @@ def say(text):
     print(f"==> {text}", file=sys.stderr, flush=True)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+from ports import free_port  # noqa: E402  (re-exported to the benchmarks)
 
 
 def wait_for_port(port, proc, timeout=30):

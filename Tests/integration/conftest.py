@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -19,10 +20,8 @@ ADMIN_BIN = os.environ.get("RAFKA_ADMIN_BIN", os.path.join(ROOT, ".build", "rele
 BENCH_BIN = os.environ.get("RAFKA_BENCH_BIN", os.path.join(ROOT, ".build", "release", "rafka-bench"))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+from ports import free_port  # noqa: E402  (re-exported to the tests)
 
 
 def metrics(port):
