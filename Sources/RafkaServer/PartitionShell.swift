@@ -49,6 +49,8 @@ final class PartitionShell: Sendable {
     private struct Shared {
         /// nil once the log is closed, deleted or taken offline.
         var offsets: Offsets?
+        /// Where each leader epoch begins in the log, as `offsets` were published.
+        var leaderEpochs = LeaderEpochHistory()
         var waiters: [UInt64: @Sendable () -> Void] = [:]
         var nextWaiterID: UInt64 = 0
     }
@@ -156,7 +158,8 @@ final class PartitionShell: Sendable {
         self.topicID = topicID
         self.eventLoop = eventLoop
         self.state = NIOLoopBound(State(log: log), eventLoop: eventLoop)
-        self.shared = Mutex(Shared(offsets: Offsets(logStart: log.logStartOffset, logEnd: log.logEndOffset)))
+        self.shared = Mutex(
+            Shared(offsets: Offsets(logStart: log.logStartOffset, logEnd: log.logEndOffset), leaderEpochs: log.leaderEpochs))
         self.cachedReader = log.cachedReader
         self.pageCacheTailBytes = pageCacheTailBytes
         self.threadPool = threadPool
@@ -613,14 +616,13 @@ final class PartitionShell: Sendable {
         self.eventLoop.submit { try self.withLog { log, _ in log.recoveryPoint } }
     }
 
-    /// OffsetForLeaderEpoch: where `epoch` ends in the log, the partition being at leader
-    /// epoch `current` (`LeaderEpochHistory.endOffset`); nil if undefined.
-    func endOffset(of epoch: Int32, current: Int32) -> EventLoopFuture<(epoch: Int32, endOffset: Int64)?> {
-        self.eventLoop.submit {
-            try self.withLog { log, _ in
-                log.leaderEpochs.endOffset(of: epoch, current: current, logEnd: log.logEndOffset)
-            }
-        }
+    /// OffsetForLeaderEpoch, read on the caller's thread from what was last published: where
+    /// `epoch` ends in the log, the partition being at leader epoch `current`
+    /// (`LeaderEpochHistory.endOffset`); nil if undefined. Throws once the log is gone.
+    func endOffset(of epoch: Int32, current: Int32) throws -> (epoch: Int32, endOffset: Int64)? {
+        let (offsets, history) = self.shared.withLock { ($0.offsets, $0.leaderEpochs) }
+        guard let offsets else { throw BrokerError(.unknownTopicOrPartition, "\(self.topicPartition) is not open here") }
+        return history.endOffset(of: epoch, current: current, logEnd: offsets.logEnd)
     }
 
     /// ListOffsets by time: the first record at or after `timestamp`, or nil.
@@ -695,8 +697,10 @@ final class PartitionShell: Sendable {
     /// Publishes the log's offsets (nil once it is gone) and wakes the waiters, outside the lock.
     private func publish(_ state: State) {
         let offsets = state.log.map { Offsets(logStart: $0.logStartOffset, logEnd: $0.logEndOffset) }
+        let history = state.log?.leaderEpochs ?? LeaderEpochHistory()
         let waiters = self.shared.withLock { shared -> [@Sendable () -> Void] in
             shared.offsets = offsets
+            shared.leaderEpochs = history
             guard !shared.waiters.isEmpty else { return [] }
             defer { shared.waiters.removeAll(keepingCapacity: true) }
             return Array(shared.waiters.values)

@@ -142,10 +142,15 @@ public final class PartitionLog {
     private func recover() throws(StorageError) -> RecoveryReport {
         let checkpointed = Self.readCheckpoint(self.recoveryPointPath)
         let checkpoint = checkpointed?.recoveryPoint ?? 0
-        // The history covers the log below the recovery point; the scan below adds what lies
-        // past it. A checkpoint written before the history was kept has none: rebuilt from
-        // every batch header after the scan.
+        // The history as written covers the log below the recovery point, and may name epochs
+        // that began past it (appends while the fsync ran) in records a crash can since have
+        // lost: cut there, and the scan below (of every segment reaching past it) adds what
+        // lies beyond. A checkpoint of an older version has no history: epochs that began in
+        // the segments below its recovery point stay unknown (an older epoch is then answered
+        // as ending where the first known one begins, as Kafka answers an epoch older than its
+        // cache), rather than reading every segment of every log once.
         self.leaderEpochs = checkpointed?.epochs ?? LeaderEpochHistory()
+        self.leaderEpochs.truncate(toEnd: checkpoint)
         let (snapshotOffset, table) = self.loadNewestSnapshot()
         self.producers = table
         let replayFrom = snapshotOffset ?? self.logStartOffset
@@ -204,12 +209,6 @@ public final class PartitionLog {
             index += 1
         }
         self.recoveryPoint = min(checkpoint, self.logEndOffset)
-        if checkpointed != nil && checkpointed?.epochs == nil {
-            self.leaderEpochs = LeaderEpochHistory()
-            for segment in self.segments {
-                try segment.forEachBatchHeader { self.leaderEpochs.record(epoch: $0.partitionLeaderEpoch, at: $0.baseOffset) }
-            }
-        }
         self.leaderEpochs.truncate(toEnd: self.logEndOffset)
         self.leaderEpochs.trim(toStart: self.logStartOffset)
         if let snapshotOffset, snapshotOffset > self.logEndOffset {
@@ -288,8 +287,7 @@ public final class PartitionLog {
     /// The `recovery-point` file: the offset on its first line; then `epochs` and the leader
     /// epoch history (`LeaderEpochHistory.encoded`); after a clean close a last line
     /// `clean <active base> <active bytes> <next offset> <index bytes> <time index bytes>`
-    /// followed by the two indexes' bytes. A history that does not parse reads as absent
-    /// (rebuilt from the segments).
+    /// followed by the two indexes' bytes. A history that does not parse reads as absent.
     static func readCheckpoint(_ path: String) -> Checkpoint? {
         guard FileSystem.exists(path), var bytes = try? FileSystem.readAll(path),
             let first = Self.readLine(&bytes), let recoveryPoint = Int64(first)

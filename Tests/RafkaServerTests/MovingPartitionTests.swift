@@ -94,8 +94,9 @@ import Testing
     }
 
     /// OffsetForLeaderEpoch (KIP-320), which a consumer asks after its partition's leader epoch
-    /// changed: an epoch up to the current one ends at the log end; a newer current epoch than
-    /// the broker's, or an unknown partition, is an error; an epoch not reached is undefined.
+    /// changed, in standalone (every batch in epoch 0; several epochs are `LeaderEpochHistoryTests`
+    /// and test_ring.py's): the current epoch ends at the log end; a newer current epoch than the
+    /// broker's, or an unknown partition, is an error; an epoch not reached is undefined.
     @Test func offsetForLeaderEpochAnswersTheLogEnd() async throws {
         try await TestBroker.with({ $0.autoCreateTopics = false }) { broker in
             let client = try await broker.connect()

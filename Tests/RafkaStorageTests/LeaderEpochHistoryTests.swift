@@ -123,17 +123,18 @@ import Testing
         }
         let withSix = expected + [Entry(epoch: 6, startOffset: 10)]
         #expect(try self.open().leaderEpochs.entries == withSix)
-        // As an older version left it: the recovery point alone.
-        try "12\n".write(toFile: checkpoint, atomically: true, encoding: .utf8)
-        let rebuilt = try self.open()
-        #expect(rebuilt.leaderEpochs.entries == withSix)
-        // A torn last batch, of a new epoch.
-        try self.append(rebuilt, epoch: 8, count: 3)
-        #expect(rebuilt.leaderEpochs.entries.last == Entry(epoch: 8, startOffset: 12))
-        let segment = self.directory.path + "/orders-0/" + String(format: "%020d", rebuilt.activeSegmentBaseOffset) + ".log"
-        let handle = try Foundation.FileHandle(forWritingTo: URL(fileURLWithPath: segment))
-        try handle.truncate(atOffset: try handle.seekToEnd() - 10)
-        try handle.close()
+        // A torn last batch, of an epoch the checkpoint names (a close wrote it, then the tail
+        // was lost): recovery cuts the epoch with the batch.
+        do {
+            let log = try self.open()
+            try self.append(log, epoch: 8, count: 3)
+            try log.close()
+            let segment = self.directory.path + "/orders-0/" + String(format: "%020d", log.activeSegmentBaseOffset) + ".log"
+            let handle = try Foundation.FileHandle(forWritingTo: URL(fileURLWithPath: segment))
+            try handle.truncate(atOffset: try handle.seekToEnd() - 10)
+            try handle.close()
+            #expect(try String(contentsOfFile: checkpoint, encoding: .isoLatin1).contains("\nepochs 0:0 3:4 5:8 6:10 8:12\n"))
+        }
         let cut = try self.open()
         #expect(cut.logEndOffset == 12)
         #expect(cut.leaderEpochs.entries == withSix)
@@ -147,5 +148,44 @@ import Testing
         #expect(copy.leaderEpochs.entries == withSix)
         try self.append(copy, epoch: 9)
         #expect(copy.leaderEpochs.endOffset(of: 6, current: 9, logEnd: copy.logEndOffset).map(\.endOffset) == 12)
+    }
+
+    /// A checkpoint may name epochs that began past its recovery point (appends while its fsync
+    /// ran). When a crash lost those records and the log went on in a newer epoch from where it
+    /// was cut, recovery trusts the written history only below the recovery point and takes the
+    /// rest from the records.
+    @Test func epochsPastTheRecoveryPointComeFromTheRecords() throws {
+        defer { self.directory.remove() }
+        do {
+            let log = try self.open()
+            for epoch: Int32 in [0, 0, 3, 3, 9] { try self.append(log, epoch: epoch) }
+            // No close: as after kill -9.
+        }
+        // Written when the log held offsets 0-11, the last two in epoch 7, fsynced below 4;
+        // offsets 8-11 were lost and epoch 9 began at 8.
+        try "4\nepochs 0:0 3:4 7:10\n".write(toFile: self.directory.path + "/orders-0/recovery-point", atomically: true, encoding: .utf8)
+        let log = try self.open()
+        #expect(log.leaderEpochs.entries == [Entry(epoch: 0, startOffset: 0), Entry(epoch: 3, startOffset: 4), Entry(epoch: 9, startOffset: 8)])
+        #expect(log.leaderEpochs.endOffset(of: 7, current: 9, logEnd: 10).map { [Int64($0.epoch), $0.endOffset] } == [3, 8])
+    }
+
+    /// A checkpoint of an older version has no history: recovery takes what it scans (here the
+    /// active segment) and reads no segment below the recovery point for it, so an epoch older
+    /// than the first it knows is answered as ending where that one begins.
+    @Test func aCheckpointWithoutAHistoryStartsOneFromTheScan() throws {
+        defer { self.directory.remove() }
+        do {
+            let log = try self.open()
+            for epoch: Int32 in [0, 0, 3] { try self.append(log, epoch: epoch) }
+            try log.roll()
+            for epoch: Int32 in [5, 6] { try self.append(log, epoch: epoch) }
+            try log.close()
+        }
+        try "10\n".write(toFile: self.directory.path + "/orders-0/recovery-point", atomically: true, encoding: .utf8)
+        let (log, report) = try PartitionLog.open(
+            directory: self.directory.path + "/orders-0", topicPartition: TopicPartition("orders", 0), config: LogConfig())
+        #expect(report.scannedBytes > 0 && report.scannedBytes < log.sizeBytes, "the active segment only")
+        #expect(log.leaderEpochs.entries == [Entry(epoch: 5, startOffset: 6), Entry(epoch: 6, startOffset: 8)])
+        #expect(log.leaderEpochs.endOffset(of: 3, current: 6, logEnd: 10).map { [Int64($0.epoch), $0.endOffset] } == [3, 6])
     }
 }

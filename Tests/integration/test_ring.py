@@ -176,6 +176,7 @@ def test_a_join_and_a_kill9_keep_every_partition_served(cluster):  # noqa: F811
     # clockwise takes each of its partitions over.
     victim = 102
     lost = [p for p in range(PARTITIONS) if after_join[p] == victim]
+    assert lost, f"node {victim} leads no partition to lose"
     started = time.time()
     c.tool("kill", "--node", str(victim))
     wait_until_served(addresses[101], "spread", gone=(victim,), timeout=60)
