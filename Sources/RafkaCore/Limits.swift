@@ -66,4 +66,9 @@ public enum Limits {
     /// Stretches of the ring a metadata image's leader-epoch map keeps at the least before it
     /// raises its oldest epochs (it keeps up to 4 per token besides): a few kilobytes of image.
     public static let leaderEpochArcsMin = 1024
+    /// Epochs a partition log's leader epoch history keeps (a line of its recovery-point file,
+    /// rewritten at every checkpoint): past it the second oldest is forgotten, so that the
+    /// oldest epoch still begins at the log start and the one before the forgotten runs on to
+    /// where the next begins.
+    public static let leaderEpochHistoryEntriesMax = 1024
 }

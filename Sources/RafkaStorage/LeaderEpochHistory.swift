@@ -32,13 +32,19 @@ public struct LeaderEpochHistory: Sendable, Equatable {
 
     /// Notes a batch of `epoch` at `offset`, appended at the log end. Only a newer epoch than
     /// the last begins an entry: batches of the current epoch continue it, and an older one
-    /// (unstamped batches, -1) changes nothing. Returns whether an entry began.
+    /// (unstamped batches, -1) changes nothing. Returns whether an entry began. Past
+    /// `entriesMax` the second oldest entry is forgotten: the epoch before it is then answered
+    /// as running on to where the one after it begins (later than it did), which a consumer
+    /// takes for a position still valid, as before the history was kept.
     @discardableResult
-    public mutating func record(epoch: Int32, at offset: Int64) -> Bool {
+    public mutating func record(
+        epoch: Int32, at offset: Int64, entriesMax: Int = Limits.leaderEpochHistoryEntriesMax
+    ) -> Bool {
         guard epoch >= 0, self.entries.last.map({ epoch > $0.epoch && offset >= $0.startOffset }) ?? true else {
             return false
         }
         self.entries.append(Entry(epoch: epoch, startOffset: offset))
+        if self.entries.count > max(2, entriesMax) { self.entries.remove(at: 1) }
         return true
     }
 
@@ -75,12 +81,13 @@ public struct LeaderEpochHistory: Sendable, Equatable {
         self.entries.map { "\($0.epoch):\($0.startOffset)" }.joined(separator: " ")
     }
 
-    /// Reads `encoded`; nil if it is not a history (malformed, or not ascending).
-    public init?(encoded: Substring) {
+    /// Reads `encoded`; nil if it is not a history (malformed, not ascending, or longer than
+    /// `entriesMax`).
+    public init?(encoded: Substring, entriesMax: Int = Limits.leaderEpochHistoryEntriesMax) {
         for field in encoded.split(separator: " ") {
             let parts = field.split(separator: ":")
-            guard parts.count == 2, let epoch = Int32(parts[0]), let offset = Int64(parts[1]),
-                self.record(epoch: epoch, at: offset)
+            guard self.entries.count < entriesMax, parts.count == 2, let epoch = Int32(parts[0]),
+                let offset = Int64(parts[1]), self.record(epoch: epoch, at: offset, entriesMax: entriesMax)
             else { return nil }
         }
     }

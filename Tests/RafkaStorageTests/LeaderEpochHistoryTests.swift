@@ -71,6 +71,18 @@ import Testing
         #expect(trimmed.entries == [Entry(epoch: 5, startOffset: 500)], "the running epoch stays")
     }
 
+    /// Past its bound the history forgets its second oldest epoch: the oldest still begins at the
+    /// log start, and runs on to where the next one kept begins.
+    @Test func aFullHistoryForgetsItsSecondOldestEpoch() {
+        var history = Self.history([(0, 0), (3, 40), (5, 80)])
+        let began = history.record(epoch: 7, at: 90, entriesMax: 3)
+        #expect(began)
+        #expect(history.entries == [Entry(epoch: 0, startOffset: 0), Entry(epoch: 5, startOffset: 80), Entry(epoch: 7, startOffset: 90)])
+        #expect(history.endOffset(of: 3, current: 7, logEnd: 100).map { [Int64($0.epoch), $0.endOffset] } == [0, 80])
+        #expect(LeaderEpochHistory(encoded: "0:0 3:40 5:80", entriesMax: 3) != nil)
+        #expect(LeaderEpochHistory(encoded: "0:0 3:40 5:80 7:90", entriesMax: 3) == nil)
+    }
+
     @Test func theEncodingRoundTripsAndRefusesWhatIsNotAHistory() {
         let history = Self.history([(0, 0), (3, 40), (12, 9_000_000_000)])
         #expect(history.encoded == "0:0 3:40 12:9000000000")
