@@ -12,8 +12,9 @@ import RafkaCore
 ///  epoch 3 ends at 1200, epoch 7 at 3400, the newest at the log end
 /// ```
 ///
-/// Kept with the log's recovery point (`PartitionLog`), and rebuilt by recovery from the batch
-/// headers it scans past that point, so it always covers the log it describes.
+/// Written with the log's recovery point (`PartitionLog`), trusted below it, and taken again by
+/// recovery from the batch headers it scans past it, so it covers the log it describes (a log
+/// an older version wrote: from where recovery began to scan).
 public struct LeaderEpochHistory: Sendable, Equatable {
     public struct Entry: Sendable, Equatable {
         public var epoch: Int32
