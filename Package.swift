@@ -41,6 +41,7 @@ let package = Package(
         .systemLibrary(name: "CLZ4", path: "Sources/CLZ4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CZstd", path: "Sources/CZstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CSnappy", path: "Sources/CSnappy", providers: [.apt(["libsnappy-dev"])]),
         .systemLibrary(name: "CSQLite3", path: "Sources/CSQLite3", providers: [.apt(["libsqlite3-dev"])]),
 
         .target(name: "RafkaCore", dependencies: [nioCore], swiftSettings: strict),
@@ -54,7 +55,7 @@ let package = Package(
         .target(name: "KafkaProtocol", dependencies: ["RafkaCore", "CCRC32C", nioCore], swiftSettings: strict),
         .target(
             name: "RafkaCompression",
-            dependencies: ["CLZ4", "CZstd", "CZlib", nioCore],
+            dependencies: ["CLZ4", "CZstd", "CZlib", "CSnappy", nioCore],
             swiftSettings: strict
         ),
         .target(

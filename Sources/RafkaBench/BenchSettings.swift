@@ -115,7 +115,6 @@ public struct BenchSettings: Sendable {
         if let records = self.records, records < 1 { return "--records must be ≥ 1" }
         if let duration = self.durationSeconds, duration <= 0 { return "--duration must be positive" }
         if self.warmupSeconds < 0 { return "--warmup must be ≥ 0" }
-        if !self.compression.isSupported { return "--compression \(self.compression) is not supported" }
         if self.partitions < 1 { return "--partitions must be ≥ 1" }
         if self.backlogBytesMax < 0 { return "--backlog-bytes must be ≥ 0" }
         return nil

@@ -2,9 +2,9 @@ import NIOCore
 
 /// The compression codecs of Kafka's RecordBatch attributes (bits 0–2), with their wire values.
 ///
-/// Rafka speaks none, gzip, LZ4 (the LZ4 *frame* format, which librdkafka and Kafka ≥ 0.10
-/// write) and Zstd through the system libraries. Snappy is recognised but not implemented:
-/// batches using it are refused with UNSUPPORTED_COMPRESSION_TYPE rather than stored unread.
+/// Rafka speaks every codec of Kafka through the system libraries: gzip, Snappy (the Java
+/// client's framed layout and raw), LZ4 (the LZ4 *frame* format, which librdkafka and
+/// Kafka ≥ 0.10 write) and Zstd.
 public enum CompressionCodec: Int8, Sendable, CaseIterable, CustomStringConvertible {
     case none = 0
     case gzip = 1
@@ -28,9 +28,6 @@ public enum CompressionCodec: Int8, Sendable, CaseIterable, CustomStringConverti
         self = codec
     }
 
-    /// Whether this build can compress and decompress the codec.
-    public var isSupported: Bool { self != .snappy }
-
     /// Compresses `input`'s readable bytes into a new buffer.
     public func compress(_ input: ByteBuffer, allocator: ByteBufferAllocator = .init()) throws(CompressionError) -> ByteBuffer {
         switch self {
@@ -38,7 +35,7 @@ public enum CompressionCodec: Int8, Sendable, CaseIterable, CustomStringConverti
         case .gzip: return try Gzip.compress(input, allocator: allocator)
         case .lz4: return try LZ4Frame.compress(input, allocator: allocator)
         case .zstd: return try Zstd.compress(input, allocator: allocator)
-        case .snappy: throw CompressionError(.unsupportedCodec, "snappy")
+        case .snappy: return try Snappy.compress(input, allocator: allocator)
         }
     }
 
@@ -75,7 +72,7 @@ public enum CompressionCodec: Int8, Sendable, CaseIterable, CustomStringConverti
         case .gzip: try Gzip.decompress(input, outputBytesMax: outputBytesMax, into: &output)
         case .lz4: try LZ4Frame.decompress(input, outputBytesMax: outputBytesMax, into: &output)
         case .zstd: try Zstd.decompress(input, outputBytesMax: outputBytesMax, into: &output)
-        case .snappy: throw CompressionError(.unsupportedCodec, "snappy")
+        case .snappy: try Snappy.decompress(input, outputBytesMax: outputBytesMax, into: &output)
         }
     }
 }

@@ -109,7 +109,7 @@ public struct TopicConfigDefinition: Sendable {
               isHonoured: true, choices: ["delete"]),
         .init(name: "compression.type", kind: .string, defaultValue: "producer", brokerSynonym: "compression.type",
               documentation: "producer keeps batches as produced; a codec makes the broker recompress to it.",
-              isHonoured: true, choices: ["uncompressed", "zstd", "lz4", "gzip", "producer"]),
+              isHonoured: true, choices: ["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
         .init(name: "delete.retention.ms", kind: .long, defaultValue: "86400000", brokerSynonym: "log.cleaner.delete.retention.ms",
               documentation: "Tombstone retention for compacted topics (stored; no compaction yet).", isHonoured: false,
               range: 0...Int64.max),

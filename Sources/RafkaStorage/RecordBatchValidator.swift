@@ -75,7 +75,7 @@ public enum RecordBatchValidator {
         guard !header.isTransactional else {
             throw Failure(.invalidRecord, "transactional batches are not supported yet", batchIndex: index)
         }
-        guard let codec = CompressionCodec(rawValue: header.compressionCodecValue), codec.isSupported else {
+        guard let codec = CompressionCodec(rawValue: header.compressionCodecValue) else {
             throw Failure(
                 .unsupportedCompression, "compression codec \(header.compressionCodecValue) is not supported", batchIndex: index)
         }

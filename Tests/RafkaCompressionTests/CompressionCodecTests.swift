@@ -3,7 +3,7 @@ import RafkaCompression
 import Testing
 
 @Suite struct CompressionCodecTests {
-    static let codecs: [CompressionCodec] = [.none, .gzip, .lz4, .zstd]
+    static let codecs: [CompressionCodec] = [.none, .gzip, .snappy, .lz4, .zstd]
 
     static func text(_ bytes: Int) -> ByteBuffer {
         var buffer = ByteBuffer()
@@ -25,7 +25,7 @@ import Testing
     }
 
     /// A small input that expands past the bound fails instead of allocating without limit.
-    @Test(arguments: [CompressionCodec.gzip, .lz4, .zstd])
+    @Test(arguments: [CompressionCodec.gzip, .snappy, .lz4, .zstd])
     func decompressionIsBounded(codec: CompressionCodec) throws {
         let zeros = ByteBuffer(repeating: 0, count: 16 * 1024 * 1024)
         let bomb = try codec.compress(zeros)
@@ -33,14 +33,14 @@ import Testing
         #expect(throws: CompressionError.self) { try codec.decompress(bomb, outputBytesMax: 1024 * 1024) }
     }
 
-    @Test(arguments: [CompressionCodec.gzip, .lz4, .zstd])
+    @Test(arguments: [CompressionCodec.gzip, .snappy, .lz4, .zstd])
     func truncatedInputIsCorrupt(codec: CompressionCodec) throws {
         let compressed = try codec.compress(Self.text(100_000))
         let cut = compressed.getSlice(at: 0, length: compressed.readableBytes / 2)!
         #expect(throws: CompressionError.self) { try codec.decompress(cut, outputBytesMax: 1 << 20) }
     }
 
-    @Test(arguments: [CompressionCodec.gzip, .lz4, .zstd])
+    @Test(arguments: [CompressionCodec.gzip, .snappy, .lz4, .zstd])
     func garbageIsCorrupt(codec: CompressionCodec) {
         let garbage = ByteBuffer(bytes: (0..<500).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) })
         #expect(throws: CompressionError.self) { try codec.decompress(garbage, outputBytesMax: 1 << 20) }
@@ -77,9 +77,21 @@ import Testing
         }
     }
 
-    @Test func snappyIsRefusedNotGuessed() {
-        #expect(!CompressionCodec.snappy.isSupported)
-        #expect(throws: CompressionError.self) { try CompressionCodec.snappy.compress(ByteBuffer(string: "x")) }
+    /// Snappy as librdkafka and kafka-python write it, raw (a varint length, then elements; here
+    /// one literal), besides the Java client's framed layout that `compress` writes; a raw
+    /// block's declared length is checked against the bound before anything is allocated, and
+    /// a framed block whose length runs past the batch is corrupt.
+    @Test func snappyReadsRawBlocksAndChecksLengths() throws {
+        let raw = ByteBuffer(bytes: [0x05, (5 - 1) << 2] + Array("hello".utf8))
+        #expect(try CompressionCodec.snappy.decompress(raw, outputBytesMax: 5) == ByteBuffer(string: "hello"))
+        #expect(throws: CompressionError.self) { try CompressionCodec.snappy.decompress(raw, outputBytesMax: 4) }
+        // Declares 2^28 bytes in five bytes.
+        let liar = ByteBuffer(bytes: [0x80, 0x80, 0x80, 0x80, 0x01, 0x00])
+        #expect(throws: CompressionError.self) { try CompressionCodec.snappy.decompress(liar, outputBytesMax: 1 << 20) }
+        var framed = try CompressionCodec.snappy.compress(Self.text(100_000))
+        #expect(try CompressionCodec.snappy.decompress(framed, outputBytesMax: 100_000) == Self.text(100_000))
+        framed.setInteger(Int32.max, at: 16)
+        #expect(throws: CompressionError.self) { try CompressionCodec.snappy.decompress(framed, outputBytesMax: 1 << 20) }
     }
 
     /// The LZ4 frame magic and zstd magic at the start: what other Kafka clients expect.
@@ -90,5 +102,12 @@ import Testing
         #expect(zstd.getInteger(at: 0, endianness: .little, as: UInt32.self) == 0xFD2F_B528)
         let gzip = try CompressionCodec.gzip.compress(Self.text(100))
         #expect(gzip.getInteger(at: 0, as: UInt16.self) == 0x1F8B)
+        // snappy-java's stream header, version 1, readable from version 1, then 32 KiB blocks.
+        let snappy = try CompressionCodec.snappy.compress(Self.text(100_000))
+        #expect(snappy.getBytes(at: 0, length: 8) == [0x82] + Array("SNAPPY".utf8) + [0])
+        #expect(snappy.getInteger(at: 8, as: Int32.self) == 1 && snappy.getInteger(at: 12, as: Int32.self) == 1)
+        let firstBlock = Int(snappy.getInteger(at: 16, as: Int32.self)!)
+        #expect(try CompressionCodec.snappy.decompress(snappy.getSlice(at: 20, length: firstBlock)!, outputBytesMax: 1 << 20)
+            == Self.text(32 * 1024))
     }
 }

@@ -43,6 +43,21 @@ import Testing
         #expect(try Batches.values(batches[0].bytes) == Batches.values(original))
     }
 
+    /// Snappy batches are validated record by record and kept as produced; a topic whose
+    /// `compression.type` is snappy gets its batches recompressed to it.
+    @Test func snappyBatchesAreReadAndWritten() throws {
+        let produced = Batches.make(count: 30, valueBytes: 200, codec: .snappy)
+        let kept = try Batches.validated(produced)
+        #expect(kept[0].header.compressionCodecValue == CompressionCodec.snappy.rawValue)
+        #expect(kept[0].bytes == produced)
+        let config = try LogConfig(overrides: ["compression.type": "snappy"])
+        let original = Batches.make(count: 30, valueBytes: 200, codec: .lz4)
+        let batches = try Batches.validated(original, config: config)
+        #expect(batches[0].header.compressionCodecValue == CompressionCodec.snappy.rawValue)
+        try RecordBatch.validateHeader(batches[0].header, bytes: batches[0].bytes)
+        #expect(try Batches.values(batches[0].bytes) == Batches.values(original))
+    }
+
     /// Batches of one request decompress one after another into the thread's kept buffer: each
     /// is validated and recompressed from its own records only, the large one first.
     @Test func batchesShareTheDecompressionBufferOneAtATime() throws {

@@ -10,7 +10,7 @@ def kcat(*args, input=None):
     return result.stdout.decode()
 
 
-@pytest.mark.parametrize("codec", ["none", "gzip", "lz4", "zstd"])
+@pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])
 def test_produce_and_consume_every_codec(rafka, codec):
     topic = f"kcat-{codec}"
     lines = "".join(f"key{i % 10}:{codec}-value-{i}-" + "x" * (i % 300) + "\n" for i in range(5000))

@@ -11,7 +11,7 @@ from conftest import free_port, metrics
 
 
 def test_kafka_python_produce_consume_every_codec(rafka):
-    for codec in [None, "gzip", "lz4", "zstd"]:
+    for codec in [None, "gzip", "snappy", "lz4", "zstd"]:
         topic = f"kp-{codec}"
         producer = KafkaProducer(bootstrap_servers=rafka.bootstrap, compression_type=codec, acks="all")
         futures = [producer.send(topic, key=b"k%d" % (i % 5), value=b"v%d" % i) for i in range(2000)]
