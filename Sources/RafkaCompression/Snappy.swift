@@ -60,7 +60,13 @@ enum Snappy {
         }
         var rest = input
         guard rest.readableBytes >= Self.headerBytes else { throw CompressionError(.corruptInput, "snappy: truncated header") }
-        rest.moveReaderIndex(forwardBy: Self.headerBytes)
+        rest.moveReaderIndex(forwardBy: Self.magic.count)
+        // snappy-java refuses a stream of a version below 1: one it would refuse is not stored
+        // for its consumers. (The Java client and kafka-python write version 1, readable by 1.)
+        guard let version = rest.readInteger(as: Int32.self), version >= 1 else {
+            throw CompressionError(.corruptInput, "snappy: a stream version snappy-java does not read")
+        }
+        rest.moveReaderIndex(forwardBy: 4)  // the oldest version that reads it
         while rest.readableBytes > 0 {
             guard let length = rest.readInteger(as: Int32.self), length >= 0, Int(length) <= rest.readableBytes,
                 let block = rest.readSlice(length: Int(length))
@@ -70,7 +76,10 @@ enum Snappy {
     }
 
     /// One raw snappy block onto `output`, refused before any allocation if its declared
-    /// length would take `output` past `limit`.
+    /// length would take `output` past `limit`, or is more than snappy can expand the block to
+    /// (a 3-byte copy of 64 bytes is its densest element), so that a few bytes cannot make the
+    /// caller's kept buffer grow to the bound. Every block is decoded whole, an empty one too:
+    /// bytes a consumer's snappy would refuse are not stored for it.
     private static func decompressBlock(
         _ block: ByteBuffer,
         limit: Int,
@@ -88,7 +97,16 @@ enum Snappy {
                 failure = CompressionError(.outputTooLarge, "snappy")
                 return
             }
-            guard length > 0 else { return }
+            guard length <= source.count * 64 / 3 else {
+                failure = CompressionError(.corruptInput, "snappy: declares more than its bytes can hold")
+                return
+            }
+            guard length > 0 else {
+                if snappy_validate_compressed_buffer(compressed, source.count) != SNAPPY_OK {
+                    failure = CompressionError(.corruptInput, "snappy: corrupt empty block")
+                }
+                return
+            }
             output.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { destination in
                 var written = length
                 let status = snappy_uncompress(

@@ -90,8 +90,27 @@ import Testing
         #expect(throws: CompressionError.self) { try CompressionCodec.snappy.decompress(liar, outputBytesMax: 1 << 20) }
         var framed = try CompressionCodec.snappy.compress(Self.text(100_000))
         #expect(try CompressionCodec.snappy.decompress(framed, outputBytesMax: 100_000) == Self.text(100_000))
+        // An empty block is decoded too: junk after its zero length is corrupt, as libsnappy
+        // in a consumer finds it.
+        var padded = framed
+        padded.writeInteger(Int32(1))
+        padded.writeBytes([0x00])
+        #expect(try CompressionCodec.snappy.decompress(padded, outputBytesMax: 100_000) == Self.text(100_000))
+        padded.writeInteger(Int32(3))
+        padded.writeBytes([0x00, 0xFF, 0xFF])
+        #expect(throws: CompressionError.self) { try CompressionCodec.snappy.decompress(padded, outputBytesMax: 1 << 20) }
+        // A stream version snappy-java refuses.
+        var versionZero = framed
+        versionZero.setInteger(Int32(0), at: 8)
+        #expect(throws: CompressionError.self) { try CompressionCodec.snappy.decompress(versionZero, outputBytesMax: 1 << 20) }
         framed.setInteger(Int32.max, at: 16)
         #expect(throws: CompressionError.self) { try CompressionCodec.snappy.decompress(framed, outputBytesMax: 1 << 20) }
+        // A length within the bound but more than six bytes can expand to: refused before the
+        // output grows.
+        let bloated = ByteBuffer(bytes: [0x80, 0x80, 0x40, 0x00, 0x00, 0x00])  // declares 1 MiB
+        var kept = ByteBuffer()
+        #expect(throws: CompressionError.self) { try CompressionCodec.snappy.decompress(bloated, outputBytesMax: 1 << 21, into: &kept) }
+        #expect(kept.capacity < 1 << 20)
     }
 
     /// The LZ4 frame magic and zstd magic at the start: what other Kafka clients expect.
