@@ -34,28 +34,23 @@ import Testing
         #expect(validationFailure { _ = try Batches.validated(bytes) } == .corruptMessage)
     }
 
-    @Test func recompressesWhenTheTopicAsks() throws {
-        let config = try LogConfig(overrides: ["compression.type": "zstd"])
-        let original = Batches.make(count: 30, valueBytes: 200, codec: .gzip)
+    @Test(arguments: [(CompressionCodec.zstd, CompressionCodec.gzip), (.snappy, .lz4)])
+    func recompressesWhenTheTopicAsks(topic: CompressionCodec, produced: CompressionCodec) throws {
+        let config = try LogConfig(overrides: ["compression.type": topic.description])
+        let original = Batches.make(count: 30, valueBytes: 200, codec: produced)
         let batches = try Batches.validated(original, config: config)
-        #expect(batches[0].header.compressionCodecValue == CompressionCodec.zstd.rawValue)
+        #expect(batches[0].header.compressionCodecValue == topic.rawValue)
         try RecordBatch.validateHeader(batches[0].header, bytes: batches[0].bytes)
         #expect(try Batches.values(batches[0].bytes) == Batches.values(original))
     }
 
-    /// Snappy batches are validated record by record and kept as produced; a topic whose
-    /// `compression.type` is snappy gets its batches recompressed to it.
-    @Test func snappyBatchesAreReadAndWritten() throws {
+    /// Snappy batches are validated record by record and kept as produced.
+    @Test func snappyBatchesAreKeptAsProduced() throws {
         let produced = Batches.make(count: 30, valueBytes: 200, codec: .snappy)
         let kept = try Batches.validated(produced)
         #expect(kept[0].header.compressionCodecValue == CompressionCodec.snappy.rawValue)
         #expect(kept[0].bytes == produced)
-        let config = try LogConfig(overrides: ["compression.type": "snappy"])
-        let original = Batches.make(count: 30, valueBytes: 200, codec: .lz4)
-        let batches = try Batches.validated(original, config: config)
-        #expect(batches[0].header.compressionCodecValue == CompressionCodec.snappy.rawValue)
-        try RecordBatch.validateHeader(batches[0].header, bytes: batches[0].bytes)
-        #expect(try Batches.values(batches[0].bytes) == Batches.values(original))
+        #expect(try Batches.values(kept[0].bytes).count == 30)
     }
 
     /// Batches of one request decompress one after another into the thread's kept buffer: each
