@@ -97,10 +97,11 @@ import Testing
 
     let directory = TemporaryDirectory()
 
-    func open(_ path: String = "orders-0") throws -> PartitionLog {
+    func open(_ path: String = "orders-0") throws -> PartitionLog { try self.openReporting(path).0 }
+
+    func openReporting(_ path: String = "orders-0") throws -> (PartitionLog, PartitionLog.RecoveryReport) {
         try PartitionLog.open(
-            directory: self.directory.path + "/" + path, topicPartition: TopicPartition("orders", 0), config: LogConfig()
-        ).0
+            directory: self.directory.path + "/" + path, topicPartition: TopicPartition("orders", 0), config: LogConfig())
     }
 
     func append(_ log: PartitionLog, epoch: Int32, count: Int = 2) throws {
@@ -194,8 +195,7 @@ import Testing
             try log.close()
         }
         try "10\n".write(toFile: self.directory.path + "/orders-0/recovery-point", atomically: true, encoding: .utf8)
-        let (log, report) = try PartitionLog.open(
-            directory: self.directory.path + "/orders-0", topicPartition: TopicPartition("orders", 0), config: LogConfig())
+        let (log, report) = try self.openReporting()
         #expect(report.scannedBytes > 0 && report.scannedBytes < log.sizeBytes, "the active segment only")
         #expect(log.leaderEpochs.entries == [Entry(epoch: 5, startOffset: 6), Entry(epoch: 6, startOffset: 8)])
         #expect(log.leaderEpochs.endOffset(of: 3, current: 6, logEnd: 10).map { [Int64($0.epoch), $0.endOffset] } == [3, 6])

@@ -2,11 +2,13 @@
 starts them (the binary, --data-dir, --listen), on 127.0.0.1 with free ports.
 
 tools/dev test sets RAFKA_BIN, RAFKA_ADMIN_BIN and RAFKA_BENCH_BIN to the release binaries."""
+import glob
 import json
 import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -22,6 +24,22 @@ BENCH_BIN = os.environ.get("RAFKA_BENCH_BIN", os.path.join(ROOT, ".build", "rele
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 from ports import free_port  # noqa: E402  (re-exported to the tests)
+
+
+def stored_codecs(rafka, topic):
+    """The compression codecs (attribute bits 0-2) of the batches in partition 0's segments, read from the broker's files."""
+    codecs = set()
+    for path in glob.glob(os.path.join(rafka.data_dir, "logs", f"{topic}-0", "*.log")):
+        with open(path, "rb") as f:
+            data = f.read()
+        position = 0
+        while position + 61 <= len(data):
+            length = struct.unpack(">i", data[position + 8:position + 12])[0]
+            if length <= 0:
+                break
+            codecs.add(struct.unpack(">h", data[position + 21:position + 23])[0] & 7)
+            position += 12 + length
+    return codecs
 
 
 def metrics(port):

@@ -1,15 +1,12 @@
 """confluent-kafka (librdkafka 2.x): idempotent acks=all producing with keys, headers and
 timestamps; compressed batches; consuming; offsets by timestamp; the admin API."""
-import glob
-import os
-import struct
 import time
 
 import confluent_kafka as ck
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
 
-from conftest import wait_for
+from conftest import stored_codecs, wait_for
 
 
 def produce(bootstrap, topic, count, **config):
@@ -41,22 +38,6 @@ def consume_all(bootstrap, topic, partitions, expected, timeout=30):
             messages.append(msg)
     consumer.close()
     return messages
-
-
-def stored_codecs(rafka, topic):
-    """The compression codecs (attribute bits 0-2) of the batches in partition 0's segments, read from the broker's files."""
-    codecs = set()
-    for path in glob.glob(os.path.join(rafka.data_dir, "logs", f"{topic}-0", "*.log")):
-        with open(path, "rb") as f:
-            data = f.read()
-        position = 0
-        while position + 61 <= len(data):
-            length = struct.unpack(">i", data[position + 8:position + 12])[0]
-            if length <= 0:
-                break
-            codecs.add(struct.unpack(">h", data[position + 21:position + 23])[0] & 7)
-            position += 12 + length
-    return codecs
 
 
 @pytest.mark.parametrize("codec, code", [("gzip", 1), ("snappy", 2), ("zstd", 4)])
